@@ -1,0 +1,1 @@
+"""Sub-commands of the ``cryounet`` CLI (see :mod:`cryounet.cli`)."""

@@ -1,0 +1,83 @@
+"""``cryounet pick``: pick micrographs with one model or an ensemble and write STAR files."""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from cryounet.commands._common import MICROGRAPHS_HELP, add_device, show_progress
+
+name = "pick"
+help = "pick particles with one or more trained models (several = ensemble)"
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", action="append", required=True, type=Path,
+                        help="model folder (repeat for an ensemble: mean probability, spread kept)")
+    parser.add_argument("--micrographs", nargs="+", required=True, help=MICROGRAPHS_HELP)
+    parser.add_argument("--output", required=True, type=Path,
+                        help="folder for <micrograph>.star files and the coordinates.star index")
+    parser.add_argument("--threshold", default="auto",
+                        help="probability threshold, or auto for the one calibrated at training")
+    parser.add_argument("--batch-size", type=int, help="tiles per forward pass")
+    parser.add_argument("--tta", action="store_true", help="test-time augmentation (8 symmetries)")
+    parser.add_argument("--diameter", type=float,
+                        help="particle diameter in pixels (default: the one the model was trained "
+                             "with; set it for a general model or a differently sampled dataset)")
+    parser.add_argument("--config", type=Path,
+                        help="JSON file whose 'pick' section overrides the models' pick settings")
+    add_device(parser)
+
+
+def parse_threshold(text: str) -> float | None:
+    """``auto`` -> None (calibrated), else a probability in [0, 1]."""
+    from cryounet.errors import CryoUNetError
+
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise CryoUNetError(f"--threshold must be 'auto' or a number, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise CryoUNetError(f"--threshold must be between 0 and 1 (a probability), got {value}")
+    return value
+
+
+def main(args: argparse.Namespace) -> int:
+    from cryounet.config import load_config
+    from cryounet.data import expand_micrographs
+    from cryounet.device import resolve_device
+    from cryounet.errors import CryoUNetError
+    from cryounet.inference import Picker
+    from cryounet.modelio import load_model
+    from cryounet.picking import pick_micrographs
+
+    threshold = parse_threshold(args.threshold)
+    micrographs = expand_micrographs(args.micrographs)
+    device = resolve_device(args.device)
+    models = [load_model(path, device) for path in args.model]
+    if args.diameter is not None:
+        if args.diameter <= 0:
+            raise CryoUNetError(f"--diameter must be positive, got {args.diameter}")
+        for model in models:
+            model.info.diameter_px = args.diameter
+    cfg = models[0].info.config
+    if args.config is not None:
+        cfg = load_config(args.config, base=cfg)
+    pick_cfg = cfg.pick
+    if args.batch_size is not None:
+        if args.batch_size < 1:
+            raise CryoUNetError("--batch-size must be at least 1")
+        pick_cfg.batch_size = args.batch_size
+    if args.tta:
+        pick_cfg.tta = True
+    if threshold is None and pick_cfg.threshold is not None:
+        threshold = pick_cfg.threshold
+    picker = Picker(models, pick_cfg, device)
+    summary = pick_micrographs(picker, micrographs, args.output, threshold, show_progress(args))
+    logger.info("picked %d particles on %d micrograph(s) at threshold %.3f%s; STAR files in %s",
+                summary.total, len(summary.picked), summary.threshold,
+                f" ({len(summary.failed)} skipped)" if summary.failed else "", args.output)
+    return 0

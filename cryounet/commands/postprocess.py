@@ -1,0 +1,76 @@
+"""``cryounet postprocess``: re-threshold and filter existing picks (cheap, no network)."""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from cryounet.commands._common import MICROGRAPHS_HELP
+
+name = "postprocess"
+help = ("filter pick files: score threshold, non-maximum suppression distance, distance to the "
+        "edge, maximum particles per micrograph")
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--picks", required=True, type=Path, help="folder of pick files (any format)")
+    parser.add_argument("--output", required=True, type=Path, help="folder for the filtered STAR files")
+    parser.add_argument("--diameter", required=True, type=float, help="particle diameter in pixels")
+    parser.add_argument("--threshold", type=float, help="keep picks with at least this score")
+    parser.add_argument("--nms-distance", type=float,
+                        help="minimum distance between picks in pixels (default: none)")
+    parser.add_argument("--edge-distance", type=float, default=0.0,
+                        help="drop picks closer than this to an edge, in pixels (needs --micrographs)")
+    parser.add_argument("--max-per-micrograph", type=int, default=0,
+                        help="keep at most this many best-scoring picks per micrograph (0: no limit)")
+    parser.add_argument("--micrographs", nargs="+",
+                        help=f"{MICROGRAPHS_HELP}; gives the shapes for the edge filter")
+
+
+def main(args: argparse.Namespace) -> int:
+    from cryounet.data import expand_micrographs
+    from cryounet.errors import CryoUNetError
+    from cryounet.io.coordinates import (COORDINATE_SUFFIXES, INDEX_NAME, read_coordinates,
+                                         read_star_index)
+    from cryounet.io.mrc import micrograph_shape
+    from cryounet.picking import warn_if_empty, write_picks
+    from cryounet.postprocess import FilterConfig, filter_picks
+
+    if args.diameter <= 0:
+        raise CryoUNetError(f"--diameter must be positive, got {args.diameter}")
+    if args.edge_distance < 0 or args.max_per_micrograph < 0 or (args.nms_distance or 0) < 0:
+        raise CryoUNetError("distances and --max-per-micrograph must not be negative")
+    if not args.picks.is_dir():
+        raise CryoUNetError(f"{args.picks}: picks folder does not exist")
+    if args.output.resolve() == args.picks.resolve():
+        raise CryoUNetError("--output must differ from --picks (the input files would be overwritten)")
+    files = sorted(p for p in args.picks.iterdir()
+                   if p.suffix.lower() in COORDINATE_SUFFIXES and p.name != INDEX_NAME)
+    if not files:
+        raise CryoUNetError(f"{args.picks}: no pick files")
+    mics = {}
+    if args.micrographs:
+        mics = {p.stem: p for p in expand_micrographs(args.micrographs)}
+    elif args.edge_distance > 0:
+        raise CryoUNetError("--edge-distance needs --micrographs (for the micrograph sizes)")
+    # Micrograph names for the output index: --micrographs, else the input folder's index.
+    index = read_star_index(args.picks / INDEX_NAME) if (args.picks / INDEX_NAME).is_file() else {}
+    cfg = FilterConfig(args.threshold, args.nms_distance, args.edge_distance, args.max_per_micrograph)
+    results, picked, before = [], {}, 0
+    for path in files:
+        picks = read_coordinates(path)
+        before += len(picks)
+        mic = mics.get(path.stem)
+        if args.edge_distance > 0 and mic is None:
+            raise CryoUNetError(f"{path}: no micrograph named {path.stem} among --micrographs")
+        shape = micrograph_shape(mic) if mic is not None else None
+        kept = filter_picks(picks, shape, cfg)
+        name = str(mic) if mic is not None else index.get(path.stem, f"{path.stem}.mrc")
+        results.append((path.stem, name, kept))
+        picked[path.stem] = len(kept)
+    write_picks(args.output, results)
+    warn_if_empty(picked)
+    logger.info("kept %d of %d picks on %d micrograph(s); STAR files in %s",
+                sum(picked.values()), before, len(files), args.output)
+    return 0

@@ -1,0 +1,81 @@
+"""``cryounet refine``: pseudo-labelled self-training of a trained model on unlabelled micrographs."""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from cryounet.commands._common import MICROGRAPHS_HELP, add_device, show_progress
+
+name = "refine"
+help = ("refine a trained model by self-training on unlabelled micrographs (pseudo-labels with "
+        "thresholds that relax per round)")
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, type=Path, help="trained model folder to start from")
+    parser.add_argument("--micrographs", nargs="+", required=True,
+                        help=f"labelled {MICROGRAPHS_HELP} (those without coordinates count as unlabelled)")
+    parser.add_argument("--coordinates", required=True, type=Path, help="folder of coordinate files")
+    parser.add_argument("--unlabelled", nargs="+", help=f"unlabelled {MICROGRAPHS_HELP}")
+    parser.add_argument("--output", required=True, type=Path, help="folder for the refined model")
+    parser.add_argument("--valid-micrographs", nargs="+", help=f"validation {MICROGRAPHS_HELP}")
+    parser.add_argument("--valid-coordinates", type=Path, help="folder of validation coordinates")
+    parser.add_argument("--rounds", type=int, help="self-training rounds (overrides the config)")
+    parser.add_argument("--seed", type=int, help="random seed (overrides the config)")
+    parser.add_argument("--config", type=Path,
+                        help="JSON file overriding the model's config (e.g. its 'refine' section)")
+    add_device(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from cryounet.config import load_config
+    from cryounet.data import (LabelledMicrograph, expand_micrographs, load_labelled,
+                               split_validation)
+    from cryounet.device import resolve_device
+    from cryounet.errors import CryoUNetError
+    from cryounet.io.mrc import read_micrograph
+    from cryounet.modelio import load_model
+    from cryounet.preprocess import preprocess
+    from cryounet.pseudolabel import refine
+
+    if (args.valid_micrographs is None) != (args.valid_coordinates is None):
+        raise CryoUNetError("--valid-micrographs and --valid-coordinates go together")
+    if args.output.resolve() == args.model.resolve():
+        raise CryoUNetError("--output must differ from --model (the input model would be overwritten)")
+    device = resolve_device(args.device)
+    model = load_model(args.model, device)
+    cfg = load_config(args.config, base=model.info.config)
+    if args.rounds is not None:
+        cfg.refine.rounds = args.rounds
+    if args.seed is not None:
+        cfg.train.seed = args.seed
+    diameter = model.info.diameter_px
+    items, unlabelled_paths = load_labelled(expand_micrographs(args.micrographs), args.coordinates,
+                                            diameter, cfg.preprocess)
+    if args.unlabelled:
+        unlabelled_paths += expand_micrographs(args.unlabelled)
+    known = {it.name for it in items}
+    unlabelled_paths = [p for p in dict.fromkeys(unlabelled_paths) if p.stem not in known]
+    unlabelled = []
+    for path in unlabelled_paths:
+        image, scale = preprocess(read_micrograph(path), diameter, cfg.preprocess)
+        unlabelled.append(LabelledMicrograph(path.stem, image, np.zeros((0, 2)), scale,
+                                             diameter / scale.factors[0]))
+    if args.valid_micrographs:
+        valid, _ = load_labelled(expand_micrographs(args.valid_micrographs), args.valid_coordinates,
+                                 diameter, cfg.preprocess)
+        train_items = items
+    else:
+        train_items, valid = split_validation(items, cfg.train.valid_fraction,
+                                              np.random.default_rng(cfg.train.seed))
+    history = refine(model, train_items, valid, unlabelled, cfg, args.output, device,
+                     show_progress(args))
+    for record in history[1:]:
+        logger.info("round %d: %d pseudo-picks on %d micrograph(s), validation F1 %.3f",
+                    record["round"], record["pseudo_positives"], record["micrographs_used"],
+                    record["valid_f1"])
+    return 0

@@ -1,0 +1,139 @@
+"""``cryounet train``: learn a picker from micrographs and their coordinate files."""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from cryounet.commands._common import MICROGRAPHS_HELP, add_device, show_progress
+
+name = "train"
+help = "train a model from micrographs and picks (STAR, BOX or CSV/TXT, matched by file stem)"
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--micrographs", nargs="+", help=f"training {MICROGRAPHS_HELP}")
+    parser.add_argument("--coordinates", type=Path,
+                        help="folder of coordinate files named like the micrographs")
+    parser.add_argument("--diameter", type=float, help="particle diameter in pixels")
+    parser.add_argument("--datasets", type=Path,
+                        help="JSON list of datasets to train on together, instead of --micrographs/"
+                             "--coordinates/--diameter: [{\"micrographs\": [...], \"coordinates\": "
+                             "DIR, \"diameter\": PX, \"valid_micrographs\": [...], "
+                             "\"valid_coordinates\": DIR}, ...] (validation keys optional)")
+    parser.add_argument("--output", required=True, type=Path, help="model folder to write")
+    parser.add_argument("--valid-micrographs", nargs="+", help=f"validation {MICROGRAPHS_HELP}")
+    parser.add_argument("--valid-coordinates", type=Path, help="folder of validation coordinates")
+    parser.add_argument("--epochs", type=int, help="maximum epochs (overrides the config)")
+    parser.add_argument("--seed", type=int, help="random seed (overrides the config)")
+    parser.add_argument("--config", type=Path, help="JSON config file (see cryounet.config)")
+    parser.add_argument("--init", help="start from the weights of this model folder, or 'general' "
+                                       "for the starting model shipped with CryoUNet")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run from OUTPUT/checkpoint.pt")
+    add_device(parser)
+
+
+def _datasets(args: argparse.Namespace) -> list[dict]:
+    """The datasets to train on: from --datasets, or the one given by the plain arguments."""
+    import json
+
+    from cryounet.errors import CryoUNetError
+
+    plain = [args.micrographs, args.coordinates, args.diameter]
+    if args.datasets is None:
+        if any(v is None for v in plain):
+            raise CryoUNetError("give --micrographs, --coordinates and --diameter (or --datasets)")
+        return [{"micrographs": args.micrographs, "coordinates": args.coordinates,
+                 "diameter": args.diameter, "valid_micrographs": args.valid_micrographs,
+                 "valid_coordinates": args.valid_coordinates}]
+    if any(v is not None for v in plain):
+        raise CryoUNetError("--datasets replaces --micrographs/--coordinates/--diameter; give one or the other")
+    try:
+        data = json.loads(args.datasets.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CryoUNetError(f"{args.datasets}: cannot read the dataset list ({exc})") from None
+    known = {"micrographs", "coordinates", "diameter", "valid_micrographs", "valid_coordinates"}
+    if not isinstance(data, list) or not data:
+        raise CryoUNetError(f"{args.datasets}: expected a non-empty JSON list of datasets")
+    for i, entry in enumerate(data):
+        if not isinstance(entry, dict) or not {"micrographs", "coordinates", "diameter"} <= set(entry):
+            raise CryoUNetError(f"{args.datasets}: dataset {i} needs micrographs, coordinates, diameter")
+        if set(entry) - known:
+            raise CryoUNetError(f"{args.datasets}: dataset {i} has unknown keys {sorted(set(entry) - known)}")
+        try:
+            entry["diameter"] = float(entry["diameter"])
+        except (TypeError, ValueError):
+            raise CryoUNetError(f"{args.datasets}: dataset {i} diameter must be a number of pixels, "
+                                f"got {entry['diameter']!r}") from None
+        if isinstance(entry["micrographs"], str):
+            entry["micrographs"] = [entry["micrographs"]]
+        if isinstance(entry.get("valid_micrographs"), str):
+            entry["valid_micrographs"] = [entry["valid_micrographs"]]
+    return data
+
+
+def main(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from cryounet.config import load_config
+    from cryounet.data import expand_micrographs, load_labelled, split_validation
+    from cryounet.device import resolve_device
+    from cryounet.errors import CryoUNetError
+    from cryounet.modelio import CONFIG_NAME, WEIGHTS_NAME, general_model_path, read_model_info
+    from cryounet.training import train
+
+    cfg = load_config(args.config)
+    if args.resume and args.config is None and (args.output / CONFIG_NAME).is_file():
+        cfg = read_model_info(args.output).config
+    if args.epochs is not None:
+        cfg.train.epochs = args.epochs
+    if args.seed is not None:
+        cfg.train.seed = args.seed
+    cfg.validate("command line")
+    datasets = _datasets(args)
+    for entry in datasets:
+        if (entry.get("valid_micrographs") is None) != (entry.get("valid_coordinates") is None):
+            raise CryoUNetError("--valid-micrographs and --valid-coordinates go together")
+    init = None
+    if args.init:
+        init_dir = general_model_path() if args.init == "general" else Path(args.init)
+        init_info = read_model_info(init_dir)
+        if init_info.config.model != cfg.model:
+            logger.info("--init: using the architecture of %s", init_dir)
+            cfg.model = init_info.config.model
+        if init_info.config.preprocess != cfg.preprocess:
+            logger.info("--init: using the preprocessing of %s", init_dir)
+            cfg.preprocess = init_info.config.preprocess
+        init = init_dir / WEIGHTS_NAME
+    device = resolve_device(args.device)
+
+    train_items, valid = [], []
+    rng = np.random.default_rng(cfg.train.seed)
+    for entry in datasets:
+        diameter = float(entry["diameter"])
+        items, _ = load_labelled(expand_micrographs(entry["micrographs"]), Path(entry["coordinates"]),
+                                 diameter, cfg.preprocess)
+        if entry.get("valid_micrographs"):
+            held, _ = load_labelled(expand_micrographs(entry["valid_micrographs"]),
+                                    Path(entry["valid_coordinates"]), diameter, cfg.preprocess)
+        else:
+            items, held = split_validation(items, cfg.train.valid_fraction, rng)
+            logger.info("no validation set given: holding out %s", ", ".join(v.name for v in held))
+        train_items += items
+        valid += held
+    args.diameter = float(datasets[0]["diameter"])
+    if sum(len(i.xy) for i in train_items) == 0:
+        raise CryoUNetError("the training micrographs have no picks")
+    if sum(len(i.xy) for i in valid) == 0:
+        raise CryoUNetError("the validation micrographs have no picks; F1 cannot be computed")
+    t0 = time.monotonic()
+    result = train(train_items, valid, cfg, args.diameter, args.output, device,
+                   resume=args.resume, init_weights=init, progress=show_progress(args))
+    v = result.validation
+    logger.info("done in %.1f min: best epoch %d, validation precision %.3f recall %.3f F1 %.3f "
+                "AP %.3f at threshold %.3f; model in %s", (time.monotonic() - t0) / 60,
+                result.best_epoch, v.precision, v.recall, v.f1, v.ap, v.threshold, args.output)
+    return 0

@@ -1,0 +1,379 @@
+"""Configuration dataclasses for every stage, and their JSON form.
+
+A configuration file (``--config FILE.json``) holds any subset of the sections below; keys it leaves
+out keep their defaults, and an unknown section or key is an error that names it. The same JSON is
+stored in every model folder, so a run can be reproduced from it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from cryounet.errors import CryoUNetError
+
+
+@dataclass
+class PreprocessConfig:
+    """How micrographs are brought to the working scale.
+
+    Attributes:
+        working_diameter: particle diameter in pixels after downsampling. Micrographs are resized by
+            ``diameter / working_diameter`` (never upsampled).
+        normalisation: ``robust`` (median and MAD, clipped) or ``standard`` (mean and std).
+        clip: values are clipped to +-``clip`` after normalisation (0 disables).
+    """
+
+    working_diameter: float = 16.0
+    normalisation: str = "robust"
+    clip: float = 5.0
+
+
+@dataclass
+class TargetConfig:
+    """How picks become training targets (positive-unlabelled aware).
+
+    Attributes:
+        shape: ``disk`` (1 inside ``positive_radius``) or ``gaussian`` (sigma = ``positive_radius``).
+        positive_radius: radius of the positive core, as a fraction of the particle diameter.
+        ignore_radius: pixels between the core and this radius (fraction of diameter) are ignored.
+        unlabelled_weight: loss weight of pixels far from every pick. They are treated as negatives
+            with this weight; lower it (e.g. 0.3) when picks are sparse, because unpicked particles
+            exist in the data (positive-unlabelled learning).
+    """
+
+    shape: str = "disk"
+    positive_radius: float = 0.2
+    ignore_radius: float = 0.4
+    unlabelled_weight: float = 1.0
+
+
+@dataclass
+class ModelConfig:
+    """Network architecture.
+
+    Attributes:
+        architecture: registry name (``unet``, ``attention_unet``, ``residual_unet``,
+            ``efficient_unet``; see ``cryounet.models.registry``).
+        base_channels: channels of the first level; each level down doubles them.
+        depth: number of down-sampling steps.
+        norm: ``batch`` or ``group`` normalisation.
+        dropout: dropout probability at the bottleneck.
+        blocks_per_level: blocks in each encoder level and the bottleneck.
+        attention_gates: attention gates on the skip connections (any architecture).
+        se: squeeze-excitation channel attention after every block.
+        bottleneck_attention: multi-head spatial self-attention at the bottleneck.
+    """
+
+    architecture: str = "unet"
+    base_channels: int = 16
+    depth: int = 3
+    norm: str = "batch"
+    dropout: float = 0.0
+    blocks_per_level: int = 1
+    attention_gates: bool = False
+    se: bool = False
+    bottleneck_attention: bool = False
+
+
+@dataclass
+class LossConfig:
+    """Training loss; every loss honours the ignore mask (weight 0).
+
+    Attributes:
+        name: ``bce``, ``focal``, ``dice``, ``bce_dice`` or ``focal_dice``.
+        pos_weight: weight of positive pixels in BCE/focal terms.
+        focal_gamma: focusing parameter of the focal loss.
+        focal_alpha: class balance of the focal loss (weight of positives), or -1 for none.
+        dice_weight: weight of the Dice term in the combined losses.
+        label_smoothing: targets are squeezed into [s/2, 1 - s/2].
+    """
+
+    name: str = "bce"
+    pos_weight: float = 1.0
+    focal_gamma: float = 2.0
+    focal_alpha: float = -1.0
+    dice_weight: float = 1.0
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation preset: ``none``, ``light`` (flips, 90-degree rotations) or ``strong``."""
+
+    preset: str = "light"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, sampling, validation and stopping.
+
+    Attributes:
+        epochs: maximum number of epochs.
+        steps_per_epoch: optimiser steps per epoch.
+        batch_size: patches per step.
+        patch_size: side of a training patch in working pixels (rounded up to a multiple of
+            ``2 ** depth``).
+        positive_fraction: fraction of patches centred near a pick (balanced sampling); the rest
+            are drawn uniformly.
+        learning_rate: peak AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_epochs: linear warm-up length before the cosine decay.
+        schedule: ``cosine`` or ``constant`` after warm-up.
+        patience: stop after this many epochs without a better validation F1 (0 disables).
+        valid_fraction: fraction of training micrographs held out for validation when no
+            validation set is given (at least one; with a single micrograph, its bottom strip).
+        seed: random seed (sampling, augmentation, initialisation).
+        hard_negative_fraction: fraction of patches centred on the current model's false positives
+            on the training micrographs (hard-negative mining; 0 disables).
+        hard_negative_start: first epoch (1-based) that mines hard negatives.
+        time_limit_minutes: stop training after this wall time (0 = no limit).
+        num_threads: CPU threads for torch (0 = torch's default).
+    """
+
+    epochs: int = 40
+    steps_per_epoch: int = 40
+    batch_size: int = 8
+    patch_size: int = 96
+    positive_fraction: float = 0.5
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 2
+    schedule: str = "cosine"
+    patience: int = 10
+    valid_fraction: float = 0.2
+    seed: int = 0
+    hard_negative_fraction: float = 0.0
+    hard_negative_start: int = 3
+    time_limit_minutes: float = 0.0
+    num_threads: int = 0
+
+
+@dataclass
+class PickConfig:
+    """Inference and post-processing.
+
+    Attributes:
+        threshold: probability threshold; None = the threshold calibrated at training.
+        nms_radius: minimum distance between picks, as a fraction of the particle diameter.
+        edge_exclusion: picks closer than this (fraction of diameter) to an edge are dropped; 0.5
+            keeps only particles lying wholly inside the micrograph (extractable boxes).
+        tile_size: side of an inference tile in working pixels.
+        tile_overlap: overlap between tiles in working pixels (half is discarded on each side).
+        batch_size: tiles per forward pass.
+        tta: average over the 8 flips/rotations (test-time augmentation).
+        min_score: lowest probability ever reported as a candidate (for calibration/curves).
+        opening_radius: grey-level morphological opening of the probability map with a disk of
+            this radius (fraction of diameter) before peak finding; removes thin/small responses
+            (0 disables).
+        min_component_area / max_component_area: connected regions of the map above
+            ``component_level`` whose area (in units of the particle's disk area) is outside this
+            range are removed before peak finding (0 disables each bound).
+        component_level: probability level defining the connected regions.
+    """
+
+    threshold: float | None = None
+    nms_radius: float = 0.5
+    edge_exclusion: float = 0.5
+    tile_size: int = 512
+    tile_overlap: int = 64
+    batch_size: int = 4
+    tta: bool = False
+    min_score: float = 0.05
+    opening_radius: float = 0.0
+    min_component_area: float = 0.0
+    max_component_area: float = 0.0
+    component_level: float = 0.5
+
+
+@dataclass
+class RefineConfig:
+    """Pseudo-labelled refinement (self-training on unlabelled micrographs).
+
+    Attributes:
+        rounds: self-training rounds.
+        epochs_per_round: training epochs in each round (starting from the previous weights).
+        positive_start / positive_end: probability a peak needs to become a pseudo-pick, relaxed
+            linearly from the first to the last round.
+        negative_start / negative_end: pixels below this probability become pseudo-negatives;
+            pixels between the two thresholds are ignored.
+        max_entropy: a pseudo-pick also needs a binary predictive entropy (bits, TTA-averaged
+            probability) at most this.
+        curriculum: micrographs are ranked by confidence and round r uses the most confident
+            r/rounds of them (else all from the first round).
+        tta: predict pseudo-labels with test-time augmentation.
+    """
+
+    rounds: int = 3
+    epochs_per_round: int = 10
+    positive_start: float = 0.98
+    positive_end: float = 0.90
+    negative_start: float = 0.02
+    negative_end: float = 0.10
+    max_entropy: float = 0.5
+    curriculum: bool = True
+    tta: bool = True
+
+
+@dataclass
+class CryoUNetConfig:
+    """All settings of a training run (and the picking defaults stored with the model)."""
+
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    target: TargetConfig = field(default_factory=TargetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    pick: PickConfig = field(default_factory=PickConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "CryoUNetConfig":
+        """Build a config from (a subset of) its dict form; unknown keys and values out of range
+        are errors."""
+        cfg = _from_dict(cls, data, source)
+        cfg.validate(source)
+        return cfg
+
+    def validate(self, source: str = "config") -> None:
+        """Check choices and ranges, raising :class:`CryoUNetError` naming the key."""
+        choices = {
+            "preprocess.normalisation": (self.preprocess.normalisation, ("robust", "standard")),
+            "target.shape": (self.target.shape, ("disk", "gaussian")),
+            "model.norm": (self.model.norm, ("batch", "group")),
+            "loss.name": (self.loss.name, ("bce", "focal", "dice", "bce_dice", "focal_dice")),
+            "augment.preset": (self.augment.preset, ("none", "light", "strong")),
+            "train.schedule": (self.train.schedule, ("cosine", "constant")),
+        }
+        for key, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise CryoUNetError(f"{source}: {key} = {value!r} is not one of {', '.join(allowed)}")
+        positive = {
+            "preprocess.working_diameter": self.preprocess.working_diameter,
+            "target.positive_radius": self.target.positive_radius,
+            "model.base_channels": self.model.base_channels,
+            "model.depth": self.model.depth,
+            "model.blocks_per_level": self.model.blocks_per_level,
+            "train.epochs": self.train.epochs,
+            "train.steps_per_epoch": self.train.steps_per_epoch,
+            "train.batch_size": self.train.batch_size,
+            "train.patch_size": self.train.patch_size,
+            "pick.tile_size": self.pick.tile_size,
+            "pick.batch_size": self.pick.batch_size,
+            "pick.min_score": self.pick.min_score,
+            "refine.rounds": self.refine.rounds,
+            "refine.epochs_per_round": self.refine.epochs_per_round,
+        }
+        for key, value in positive.items():
+            if not value > 0:
+                raise CryoUNetError(f"{source}: {key} must be positive, got {value}")
+        fractions = {
+            "target.unlabelled_weight": self.target.unlabelled_weight,
+            "model.dropout": self.model.dropout,
+            "train.positive_fraction": self.train.positive_fraction,
+            "train.hard_negative_fraction": self.train.hard_negative_fraction,
+            "pick.component_level": self.pick.component_level,
+        }
+        for key, value in fractions.items():
+            if not 0 <= value <= 1:
+                raise CryoUNetError(f"{source}: {key} must be between 0 and 1, got {value}")
+        if self.train.learning_rate < 0 or self.train.weight_decay < 0:
+            raise CryoUNetError(f"{source}: train.learning_rate and train.weight_decay must not be negative")
+        if self.train.positive_fraction + self.train.hard_negative_fraction > 1:
+            raise CryoUNetError(f"{source}: train.positive_fraction + train.hard_negative_fraction "
+                                "must not exceed 1")
+        if self.target.ignore_radius < self.target.positive_radius:
+            raise CryoUNetError(f"{source}: target.ignore_radius must be >= target.positive_radius")
+        if self.pick.threshold is not None and not 0 <= self.pick.threshold <= 1:
+            raise CryoUNetError(f"{source}: pick.threshold must be between 0 and 1 (or null)")
+        for key in ("nms_radius", "edge_exclusion", "tile_overlap", "opening_radius",
+                    "min_component_area", "max_component_area"):
+            if getattr(self.pick, key) < 0:
+                raise CryoUNetError(f"{source}: pick.{key} must not be negative")
+        if self.pick.tile_overlap >= self.pick.tile_size:
+            raise CryoUNetError(f"{source}: pick.tile_overlap must be smaller than pick.tile_size")
+
+    def updated(self, data: dict[str, Any], source: str = "config") -> "CryoUNetConfig":
+        """A copy with the sections/keys of ``data`` overriding this config's values."""
+        if not isinstance(data, dict):
+            raise CryoUNetError(f"{source}: expected a JSON object with config sections, got "
+                                f"{type(data).__name__}")
+        merged = self.to_dict()
+        for section, values in data.items():
+            if isinstance(values, dict) and isinstance(merged.get(section), dict):
+                merged[section].update(values)
+            else:
+                merged[section] = values
+        return type(self).from_dict(merged, source)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = get_origin(hint)
+    if origin is Union or str(origin) == "types.UnionType":
+        options = [a for a in get_args(hint) if a is not type(None)]
+        if value is None:
+            if type(None) in get_args(hint):
+                return None
+            raise CryoUNetError(f"{where}: null is not allowed")
+        return _coerce(value, options[0], where)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise CryoUNetError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise CryoUNetError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CryoUNetError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise CryoUNetError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _from_dict(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise CryoUNetError(f"{where}: expected an object, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise CryoUNetError(
+            f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _from_dict(hint, value, f"{where}.{name}")
+        else:
+            kwargs[name] = _coerce(value, hint, f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def load_config(path: str | os.PathLike[str] | None, base: CryoUNetConfig | None = None) -> CryoUNetConfig:
+    """Read a JSON config file on top of ``base`` (defaults when None)."""
+    base = base or CryoUNetConfig()
+    if path is None:
+        return base
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CryoUNetError(f"{path}: config file does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise CryoUNetError(f"{path}: not valid JSON ({exc})") from None
+    return base.updated(data, source=str(path))

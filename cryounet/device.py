@@ -1,0 +1,62 @@
+"""Choosing the compute device: explicit, logged, and never a silent CPU fallback."""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from cryounet.errors import CryoUNetError
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(spec: str | None) -> torch.device:
+    """Turn a ``--device`` value into a :class:`torch.device` and log what is used.
+
+    Accepted: ``auto`` (a CUDA GPU when present, else the CPU, said in the log), ``cpu``, ``cuda``,
+    ``cuda:N``, or a bare GPU index ``N`` / list ``"N M"`` (as Scipion's ``%(GPU)s`` gives; the first
+    is used).
+
+    Raises:
+        CryoUNetError: a GPU was asked for and is not available, or the value is not understood.
+    """
+    spec = "auto" if spec is None else spec.strip().lower()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            device = torch.device("cuda:0")
+        else:
+            logger.info("no CUDA GPU found: running on the CPU (slower; pass --device cuda to insist "
+                        "on a GPU)")
+            device = torch.device("cpu")
+    elif spec == "cpu":
+        device = torch.device("cpu")
+    else:
+        parts = spec.replace(",", " ").split()
+        if not parts:  # blank: most likely an empty GPU list from a scheduler
+            raise CryoUNetError(f"unknown device '{spec}' (use auto, cpu, cuda, cuda:N or a GPU index)")
+        first = parts[0]
+        if first.isdigit():
+            first = f"cuda:{first}"
+        if not (first == "cuda" or first.startswith("cuda:")):
+            raise CryoUNetError(f"unknown device '{spec}' (use auto, cpu, cuda, cuda:N or a GPU index)")
+        if not torch.cuda.is_available():
+            raise CryoUNetError(
+                f"device '{spec}' was requested but no CUDA GPU is available to this process "
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); "
+                "use --device cpu to run on the CPU"
+            )
+        try:
+            device = torch.device(first)
+        except RuntimeError as exc:
+            raise CryoUNetError(f"invalid device '{spec}': {exc}") from None
+        index = device.index or 0
+        if index >= torch.cuda.device_count():
+            raise CryoUNetError(
+                f"GPU {index} was requested but only {torch.cuda.device_count()} GPU(s) are visible"
+            )
+        device = torch.device("cuda", index)
+    if device.type == "cuda":
+        logger.info("using device %s (%s)", device, torch.cuda.get_device_name(device))
+    else:
+        logger.info("using device cpu (%d threads)", torch.get_num_threads())
+    return device

@@ -1,0 +1,1 @@
+"""File input/output: MRC micrographs, coordinate files, atomic writes."""

@@ -1,0 +1,153 @@
+"""Picking metrics with the CryoPPP scoring convention.
+
+Per micrograph, picks are matched one-to-one to ground-truth centres so that the number of pairs
+closer than ``radius`` (0.5 x diameter) is maximal (maximum bipartite matching); those pairs are
+true positives. Precision, recall and F1 are pooled over micrographs. The best F1 re-matches at each
+score threshold; AP ranks all picks by score and matches greedily in that order (VOC style).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import maximum_bipartite_matching
+from scipy.spatial import cKDTree
+
+#: Most distinct thresholds tried by :func:`best_f1` (quantiles of the scores beyond that).
+MAX_THRESHOLDS = 400
+
+
+@dataclass
+class Scores:
+    """Pooled detection counts and rates."""
+
+    tp: int
+    n_pred: int
+    n_true: int
+
+    @property
+    def precision(self) -> float:
+        return self.tp / self.n_pred if self.n_pred else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / self.n_true if self.n_true else 0.0
+
+    @property
+    def f1(self) -> float:
+        denom = self.n_pred + self.n_true
+        return 2 * self.tp / denom if denom else 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {"precision": self.precision, "recall": self.recall, "f1": self.f1,
+                "tp": self.tp, "n_pred": self.n_pred, "n_true": self.n_true}
+
+
+def count_matches(pred: np.ndarray, true: np.ndarray, radius: float) -> int:
+    """Size of the maximum one-to-one matching of ``pred`` to ``true`` within ``radius``."""
+    pred = np.asarray(pred, dtype=np.float64).reshape(-1, 2)
+    true = np.asarray(true, dtype=np.float64).reshape(-1, 2)
+    if len(pred) == 0 or len(true) == 0:
+        return 0
+    pairs = cKDTree(pred).sparse_distance_matrix(cKDTree(true), radius, output_type="coo_matrix")
+    # Distances of exactly 0 would vanish from a sparse matrix: mark adjacency with ones.
+    keep = pairs.data < radius
+    if not keep.any():
+        return 0
+    graph = csr_matrix((np.ones(keep.sum()), (pairs.row[keep], pairs.col[keep])),
+                       shape=(len(pred), len(true)))
+    matching = maximum_bipartite_matching(graph, perm_type="column")
+    return int((matching >= 0).sum())
+
+
+def evaluate(preds: Sequence[np.ndarray], truths: Sequence[np.ndarray], radius: float) -> Scores:
+    """Pooled :class:`Scores` over micrographs (lists of ``(N, 2)`` arrays, same order)."""
+    if len(preds) != len(truths):
+        raise ValueError(f"{len(preds)} pick lists for {len(truths)} ground-truth lists")
+    tp = sum(count_matches(p, t, radius) for p, t in zip(preds, truths))
+    return Scores(tp, sum(len(p) for p in preds), sum(len(t) for t in truths))
+
+
+@dataclass
+class ThresholdCurve:
+    """Precision/recall/F1 as a function of the score threshold (picks with score >= threshold)."""
+
+    thresholds: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+    f1: np.ndarray
+
+    def best_index(self) -> int:
+        """Index of the best F1 (the highest threshold among ties); -1 for an empty curve."""
+        if len(self.f1) == 0:
+            return -1
+        return int(np.flatnonzero(self.f1 >= self.f1.max() - 1e-12)[-1])
+
+    def as_dict(self) -> dict[str, list[float]]:
+        return {k: [float(v) for v in getattr(self, k)]
+                for k in ("thresholds", "precision", "recall", "f1")}
+
+
+def threshold_curve(preds: Sequence[np.ndarray], scores: Sequence[np.ndarray],
+                    truths: Sequence[np.ndarray], radius: float) -> ThresholdCurve:
+    """Re-match at each candidate threshold (all distinct scores, or quantiles if many)."""
+    all_scores = np.concatenate([np.asarray(s, dtype=np.float64) for s in scores]) \
+        if scores else np.zeros(0)
+    candidates = np.unique(all_scores)
+    if len(candidates) > MAX_THRESHOLDS:
+        candidates = np.unique(np.quantile(all_scores, np.linspace(0, 1, MAX_THRESHOLDS)))
+    precision, recall, f1 = [], [], []
+    for t in candidates:
+        result = evaluate([p[s >= t] for p, s in zip(preds, scores)], truths, radius)
+        precision.append(result.precision)
+        recall.append(result.recall)
+        f1.append(result.f1)
+    return ThresholdCurve(candidates, np.array(precision), np.array(recall), np.array(f1))
+
+
+def best_f1(preds, scores, truths, radius: float) -> tuple[float, Scores]:
+    """Threshold with the best pooled F1, and the scores there."""
+    curve = threshold_curve(preds, scores, truths, radius)
+    if len(curve.thresholds) == 0:
+        return 0.5, evaluate([np.zeros((0, 2))] * len(truths), truths, radius)
+    threshold = float(curve.thresholds[curve.best_index()])
+    result = evaluate([p[s >= threshold] for p, s in zip(preds, scores)], truths, radius)
+    return threshold, result
+
+
+def average_precision(preds: Sequence[np.ndarray], scores: Sequence[np.ndarray],
+                      truths: Sequence[np.ndarray], radius: float) -> float:
+    """VOC-style AP: picks ranked by score, each matched greedily to the nearest free truth."""
+    n_true = sum(len(t) for t in truths)
+    if n_true == 0:
+        return 0.0
+    records = []  # (score, micrograph index, pick index)
+    for m, s in enumerate(scores):
+        records += [(float(v), m, i) for i, v in enumerate(np.asarray(s).reshape(-1))]
+    if not records:
+        return 0.0
+    records.sort(key=lambda r: -r[0])
+    trees = [cKDTree(np.asarray(t).reshape(-1, 2)) if len(t) else None for t in truths]
+    used = [np.zeros(len(t), dtype=bool) for t in truths]
+    hits = np.zeros(len(records))
+    for k, (_, m, i) in enumerate(records):
+        tree = trees[m]
+        if tree is None:
+            continue
+        candidates = tree.query_ball_point(preds[m][i], radius)
+        free = [c for c in candidates if not used[m][c]]
+        if free:
+            dists = np.linalg.norm(np.asarray(truths[m])[free] - preds[m][i], axis=1)
+            best = free[int(np.argmin(dists))]
+            if dists.min() < radius:
+                used[m][best] = True
+                hits[k] = 1
+    tp = np.cumsum(hits)
+    precision = tp / np.arange(1, len(records) + 1)
+    recall = tp / n_true
+    # All-points interpolation: precision made monotone from the right, integrated over recall.
+    precision = np.maximum.accumulate(precision[::-1])[::-1]
+    recall_steps = np.diff(np.concatenate([[0.0], recall]))
+    return float((precision * recall_steps).sum())

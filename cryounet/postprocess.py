@@ -1,0 +1,150 @@
+"""From probability maps to picks: peak finding, non-maximum suppression, edge and count filters."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from cryounet.io.coordinates import Picks
+
+logger = logging.getLogger(__name__)
+
+
+def disk_footprint(radius: float) -> np.ndarray:
+    """Boolean disk of the given radius (at least the 3 x 3 neighbourhood)."""
+    r = max(1, int(np.floor(radius)))
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    return (xx**2 + yy**2) <= max(radius, 1.0) ** 2 + 1e-9
+
+
+def nms(xy: np.ndarray, scores: np.ndarray, distance: float) -> np.ndarray:
+    """Greedy non-maximum suppression: indices kept, best score first, none closer than
+    ``distance`` to a better one."""
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    if distance <= 0 or len(order) < 2:
+        return order
+    tree = cKDTree(xy)
+    suppressed = np.zeros(len(xy), dtype=bool)
+    keep = []
+    for i in order:
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        suppressed[tree.query_ball_point(xy[i], distance - 1e-9)] = True
+    return np.asarray(keep, dtype=np.int64)
+
+
+def find_peaks(prob: np.ndarray, nms_distance: float, min_score: float) -> tuple[np.ndarray, np.ndarray]:
+    """Local maxima of a probability map, at least ``nms_distance`` apart.
+
+    Peaks are refined to sub-pixel positions by a parabola fit along each axis.
+
+    Returns:
+        ``(xy, scores)``: ``(N, 2)`` x/y in the map's pixels and the map value at each peak, best
+        first.
+    """
+    prob = np.asarray(prob, dtype=np.float32)
+    local_max = ndimage.maximum_filter(prob, footprint=disk_footprint(nms_distance / 2), mode="nearest")
+    ys, xs = np.nonzero((prob >= local_max) & (prob >= min_score))
+    if len(ys) == 0:
+        return np.zeros((0, 2)), np.zeros(0)
+    scores = prob[ys, xs].astype(np.float64)
+    xy = _refine(prob, ys, xs)
+    keep = nms(xy, scores, nms_distance)
+    return xy[keep], scores[keep]
+
+
+def _refine(prob: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Sub-pixel peak positions: a parabola through each peak and its two neighbours, per axis
+    (offset clipped to half a pixel; none on the border or on a flat top)."""
+    ny, nx = prob.shape
+
+    def offset(left: np.ndarray, centre: np.ndarray, right: np.ndarray) -> np.ndarray:
+        curvature = left - 2 * centre + right
+        with np.errstate(divide="ignore", invalid="ignore"):
+            delta = np.where(curvature < 0, 0.5 * (left - right) / curvature, 0.0)
+        return np.clip(np.nan_to_num(delta), -0.5, 0.5)
+
+    inner_x = (xs > 0) & (xs < nx - 1)
+    inner_y = (ys > 0) & (ys < ny - 1)
+    xm, xp = np.clip(xs - 1, 0, nx - 1), np.clip(xs + 1, 0, nx - 1)
+    ym, yp = np.clip(ys - 1, 0, ny - 1), np.clip(ys + 1, 0, ny - 1)
+    centre = prob[ys, xs].astype(np.float64)
+    dx = np.where(inner_x, offset(prob[ys, xm], centre, prob[ys, xp]), 0.0)
+    dy = np.where(inner_y, offset(prob[ym, xs], centre, prob[yp, xs]), 0.0)
+    return np.stack([xs + dx, ys + dy], axis=1).astype(np.float64)
+
+
+def clean_probability(prob: np.ndarray, diameter: float, opening_radius: float = 0.0,
+                      min_area: float = 0.0, max_area: float = 0.0, level: float = 0.5) -> np.ndarray:
+    """Map-level post-processing before peak finding (all sizes relative to ``diameter`` px).
+
+    Args:
+        prob: ``(ny, nx)`` probability map.
+        diameter: particle diameter in the map's pixels.
+        opening_radius: grey opening with a disk of ``opening_radius * diameter`` (0: none).
+        min_area / max_area: connected regions above ``level`` smaller / larger than this many
+            particle disk areas are set to 0 (0: no bound).
+        level: probability defining the regions.
+    """
+    out = np.asarray(prob, dtype=np.float32)
+    if opening_radius > 0:
+        out = ndimage.grey_opening(out, footprint=disk_footprint(opening_radius * diameter))
+    if min_area > 0 or max_area > 0:
+        labels, n = ndimage.label(out >= level)
+        if n:
+            disk_area = np.pi * (diameter / 2) ** 2
+            areas = np.bincount(labels.ravel())[1:] / disk_area
+            bad = np.zeros(n + 1, dtype=bool)
+            if min_area > 0:
+                bad[1:] |= areas < min_area
+            if max_area > 0:
+                bad[1:] |= areas > max_area
+            out = np.where(bad[labels], 0.0, out).astype(np.float32)
+    return out
+
+
+@dataclass
+class FilterConfig:
+    """Filters applied to picks (all distances in pixels of the micrograph).
+
+    Attributes:
+        threshold: keep picks with score >= threshold (None keeps all).
+        nms_distance: re-apply non-maximum suppression at this distance (None: no).
+        edge_distance: drop picks closer than this to any edge of the micrograph.
+        max_particles: keep at most this many picks per micrograph, best first (0: no limit).
+    """
+
+    threshold: float | None = None
+    nms_distance: float | None = None
+    edge_distance: float = 0.0
+    max_particles: int = 0
+
+
+def filter_picks(picks: Picks, shape_yx: tuple[int, int] | None, cfg: FilterConfig) -> Picks:
+    """Apply :class:`FilterConfig` to one micrograph's picks (best scores first in the result).
+
+    ``shape_yx`` (the micrograph's ``(ny, nx)``) is needed only for the edge filter.
+    """
+    scores = picks.scores if picks.scores is not None else np.ones(len(picks))
+    keep = np.ones(len(picks), dtype=bool)
+    if cfg.threshold is not None:
+        keep &= scores >= cfg.threshold
+    if cfg.edge_distance > 0:
+        if shape_yx is None:
+            raise ValueError("the edge filter needs the micrograph shape")
+        ny, nx = shape_yx
+        x, y = picks.xy[:, 0], picks.xy[:, 1]
+        d = cfg.edge_distance
+        keep &= (x >= d - 0.5) & (x <= nx - 0.5 - d) & (y >= d - 0.5) & (y <= ny - 0.5 - d)
+    idx = np.flatnonzero(keep)
+    idx = idx[np.argsort(-scores[idx], kind="stable")]
+    if cfg.nms_distance:
+        idx = idx[nms(picks.xy[idx], scores[idx], cfg.nms_distance)]
+    if cfg.max_particles > 0:
+        idx = idx[: cfg.max_particles]
+    return picks.subset(idx)

@@ -1,0 +1,152 @@
+"""Pseudo-labelled refinement: self-training on unlabelled micrographs.
+
+Each round predicts every unlabelled micrograph with the current model (with test-time augmentation
+by default), turns confident, low-entropy peaks into pseudo-picks and confidently empty pixels into
+pseudo-negatives (everything in between is ignored), and trains on labelled + pseudo-labelled
+micrographs starting from the current weights. Thresholds start strict and relax linearly per round;
+with the curriculum on, the most confident micrographs are used first. The labelled validation set
+judges every round, and the best model (the input model included) is the result.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from cryounet.config import CryoUNetConfig, RefineConfig
+from cryounet.data import LabelledMicrograph
+from cryounet.errors import CryoUNetError
+from cryounet.inference import predict_probability
+from cryounet.modelio import (CONFIG_NAME, CURVE_NAME, HISTORY_NAME, WEIGHTS_NAME, LoadedModel,
+                              ModelInfo, save_model, write_json)
+from cryounet.postprocess import find_peaks
+from cryounet.training import train, validate
+
+logger = logging.getLogger(__name__)
+
+REFINE_HISTORY_NAME = "refine_history.json"
+
+
+def binary_entropy(p: np.ndarray) -> np.ndarray:
+    """Entropy in bits of a Bernoulli probability (0 = certain, 1 = a coin flip)."""
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+
+
+def round_thresholds(cfg: RefineConfig, round_index: int) -> tuple[float, float]:
+    """``(positive, negative)`` thresholds of a round (0-based), relaxed linearly."""
+    t = round_index / max(1, cfg.rounds - 1)
+    positive = cfg.positive_start + t * (cfg.positive_end - cfg.positive_start)
+    negative = cfg.negative_start + t * (cfg.negative_end - cfg.negative_start)
+    return positive, negative
+
+
+@dataclass
+class PseudoLabels:
+    """Pseudo-labels of one micrograph and how confident its map was overall."""
+
+    item: LabelledMicrograph
+    confidence: float
+
+
+def pseudo_label(image_item: LabelledMicrograph, prob: np.ndarray, cfg: CryoUNetConfig,
+                 positive: float, negative: float) -> PseudoLabels:
+    """Pseudo-picks (peaks >= ``positive`` with low entropy) and a background weight map
+    (1 where probability <= ``negative``, else 0) for one working-scale micrograph."""
+    d = image_item.diameter
+    xy, scores = find_peaks(prob, cfg.pick.nms_radius * d, positive)
+    if len(xy):
+        iy = np.round(xy[:, 1]).astype(int)
+        ix = np.round(xy[:, 0]).astype(int)
+        keep = binary_entropy(prob[iy, ix]) <= cfg.refine.max_entropy
+        xy = xy[keep]
+    background = (prob <= negative).astype(np.float32)
+    # Confidence: the fraction of pixels whose label is sure either way.
+    confidence = float(((prob <= negative) | (prob >= positive)).mean())
+    item = LabelledMicrograph(image_item.name, image_item.image, xy, image_item.scale, d, background)
+    return PseudoLabels(item, confidence)
+
+
+def refine(
+    model: LoadedModel,
+    labelled_train: Sequence[LabelledMicrograph],
+    valid: Sequence[LabelledMicrograph],
+    unlabelled: Sequence[LabelledMicrograph],
+    cfg: CryoUNetConfig,
+    output: Path,
+    device: torch.device,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run the self-training rounds and write the best model (and ``refine_history.json``).
+
+    Returns:
+        One record per round (round 0 = the input model).
+    """
+    rc = cfg.refine
+    if rc.rounds < 1 or rc.epochs_per_round < 1:
+        raise CryoUNetError("refine.rounds and refine.epochs_per_round must be at least 1")
+    for name in ("positive_start", "positive_end", "negative_start", "negative_end"):
+        if not 0 < getattr(rc, name) < 1:
+            raise CryoUNetError(f"refine.{name} must be between 0 and 1")
+    if not unlabelled:
+        raise CryoUNetError("no unlabelled micrographs to pseudo-label")
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    network = model.network.to(device)
+    base = validate(network, valid, cfg, device)
+    history: list[dict[str, Any]] = [{
+        "round": 0, "positive_threshold": None, "negative_threshold": None, "pseudo_positives": 0,
+        "micrographs_used": 0, "valid_precision": base.precision, "valid_recall": base.recall,
+        "valid_f1": base.f1, "threshold": base.threshold,
+    }]
+    logger.info("round 0 (input model): validation F1 %.3f", base.f1)
+    best_f1, best_dir = base.f1, None
+    save_model(output / "round_0", network, ModelInfo(cfg, model.info.diameter_px, base.threshold,
+                                                      base.metrics()))
+    write_json(output / "round_0" / CURVE_NAME, base.curve.as_dict())
+    current = output / "round_0" / WEIGHTS_NAME
+    for r in range(rc.rounds):
+        positive, negative = round_thresholds(rc, r)
+        network.eval()
+        labels = []
+        for item in unlabelled:
+            prob = predict_probability(network, item.image, cfg.pick.tile_size, cfg.pick.tile_overlap,
+                                       cfg.pick.batch_size, rc.tta, device)
+            labels.append(pseudo_label(item, prob, cfg, positive, negative))
+        labels.sort(key=lambda pl: -pl.confidence)
+        n_use = len(labels) if not rc.curriculum else max(1, int(np.ceil((r + 1) / rc.rounds * len(labels))))
+        used = [pl.item for pl in labels[:n_use]]
+        n_pseudo = sum(len(it.xy) for it in used)
+        logger.info("round %d: thresholds %.3f / %.3f, %d pseudo-picks on %d of %d unlabelled "
+                    "micrograph(s)", r + 1, positive, negative, n_pseudo, n_use, len(labels))
+        round_cfg = cfg.updated({"train": {"epochs": rc.epochs_per_round, "warmup_epochs": 1,
+                                           "patience": 0}})
+        round_dir = output / f"round_{r + 1}"
+        result = train(list(labelled_train) + used, valid, round_cfg, model.info.diameter_px,
+                       round_dir, device, init_weights=current, progress=progress)
+        v = result.validation
+        history.append({
+            "round": r + 1, "positive_threshold": positive, "negative_threshold": negative,
+            "pseudo_positives": n_pseudo, "micrographs_used": n_use,
+            "valid_precision": v.precision, "valid_recall": v.recall, "valid_f1": v.f1,
+            "threshold": v.threshold,
+        })
+        write_json(output / REFINE_HISTORY_NAME, history)
+        current = round_dir / WEIGHTS_NAME
+        from cryounet.modelio import load_weights
+        load_weights(network, current)
+        if v.f1 > best_f1 + 1e-4:
+            best_f1, best_dir = v.f1, round_dir
+    chosen = best_dir or output / "round_0"
+    logger.info("best: %s (validation F1 %.3f)", chosen.name, best_f1)
+    for name in (WEIGHTS_NAME, CONFIG_NAME, CURVE_NAME, HISTORY_NAME):
+        if (chosen / name).is_file():
+            shutil.copyfile(chosen / name, output / f".{name}.tmp")
+            (output / f".{name}.tmp").replace(output / name)
+    write_json(output / REFINE_HISTORY_NAME, history)
+    return history

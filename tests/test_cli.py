@@ -1,0 +1,606 @@
+"""The ``cryounet`` command line (cryounet.cli and cryounet.commands.*).
+
+Most runs are in-process through ``cryounet.cli.main`` (fixture ``run_cli``); a few use a real
+``python -m cryounet`` subprocess to check the exit codes the shell sees. User errors must give exit
+code 2 and one final stderr line ``cryounet <command>: error: <message>`` (``error_line``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import starfile
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from engine_helpers import REPO, TINY_CONFIG, SimData, error_line
+
+from cryounet.cli import COMMANDS, build_parser
+from cryounet.io.coordinates import UNCERTAINTY_LABEL, Picks, read_coordinates, write_star_picks
+
+needs_no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+
+
+def _write_json(path: Path, data) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _train_argv(sim: SimData, out: Path, config: Path, *extra: object) -> list[object]:
+    return ["train", "--micrographs", sim.folder, "--coordinates", sim.folder,
+            "--diameter", sim.diameter, "--output", out, "--config", config, "--device", "cpu",
+            "--quiet", *extra]
+
+
+def _mic_folder(sim: SimData, folder: Path, indices=(0, 1)) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in indices:
+        shutil.copy(sim.micrographs[i], folder / sim.micrographs[i].name)
+    return folder
+
+
+def _subprocess(*argv: object) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "cryounet", *map(str, argv)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+# ---------------------------------------------------------------------------------- the parser
+def test_every_command_is_registered() -> None:
+    assert set(COMMANDS) >= {"train", "refine", "pick", "evaluate", "postprocess", "simulate", "demo"}
+    parser = build_parser()
+    for command in COMMANDS:
+        with pytest.raises(SystemExit) as info:
+            parser.parse_args([command, "--help"])
+        assert info.value.code == 0
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    from cryounet.cli import main
+
+    for argv in ([], ["frobnicate"], ["pick"], ["evaluate", "--picks", "x"],
+                 ["postprocess", "--picks", "a", "--output", "b", "--diameter", "ten"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
+    assert "usage: cryounet" in capsys.readouterr().err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from cryounet import __version__
+    from cryounet.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"cryounet {__version__}"
+
+
+# --------------------------------------------------------------------------------- train errors
+def test_train_missing_micrographs(run_cli, sim_data: SimData, tiny_config_file: Path,
+                                   tmp_path: Path) -> None:
+    rc, _, err = run_cli("train", "--micrographs", tmp_path / "absent.mrc", "--coordinates",
+                         sim_data.folder, "--diameter", 24, "--output", tmp_path / "m",
+                         "--device", "cpu")
+    assert rc == 2 and "absent.mrc" in error_line(err, "train")
+
+
+def test_train_requires_data_arguments(run_cli, tmp_path: Path) -> None:
+    rc, _, err = run_cli("train", "--output", tmp_path / "m", "--device", "cpu")
+    assert rc == 2 and "--micrographs" in error_line(err, "train")
+
+
+def test_train_missing_coordinate_folder(run_cli, sim_data: SimData, tiny_config_file: Path,
+                                         tmp_path: Path) -> None:
+    rc, _, err = run_cli("train", "--micrographs", sim_data.folder, "--coordinates",
+                         tmp_path / "nocoords", "--diameter", 24, "--output", tmp_path / "m",
+                         "--device", "cpu")
+    assert rc == 2 and "nocoords: coordinate folder does not exist" in error_line(err, "train")
+
+
+def test_train_no_coordinates_matching(run_cli, sim_data: SimData, tiny_config_file: Path,
+                                       tmp_path: Path) -> None:
+    coords = tmp_path / "coords"
+    coords.mkdir()
+    write_star_picks(coords / "some_other_name.star", Picks([[10, 10]]))
+    rc, _, err = run_cli("train", "--micrographs", sim_data.folder, "--coordinates", coords,
+                         "--diameter", 24, "--output", tmp_path / "m", "--device", "cpu")
+    assert rc == 2 and "no coordinate file matches" in error_line(err, "train")
+    assert not (tmp_path / "m" / "config.json").exists()
+
+
+def test_train_diameter_larger_than_micrograph(run_cli, sim_data: SimData, tiny_config_file: Path,
+                                               tmp_path: Path) -> None:
+    argv = _train_argv(sim_data, tmp_path / "m", tiny_config_file)
+    argv[argv.index("--diameter") + 1] = 500
+    rc, _, err = run_cli(*argv)
+    assert rc == 2 and "diameter 500 px is not smaller than the micrograph" in error_line(err, "train")
+
+
+@pytest.mark.parametrize("config, named", [
+    ({"train": {"epochz": 2}}, "epochz"),
+    ({"trainn": {"epochs": 2}}, "trainn"),
+    ({"model": {"architecture": "vnet"}}, "vnet"),
+    ({"loss": {"name": "l3"}}, "l3"),
+    ({"augment": {"preset": "extreme"}}, "extreme"),
+    ({"train": {"epochs": "two"}}, "train.epochs"),
+])
+def test_train_bad_config_named(run_cli, sim_data: SimData, tmp_path: Path, config: dict,
+                                named: str) -> None:
+    cfg = _write_json(tmp_path / "bad.json", {**TINY_CONFIG, **config})
+    rc, _, err = run_cli(*_train_argv(sim_data, tmp_path / "m", cfg))
+    assert rc == 2 and named in error_line(err, "train")
+
+
+def test_train_config_file_problems(run_cli, sim_data: SimData, tmp_path: Path) -> None:
+    rc, _, err = run_cli(*_train_argv(sim_data, tmp_path / "m", tmp_path / "missing.json"))
+    assert rc == 2 and "missing.json: config file does not exist" in error_line(err, "train")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{oops")
+    rc, _, err = run_cli(*_train_argv(sim_data, tmp_path / "m", bad))
+    assert rc == 2 and "bad.json: not valid JSON" in error_line(err, "train")
+
+
+def test_train_zero_epochs(run_cli, sim_data: SimData, tiny_config_file: Path, tmp_path: Path) -> None:
+    rc, _, err = run_cli(*_train_argv(sim_data, tmp_path / "m", tiny_config_file, "--epochs", 0))
+    assert rc == 2 and "train.epochs must be positive" in error_line(err, "train")
+
+
+def test_train_resume_without_checkpoint(run_cli, sim_data: SimData, tiny_config_file: Path,
+                                         tmp_path: Path) -> None:
+    rc, _, err = run_cli(*_train_argv(sim_data, tmp_path / "m", tiny_config_file, "--resume"))
+    assert rc == 2 and "no checkpoint to resume from" in error_line(err, "train")
+
+
+def test_train_valid_micrographs_without_valid_coordinates(run_cli, sim_data: SimData,
+                                                           tiny_config_file: Path,
+                                                           tmp_path: Path) -> None:
+    rc, _, err = run_cli(*_train_argv(sim_data, tmp_path / "m", tiny_config_file,
+                                      "--valid-micrographs", sim_data.micrographs[0]))
+    assert rc == 2 and "go together" in error_line(err, "train")
+    rc, _, err = run_cli(*_train_argv(sim_data, tmp_path / "m", tiny_config_file,
+                                      "--valid-coordinates", sim_data.folder))
+    assert rc == 2 and "go together" in error_line(err, "train")
+
+
+@needs_no_gpu
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", "0"])
+def test_train_gpu_requested_and_absent(run_cli, sim_data: SimData, tiny_config_file: Path,
+                                        tmp_path: Path, device: str) -> None:
+    argv = _train_argv(sim_data, tmp_path / "m", tiny_config_file)
+    argv[argv.index("--device") + 1] = device
+    rc, _, err = run_cli(*argv)
+    assert rc == 2 and "no CUDA GPU is available" in error_line(err, "train")
+
+
+def test_train_init_from_non_model_folder(run_cli, sim_data: SimData, tiny_config_file: Path,
+                                          tmp_path: Path) -> None:
+    (tmp_path / "junk").mkdir()
+    rc, _, err = run_cli(*_train_argv(sim_data, tmp_path / "m", tiny_config_file,
+                                      "--init", tmp_path / "junk"))
+    assert rc == 2 and "not a CryoUNet model folder" in error_line(err, "train")
+
+
+def test_train_corrupt_coordinate_file(run_cli, sim_data: SimData, tiny_config_file: Path,
+                                       tmp_path: Path) -> None:
+    mics = _mic_folder(sim_data, tmp_path / "mics")
+    (mics / "mic_000.txt").write_text("10 20\n30 forty\n")
+    rc, _, err = run_cli("train", "--micrographs", mics, "--coordinates", mics, "--diameter", 24,
+                         "--output", tmp_path / "m", "--device", "cpu")
+    message = error_line(err, "train")
+    assert rc == 2 and "mic_000.txt" in message and "line 2" in message
+
+
+def test_train_corrupt_micrograph(run_cli, sim_data: SimData, tmp_path: Path) -> None:
+    mics = _mic_folder(sim_data, tmp_path / "mics")
+    (mics / "mic_001.mrc").write_bytes(b"\x00" * 100)
+    shutil.copy(sim_data.star(0), mics)
+    shutil.copy(sim_data.star(1), mics)
+    rc, _, err = run_cli("train", "--micrographs", mics, "--coordinates", mics, "--diameter", 24,
+                         "--output", tmp_path / "m", "--device", "cpu")
+    assert rc == 2 and "mic_001.mrc" in error_line(err, "train")
+
+
+def test_train_datasets_file_problems(run_cli, sim_data: SimData, tiny_config_file: Path,
+                                      tmp_path: Path) -> None:
+    base = ["train", "--output", tmp_path / "m", "--config", tiny_config_file, "--device", "cpu"]
+    rc, _, err = run_cli(*base, "--datasets", tmp_path / "none.json")
+    assert rc == 2 and "none.json" in error_line(err, "train")
+    for data, words in [({"micrographs": "x"}, "non-empty JSON list"),
+                        ([], "non-empty JSON list"),
+                        ([{"micrographs": "x"}], "dataset 0 needs"),
+                        ([{"micrographs": "x", "coordinates": "y", "diameter": 3, "extra": 1}],
+                         "unknown keys")]:
+        rc, _, err = run_cli(*base, "--datasets", _write_json(tmp_path / "d.json", data))
+        assert rc == 2 and words in error_line(err, "train")
+    rc, _, err = run_cli(*base, "--datasets", tmp_path / "d.json", "--diameter", 24)
+    assert rc == 2 and "--datasets replaces" in error_line(err, "train")
+
+
+def test_train_unknown_norm_is_a_user_error(run_cli, sim_data: SimData, tmp_path: Path) -> None:
+    cfg = _write_json(tmp_path / "c.json", {**TINY_CONFIG, "model": {"norm": "layer"}})
+    rc, _, err = run_cli(*_train_argv(sim_data, tmp_path / "m", cfg))
+    assert rc == 2 and "norm" in error_line(err, "train")
+
+
+def test_train_config_not_an_object(run_cli, sim_data: SimData, tmp_path: Path) -> None:
+    cfg = _write_json(tmp_path / "list.json", [1, 2])
+    rc, _, err = run_cli(*_train_argv(sim_data, tmp_path / "m", cfg))
+    assert rc == 2 and "list.json" in error_line(err, "train")
+
+
+def test_train_datasets_bad_diameter(run_cli, sim_data: SimData, tiny_config_file: Path,
+                                     tmp_path: Path) -> None:
+    data = [{"micrographs": str(sim_data.folder), "coordinates": str(sim_data.folder),
+             "diameter": "big"}]
+    rc, _, err = run_cli("train", "--output", tmp_path / "m", "--config", tiny_config_file,
+                         "--device", "cpu", "--datasets", _write_json(tmp_path / "d.json", data))
+    assert rc == 2 and "d.json" in error_line(err, "train")
+
+
+def test_blank_device_is_a_user_error(run_cli, sim_data: SimData, tiny_config_file: Path,
+                                      tmp_path: Path) -> None:
+    argv = _train_argv(sim_data, tmp_path / "m", tiny_config_file)
+    argv[argv.index("--device") + 1] = " "
+    rc, _, err = run_cli(*argv)
+    assert rc == 2 and error_line(err, "train")
+
+
+# --------------------------------------------------------------------------------- pick errors
+@pytest.mark.parametrize("threshold, words", [("abc", "'auto' or a number"),
+                                              ("1.5", "between 0 and 1"),
+                                              ("-0.1", "between 0 and 1")])
+def test_pick_bad_threshold(run_cli, tiny_model: Path, sim_data: SimData, tmp_path: Path,
+                            threshold: str, words: str) -> None:
+    rc, _, err = run_cli("pick", "--model", tiny_model, "--micrographs", sim_data.micrographs[0],
+                         "--output", tmp_path / "p", "--threshold", threshold, "--device", "cpu")
+    assert rc == 2 and words in error_line(err, "pick")
+    assert not (tmp_path / "p").exists()
+
+
+def test_pick_model_problems(run_cli, sim_data: SimData, tmp_path: Path) -> None:
+    rc, _, err = run_cli("pick", "--model", tmp_path / "nomodel", "--micrographs",
+                         sim_data.micrographs[0], "--output", tmp_path / "p", "--device", "cpu")
+    assert rc == 2 and "nomodel: model folder does not exist" in error_line(err, "pick")
+    (tmp_path / "empty").mkdir()
+    rc, _, err = run_cli("pick", "--model", tmp_path / "empty", "--micrographs",
+                         sim_data.micrographs[0], "--output", tmp_path / "p", "--device", "cpu")
+    assert rc == 2 and "not a CryoUNet model folder" in error_line(err, "pick")
+
+
+def test_pick_corrupt_weights(run_cli, tiny_model: Path, sim_data: SimData, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    (broken / "model.safetensors").write_bytes(b"\x00" * 64)
+    rc, _, err = run_cli("pick", "--model", broken, "--micrographs", sim_data.micrographs[0],
+                         "--output", tmp_path / "p", "--device", "cpu")
+    assert rc == 2 and "model.safetensors" in error_line(err, "pick")
+
+
+def test_pick_missing_micrographs(run_cli, tiny_model: Path, tmp_path: Path) -> None:
+    rc, _, err = run_cli("pick", "--model", tiny_model, "--micrographs", tmp_path / "none*.mrc",
+                         "--output", tmp_path / "p", "--device", "cpu")
+    assert rc == 2 and "none*.mrc" in error_line(err, "pick")
+
+
+def test_pick_corrupt_micrograph_skipped_others_picked(run_cli, tiny_model: Path,
+                                                       sim_data: SimData, tmp_path: Path) -> None:
+    mics = _mic_folder(sim_data, tmp_path / "mics", indices=(0, 2))
+    (mics / "broken.mrc").write_text("this is not an MRC file\n" * 100)
+    out = tmp_path / "picks"
+    rc, _, err = run_cli("pick", "--model", tiny_model, "--micrographs", mics, "--output", out,
+                         "--threshold", "0.2", "--device", "cpu")
+    assert rc == 0, err
+    warnings = [ln for ln in err.splitlines() if "WARNING" in ln and "broken.mrc" in ln]
+    assert len(warnings) == 1 and "skipping" in warnings[0]
+    assert sorted(p.name for p in out.iterdir()) == ["coordinates.star", "mic_000.star", "mic_002.star"]
+    index = starfile.read(out / "coordinates.star", always_dict=True)["coordinate_files"]
+    assert [Path(p).name for p in index["rlnMicrographName"]] == ["mic_000.mrc", "mic_002.mrc"]
+    assert "1 skipped" in err
+
+
+def test_pick_all_micrographs_corrupt(run_cli, tiny_model: Path, tmp_path: Path) -> None:
+    mics = tmp_path / "mics"
+    mics.mkdir()
+    for name in ("a.mrc", "b.mrc"):
+        (mics / name).write_bytes(b"\x01" * 50)
+    rc, _, err = run_cli("pick", "--model", tiny_model, "--micrographs", mics,
+                         "--output", tmp_path / "p", "--device", "cpu")
+    assert rc == 2 and "none of the 2 micrographs could be picked" in error_line(err, "pick")
+
+
+def test_pick_micrograph_smaller_than_particle(run_cli, tiny_model: Path, tmp_path: Path) -> None:
+    from cryounet.io.mrc import write_mrc
+
+    write_mrc(tmp_path / "tiny.mrc", np.random.default_rng(0).random((20, 20)))
+    rc, _, err = run_cli("pick", "--model", tiny_model, "--micrographs", tmp_path / "tiny.mrc",
+                         "--output", tmp_path / "p", "--device", "cpu")
+    assert rc == 2 and "not smaller than the micrograph" in error_line(err, "pick")
+
+
+@pytest.mark.parametrize("extra, words", [(["--batch-size", "0"], "--batch-size"),
+                                          (["--diameter", "-3"], "--diameter must be positive")])
+def test_pick_bad_options(run_cli, tiny_model: Path, sim_data: SimData, tmp_path: Path,
+                          extra: list[str], words: str) -> None:
+    rc, _, err = run_cli("pick", "--model", tiny_model, "--micrographs", sim_data.micrographs[0],
+                         "--output", tmp_path / "p", "--device", "cpu", *extra)
+    assert rc == 2 and words in error_line(err, "pick")
+
+
+def test_pick_config_unknown_key(run_cli, tiny_model: Path, sim_data: SimData, tmp_path: Path) -> None:
+    cfg = _write_json(tmp_path / "p.json", {"pick": {"tile": 64}})
+    rc, _, err = run_cli("pick", "--model", tiny_model, "--micrographs", sim_data.micrographs[0],
+                         "--output", tmp_path / "p", "--device", "cpu", "--config", cfg)
+    assert rc == 2 and "tile" in error_line(err, "pick")
+
+
+def test_pick_incompatible_ensemble(run_cli, tiny_model: Path, sim_data: SimData,
+                                   tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model, other)
+    data = json.loads((other / "config.json").read_text())
+    data["diameter_px"] = 30.0
+    (other / "config.json").write_text(json.dumps(data))
+    rc, _, err = run_cli("pick", "--model", tiny_model, "--model", other, "--micrographs",
+                         sim_data.micrographs[0], "--output", tmp_path / "p", "--device", "cpu")
+    assert rc == 2 and "cannot be combined" in error_line(err, "pick")
+
+
+@needs_no_gpu
+def test_pick_gpu_requested_and_absent(run_cli, tiny_model: Path, sim_data: SimData,
+                                       tmp_path: Path) -> None:
+    rc, _, err = run_cli("pick", "--model", tiny_model, "--micrographs", sim_data.micrographs[0],
+                         "--output", tmp_path / "p", "--device", "cuda:0")
+    assert rc == 2 and "no CUDA GPU" in error_line(err, "pick")
+
+
+# -------------------------------------------------------------------------- postprocess errors
+def _pick_folder(tmp_path: Path) -> Path:
+    picks = tmp_path / "picks"
+    picks.mkdir()
+    write_star_picks(picks / "mic_000.star",
+                     Picks([[50, 50], [55, 50], [3, 100], [100, 100]], [0.9, 0.8, 0.95, 0.3]))
+    write_star_picks(picks / "mic_001.star", Picks([[20, 20]], [0.6]))
+    return picks
+
+
+def test_postprocess_output_same_as_picks(run_cli, tmp_path: Path) -> None:
+    picks = _pick_folder(tmp_path)
+    before = {p.name: p.read_bytes() for p in picks.iterdir()}
+    for output in (picks, picks / ".", tmp_path / "x" / ".." / "picks"):
+        rc, _, err = run_cli("postprocess", "--picks", picks, "--output", output, "--diameter", 20,
+                             "--threshold", "0.5")
+        assert rc == 2 and "--output must differ from --picks" in error_line(err, "postprocess")
+    assert {p.name: p.read_bytes() for p in picks.iterdir()} == before
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--diameter", "0"], "--diameter must be positive"),
+    (["--diameter", "20", "--nms-distance", "-1"], "must not be negative"),
+    (["--diameter", "20", "--max-per-micrograph", "-2"], "must not be negative"),
+    (["--diameter", "20", "--edge-distance", "5"], "--edge-distance needs --micrographs"),
+])
+def test_postprocess_bad_options(run_cli, tmp_path: Path, extra: list[str], words: str) -> None:
+    picks = _pick_folder(tmp_path)
+    rc, _, err = run_cli("postprocess", "--picks", picks, "--output", tmp_path / "out", *extra)
+    assert rc == 2 and words in error_line(err, "postprocess")
+    assert not (tmp_path / "out").exists()
+
+
+def test_postprocess_missing_or_empty_picks(run_cli, tmp_path: Path) -> None:
+    rc, _, err = run_cli("postprocess", "--picks", tmp_path / "nope", "--output", tmp_path / "o",
+                         "--diameter", 20)
+    assert rc == 2 and "picks folder does not exist" in error_line(err, "postprocess")
+    (tmp_path / "empty").mkdir()
+    rc, _, err = run_cli("postprocess", "--picks", tmp_path / "empty", "--output", tmp_path / "o",
+                         "--diameter", 20)
+    assert rc == 2 and "no pick files" in error_line(err, "postprocess")
+
+
+def test_postprocess_edge_needs_matching_micrograph(run_cli, sim_data: SimData, tmp_path: Path) -> None:
+    picks = _pick_folder(tmp_path)
+    rc, _, err = run_cli("postprocess", "--picks", picks, "--output", tmp_path / "o",
+                         "--diameter", 20, "--edge-distance", 10, "--micrographs",
+                         sim_data.micrographs[0])
+    assert rc == 2 and "no micrograph named mic_001" in error_line(err, "postprocess")
+
+
+def test_postprocess_filters(run_cli, sim_data: SimData, tmp_path: Path) -> None:
+    picks = _pick_folder(tmp_path)
+    out = tmp_path / "filtered"
+    rc, _, err = run_cli("postprocess", "--picks", picks, "--output", out, "--diameter", 20,
+                         "--threshold", "0.5", "--nms-distance", "10", "--edge-distance", "10",
+                         "--micrographs", sim_data.micrographs[0], sim_data.micrographs[1],
+                         "--max-per-micrograph", "5")
+    assert rc == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["coordinates.star", "mic_000.star", "mic_001.star"]
+    kept = read_coordinates(out / "mic_000.star")
+    # (3, 100) is at the edge, (55, 50) suppressed by (50, 50), (100, 100) below threshold.
+    np.testing.assert_allclose(kept.xy, [[50, 50]])
+    np.testing.assert_allclose(kept.scores, [0.9])
+    np.testing.assert_allclose(read_coordinates(out / "mic_001.star").xy, [[20, 20]])
+    index = starfile.read(out / "coordinates.star", always_dict=True)["coordinate_files"]
+    assert [Path(p).name for p in index["rlnMicrographName"]] == ["mic_000.mrc", "mic_001.mrc"]
+
+
+# ---------------------------------------------------------------------------- evaluate errors
+def test_evaluate_errors(run_cli, sim_data: SimData, tmp_path: Path) -> None:
+    picks = _pick_folder(tmp_path)
+    rc, _, err = run_cli("evaluate", "--picks", tmp_path / "nope", "--truth", sim_data.folder,
+                         "--diameter", 24)
+    assert rc == 2 and "picks folder does not exist" in error_line(err, "evaluate")
+    rc, _, err = run_cli("evaluate", "--picks", picks, "--truth", tmp_path / "nope", "--diameter", 24)
+    assert rc == 2 and "ground-truth folder does not exist" in error_line(err, "evaluate")
+    rc, _, err = run_cli("evaluate", "--picks", picks, "--truth", sim_data.folder, "--diameter", 0)
+    assert rc == 2 and "--diameter must be positive" in error_line(err, "evaluate")
+    other = tmp_path / "other"
+    other.mkdir()
+    write_star_picks(other / "zzz.star", Picks([[1, 1]]))
+    rc, _, err = run_cli("evaluate", "--picks", other, "--truth", sim_data.folder, "--diameter", 24)
+    assert rc == 2 and "no pick file matches" in error_line(err, "evaluate")
+
+
+def test_evaluate_prints_and_writes_json(run_cli, sim_data: SimData, tmp_path: Path) -> None:
+    # The ground truth scored against itself: everything is perfect.
+    rc, out, err = run_cli("evaluate", "--picks", sim_data.folder, "--truth", sim_data.folder,
+                           "--diameter", 24, "--json", tmp_path / "e.json")
+    assert rc == 0, err
+    numbers = dict(re.findall(r"(\w+)=([0-9.]+)", out))
+    assert float(numbers["precision"]) == float(numbers["recall"]) == float(numbers["f1"]) == 1.0
+    assert float(numbers["ap"]) == 1.0 and int(numbers["micrographs"]) == 4
+    data = json.loads((tmp_path / "e.json").read_text())
+    assert data["f1"] == 1.0 and data["n_truth"] == int(numbers["truth"]) == 48
+
+
+# ------------------------------------------------------------------------------ refine, others
+def test_refine_errors(run_cli, tiny_model: Path, sim_data: SimData, tmp_path: Path) -> None:
+    base = ["refine", "--micrographs", sim_data.folder, "--coordinates", sim_data.folder,
+            "--device", "cpu"]
+    rc, _, err = run_cli(*base, "--model", tiny_model, "--output", tiny_model)
+    assert rc == 2 and "--output must differ from --model" in error_line(err, "refine")
+    rc, _, err = run_cli(*base, "--model", tiny_model, "--output", tmp_path / "r",
+                         "--valid-coordinates", sim_data.folder)
+    assert rc == 2 and "go together" in error_line(err, "refine")
+    rc, _, err = run_cli(*base, "--model", tiny_model, "--output", tmp_path / "r")
+    assert rc == 2 and "no unlabelled micrographs" in error_line(err, "refine")
+    rc, _, err = run_cli(*base, "--model", tmp_path / "nomodel", "--output", tmp_path / "r")
+    assert rc == 2 and "model folder does not exist" in error_line(err, "refine")
+
+
+def test_refine_runs(run_cli, tiny_model: Path, sim_data: SimData, tmp_path: Path) -> None:
+    labelled = _mic_folder(sim_data, tmp_path / "labelled", indices=(0, 1, 2))
+    for i in (0, 1, 2):
+        shutil.copy(sim_data.star(i), labelled)
+    cfg = _write_json(tmp_path / "r.json", {
+        "refine": {"epochs_per_round": 1, "tta": False},
+        "train": {"steps_per_epoch": 2, "batch_size": 2, "patch_size": 32}})
+    out = tmp_path / "refined"
+    rc, _, err = run_cli("refine", "--model", tiny_model, "--micrographs", labelled,
+                         "--coordinates", labelled, "--unlabelled", sim_data.micrographs[3],
+                         "--output", out, "--rounds", 1, "--config", cfg, "--device", "cpu",
+                         "--quiet")
+    assert rc == 0, err
+    history = json.loads((out / "refine_history.json").read_text())
+    assert [r["round"] for r in history] == [0, 1]
+    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+
+
+def test_simulate_and_demo_errors(run_cli, tmp_path: Path) -> None:
+    rc, _, err = run_cli("simulate", "--output", tmp_path / "s", "--size", 0)
+    assert rc == 2 and "size" in error_line(err, "simulate")
+    rc, _, err = run_cli("demo", "--output", tmp_path / "d", "--micrographs", 1, "--device", "cpu")
+    assert rc == 2 and "--micrographs must be at least 2" in error_line(err, "demo")
+
+
+# ---------------------------------------------------------------------------- real processes
+def test_subprocess_user_error_exit_code(tiny_model: Path, sim_data: SimData, tmp_path: Path) -> None:
+    proc = _subprocess("pick", "--model", tiny_model, "--micrographs", sim_data.micrographs[0],
+                       "--output", tmp_path / "p", "--threshold", "2", "--device", "cpu")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "cryounet pick: error: --threshold must be between 0 and 1 (a probability), got 2.0")
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+@needs_no_gpu
+def test_subprocess_gpu_absent_and_success(sim_data: SimData, tmp_path: Path) -> None:
+    proc = _subprocess("train", "--micrographs", sim_data.folder, "--coordinates", sim_data.folder,
+                       "--diameter", sim_data.diameter, "--output", tmp_path / "m", "--device", "cuda")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("cryounet train: error: device 'cuda'")
+    proc = _subprocess("evaluate", "--picks", sim_data.folder, "--truth", sim_data.folder,
+                       "--diameter", sim_data.diameter)
+    assert proc.returncode == 0, proc.stderr
+    assert "f1=1.000" in proc.stdout
+
+
+# ----------------------------------------------------------------------------- end to end
+def _reference_scores(picks_dir: Path, truth_dir: Path, radius: float) -> tuple[int, int, int]:
+    """TP/picks/truths by an independent maximum matching (assignment on the adjacency)."""
+    tp = n_pred = n_true = 0
+    for truth_file in sorted(truth_dir.glob("*.star")):
+        truth = read_coordinates(truth_file).xy
+        pick_file = picks_dir / truth_file.name
+        pred = read_coordinates(pick_file).xy if pick_file.is_file() else np.zeros((0, 2))
+        n_pred, n_true = n_pred + len(pred), n_true + len(truth)
+        if len(pred) and len(truth):
+            adjacent = np.linalg.norm(pred[:, None] - truth[None], axis=-1) < radius
+            rows, cols = linear_sum_assignment(-adjacent.astype(float))
+            tp += int(adjacent[rows, cols].sum())
+    return tp, n_pred, n_true
+
+
+def test_end_to_end(run_cli, tmp_path: Path) -> None:
+    train_dir, test_dir = tmp_path / "train", tmp_path / "test"
+    for folder, n, seed in ((train_dir, 4, 11), (test_dir, 2, 12)):
+        rc, _, err = run_cli("simulate", "--output", folder, "--micrographs", n, "--size", 192,
+                             "--diameter", 24, "--particles", 12, "--seed", seed, "--quiet")
+        assert rc == 0, err
+    assert len(list(test_dir.glob("*.mrc"))) == 2
+    cfg = _write_json(tmp_path / "tiny.json", TINY_CONFIG)
+    models = []
+    for seed in (0, 1):
+        model = tmp_path / f"model_{seed}"
+        rc, _, err = run_cli("train", "--micrographs", train_dir, "--coordinates", train_dir,
+                             "--diameter", 24, "--output", model, "--config", cfg, "--seed", seed,
+                             "--device", "cpu", "--quiet")
+        assert rc == 0, err
+        models.append(model)
+    weights = [(m / "model.safetensors").read_bytes() for m in models]
+    assert weights[0] != weights[1]
+
+    picks = tmp_path / "picks"
+    rc, _, err = run_cli("pick", "--model", models[0], "--model", models[1], "--micrographs",
+                         test_dir, "--output", picks, "--threshold", "0.3", "--device", "cpu")
+    assert rc == 0, err
+    assert "picked" in err
+    assert sorted(p.name for p in picks.iterdir()) == ["coordinates.star", "mic_000.star",
+                                                       "mic_001.star"]
+    total = 0
+    for star in ("mic_000.star", "mic_001.star"):
+        df = next(iter(starfile.read(picks / star, always_dict=True).values()))
+        assert UNCERTAINTY_LABEL in df.columns  # ensemble spread column
+        total += len(df)
+        if len(df):
+            assert (df[UNCERTAINTY_LABEL] >= 0).all() and (df[UNCERTAINTY_LABEL] <= 0.5).all()
+            assert (df["rlnAutopickFigureOfMerit"] >= 0.3).all()
+            assert df["rlnCoordinateX"].between(-0.5, 191.5).all()
+    assert total > 0
+    spreads = np.concatenate([read_coordinates(picks / s).uncertainty
+                              for s in ("mic_000.star", "mic_001.star")])
+    assert spreads.max() > 0  # two different models disagree somewhere
+
+    filtered = tmp_path / "filtered"
+    rc, _, err = run_cli("postprocess", "--picks", picks, "--output", filtered, "--diameter", 24,
+                         "--threshold", "0.4", "--nms-distance", 12, "--edge-distance", 6,
+                         "--micrographs", test_dir, "--max-per-micrograph", 30)
+    assert rc == 0, err
+    for star in ("mic_000.star", "mic_001.star"):
+        kept = read_coordinates(filtered / star)
+        assert len(kept) <= 30 and (kept.scores >= 0.4).all()
+        assert kept.uncertainty is not None  # the spread column survives post-processing
+        if len(kept) > 1:
+            d = np.linalg.norm(kept.xy[:, None] - kept.xy[None], axis=-1)
+            assert d[np.triu_indices(len(kept), 1)].min() >= 12
+        assert len(kept) <= len(read_coordinates(picks / star))
+
+    rc, out, err = run_cli("evaluate", "--picks", filtered, "--truth", test_dir, "--diameter", 24,
+                           "--json", tmp_path / "scores.json")
+    assert rc == 0, err
+    numbers = {k: float(v) for k, v in re.findall(r"(\w+)=([0-9.]+)", out)}
+    tp, n_pred, n_true = _reference_scores(filtered, test_dir, 12.0)
+    assert numbers["picks"] == n_pred and numbers["truth"] == n_true == 24
+    precision = tp / n_pred if n_pred else 0.0
+    recall = tp / n_true
+    assert numbers["precision"] == pytest.approx(precision, abs=5e-4)
+    assert numbers["recall"] == pytest.approx(recall, abs=5e-4)
+    assert numbers["f1"] == pytest.approx(2 * tp / (n_pred + n_true), abs=5e-4)
+    assert 0 <= numbers["ap"] <= 1 and numbers["best_f1"] >= numbers["f1"] - 5e-4
+    saved = json.loads((tmp_path / "scores.json").read_text())
+    assert saved["n_picks"] == n_pred and saved["f1"] == pytest.approx(numbers["f1"], abs=5e-4)

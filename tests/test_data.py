@@ -1,0 +1,205 @@
+"""Finding micrographs, pairing them with coordinates, validation split, patches (cryounet.data)."""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine_helpers import SimData
+
+from cryounet.config import CryoUNetConfig, PreprocessConfig
+from cryounet.data import (LabelledMicrograph, PatchSampler, expand_micrographs, load_labelled,
+                           split_validation)
+from cryounet.errors import CryoUNetError
+from cryounet.io.coordinates import Picks, read_coordinates, write_text_picks
+from cryounet.io.mrc import write_mrc
+from cryounet.preprocess import Scale
+
+
+def _touch_mrcs(folder: Path, *names: str) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in names:
+        path = folder / name
+        path.write_bytes(b"")
+        paths.append(path)
+    return paths
+
+
+# ------------------------------------------------------------------------ expand_micrographs
+def test_expand_folder_file_glob_and_list(tmp_path: Path) -> None:
+    a, b = _touch_mrcs(tmp_path / "f", "a.mrc", "b.MRC")
+    (tmp_path / "f" / "notes.txt").write_text("x")
+    assert expand_micrographs([tmp_path / "f"]) == [a, b]
+    c, = _touch_mrcs(tmp_path / "g", "c.mrc")
+    assert expand_micrographs([str(c)]) == [c]
+    assert expand_micrographs([str(tmp_path / "f" / "*.mrc")]) == [a]
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# my selection\n{a}\n\n{c}\n")
+    assert expand_micrographs([f"@{listing}"]) == [a, c]
+
+
+def test_expand_errors(tmp_path: Path) -> None:
+    with pytest.raises(CryoUNetError, match="nothing.mrc: no such micrograph"):
+        expand_micrographs([str(tmp_path / "nothing.mrc")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CryoUNetError, match="holds no micrographs"):
+        expand_micrographs([tmp_path / "empty"])
+    with pytest.raises(CryoUNetError, match="list file does not exist"):
+        expand_micrographs([f"@{tmp_path / 'missing.txt'}"])
+    with pytest.raises(CryoUNetError, match="no micrographs given"):
+        expand_micrographs([])
+    a, = _touch_mrcs(tmp_path / "x", "mic.mrc")
+    b, = _touch_mrcs(tmp_path / "y", "mic.mrc")
+    with pytest.raises(CryoUNetError, match="share the name stem 'mic'"):
+        expand_micrographs([a, b])
+
+
+# ------------------------------------------------------------------------------ load_labelled
+def test_load_labelled_maps_picks_to_working_pixels(sim_data: SimData) -> None:
+    cfg = PreprocessConfig(working_diameter=16.0)
+    items, unlabelled = load_labelled(sim_data.micrographs, sim_data.folder, sim_data.diameter, cfg)
+    assert unlabelled == []
+    assert [it.name for it in items] == ["mic_000", "mic_001", "mic_002", "mic_003"]
+    item = items[0]
+    assert item.image.shape == (128, 128) and item.image.dtype == np.float32  # 192 / 1.5
+    assert item.diameter == pytest.approx(16.0)
+    picks = read_coordinates(sim_data.star(0))
+    np.testing.assert_allclose(item.xy, (picks.xy + 0.5) / 1.5 - 0.5)
+    np.testing.assert_allclose(item.scale.to_input(item.xy), picks.xy)
+
+
+def test_load_labelled_unlabelled_and_outside_picks(sim_data: SimData, tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    coords = tmp_path / "coords"
+    coords.mkdir()
+    write_text_picks(coords / "mic_001.txt", Picks([[10, 10], [191.4, 5], [-0.6, 5], [50, 500]]))
+    with caplog.at_level(logging.WARNING, logger="cryounet"):
+        items, unlabelled = load_labelled(sim_data.micrographs, coords, 24.0, PreprocessConfig())
+    assert [it.name for it in items] == ["mic_001"]
+    assert [p.name for p in unlabelled] == ["mic_000.mrc", "mic_002.mrc", "mic_003.mrc"]
+    assert len(items[0].xy) == 2  # (10, 10) and (191.4, 5) are inside [-0.5, 191.5)
+    assert any("2 of 4 picks lie outside" in r.getMessage() for r in caplog.records)
+
+
+def test_load_labelled_errors(sim_data: SimData, tmp_path: Path) -> None:
+    with pytest.raises(CryoUNetError, match="coordinate folder does not exist"):
+        load_labelled(sim_data.micrographs, tmp_path / "nope", 24.0, PreprocessConfig())
+    (tmp_path / "other").mkdir()
+    write_text_picks(tmp_path / "other" / "unrelated.txt", Picks([[1, 1]]))
+    with pytest.raises(CryoUNetError, match="no coordinate file matches any of the 4 micrographs"):
+        load_labelled(sim_data.micrographs, tmp_path / "other", 24.0, PreprocessConfig())
+    with pytest.raises(CryoUNetError, match="not smaller than the micrograph"):
+        load_labelled(sim_data.micrographs, sim_data.folder, 500.0, PreprocessConfig())
+
+
+# --------------------------------------------------------------------------- split_validation
+def _item(name: str, ny: int = 100, nx: int = 80, xy=None,
+          diameter: float = 10.0) -> LabelledMicrograph:
+    xy = np.zeros((0, 2)) if xy is None else np.asarray(xy, dtype=float)
+    return LabelledMicrograph(name, np.zeros((ny, nx), np.float32), xy,
+                              Scale((ny, nx), (ny, nx)), diameter)
+
+
+def test_split_several_micrographs() -> None:
+    items = [_item(f"m{i}") for i in range(10)]
+    train, valid = split_validation(items, 0.2, np.random.default_rng(0))
+    assert len(valid) == 2 and len(train) == 8
+    assert {i.name for i in train} | {i.name for i in valid} == {f"m{i}" for i in range(10)}
+    again = split_validation(items, 0.2, np.random.default_rng(0))[1]
+    assert [i.name for i in again] == [i.name for i in valid]  # reproducible
+    train, valid = split_validation(items[:2], 0.01, np.random.default_rng(0))
+    assert len(train) == len(valid) == 1  # at least one each way
+    train, valid = split_validation(items[:3], 0.99, np.random.default_rng(0))
+    assert len(train) == 1 and len(valid) == 2
+
+
+def test_split_single_micrograph_holds_out_bottom_strip(caplog: pytest.LogCaptureFixture) -> None:
+    item = _item("only", ny=100, xy=[[5, 10], [5, 70], [5, 79.4], [5, 79.6], [5, 95]], diameter=10)
+    with caplog.at_level(logging.WARNING, logger="cryounet"):
+        train, valid = split_validation([item], 0.2, np.random.default_rng(0))
+    assert train[0].image.shape == (80, 80) and valid[0].image.shape == (20, 80)
+    np.testing.assert_allclose(train[0].xy, [[5, 10], [5, 70], [5, 79.4]])
+    np.testing.assert_allclose(valid[0].xy, [[5, 79.6 - 80], [5, 15]])
+    assert any("held out" in r.getMessage() for r in caplog.records)
+
+
+def test_split_errors() -> None:
+    with pytest.raises(CryoUNetError, match="valid_fraction"):
+        split_validation([_item("a"), _item("b")], 0.0, np.random.default_rng(0))
+    with pytest.raises(CryoUNetError, match="too small to hold out"):
+        split_validation([_item("a", ny=50, diameter=15)], 0.2, np.random.default_rng(0))
+
+
+# ------------------------------------------------------------------------------- PatchSampler
+def test_patch_sampler_positive_and_uniform_patches() -> None:
+    image = np.random.default_rng(0).standard_normal((60, 70)).astype(np.float32)
+    item = LabelledMicrograph("m", image, np.array([[2.0, 3.0], [40.0, 30.0]]),
+                              Scale((60, 70), (60, 70)), 10.0)
+    positive = PatchSampler([item], CryoUNetConfig().updated({"train": {"positive_fraction": 1.0}}),
+                            32, np.random.default_rng(1))
+    for _ in range(20):
+        img, target, weight = positive.sample()
+        assert img.shape == target.shape == weight.shape == (32, 32)
+        assert img.dtype == target.dtype == weight.dtype == np.float32
+        assert target.max() == 1.0  # centred near a pick: its core is in the patch
+    uniform = PatchSampler([item], CryoUNetConfig().updated({"train": {"positive_fraction": 0.0}}),
+                           32, np.random.default_rng(2))
+    for _ in range(20):
+        img, _, _ = uniform.sample()
+        assert (img != 0).all()  # drawn inside the micrograph: no padding
+
+
+def test_patch_sampler_padding_has_weight_zero() -> None:
+    item = LabelledMicrograph("m", np.ones((20, 20), np.float32), np.array([[1.0, 1.0]]),
+                              Scale((20, 20), (20, 20)), 4.0)
+    cfg = CryoUNetConfig().updated({"train": {"positive_fraction": 1.0}})
+    sampler = PatchSampler([item], cfg, 48, np.random.default_rng(2))
+    for _ in range(5):
+        img, target, weight = sampler.sample()
+        pad = img == 0  # the micrograph is all ones
+        assert pad.any() and (weight[pad] == 0).all() and (target[pad] == 0).all()
+        assert target.max() == 1.0
+
+
+def test_patch_sampler_with_picks_is_reproducible() -> None:
+    image = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    items = [LabelledMicrograph("m", image, np.array([[20.0, 30.0]]), Scale((64, 64), (64, 64)), 8.0)]
+    a = PatchSampler(items, CryoUNetConfig(), 16, np.random.default_rng(5))
+    b = PatchSampler(items, CryoUNetConfig(), 16, np.random.default_rng(5))
+    for _ in range(10):
+        for x, y in zip(a.sample(), b.sample()):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_patch_sampler_without_picks_draws_uniform_patches() -> None:
+    image = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    items = [LabelledMicrograph("m", image, np.zeros((0, 2)), Scale((64, 64), (64, 64)), 8.0)]
+    sampler = PatchSampler(items, CryoUNetConfig(), 16, np.random.default_rng(5))
+    for _ in range(10):
+        img, target, weight = sampler.sample()
+        assert img.shape == (16, 16) and target.max() == 0.0 and (weight == 1.0).all()
+
+
+def test_rows_keeps_background_and_names(tmp_path: Path) -> None:
+    bg = np.arange(100 * 80, dtype=np.float32).reshape(100, 80)
+    item = _item("m", xy=[[1, 50]])
+    item.background = bg
+    strip = item.rows(40, 60)
+    assert strip.name == "m[rows 40:60]"
+    np.testing.assert_array_equal(strip.background, bg[40:60])
+    np.testing.assert_allclose(strip.xy, [[1, 10]])
+
+
+def test_load_real_micrograph_copy(sim_data: SimData, tmp_path: Path) -> None:
+    # A micrograph copied with its STAR file under a new name is found by stem.
+    shutil.copy(sim_data.micrographs[0], tmp_path / "copy.mrc")
+    shutil.copy(sim_data.star(0), tmp_path / "copy.star")
+    write_mrc(tmp_path / "other.mrc", np.random.default_rng(0).random((64, 64)))
+    items, unlabelled = load_labelled(expand_micrographs([tmp_path]), tmp_path, 24.0,
+                                      PreprocessConfig())
+    assert [i.name for i in items] == ["copy"] and [p.name for p in unlabelled] == ["other.mrc"]
+    assert len(items[0].xy) == len(read_coordinates(sim_data.star(0)))

@@ -1,0 +1,78 @@
+"""Device resolution (cryounet.device): explicit, logged, never a silent CPU fallback."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from cryounet.device import resolve_device
+from cryounet.errors import CryoUNetError
+
+
+@pytest.fixture
+def no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+
+
+@pytest.fixture
+def one_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
+
+
+@pytest.mark.parametrize("spec", ["cpu", "CPU", " cpu "])
+def test_cpu(spec: str, no_gpu, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="cryounet"):
+        assert resolve_device(spec) == torch.device("cpu")
+    assert any("using device cpu" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("spec", [None, "auto", "AUTO"])
+def test_auto_without_gpu_is_cpu_and_says_so(spec, no_gpu, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="cryounet"):
+        assert resolve_device(spec) == torch.device("cpu")
+    assert any("no CUDA GPU found" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("spec", ["cuda", "cuda:0", "0", "1", "0 1", "0,1", "CUDA:1"])
+def test_gpu_requested_without_gpu_raises(spec: str, no_gpu) -> None:
+    with pytest.raises(CryoUNetError, match="no CUDA GPU is available") as info:
+        resolve_device(spec)
+    assert spec.strip().lower() in str(info.value) and "--device cpu" in str(info.value)
+
+
+@pytest.mark.parametrize("spec", ["gpu", "tpu", "cuda0", "-1", "mps", "cuda-0"])
+def test_junk_raises(spec: str, no_gpu) -> None:
+    with pytest.raises(CryoUNetError, match="unknown device"):
+        resolve_device(spec)
+
+
+@pytest.mark.parametrize("spec", ["", " ", ","])
+def test_blank_device_raises_user_error(spec: str, no_gpu) -> None:
+    with pytest.raises(CryoUNetError):
+        resolve_device(spec)
+
+
+def test_gpu_index_beyond_count(one_gpu) -> None:
+    with pytest.raises(CryoUNetError, match="GPU 3 was requested but only 1"):
+        resolve_device("3")
+    with pytest.raises(CryoUNetError, match="GPU 2 was requested"):
+        resolve_device("cuda:2")
+
+
+@pytest.mark.parametrize("spec, index", [("cuda", 0), ("0", 0), ("cuda:0", 0), ("0 1", 0), ("auto", 0)])
+def test_gpu_resolution_with_a_gpu(spec: str, index: int, one_gpu,
+                                   caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="cryounet"):
+        device = resolve_device(spec)
+    assert device == torch.device("cuda", index)
+    assert any("Fake GPU" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_real_torch_without_gpu() -> None:
+    with pytest.raises(CryoUNetError, match="no CUDA GPU"):
+        resolve_device("cuda")

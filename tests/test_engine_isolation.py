@@ -1,0 +1,43 @@
+"""The engine never imports Scipion, and importing the package itself is cheap."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from engine_helpers import REPO
+
+_PROBE = r"""
+import importlib, json, pkgutil, sys
+import cryounet
+light = sorted(m for m in ("torch", "pyworkflow", "pwem") if m in sys.modules)
+names = ["cryounet"] + [m.name for m in pkgutil.walk_packages(cryounet.__path__, "cryounet.")]
+failed = {}
+for name in names:
+    if name == "cryounet.__main__":
+        continue  # running it would start the CLI
+    try:
+        importlib.import_module(name)
+    except Exception as exc:
+        failed[name] = repr(exc)
+print(json.dumps({"modules": names, "failed": failed, "after_package_import": light,
+                  "scipion": sorted(m for m in sys.modules
+                                    if m.split(".")[0] in ("pyworkflow", "pwem"))}))
+"""
+
+
+def test_importing_every_engine_module_leaves_scipion_out() -> None:
+    proc = subprocess.run([sys.executable, "-c", _PROBE], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    modules = set(result["modules"])
+    # The probe really walked the package (a plausible break: an empty or wrong package path).
+    for expected in ("cryounet.cli", "cryounet.training", "cryounet.io.mrc", "cryounet.models.unet",
+                     "cryounet.commands.pick", "cryounet.simulate"):
+        assert expected in modules
+    assert len(modules) >= 30
+    assert result["failed"] == {}
+    assert result["scipion"] == []
+    # ``import cryounet`` alone is cheap: no torch, no Scipion.
+    assert result["after_package_import"] == []

@@ -1,0 +1,191 @@
+"""Tiled inference, test-time augmentation and ensembles (cryounet.inference)."""
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from engine_helpers import AffineNet, gaussian_blobs, spots_micrograph
+from engine_helpers import loaded_model as _loaded
+
+from cryounet.config import CryoUNetConfig, ModelConfig, PickConfig
+from cryounet.errors import CryoUNetError
+from cryounet.inference import (Picker, _dihedral, _dihedral_inverse, peaks_to_picks,
+                                predict_probability)
+from cryounet.models import build_model
+from cryounet.preprocess import Scale
+
+
+def _random_net(depth: int = 2, architecture: str = "unet", seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    net = build_model(ModelConfig(architecture=architecture, base_channels=4, depth=depth)).eval()
+    # Make batch norm do something (running statistics other than 0/1).
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    return net
+
+
+def _image(shape, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------ tiling
+def test_tiling_equals_whole_image_inference() -> None:
+    net = _random_net(depth=2)
+    image = _image((300, 260))
+    whole = predict_probability(net, image, tile_size=1024, overlap=0)
+    tiled = predict_probability(net, image, tile_size=128, overlap=96)
+    assert np.abs(whole - tiled).max() < 1e-4
+
+
+@pytest.mark.parametrize("architecture", ["unet", "attention_unet"])
+def test_tiling_equals_whole_image_away_from_the_padded_border(architecture: str) -> None:
+    net = _random_net(depth=2, architecture=architecture)
+    image = _image((300, 260), seed=1)
+    whole = predict_probability(net, image, tile_size=1024, overlap=0)
+    tiled = predict_probability(net, image, tile_size=128, overlap=96, batch_size=3)
+    assert whole.shape == tiled.shape == (300, 260) and tiled.dtype == np.float32
+    # Every tile seam is in the compared region; only the last rows/columns (the receptive
+    # field of the padded bottom/right border) are left out.
+    assert np.abs(whole[:256, :216] - tiled[:256, :216]).max() < 1e-4
+
+
+def test_tiling_equals_whole_image_when_tiles_fit_exactly() -> None:
+    # 256 x 224 with tile 128 and step 32: the last tiles end exactly at the image border.
+    net = _random_net(depth=2, seed=3)
+    image = _image((256, 224), seed=2)
+    whole = predict_probability(net, image, tile_size=1024, overlap=0)
+    tiled = predict_probability(net, image, tile_size=128, overlap=96)
+    assert np.abs(whole - tiled).max() < 1e-4
+
+
+def test_tiles_with_small_overlap_differ_but_stay_close() -> None:
+    # Sanity check that the tiled path really tiles: with no overlap the seams show.
+    net = _random_net(depth=2, seed=4)
+    image = _image((256, 224), seed=5)
+    whole = predict_probability(net, image, tile_size=1024, overlap=0)
+    seams = predict_probability(net, image, tile_size=64, overlap=0)
+    assert np.abs(whole - seams).max() > 1e-3
+
+
+def test_image_smaller_than_tile_in_one_dimension() -> None:
+    net = _random_net(depth=2, seed=6)
+    image = _image((60, 300), seed=7)
+    whole = predict_probability(net, image, tile_size=1024, overlap=0)
+    tiled = predict_probability(net, image, tile_size=128, overlap=96)
+    assert tiled.shape == (60, 300)
+    assert np.abs(whole[:, :256] - tiled[:, :256]).max() < 1e-4
+
+
+def test_batch_size_does_not_change_the_result() -> None:
+    net = _random_net(depth=2, seed=8)
+    image = _image((200, 200), seed=9)
+    a = predict_probability(net, image, tile_size=64, overlap=32, batch_size=1)
+    b = predict_probability(net, image, tile_size=64, overlap=32, batch_size=7)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    assert (a > 0).all() and (a < 1).all()
+
+
+# ----------------------------------------------------------------------------------------- TTA
+@pytest.mark.parametrize("k", range(8))
+def test_dihedral_inverse(k: int) -> None:
+    x = torch.arange(2 * 3 * 5, dtype=torch.float32).reshape(1, 2, 3, 5)
+    assert torch.equal(_dihedral_inverse(_dihedral(x, k), k), x)
+
+
+def test_dihedral_gives_eight_distinct_symmetries() -> None:
+    x = torch.arange(16, dtype=torch.float32).reshape(1, 1, 4, 4)
+    images = {tuple(_dihedral(x, k).flatten().tolist()) for k in range(8)}
+    assert len(images) == 8
+
+
+@pytest.mark.parametrize("architecture", ["unet", "attention_unet"])
+def test_tta_is_invariant_to_flipping_the_input(architecture: str) -> None:
+    net = _random_net(depth=2, architecture=architecture, seed=10)
+    image = _image((64, 48), seed=11)
+    tta = predict_probability(net, image, tta=True)
+    for transform in (lambda a: a[:, ::-1], lambda a: a[::-1, :], np.rot90, np.transpose):
+        moved = predict_probability(net, np.ascontiguousarray(transform(image)), tta=True)
+        np.testing.assert_allclose(moved, transform(tta), atol=1e-5)
+    # Without TTA the random network is not invariant: TTA really averages.
+    plain = predict_probability(net, image, tta=False)
+    assert np.abs(plain - tta).max() > 1e-4
+
+
+def test_tta_with_tiles() -> None:
+    net = _random_net(depth=2, seed=12)
+    image = _image((256, 224), seed=13)
+    whole = predict_probability(net, image, tile_size=1024, overlap=0, tta=True)
+    tiled = predict_probability(net, image, tile_size=128, overlap=96, tta=True)
+    assert np.abs(whole - tiled).max() < 1e-4
+
+
+# ------------------------------------------------------------------------------------- picking
+def test_picker_maps_working_peaks_back_to_input_pixels() -> None:
+    micrograph, xy = spots_micrograph()
+    pick = PickConfig(edge_exclusion=0.0, nms_radius=0.5, tile_size=64, tile_overlap=16)
+    picker = Picker([_loaded(AffineNet(0.05, -5.0))], pick)
+    result = picker.pick_image(micrograph, threshold=0.5)
+    assert result.scale.working_shape == (128, 128)
+    assert result.probability.shape == (128, 128) and result.spread is None
+    picks = result.picks
+    assert len(picks) == 4 and picks.uncertainty is None
+    found = picks.xy[np.lexsort((picks.xy[:, 1], picks.xy[:, 0]))]
+    expected = xy[np.lexsort((xy[:, 1], xy[:, 0]))]
+    np.testing.assert_allclose(found, expected, atol=0.1)
+    assert (picks.scores > 0.95).all()
+
+
+def test_picker_threshold_none_keeps_candidates_above_min_score() -> None:
+    micrograph, _ = spots_micrograph()
+    picker = Picker([_loaded(AffineNet(0.05, -5.0))], PickConfig(edge_exclusion=0.0, min_score=0.001))
+    assert len(picker.pick_image(micrograph, threshold=None).picks) > 4  # noise peaks too
+    assert len(picker.pick_image(micrograph, threshold=0.5).picks) == 4
+
+
+def test_ensemble_mean_and_spread() -> None:
+    micrograph, _ = spots_micrograph()
+    models = [_loaded(AffineNet(0.05, -5.0), threshold=0.4, name="a"),
+              _loaded(AffineNet(0.025, -2.0), threshold=0.6, name="b")]
+    picker = Picker(models, PickConfig(edge_exclusion=0.0))
+    assert picker.calibrated_threshold == pytest.approx(0.5)
+    result = picker.pick_image(micrograph, threshold=0.5)
+    image = _preprocessed(micrograph)
+    single = [Picker([m], PickConfig()).probability(image)[0] for m in models]
+    np.testing.assert_allclose(result.probability, (single[0] + single[1]) / 2, atol=1e-6)
+    np.testing.assert_allclose(result.spread, np.abs(single[0] - single[1]) / 2, atol=1e-6)
+    picks = result.picks
+    assert picks.uncertainty is not None and len(picks.uncertainty) == len(picks) == 4
+    rows = np.round(result.scale.to_working(picks.xy)[:, 1]).astype(int)
+    cols = np.round(result.scale.to_working(picks.xy)[:, 0]).astype(int)
+    np.testing.assert_allclose(picks.uncertainty, result.spread[rows, cols])
+
+
+def _preprocessed(micrograph: np.ndarray) -> np.ndarray:
+    from cryounet.preprocess import preprocess
+
+    cfg = CryoUNetConfig().updated({"preprocess": {"working_diameter": 16.0, "clip": 0.0}})
+    return preprocess(micrograph, 32.0, cfg.preprocess)[0]
+
+
+def test_ensemble_refuses_mixed_diameters_and_empty_list() -> None:
+    with pytest.raises(CryoUNetError, match="cannot be combined"):
+        Picker([_loaded(AffineNet(), 32.0, name="a"), _loaded(AffineNet(), 40.0, name="b")],
+               PickConfig())
+    with pytest.raises(CryoUNetError, match="no model"):
+        Picker([], PickConfig())
+
+
+def test_peaks_to_picks_edge_exclusion_and_scaling() -> None:
+    prob = gaussian_blobs((50, 60), np.array([[2.0, 25.0], [30.0, 25.0]]), 1.0).astype(np.float32)
+    scale = Scale((100, 120), (50, 60))  # factor 2
+    kept = peaks_to_picks(prob, None, scale, 20.0, PickConfig(edge_exclusion=0.5), 0.5)
+    # Working diameter 10: edge distance 5 drops the peak at x = 2.
+    np.testing.assert_allclose(kept.xy, [[60.5, 50.5]], atol=1e-6)
+    both = peaks_to_picks(prob, None, scale, 20.0, PickConfig(edge_exclusion=0.0), 0.5)
+    assert len(both) == 2

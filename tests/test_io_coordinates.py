@@ -1,0 +1,280 @@
+"""Coordinate files (cryounet.io.coordinates): STAR/BOX/CSV/TXT readers and the STAR writer."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import starfile
+
+from cryounet.errors import CryoUNetError, InputFileError
+from cryounet.io.coordinates import (INDEX_BLOCK, UNCERTAINTY_LABEL, Picks, find_coordinate_file,
+                                     read_coordinates, write_star_index, write_star_picks,
+                                     write_text_picks)
+
+RELION31_STAR = """
+# version 30001
+
+data_optics
+
+loop_
+_rlnOpticsGroupName #1
+_rlnOpticsGroup #2
+_rlnMicrographPixelSize #3
+_rlnVoltage #4
+opticsGroup1 1 1.060000 300.000000
+
+# version 30001
+
+data_particles
+
+loop_
+_rlnMicrographName #1
+_rlnCoordinateX #2
+_rlnCoordinateY #3
+_rlnAutopickFigureOfMerit #4
+_rlnOpticsGroup #5
+MotionCorr/job002/mic1.mrc 100.000000 200.000000 0.500000 1
+MotionCorr/job002/mic1.mrc 300.500000 400.250000 0.750000 1
+MotionCorr/job002/mic1.mrc 12.000000 7.000000 0.125000 1
+"""
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _refused(path: Path, match: str) -> None:
+    with pytest.raises(InputFileError, match=match) as info:
+        read_coordinates(path)
+    assert str(path) in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------ STAR
+def test_relion_star_with_headers_and_scores(tmp_path: Path) -> None:
+    path = _write(tmp_path / "mic.star", """
+# RELION; version 3.0
+data_
+
+loop_
+_rlnCoordinateX #1
+_rlnCoordinateY #2
+_rlnClassNumber #3
+_rlnAnglePsi #4
+_rlnAutopickFigureOfMerit #5
+  1024.5   16.0  0  -999.0  0.9
+    17.25 900.0  0  -999.0  0.2
+""")
+    picks = read_coordinates(path)
+    np.testing.assert_allclose(picks.xy, [[1024.5, 16.0], [17.25, 900.0]])
+    np.testing.assert_allclose(picks.scores, [0.9, 0.2])
+    assert picks.uncertainty is None
+
+
+def test_star_without_scores(tmp_path: Path) -> None:
+    path = _write(tmp_path / "mic.star",
+                  "data_\nloop_\n_rlnCoordinateX\n_rlnCoordinateY\n1 2\n3 4\n")
+    picks = read_coordinates(path)
+    np.testing.assert_allclose(picks.xy, [[1, 2], [3, 4]])
+    assert picks.scores is None
+
+
+def test_relion31_multi_block_star_with_optics(tmp_path: Path) -> None:
+    picks = read_coordinates(_write(tmp_path / "mic1.star", RELION31_STAR))
+    np.testing.assert_allclose(picks.xy, [[100.0, 200.0], [300.5, 400.25], [12.0, 7.0]])
+    np.testing.assert_allclose(picks.scores, [0.5, 0.75, 0.125])
+
+
+@pytest.mark.parametrize("text", ["", "\n\n",
+                                  "data_\n\nloop_\n_rlnCoordinateX #1\n_rlnCoordinateY #2\n"],
+                         ids=["empty", "blank-lines", "header-only"])
+def test_empty_star_is_no_picks(tmp_path: Path, text: str) -> None:
+    picks = read_coordinates(_write(tmp_path / "mic.star", text))
+    assert len(picks) == 0 and picks.xy.shape == (0, 2)
+
+
+def test_star_without_coordinate_loop_refused(tmp_path: Path) -> None:
+    _refused(_write(tmp_path / "other.star", "data_\nloop_\n_rlnFoo #1\n_rlnBar #2\n1 2\n"),
+             "no _rlnCoordinateX")
+    _refused(_write(tmp_path / "simple.star", "data_general\n\n_rlnImageSize 128\n"),
+             "no _rlnCoordinateX")
+
+
+@pytest.mark.parametrize("text", [
+    "data_\nloop_\n_rlnCoordinateX\n_rlnCoordinateY\n1 2\nabc 4\n",
+    "data_\nloop_\n_rlnCoordinateX\n_rlnCoordinateY\n_rlnAutopickFigureOfMerit\n1 2 x\n3 4 0.5\n",
+], ids=["coordinate", "score"])
+def test_star_with_non_numeric_value_refused(tmp_path: Path, text: str) -> None:
+    _refused(_write(tmp_path / "mic.star", text), "mic.star")
+
+
+def test_garbage_star_refused(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.star"
+    path.write_bytes(b"\x00\x01\x02 garbage \xff\xfe\n")
+    with pytest.raises(InputFileError) as info:
+        read_coordinates(path)
+    assert str(path) in str(info.value)
+
+
+def test_suffix_is_case_insensitive(tmp_path: Path) -> None:
+    picks = read_coordinates(_write(tmp_path / "MIC.STAR",
+                                    "data_\nloop_\n_rlnCoordinateX\n_rlnCoordinateY\n5 6\n"))
+    np.testing.assert_allclose(picks.xy, [[5, 6]])
+
+
+# ------------------------------------------------------------------------------------------- BOX
+def test_box_gives_box_centres(tmp_path: Path) -> None:
+    picks = read_coordinates(_write(tmp_path / "mic.box", "10\t20\t64\t64\n30 40 64 32 -3\n"))
+    np.testing.assert_allclose(picks.xy, [[42.0, 52.0], [62.0, 56.0]])
+    assert picks.scores is None
+
+
+def test_empty_box(tmp_path: Path) -> None:
+    assert len(read_coordinates(_write(tmp_path / "mic.box", ""))) == 0
+
+
+def test_box_with_too_few_columns_refused(tmp_path: Path) -> None:
+    _refused(_write(tmp_path / "mic.box", "10 20 64 64\n10 20\n"), "at least 4 columns")
+
+
+# --------------------------------------------------------------------------------------- CSV/TXT
+def test_csv_with_header_and_scores(tmp_path: Path) -> None:
+    picks = read_coordinates(_write(tmp_path / "mic.csv", "x,y,score\n1.5,2.5,0.3\n3,4,0.9\n"))
+    np.testing.assert_allclose(picks.xy, [[1.5, 2.5], [3.0, 4.0]])
+    np.testing.assert_allclose(picks.scores, [0.3, 0.9])
+
+
+def test_csv_with_header_without_scores_and_crlf(tmp_path: Path) -> None:
+    path = tmp_path / "mic.csv"
+    path.write_bytes(b"x,y\r\n1.5,2.5\r\n3,4\r\n")
+    picks = read_coordinates(path)
+    np.testing.assert_allclose(picks.xy, [[1.5, 2.5], [3.0, 4.0]])
+    assert picks.scores is None
+
+
+def test_txt_with_comments_header_tabs(tmp_path: Path) -> None:
+    picks = read_coordinates(_write(tmp_path / "mic.txt",
+                                    "# made by hand\nx y\n1 2\n\n3\t4\n# end\n"))
+    np.testing.assert_allclose(picks.xy, [[1, 2], [3, 4]])
+
+
+def test_txt_scores_only_when_every_line_has_one(tmp_path: Path) -> None:
+    picks = read_coordinates(_write(tmp_path / "a.coords", "1 2 0.5\n3 4 0.25\n"))
+    np.testing.assert_allclose(picks.scores, [0.5, 0.25])
+    mixed = read_coordinates(_write(tmp_path / "b.txt", "1 2 0.5\n3 4\n"))
+    assert mixed.scores is None and len(mixed) == 2
+
+
+@pytest.mark.parametrize("name", ["e.csv", "e.txt", "e.coords"])
+def test_empty_text_files(tmp_path: Path, name: str) -> None:
+    assert len(read_coordinates(_write(tmp_path / name, "\n\n"))) == 0
+
+
+def test_non_numeric_line_refused_with_line_number(tmp_path: Path) -> None:
+    _refused(_write(tmp_path / "mic.txt", "1 2\n3 abc\n"), "line 2 is not numeric")
+
+
+def test_single_column_refused(tmp_path: Path) -> None:
+    _refused(_write(tmp_path / "mic.txt", "1\n2\n"), "at least two numbers")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_coordinates_refused(tmp_path: Path, value: str) -> None:
+    _refused(_write(tmp_path / "mic.txt", f"1 2\n{value} 4\n"), "NaN or infinite")
+
+
+def test_unknown_suffix_and_missing_file(tmp_path: Path) -> None:
+    _refused(_write(tmp_path / "mic.json", "{}"), "unknown coordinate format '.json'")
+    _refused(tmp_path / "missing.star", "does not exist")
+
+
+# -------------------------------------------------------------------------------------- Picks
+def test_picks_validation_and_subset() -> None:
+    with pytest.raises(ValueError, match="scores has 1 values for 2"):
+        Picks([[0, 0], [1, 1]], [0.5])
+    picks = Picks([[0, 0], [1, 1], [2, 2]], [0.1, 0.2, 0.3], [0.0, 0.5, 1.0])
+    sub = picks.subset(np.array([2, 0]))
+    np.testing.assert_array_equal(sub.xy, [[2, 2], [0, 0]])
+    np.testing.assert_array_equal(sub.scores, [0.3, 0.1])
+    np.testing.assert_array_equal(sub.uncertainty, [1.0, 0.0])
+    assert len(Picks(np.zeros((0, 2)))) == 0
+
+
+# -------------------------------------------------------------------------------------- writers
+def test_star_writer_read_back_by_starfile(tmp_path: Path) -> None:
+    path = tmp_path / "mic.star"
+    write_star_picks(path, Picks([[1.234, 2.5], [1000.0, 20.125]], [0.9, 0.1234567]))
+    blocks = starfile.read(path, always_dict=True)
+    assert len(blocks) == 1
+    df = next(iter(blocks.values()))
+    assert list(df.columns) == ["rlnCoordinateX", "rlnCoordinateY", "rlnClassNumber",
+                                "rlnAnglePsi", "rlnAutopickFigureOfMerit"]
+    np.testing.assert_allclose(df["rlnCoordinateX"], [1.23, 1000.0], atol=0.006)
+    np.testing.assert_allclose(df["rlnCoordinateY"], [2.5, 20.125], atol=0.006)
+    np.testing.assert_array_equal(df["rlnClassNumber"], [0, 0])
+    np.testing.assert_array_equal(df["rlnAnglePsi"], [-999.0, -999.0])
+    np.testing.assert_allclose(df["rlnAutopickFigureOfMerit"], [0.9, 0.123457], atol=1e-6)
+    # And by our own reader.
+    picks = read_coordinates(path)
+    np.testing.assert_allclose(picks.xy, [[1.234, 2.5], [1000.0, 20.125]], atol=0.006)
+    np.testing.assert_allclose(picks.scores, [0.9, 0.1234567], atol=1e-6)
+
+
+def test_star_writer_spread_column(tmp_path: Path) -> None:
+    path = tmp_path / "mic.star"
+    write_star_picks(path, Picks([[5, 6], [7, 8]], [0.5, 0.6], [0.01, 0.25]))
+    df = next(iter(starfile.read(path, always_dict=True).values()))
+    assert list(df.columns)[-1] == UNCERTAINTY_LABEL
+    np.testing.assert_allclose(df[UNCERTAINTY_LABEL], [0.01, 0.25])
+    np.testing.assert_allclose(read_coordinates(path).uncertainty, [0.01, 0.25])
+
+
+def test_star_writer_without_scores_writes_one(tmp_path: Path) -> None:
+    path = tmp_path / "mic.star"
+    write_star_picks(path, Picks([[5, 6]]))
+    df = next(iter(starfile.read(path, always_dict=True).values()))
+    np.testing.assert_allclose(df["rlnAutopickFigureOfMerit"], [1.0])
+
+
+def test_star_writer_empty_picks_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "mic.star"
+    write_star_picks(path, Picks(np.zeros((0, 2))))
+    df = next(iter(starfile.read(path, always_dict=True).values()))
+    assert "rlnCoordinateX" in df.columns and len(df) == 0
+    assert len(read_coordinates(path)) == 0
+
+
+def test_index_file_has_coordinate_files_block(tmp_path: Path) -> None:
+    path = tmp_path / "coordinates.star"
+    write_star_index(path, [("Micrographs/a.mrc", "picks/a.star"),
+                            ("Micrographs/b.mrc", "picks/b.star")])
+    blocks = starfile.read(path, always_dict=True)
+    assert list(blocks) == [INDEX_BLOCK] == ["coordinate_files"]
+    df = blocks["coordinate_files"]
+    assert list(df.columns) == ["rlnMicrographName", "rlnMicrographCoordinates"]
+    assert list(df["rlnMicrographName"]) == ["Micrographs/a.mrc", "Micrographs/b.mrc"]
+    assert list(df["rlnMicrographCoordinates"]) == ["picks/a.star", "picks/b.star"]
+
+
+def test_text_writer_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "mic.txt"
+    write_text_picks(path, Picks([[1.5, 2.25], [3, 4]], [0.5, 0.75]))
+    picks = read_coordinates(path)
+    np.testing.assert_allclose(picks.xy, [[1.5, 2.25], [3, 4]])
+    np.testing.assert_allclose(picks.scores, [0.5, 0.75])
+    write_text_picks(path, Picks(np.zeros((0, 2))))
+    assert path.read_text() == "" and len(read_coordinates(path)) == 0
+
+
+# --------------------------------------------------------------------------- matching by stem
+def test_find_coordinate_file(tmp_path: Path) -> None:
+    _write(tmp_path / "mic_001.star", "")
+    _write(tmp_path / "mic_002.box", "")
+    _write(tmp_path / "mic_002.mrc", "")
+    assert find_coordinate_file("mic_001", tmp_path) == tmp_path / "mic_001.star"
+    assert find_coordinate_file("mic_002", tmp_path) == tmp_path / "mic_002.box"
+    assert find_coordinate_file("mic_003", tmp_path) is None
+    _write(tmp_path / "mic_001.csv", "")
+    with pytest.raises(CryoUNetError, match="several coordinate files.*mic_001"):
+        find_coordinate_file("mic_001", tmp_path)

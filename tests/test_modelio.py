@@ -1,0 +1,162 @@
+"""Model folders (cryounet.modelio): save/load round trip and refusal of bad folders."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from cryounet.config import CryoUNetConfig
+from cryounet.errors import CryoUNetError, InputFileError
+from cryounet.modelio import (CONFIG_NAME, FORMAT_VERSION, MODEL_FORMAT, WEIGHTS_NAME, ModelInfo,
+                              load_model, load_weights, read_json_list, read_model_info, save_model,
+                              write_json)
+from cryounet.models import build_model
+
+CFG = CryoUNetConfig().updated({
+    "model": {"base_channels": 4, "depth": 2, "architecture": "attention_unet"},
+    "train": {"epochs": 7}, "pick": {"threshold": 0.3}})
+
+
+def _saved(folder: Path) -> tuple[torch.nn.Module, ModelInfo]:
+    torch.manual_seed(0)
+    net = build_model(CFG.model)
+    with torch.no_grad():  # non-default batch-norm statistics must survive too
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+    info = ModelInfo(CFG, diameter_px=56.0, threshold=0.42, validation={"f1": 0.8, "ap": 0.7})
+    save_model(folder, net, info)
+    return net, info
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    net, info = _saved(tmp_path / "model")
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]
+    loaded = load_model(tmp_path / "model")
+    assert loaded.info == info and loaded.path == tmp_path / "model"
+    assert loaded.info.config.train.epochs == 7 and loaded.info.config.pick.threshold == 0.3
+    assert not loaded.network.training  # ready for inference
+    x = torch.randn(2, 1, 36, 28)
+    net.eval()
+    with torch.no_grad():
+        assert torch.equal(net(x), loaded.network(x))
+    data = json.loads((tmp_path / "model" / CONFIG_NAME).read_text())
+    assert data["format"] == MODEL_FORMAT and data["format_version"] == FORMAT_VERSION
+    assert data["diameter_px"] == 56.0 and data["threshold"] == 0.42
+    assert "cryounet_version" in data
+
+
+def test_folder_missing(tmp_path: Path) -> None:
+    with pytest.raises(InputFileError, match="model folder does not exist"):
+        load_model(tmp_path / "nope")
+
+
+def test_non_model_folder(tmp_path: Path) -> None:
+    (tmp_path / "stuff").mkdir()
+    (tmp_path / "stuff" / "readme.txt").write_text("hello")
+    with pytest.raises(InputFileError, match="not a CryoUNet model folder") as info:
+        load_model(tmp_path / "stuff")
+    assert CONFIG_NAME in str(info.value)
+
+
+def _edit_config(folder: Path, **changes) -> None:
+    path = folder / CONFIG_NAME
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"format": "other-tool"}, "not a CryoUNet model config"),
+    ({"format_version": FORMAT_VERSION + 1}, "newer than this CryoUNet"),
+    ({"threshold": "high"}, "model config is incomplete"),
+    ({"diameter_px": None}, "model config is incomplete"),
+    ({"config": {"train": {"epochz": 3}}}, "unknown key"),
+])
+def test_wrong_format_refused(tmp_path: Path, changes: dict, message: str) -> None:
+    _saved(tmp_path / "m")
+    _edit_config(tmp_path / "m", **changes)
+    with pytest.raises(CryoUNetError, match=message) as info:
+        load_model(tmp_path / "m")
+    assert str(tmp_path / "m" / CONFIG_NAME) in str(info.value)
+
+
+def test_missing_key_and_invalid_json(tmp_path: Path) -> None:
+    _saved(tmp_path / "m")
+    data = json.loads((tmp_path / "m" / CONFIG_NAME).read_text())
+    del data["diameter_px"]
+    (tmp_path / "m" / CONFIG_NAME).write_text(json.dumps(data))
+    with pytest.raises(InputFileError, match="incomplete.*diameter_px"):
+        read_model_info(tmp_path / "m")
+    (tmp_path / "m" / CONFIG_NAME).write_text("{not json")
+    with pytest.raises(InputFileError, match="not valid JSON"):
+        read_model_info(tmp_path / "m")
+    (tmp_path / "m" / CONFIG_NAME).write_text("[1, 2]")
+    with pytest.raises(InputFileError, match="not a CryoUNet model config"):
+        read_model_info(tmp_path / "m")
+
+
+def test_non_numeric_format_version_refused(tmp_path: Path) -> None:
+    _saved(tmp_path / "m")
+    _edit_config(tmp_path / "m", format_version="x")
+    with pytest.raises(InputFileError, match="config.json"):
+        read_model_info(tmp_path / "m")
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage bytes, not safetensors" * 10,
+                                     b"\xff" * 8 + b"{}"], ids=["empty", "text", "bad-header"])
+def test_corrupt_weights_refused(tmp_path: Path, content: bytes) -> None:
+    _saved(tmp_path / "m")
+    (tmp_path / "m" / WEIGHTS_NAME).write_bytes(content)
+    with pytest.raises(InputFileError, match="not a readable safetensors file") as info:
+        load_model(tmp_path / "m")
+    assert WEIGHTS_NAME in str(info.value)
+
+
+def test_truncated_weights_refused(tmp_path: Path) -> None:
+    _saved(tmp_path / "m")
+    path = tmp_path / "m" / WEIGHTS_NAME
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(InputFileError, match=WEIGHTS_NAME):
+        load_model(tmp_path / "m")
+
+
+def test_missing_weights_refused(tmp_path: Path) -> None:
+    _saved(tmp_path / "m")
+    (tmp_path / "m" / WEIGHTS_NAME).unlink()
+    with pytest.raises(InputFileError, match="model weights are missing"):
+        load_model(tmp_path / "m")
+
+
+def test_weights_of_another_architecture_refused(tmp_path: Path) -> None:
+    _saved(tmp_path / "m")
+    other = tmp_path / "other"
+    save_model(other, build_model(CryoUNetConfig().updated(
+        {"model": {"base_channels": 8, "depth": 2}}).model), ModelInfo(CFG, 56.0, 0.5))
+    shutil.copy(other / WEIGHTS_NAME, tmp_path / "m" / WEIGHTS_NAME)
+    with pytest.raises(InputFileError, match="do not match the architecture"):
+        load_model(tmp_path / "m")
+    net = build_model(CFG.model)
+    with pytest.raises(InputFileError, match="do not match"):
+        load_weights(net, other / WEIGHTS_NAME)
+
+
+def test_json_helpers(tmp_path: Path) -> None:
+    assert read_json_list(tmp_path / "missing.json") == []
+    write_json(tmp_path / "h.json", [{"epoch": 1}])
+    assert read_json_list(tmp_path / "h.json") == [{"epoch": 1}]
+    assert (tmp_path / "h.json").read_text().endswith("\n")
+    write_json(tmp_path / "d.json", {"a": 1})
+    with pytest.raises(CryoUNetError, match="expected a JSON list"):
+        read_json_list(tmp_path / "d.json")
+
+
+def test_trained_model_folder_loads(tiny_model: Path) -> None:
+    model = load_model(tiny_model)
+    assert model.info.diameter_px == 24.0
+    assert model.info.config.model.base_channels == 4 and model.info.config.model.depth == 2
+    assert 0.0 <= model.info.threshold <= 1.0
+    assert set(model.info.validation) >= {"precision", "recall", "f1", "ap"}

@@ -1,0 +1,154 @@
+"""Peak finding, non-maximum suppression and pick filters (cryounet.postprocess)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine_helpers import gaussian_blobs
+
+from cryounet.io.coordinates import Picks
+from cryounet.postprocess import FilterConfig, disk_footprint, filter_picks, find_peaks, nms
+
+
+# ------------------------------------------------------------------------------------ helpers
+def test_disk_footprint() -> None:
+    fp = disk_footprint(3.0)
+    assert fp.shape == (7, 7) and fp.dtype == bool
+    assert fp.sum() == 29  # lattice points within radius 3
+    assert fp[3, 3] and fp[0, 3] and not fp[0, 0]
+    np.testing.assert_array_equal(fp, fp.T)
+    assert disk_footprint(0.0).shape == (3, 3)  # at least the 3 x 3 neighbourhood
+
+
+# ---------------------------------------------------------------------------------------- NMS
+def test_nms_greedy_order_and_distance() -> None:
+    # A (best) at 0, B at 4, C at 8 on a line; distance 5: A suppresses B, and C survives because
+    # only kept picks suppress (greedy), although C is within 5 of B.
+    xy = np.array([[4.0, 0.0], [0.0, 0.0], [8.0, 0.0], [30.0, 0.0]])
+    scores = np.array([0.8, 0.9, 0.7, 0.95])
+    keep = nms(xy, scores, 5.0)
+    assert keep.tolist() == [3, 1, 2]  # best score first
+
+
+def test_nms_distance_is_strict() -> None:
+    xy = np.array([[0.0, 0.0], [3.0, 4.0]])  # exactly 5 apart
+    assert nms(xy, np.array([0.9, 0.8]), 5.0).tolist() == [0, 1]
+    assert nms(xy, np.array([0.9, 0.8]), 5.001).tolist() == [0]
+
+
+def test_nms_without_distance_only_sorts() -> None:
+    xy = np.zeros((3, 2))
+    assert nms(xy, np.array([0.1, 0.3, 0.2]), 0.0).tolist() == [1, 2, 0]
+    assert nms(np.zeros((0, 2)), np.zeros(0), 5.0).tolist() == []
+
+
+# ---------------------------------------------------------------------------------- find_peaks
+def test_find_peaks_on_gaussian_blobs_sub_pixel() -> None:
+    true = np.array([[20.3, 15.7], [50.0, 40.0], [70.6, 12.2], [12.45, 60.35]])
+    amplitudes = np.array([0.9, 0.8, 0.7, 0.6])
+    prob = gaussian_blobs((80, 90), true, 1.0, amplitudes).astype(np.float32)
+    xy, scores = find_peaks(prob, 8.0, 0.1)
+    assert len(xy) == 4
+    order = [int(np.argmin(np.linalg.norm(true - p, axis=1))) for p in xy]
+    assert order == [0, 1, 2, 3]  # best first (amplitude order)
+    err = np.abs(xy - true[order])
+    integer_err = np.abs(np.round(true) - true)[order]
+    assert err.max() < 0.25  # sub-pixel
+    # The refinement moves each off-grid coordinate towards the truth.
+    off_grid = integer_err > 0.1
+    assert np.all(err[off_grid] < integer_err[off_grid])
+    assert np.allclose(xy[1], [50.0, 40.0], atol=1e-6)  # an on-grid blob stays exact
+    # Scores are the map values at the integer peaks.
+    for (x, y), s in zip(np.round(true[order]).astype(int), scores):
+        assert s == pytest.approx(prob[y, x])
+
+
+def test_find_peaks_min_distance() -> None:
+    true = np.array([[30.0, 30.0], [36.0, 30.0]])  # 6 px apart
+    prob = gaussian_blobs((60, 60), true, 1.0, [0.9, 0.8]).astype(np.float32)
+    xy, scores = find_peaks(prob, 10.0, 0.1)
+    assert len(xy) == 1 and np.allclose(xy[0], [30, 30], atol=0.3)
+    assert scores[0] == pytest.approx(0.9, abs=0.01)
+    xy, scores = find_peaks(prob, 4.0, 0.1)
+    assert len(xy) == 2
+    assert np.linalg.norm(xy[0] - xy[1]) >= 4.0
+
+
+def test_find_peaks_min_score_and_empty() -> None:
+    prob = gaussian_blobs((40, 40), np.array([[10.0, 10.0], [30.0, 30.0]]), 1.5, [0.9, 0.3])
+    xy, scores = find_peaks(prob.astype(np.float32), 6.0, 0.5)
+    assert len(xy) == 1 and np.allclose(xy[0], [10, 10], atol=1e-6)
+    xy, scores = find_peaks(np.zeros((20, 20), np.float32), 6.0, 0.05)
+    assert xy.shape == (0, 2) and scores.shape == (0,)
+
+
+def test_find_peaks_at_the_border_stays_inside() -> None:
+    prob = gaussian_blobs((30, 40), np.array([[0.0, 0.0], [39.0, 29.0]]), 1.0).astype(np.float32)
+    xy, _ = find_peaks(prob, 6.0, 0.5)
+    assert len(xy) == 2
+    assert xy.min() >= 0 and xy[:, 0].max() <= 39 and xy[:, 1].max() <= 29
+    # (The 3 x 3 centroid is pulled up to ~0.4 px inwards at the border: the window is cut there.)
+    np.testing.assert_allclose(sorted(xy.tolist()), [[0, 0], [39, 29]], atol=0.5)
+
+
+# -------------------------------------------------------------------------------- filter_picks
+def _picks() -> Picks:
+    xy = np.array([[50, 50], [52, 50], [5, 50], [95, 50], [50, 2], [70, 70]], dtype=float)
+    return Picks(xy, np.array([0.9, 0.95, 0.8, 0.6, 0.7, 0.3]))
+
+
+def test_filter_threshold_sorts_best_first() -> None:
+    out = filter_picks(_picks(), None, FilterConfig(threshold=0.7))
+    np.testing.assert_allclose(out.scores, [0.95, 0.9, 0.8, 0.7])
+    assert out.xy[0].tolist() == [52, 50]
+
+
+def test_filter_edge() -> None:
+    # 100 x 100 micrograph (edges at -0.5 and 99.5): distance 5 keeps 4.5 <= x <= 94.5.
+    out = filter_picks(_picks(), (100, 100), FilterConfig(edge_distance=5.0))
+    assert sorted(map(tuple, out.xy.tolist())) == [(5, 50), (50, 50), (52, 50), (70, 70)]
+    out = filter_picks(_picks(), (100, 100), FilterConfig(edge_distance=5.6))
+    assert (5.0, 50.0) not in map(tuple, out.xy.tolist())
+    with pytest.raises(ValueError, match="shape"):
+        filter_picks(_picks(), None, FilterConfig(edge_distance=5.0))
+
+
+def test_filter_nms_and_max_count() -> None:
+    out = filter_picks(_picks(), None, FilterConfig(nms_distance=10.0))
+    assert len(out) == 5 and out.xy[0].tolist() == [52, 50]  # [50, 50] suppressed by the better
+    out = filter_picks(_picks(), None, FilterConfig(max_particles=2))
+    np.testing.assert_allclose(out.scores, [0.95, 0.9])
+    out = filter_picks(_picks(), (100, 100),
+                       FilterConfig(threshold=0.5, nms_distance=10.0, edge_distance=5.0,
+                                    max_particles=10))
+    np.testing.assert_allclose(out.scores, [0.95, 0.8])
+
+
+def test_filter_keeps_spread_and_handles_no_scores() -> None:
+    picks = Picks(np.array([[1.0, 1.0], [2.0, 2.0]]), None, np.array([0.1, 0.2]))
+    out = filter_picks(picks, None, FilterConfig(threshold=0.5, max_particles=1))
+    assert len(out) == 1 and out.scores is None
+    np.testing.assert_allclose(out.uncertainty, [0.1])
+    assert len(filter_picks(Picks(np.zeros((0, 2))), (10, 10), FilterConfig(edge_distance=1.0))) == 0
+
+
+# ---------------------------------------------------------------------------- map clean-up
+def test_clean_probability_opening_and_component_areas() -> None:
+    from cryounet.postprocess import clean_probability
+
+    yy, xx = np.mgrid[0:80, 0:80]
+    prob = np.zeros((80, 80), np.float32)
+    prob[np.hypot(xx - 20, yy - 20) <= 5] = 0.9  # a particle-sized disk (diameter 10)
+    prob[60, 5:75] = 0.9  # a 1-pixel line
+    prob[np.hypot(xx - 60, yy - 20) <= 1.5] = 0.8  # a speck
+    untouched = prob.copy()
+    assert clean_probability(prob, 10.0).tolist() == prob.tolist()  # nothing asked: unchanged
+    opened = clean_probability(prob, 10.0, opening_radius=0.2)
+    assert opened[20, 20] == pytest.approx(0.9) and opened[60, 40] == 0.0 and opened[20, 60] == 0.0
+    # Areas in particle-disk units (pi * 5^2 ~ 78.5 px): the speck (~9 px) is below 0.5 disks,
+    # the disk (~81 px) is about 1, the line (70 px) about 0.9.
+    small = clean_probability(prob, 10.0, min_area=0.5)
+    assert small[20, 60] == 0.0 and small[20, 20] == pytest.approx(0.9) and small[60, 40] > 0
+    large = clean_probability(prob, 10.0, max_area=0.95)
+    assert large[20, 20] == 0.0 and large[20, 60] > 0 and large[60, 40] > 0
+    np.testing.assert_array_equal(prob, untouched)  # the input map is not modified

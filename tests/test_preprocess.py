@@ -1,0 +1,117 @@
+"""Working scale, normalisation and coordinate mapping (cryounet.preprocess)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cryounet.config import PreprocessConfig
+from cryounet.errors import CryoUNetError
+from cryounet.preprocess import (Scale, downsample_factor, normalise, preprocess, working_scale)
+
+
+# ------------------------------------------------------------------------------- coordinates
+@pytest.mark.parametrize("input_shape, working_shape", [
+    ((1024, 1024), (256, 256)),
+    ((301, 517), (150, 259)),  # anisotropic, with rounding: different factors per axis
+    ((4096, 5760), (1170, 1646)),
+    ((64, 64), (64, 64)),  # no downsampling
+])
+def test_round_trip_input_working_input_is_exact(input_shape, working_shape) -> None:
+    scale = Scale(input_shape, working_shape)
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(-0.5, 1, size=(200, 2)) * [input_shape[1], input_shape[0]]
+    np.testing.assert_allclose(scale.to_input(scale.to_working(xy)), xy, rtol=0, atol=1e-9)
+    w = rng.uniform(0, 1, size=(50, 2)) * [working_shape[1], working_shape[0]]
+    np.testing.assert_allclose(scale.to_working(scale.to_input(w)), w, rtol=0, atol=1e-9)
+
+
+def test_known_downsample_mapping() -> None:
+    # 4x downsampling: input pixels 0..3 (centre 1.5) form working pixel 0.
+    scale = working_scale((1024, 768), 64.0, PreprocessConfig(working_diameter=16))
+    assert scale.working_shape == (256, 192)
+    assert scale.factors == (4.0, 4.0)
+    np.testing.assert_allclose(scale.to_working([[1.5, 1.5], [5.5, 9.5], [-0.5, 1023.5]]),
+                               [[0, 0], [1, 2], [-0.5, 255.5]])
+    np.testing.assert_allclose(scale.to_input([[0, 0], [255, 191]]), [[1.5, 1.5], [1021.5, 765.5]])
+
+
+def test_anisotropic_axes_are_mapped_separately() -> None:
+    scale = Scale((300, 200), (100, 50))  # y factor 3, x factor 4
+    assert scale.factors == (4.0, 3.0)
+    np.testing.assert_allclose(scale.to_working([[1.5, 1.0]]), [[0.0, 0.0]])
+    # The image edges map onto the image edges on both axes.
+    np.testing.assert_allclose(scale.to_working([[199.5, 299.5]]), [[49.5, 99.5]])
+    np.testing.assert_allclose(scale.to_input([[-0.5, -0.5]]), [[-0.5, -0.5]])
+
+
+def test_downsampled_image_matches_mapped_coordinates() -> None:
+    # A bright 4x4 block at input columns 20-23, rows 8-11 becomes one working pixel (factor 4);
+    # its centre maps to exactly that pixel.
+    image = np.zeros((128, 96), dtype=np.float32)
+    image[8:12, 20:24] = 100.0
+    image += np.random.default_rng(0).normal(0, 0.01, image.shape).astype(np.float32)
+    work, scale = preprocess(image, 64.0, PreprocessConfig(working_diameter=16, clip=0))
+    assert work.shape == (32, 24) and scale.working_shape == (32, 24)
+    row, col = np.unravel_index(np.argmax(work), work.shape)
+    np.testing.assert_allclose(scale.to_working([[21.5, 9.5]]), [[col, row]])
+    assert (row, col) == (2, 5)
+
+
+# ---------------------------------------------------------------------------------- geometry
+def test_downsample_factor() -> None:
+    cfg = PreprocessConfig(working_diameter=16)
+    assert downsample_factor(64, cfg) == 4.0
+    assert downsample_factor(8, cfg) == 1.0  # never upsampled
+    for bad in (0.0, -3.0):
+        with pytest.raises(CryoUNetError, match="diameter must be positive"):
+            downsample_factor(bad, cfg)
+
+
+def test_working_scale_shape_and_refusals() -> None:
+    cfg = PreprocessConfig(working_diameter=16)
+    assert working_scale((512, 300), 32, cfg).working_shape == (256, 150)
+    with pytest.raises(CryoUNetError, match="not smaller than the micrograph"):
+        working_scale((192, 192), 200, cfg)
+    with pytest.raises(CryoUNetError, match="not smaller than the micrograph"):
+        working_scale((100, 300), 100, cfg)
+    with pytest.raises(CryoUNetError, match="too small to pick"):
+        working_scale((10, 50), 8, cfg)
+
+
+# ------------------------------------------------------------------------------ normalisation
+def test_robust_normalisation_is_centred_and_clipped() -> None:
+    rng = np.random.default_rng(1)
+    image = rng.normal(50, 4, size=(200, 200)).astype(np.float32)
+    image[0, :20] = 1e6  # outliers barely move a robust estimate
+    out = normalise(image, PreprocessConfig(normalisation="robust", clip=5))
+    assert out.dtype == np.float32
+    assert abs(float(np.median(out))) < 0.02
+    assert 0.95 < 1.4826 * float(np.median(np.abs(out - np.median(out)))) < 1.05
+    assert out.max() == pytest.approx(5.0) and out.min() >= -5.0
+
+
+def test_standard_normalisation_without_clip() -> None:
+    image = np.random.default_rng(2).normal(-3, 7, size=(64, 80))
+    out = normalise(image, PreprocessConfig(normalisation="standard", clip=0))
+    assert abs(out.mean()) < 1e-5 and out.std() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_robust_falls_back_to_std_when_mad_is_zero() -> None:
+    image = np.zeros((32, 32), dtype=np.float32)
+    image[:3, :3] = 10.0  # MAD = 0 but the image has contrast
+    out = normalise(image, PreprocessConfig(clip=0))
+    assert np.isfinite(out).all() and out.max() > 0
+
+
+def test_normalisation_errors() -> None:
+    with pytest.raises(CryoUNetError, match="unknown normalisation 'minmax'"):
+        normalise(np.arange(16.0).reshape(4, 4), PreprocessConfig(normalisation="minmax"))
+    with pytest.raises(CryoUNetError, match="no contrast"):
+        normalise(np.ones((8, 8)), PreprocessConfig())
+
+
+def test_preprocess_accepts_integer_input_and_keeps_small_particles_at_full_size() -> None:
+    image = (np.random.default_rng(3).random((40, 60)) * 1000).astype(np.int16)
+    out, scale = preprocess(image, 10.0, PreprocessConfig(working_diameter=16))
+    assert out.shape == (40, 60) and out.dtype == np.float32
+    assert scale.input_shape == scale.working_shape == (40, 60)

@@ -1,0 +1,238 @@
+"""Training loop, learning-rate schedule, validation, determinism and resume (cryounet.training)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine_helpers import AffineNet, SimData, gaussian_blobs
+
+from cryounet import training
+from cryounet.config import CryoUNetConfig
+from cryounet.data import LabelledMicrograph, load_labelled, split_validation
+from cryounet.errors import CryoUNetError
+from cryounet.metrics import ThresholdCurve
+from cryounet.modelio import load_model
+from cryounet.preprocess import Scale
+from cryounet.training import (Validation, lr_factor, mine_hard_negatives, train, validate)
+
+#: Four short epochs of a tiny network (a second or two per run on one thread).
+FAST = {"train": {"epochs": 4, "steps_per_epoch": 3, "batch_size": 2, "patch_size": 32,
+                  "patience": 0, "warmup_epochs": 1, "num_threads": 1},
+        "model": {"base_channels": 4, "depth": 2}}
+
+
+def _cfg(**train_overrides) -> CryoUNetConfig:
+    return CryoUNetConfig().updated(FAST).updated({"train": train_overrides})
+
+
+@pytest.fixture(scope="module")
+def items(sim_data: SimData):
+    labelled, _ = load_labelled(sim_data.micrographs, sim_data.folder, sim_data.diameter,
+                                CryoUNetConfig().preprocess)
+    return split_validation(labelled, 0.25, np.random.default_rng(0))
+
+
+def _history(folder: Path) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"}
+            for r in json.loads((folder / "history.json").read_text())]
+
+
+def _final_weights(folder: Path) -> dict[str, torch.Tensor]:
+    return torch.load(folder / "checkpoint.pt", weights_only=True)["model"]
+
+
+def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def reference(items, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted 4-epoch run (cosine schedule, warm-up 1 epoch, patience 0)."""
+    out = tmp_path_factory.mktemp("train") / "reference"
+    result = train(*items, _cfg(), 24.0, out, "cpu", progress=False)
+    assert len(result.history) == 4 and not result.stopped_early
+    return out
+
+
+# ------------------------------------------------------------------------------- schedule
+def test_warmup_is_linear() -> None:
+    values = [lr_factor(s, 10, 100, "cosine") for s in range(10)]
+    np.testing.assert_allclose(values, np.arange(1, 11) / 10)
+
+
+def test_cosine_decays_to_zero() -> None:
+    assert lr_factor(10, 10, 110, "cosine") == pytest.approx(1.0)
+    assert lr_factor(60, 10, 110, "cosine") == pytest.approx(0.5)
+    assert lr_factor(35, 10, 110, "cosine") == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    assert lr_factor(110, 10, 110, "cosine") == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(500, 10, 110, "cosine") == pytest.approx(0.0, abs=1e-12)  # stays there
+    values = [lr_factor(s, 10, 110, "cosine") for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert lr_factor(0, 0, 50, "cosine") == pytest.approx(1.0)  # no warm-up
+
+
+def test_constant_schedule() -> None:
+    assert [lr_factor(s, 2, 10, "constant") for s in range(6)] == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0]
+
+
+def test_unknown_schedule_after_warmup() -> None:
+    with pytest.raises(CryoUNetError, match="unknown schedule 'linear'"):
+        lr_factor(20, 10, 100, "linear")
+
+
+def test_unknown_schedule_refused_during_warmup() -> None:
+    with pytest.raises(CryoUNetError, match="unknown schedule 'linear'"):
+        lr_factor(0, 10, 100, "linear")
+
+
+def test_learning_rate_in_history_follows_schedule(reference: Path) -> None:
+    rates = [r["learning_rate"] for r in _history(reference)]
+    peak = CryoUNetConfig().train.learning_rate
+    # After epoch 1 (= warm-up) the factor is 1; cosine over the remaining 9 steps ends at 0.
+    assert rates[0] == pytest.approx(peak)
+    assert rates[1] == pytest.approx(peak * 0.5 * (1 + math.cos(math.pi * 3 / 9)))
+    assert rates[-1] == pytest.approx(0.0, abs=1e-12)
+
+
+# ------------------------------------------------------------------------------ training
+def test_training_writes_a_loadable_model_folder(reference: Path, items) -> None:
+    names = sorted(p.name for p in reference.iterdir())
+    assert names == ["checkpoint.pt", "config.json", "history.json", "model.safetensors",
+                     "validation_curve.json"]
+    history = _history(reference)
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+    for r in history:
+        assert np.isfinite(r["train_loss"]) and 0 <= r["valid_f1"] <= 1 and 0 <= r["threshold"] <= 1
+    model = load_model(reference)
+    best = max(history, key=lambda r: r["valid_f1"])
+    assert model.info.threshold == pytest.approx(best["threshold"])
+    assert model.info.validation["f1"] == pytest.approx(best["valid_f1"])
+    assert model.info.diameter_px == 24.0 and not model.network.training
+    curve = json.loads((reference / "validation_curve.json").read_text())
+    assert max(curve["f1"]) == pytest.approx(best["valid_f1"])
+
+
+def test_same_seed_gives_identical_runs(reference: Path, items, tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    train(*items, _cfg(), 24.0, again, "cpu", progress=False)
+    assert _history(again) == _history(reference)
+    assert (again / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
+    assert _same_weights(_final_weights(again), _final_weights(reference))
+    other = tmp_path / "other_seed"
+    train(*items, _cfg(seed=1, epochs=1), 24.0, other, "cpu", progress=False)
+    first = _final_weights(other)
+    assert not _same_weights(first, _final_weights(reference))
+
+
+def test_resume_after_interruption_equals_uninterrupted(reference: Path, items, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "interrupted"
+    save = training._save_checkpoint
+
+    def save_then_die(path, network, optimizer, scheduler, epoch, *args):
+        save(path, network, optimizer, scheduler, epoch, *args)
+        if epoch == 1:  # killed right after the checkpoint of epoch 2
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(*items, _cfg(), 24.0, out, "cpu", progress=False)
+    monkeypatch.undo()
+    assert len(_history(out)) == 2
+    result = train(*items, _cfg(), 24.0, out, "cpu", resume=True, progress=False)
+    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4]
+    assert _history(out) == _history(reference)
+    assert _same_weights(_final_weights(out), _final_weights(reference))
+    assert (out / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
+    assert result.validation is not None
+
+
+def test_train_two_epochs_then_resume_to_four(items, tmp_path: Path) -> None:
+    # With a schedule that does not depend on the total length, training 2 epochs and resuming to
+    # 4 equals training 4 directly.
+    cfg4 = _cfg(schedule="constant", warmup_epochs=0)
+    direct, resumed = tmp_path / "direct", tmp_path / "resumed"
+    train(*items, cfg4, 24.0, direct, "cpu", progress=False)
+    train(*items, _cfg(schedule="constant", warmup_epochs=0, epochs=2), 24.0, resumed, "cpu",
+          progress=False)
+    train(*items, cfg4, 24.0, resumed, "cpu", resume=True, progress=False)
+    assert _history(resumed) == _history(direct)
+    assert _same_weights(_final_weights(resumed), _final_weights(direct))
+
+
+def test_resume_without_checkpoint(items, tmp_path: Path) -> None:
+    with pytest.raises(CryoUNetError, match="no checkpoint to resume from"):
+        train(*items, _cfg(), 24.0, tmp_path / "empty", "cpu", resume=True, progress=False)
+
+
+def test_early_stopping(items, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    curve = ThresholdCurve(np.array([0.5]), np.array([0.5]), np.array([0.5]), np.array([0.5]))
+    flat = Validation(curve, 0.5, 0.5, 0.5, 0.5, 0.4, 0.1)
+    monkeypatch.setattr(training, "validate", lambda *a, **k: flat)
+    result = train(*items, _cfg(epochs=10, patience=2, steps_per_epoch=1), 24.0, tmp_path / "m",
+                   "cpu", progress=False)
+    # Epoch 1 improves (from nothing); epochs 2 and 3 do not: stop after 3.
+    assert result.stopped_early and len(result.history) == 3 and result.best_epoch == 1
+
+
+def test_divergence_is_a_user_error(items, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(training, "build_loss",
+                        lambda cfg: lambda lg, t, w: (lg * float("nan")).mean())
+    with pytest.raises(CryoUNetError, match="diverged at epoch 1"):
+        train(*items, _cfg(), 24.0, tmp_path / "m", "cpu", progress=False)
+
+
+def test_init_weights(reference: Path, items, tmp_path: Path) -> None:
+    # Zero learning rate: the run keeps the initial weights exactly.
+    result = train(*items, _cfg(epochs=1, learning_rate=0.0, weight_decay=0.0), 24.0,
+                   tmp_path / "m", "cpu", init_weights=reference / "model.safetensors", progress=False)
+    assert result.best_epoch == 1
+    start = load_model(reference).network.state_dict()
+    after = _final_weights(tmp_path / "m")
+    for k, v in start.items():
+        if not k.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            assert torch.equal(v, after[k]), k
+
+
+def test_hard_negative_mining_run(items, tmp_path: Path) -> None:
+    result = train(*items, _cfg(epochs=2, hard_negative_fraction=0.5, hard_negative_start=1),
+                   24.0, tmp_path / "m", "cpu", progress=False)
+    assert len(result.history) == 2
+
+
+# ---------------------------------------------------------------------------- validation
+def _blob_item(picked: np.ndarray, blobs: np.ndarray, name: str = "v") -> LabelledMicrograph:
+    image = gaussian_blobs((96, 96), blobs, 1.5, 10.0).astype(np.float32)
+    return LabelledMicrograph(name, image, picked, Scale((96, 96), (96, 96)), 16.0)
+
+
+def test_validate_calibrates_threshold_on_a_perfect_map() -> None:
+    blobs = np.array([[20.0, 20.0], [60.0, 30.0], [40.0, 70.0]])
+    item = _blob_item(blobs, blobs)
+    cfg = CryoUNetConfig().updated({"pick": {"edge_exclusion": 0.0}})
+    result = validate(AffineNet(1.0, -5.0), [item], cfg, "cpu")
+    assert result.f1 == 1.0 and result.precision == 1.0 and result.ap == pytest.approx(1.0)
+    assert 0.5 < result.threshold <= 1.0  # the blobs' probability, above the background's
+    assert result.curve.f1.max() == 1.0
+
+
+def test_validate_counts_misses_and_false_positives() -> None:
+    blobs = np.array([[20.0, 20.0], [60.0, 30.0], [40.0, 70.0]])
+    picked = np.array([[20.0, 20.0], [60.0, 30.0], [80.0, 80.0]])  # one blob unpicked, one pick empty
+    cfg = CryoUNetConfig().updated({"pick": {"edge_exclusion": 0.0}})
+    result = validate(AffineNet(1.0, -5.0), [_blob_item(picked, blobs)], cfg, "cpu")
+    assert result.precision == pytest.approx(2 / 3) and result.recall == pytest.approx(2 / 3)
+
+
+def test_mine_hard_negatives_returns_unpicked_peaks() -> None:
+    blobs = np.array([[20.0, 20.0], [60.0, 30.0], [40.0, 70.0]])
+    item = _blob_item(blobs[:2], blobs)
+    cfg = CryoUNetConfig().updated({"pick": {"edge_exclusion": 0.0}})
+    mined = mine_hard_negatives(AffineNet(1.0, -5.0), [item], cfg, "cpu")
+    assert len(mined) == 1
+    np.testing.assert_allclose(mined[0], [[40.0, 70.0]], atol=1e-6)
