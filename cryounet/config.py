@@ -127,6 +127,8 @@ class TrainConfig:
         valid_fraction: fraction of training micrographs held out for validation when no
             validation set is given (at least one; with a single micrograph, its bottom strip).
         seed: random seed (sampling, augmentation, initialisation).
+        ema_decay: keep an exponential moving average of the weights with this decay per step
+            and validate/save the averaged network (0 disables; e.g. 0.99).
         hard_negative_fraction: fraction of patches centred on the current model's false positives
             on the training micrographs (hard-negative mining; 0 disables).
         hard_negative_start: first epoch (1-based) that mines hard negatives.
@@ -146,6 +148,7 @@ class TrainConfig:
     patience: int = 10
     valid_fraction: float = 0.2
     seed: int = 0
+    ema_decay: float = 0.0
     hard_negative_fraction: float = 0.0
     hard_negative_start: int = 3
     time_limit_minutes: float = 0.0
@@ -205,6 +208,8 @@ class RefineConfig:
         curriculum: micrographs are ranked by confidence and round r uses the most confident
             r/rounds of them (else all from the first round).
         tta: predict pseudo-labels with test-time augmentation.
+        checkpoint_ensemble: pseudo-labels come from the mean probability of the last this-many
+            round checkpoints (the input model counts as round 0); 1 = the current model only.
     """
 
     rounds: int = 3
@@ -216,6 +221,7 @@ class RefineConfig:
     max_entropy: float = 0.5
     curriculum: bool = True
     tta: bool = True
+    checkpoint_ensemble: int = 2
 
 
 @dataclass
@@ -270,6 +276,7 @@ class CryoUNetConfig:
             "pick.min_score": self.pick.min_score,
             "refine.rounds": self.refine.rounds,
             "refine.epochs_per_round": self.refine.epochs_per_round,
+            "refine.checkpoint_ensemble": self.refine.checkpoint_ensemble,
         }
         for key, value in positive.items():
             if not value > 0:
@@ -279,12 +286,13 @@ class CryoUNetConfig:
             "model.dropout": self.model.dropout,
             "train.positive_fraction": self.train.positive_fraction,
             "train.hard_negative_fraction": self.train.hard_negative_fraction,
+            "train.ema_decay": self.train.ema_decay,
             "pick.component_level": self.pick.component_level,
         }
         for key, value in fractions.items():
             if not 0 <= value <= 1:
                 raise CryoUNetError(f"{source}: {key} must be between 0 and 1, got {value}")
-        if self.train.learning_rate < 0 or self.train.weight_decay < 0:
+        if not (self.train.learning_rate >= 0 and self.train.weight_decay >= 0):
             raise CryoUNetError(f"{source}: train.learning_rate and train.weight_decay must not be negative")
         if self.train.positive_fraction + self.train.hard_negative_fraction > 1:
             raise CryoUNetError(f"{source}: train.positive_fraction + train.hard_negative_fraction "
@@ -295,8 +303,15 @@ class CryoUNetConfig:
             raise CryoUNetError(f"{source}: pick.threshold must be between 0 and 1 (or null)")
         for key in ("nms_radius", "edge_exclusion", "tile_overlap", "opening_radius",
                     "min_component_area", "max_component_area"):
-            if getattr(self.pick, key) < 0:
+            if not getattr(self.pick, key) >= 0:  # also refuses NaN
                 raise CryoUNetError(f"{source}: pick.{key} must not be negative")
+        if self.train.seed < 0:
+            raise CryoUNetError(f"{source}: train.seed must not be negative, got {self.train.seed}")
+        for key in ("positive_start", "positive_end", "negative_start", "negative_end"):
+            if not 0 < getattr(self.refine, key) < 1:
+                raise CryoUNetError(f"{source}: refine.{key} must be between 0 and 1 (exclusive)")
+        if not self.refine.max_entropy >= 0:
+            raise CryoUNetError(f"{source}: refine.max_entropy must not be negative")
         if self.pick.tile_overlap >= self.pick.tile_size:
             raise CryoUNetError(f"{source}: pick.tile_overlap must be smaller than pick.tile_size")
 

@@ -131,8 +131,9 @@ def load_weights(network: nn.Module, path: str | os.PathLike[str]) -> None:
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0:3]
-        raise InputFileError(path, f"weights do not match the architecture in config.json ({' '.join(first)})") from None
+        detail = " ".join(str(exc).splitlines()[:3])
+        raise InputFileError(
+            path, f"weights do not match the architecture in config.json ({detail})") from None
 
 
 def load_model(folder: str | os.PathLike[str], device: torch.device | str = "cpu") -> LoadedModel:

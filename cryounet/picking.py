@@ -1,6 +1,7 @@
 """Picking a list of micrographs and writing RELION coordinate files plus an index."""
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -8,6 +9,7 @@ from typing import Sequence
 
 from cryounet.errors import CryoUNetError, InputFileError
 from cryounet.inference import Picker
+from cryounet.io.atomic import write_text_atomic
 from cryounet.io.coordinates import INDEX_NAME, Picks, write_star_index, write_star_picks
 from cryounet.io.mrc import read_micrograph
 
@@ -15,6 +17,8 @@ logger = logging.getLogger(__name__)
 
 #: Warn when more than this fraction of micrographs yields no pick.
 EMPTY_WARNING_FRACTION = 0.2
+#: Machine-readable list of the micrographs a picking run skipped, written in its output folder.
+SKIPPED_NAME = "skipped.json"
 
 
 @dataclass
@@ -62,11 +66,14 @@ def write_picks(output: Path, results: Sequence[tuple[str, str, Picks]]) -> None
 
 
 def pick_micrographs(picker: Picker, micrographs: Sequence[Path], output: Path,
-                     threshold: float | None, progress: bool = True) -> PickSummary:
+                     threshold: float | None, progress: bool = True,
+                     allow_all_skipped: bool = False) -> PickSummary:
     """Pick each micrograph, write its STAR file as soon as it is done, then the index.
 
-    A micrograph that cannot be read is skipped with a warning (no STAR file); when every
-    micrograph fails, :class:`CryoUNetError` is raised.
+    A micrograph that cannot be read is skipped with a warning (no STAR file) and listed with the
+    reason in ``skipped.json`` (``[{"micrograph": path, "reason": text}, ...]``). When every
+    micrograph fails, :class:`CryoUNetError` is raised unless ``allow_all_skipped`` (then the
+    index is written empty).
     """
     from tqdm import tqdm
 
@@ -86,7 +93,9 @@ def pick_micrographs(picker: Picker, micrographs: Sequence[Path], output: Path,
         done.append((mic, result.picks))
         summary.picked[mic.stem] = len(result.picks)
         logger.debug("%s: %d picks", mic.name, len(result.picks))
-    if not done:
+    write_text_atomic(output / SKIPPED_NAME, json.dumps(
+        [{"micrograph": mic, "reason": why} for mic, why in summary.failed.items()], indent=2) + "\n")
+    if not done and not allow_all_skipped:
         raise CryoUNetError(f"none of the {len(micrographs)} micrographs could be picked "
                             f"(first problem: {next(iter(summary.failed.values()), 'none')})")
     write_star_index(output / INDEX_NAME,

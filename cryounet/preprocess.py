@@ -7,6 +7,7 @@ exact: ``x_work = (x + 0.5) * nx_work / nx - 0.5``.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -56,8 +57,8 @@ class Scale:
 
 def downsample_factor(diameter: float, cfg: PreprocessConfig) -> float:
     """Input pixels per working pixel for a particle ``diameter`` (input px); never below 1."""
-    if diameter <= 0:
-        raise CryoUNetError(f"particle diameter must be positive, got {diameter} px")
+    if not math.isfinite(diameter) or diameter <= 0:
+        raise CryoUNetError(f"particle diameter must be a positive number of pixels, got {diameter}")
     return max(1.0, diameter / cfg.working_diameter)
 
 

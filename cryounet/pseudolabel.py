@@ -1,9 +1,10 @@
 """Pseudo-labelled refinement: self-training on unlabelled micrographs.
 
-Each round predicts every unlabelled micrograph with the current model (with test-time augmentation
-by default), turns confident, low-entropy peaks into pseudo-picks and confidently empty pixels into
-pseudo-negatives (everything in between is ignored), and trains on labelled + pseudo-labelled
-micrographs starting from the current weights. Thresholds start strict and relax linearly per round;
+Each round predicts every unlabelled micrograph with an ensemble of the latest round checkpoints
+(the current model and its predecessors, test-time augmented by default), turns confident,
+low-entropy peaks into pseudo-picks and confidently empty pixels into pseudo-negatives
+(everything in between is ignored), and trains on labelled + pseudo-labelled micrographs starting
+from the current weights. Thresholds start strict and relax linearly per round;
 with the curriculum on, the most confident micrographs are used first. The labelled validation set
 judges every round, and the best model (the input model included) is the result.
 """
@@ -23,7 +24,7 @@ from cryounet.data import LabelledMicrograph
 from cryounet.errors import CryoUNetError
 from cryounet.inference import predict_probability
 from cryounet.modelio import (CONFIG_NAME, CURVE_NAME, HISTORY_NAME, WEIGHTS_NAME, LoadedModel,
-                              ModelInfo, save_model, write_json)
+                              ModelInfo, load_weights, save_model, write_json)
 from cryounet.postprocess import find_peaks
 from cryounet.training import train, validate
 
@@ -109,15 +110,20 @@ def refine(
     save_model(output / "round_0", network, ModelInfo(cfg, model.info.diameter_px, base.threshold,
                                                       base.metrics()))
     write_json(output / "round_0" / CURVE_NAME, base.curve.as_dict())
-    current = output / "round_0" / WEIGHTS_NAME
+    checkpoints = [output / "round_0" / WEIGHTS_NAME]
     for r in range(rc.rounds):
         positive, negative = round_thresholds(rc, r)
-        network.eval()
-        labels = []
-        for item in unlabelled:
-            prob = predict_probability(network, item.image, cfg.pick.tile_size, cfg.pick.tile_overlap,
-                                       cfg.pick.batch_size, rc.tta, device)
-            labels.append(pseudo_label(item, prob, cfg, positive, negative))
+        probs = [np.zeros(item.image.shape, dtype=np.float32) for item in unlabelled]
+        members = checkpoints[-rc.checkpoint_ensemble:]
+        for weights in members:
+            load_weights(network, weights)
+            network.eval()
+            for i, item in enumerate(unlabelled):
+                probs[i] += predict_probability(network, item.image, cfg.pick.tile_size,
+                                                cfg.pick.tile_overlap, cfg.pick.batch_size, rc.tta,
+                                                device) / len(members)
+        labels = [pseudo_label(item, prob, cfg, positive, negative)
+                  for item, prob in zip(unlabelled, probs)]
         labels.sort(key=lambda pl: -pl.confidence)
         n_use = len(labels) if not rc.curriculum else max(1, int(np.ceil((r + 1) / rc.rounds * len(labels))))
         used = [pl.item for pl in labels[:n_use]]
@@ -128,7 +134,7 @@ def refine(
                                            "patience": 0}})
         round_dir = output / f"round_{r + 1}"
         result = train(list(labelled_train) + used, valid, round_cfg, model.info.diameter_px,
-                       round_dir, device, init_weights=current, progress=progress)
+                       round_dir, device, init_weights=checkpoints[-1], progress=progress)
         v = result.validation
         history.append({
             "round": r + 1, "positive_threshold": positive, "negative_threshold": negative,
@@ -137,9 +143,7 @@ def refine(
             "threshold": v.threshold,
         })
         write_json(output / REFINE_HISTORY_NAME, history)
-        current = round_dir / WEIGHTS_NAME
-        from cryounet.modelio import load_weights
-        load_weights(network, current)
+        checkpoints.append(round_dir / WEIGHTS_NAME)
         if v.f1 > best_f1 + 1e-4:
             best_f1, best_dir = v.f1, round_dir
     chosen = best_dir or output / "round_0"

@@ -128,6 +128,26 @@ class TrainResult:
     stopped_early: bool = False
 
 
+class WeightAverage:
+    """Exponential moving average of a network's weights (buffers such as BatchNorm statistics are
+    copied), used for validation and the saved model when ``train.ema_decay`` > 0."""
+
+    def __init__(self, network: nn.Module, decay: float) -> None:
+        import copy
+
+        self.decay = decay
+        self.network = copy.deepcopy(network).eval()
+        for p in self.network.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, network: nn.Module) -> None:
+        for avg, p in zip(self.network.parameters(), network.parameters()):
+            avg.lerp_(p, 1.0 - self.decay)
+        for avg, b in zip(self.network.buffers(), network.buffers()):
+            avg.copy_(b)
+
+
 def _seed_everything(seed: int, epoch: int) -> np.random.Generator:
     torch.manual_seed(seed * 100_003 + epoch)
     return np.random.default_rng([seed, epoch])
@@ -186,6 +206,7 @@ def train(
             raise CryoUNetError(f"{checkpoint_path}: no checkpoint to resume from")
         state = torch.load(checkpoint_path, map_location=device, weights_only=True)
         network.load_state_dict(state["model"])
+        resumed_average = state.get("average")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch = int(state["epoch"]) + 1
@@ -194,6 +215,10 @@ def train(
         logger.info("resuming after epoch %d (best validation F1 %.3f at epoch %d)",
                     start_epoch, best_f1, best_epoch + 1)
 
+    average = WeightAverage(network, tc.ema_decay) if tc.ema_decay > 0 else None
+    if average is not None and resume and resumed_average is not None:
+        average.network.load_state_dict(resumed_average)
+    evaluated = average.network if average is not None else network
     logger.info("training %s on %d micrograph(s) (%d picks), validating on %d (%d picks); %s",
                 cfg.model.architecture, len(train_items), sum(len(i.xy) for i in train_items),
                 len(valid_items), sum(len(i.xy) for i in valid_items), describe_negatives(cfg.target))
@@ -224,9 +249,11 @@ def train(
             loss.backward()
             optimizer.step()
             scheduler.step()
+            if average is not None:
+                average.update(network)
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}")
-        validation = validate(network, valid_items, cfg, device, loss_fn)
+        validation = validate(evaluated, valid_items, cfg, device, loss_fn)
         record = {
             "epoch": epoch + 1,
             "train_loss": float(np.mean(losses)),
@@ -244,7 +271,7 @@ def train(
         if improved:
             best_f1, best_epoch, stale = validation.f1, epoch, 0
             best_validation = validation
-            save_model(output, network, ModelInfo(cfg, diameter_px, validation.threshold,
+            save_model(output, evaluated, ModelInfo(cfg, diameter_px, validation.threshold,
                                                   validation.metrics()))
             write_json(output / CURVE_NAME, validation.curve.as_dict())
         else:
@@ -254,7 +281,8 @@ def train(
                     validation.precision, validation.recall, validation.f1, validation.ap,
                     validation.threshold, " *best*" if improved else "", record["seconds"])
         write_json(output / HISTORY_NAME, history)
-        _save_checkpoint(checkpoint_path, network, optimizer, scheduler, epoch, best_f1, best_epoch, stale)
+        _save_checkpoint(checkpoint_path, network, optimizer, scheduler, epoch, best_f1, best_epoch, stale,
+                         None if average is None else average.network)
         if tc.patience > 0 and stale >= tc.patience:
             logger.info("early stopping: no better validation F1 for %d epochs", stale)
             stopped_early = True
@@ -265,13 +293,13 @@ def train(
             break
     if best_validation is None and best_epoch >= 0:
         # Resumed after the last improvement: re-validate the stored best weights for the curve.
-        load_weights(network, output / "model.safetensors")
-        best_validation = validate(network, valid_items, cfg, device)
+        load_weights(evaluated, output / "model.safetensors")
+        best_validation = validate(evaluated, valid_items, cfg, device)
     return TrainResult(best_epoch + 1, best_validation, history, stopped_early)
 
 
 def _save_checkpoint(path: Path, network: nn.Module, optimizer, scheduler, epoch: int,
-                     best_f1: float, best_epoch: int, stale: int) -> None:
+                     best_f1: float, best_epoch: int, stale: int, average: nn.Module | None) -> None:
     from cryounet.io.atomic import atomic_path
 
     state = {
@@ -283,5 +311,7 @@ def _save_checkpoint(path: Path, network: nn.Module, optimizer, scheduler, epoch
         "best_epoch": best_epoch,
         "stale": stale,
     }
+    if average is not None:
+        state["average"] = average.state_dict()
     with atomic_path(path) as tmp:
         torch.save(state, tmp)

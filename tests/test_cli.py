@@ -299,10 +299,29 @@ def test_pick_corrupt_micrograph_skipped_others_picked(run_cli, tiny_model: Path
     assert rc == 0, err
     warnings = [ln for ln in err.splitlines() if "WARNING" in ln and "broken.mrc" in ln]
     assert len(warnings) == 1 and "skipping" in warnings[0]
-    assert sorted(p.name for p in out.iterdir()) == ["coordinates.star", "mic_000.star", "mic_002.star"]
+    assert sorted(p.name for p in out.iterdir()) == ["coordinates.star", "mic_000.star", "mic_002.star",
+                                                     "skipped.json"]
     index = starfile.read(out / "coordinates.star", always_dict=True)["coordinate_files"]
     assert [Path(p).name for p in index["rlnMicrographName"]] == ["mic_000.mrc", "mic_002.mrc"]
     assert "1 skipped" in err
+    skipped = json.loads((out / "skipped.json").read_text())
+    assert [Path(s["micrograph"]).name for s in skipped] == ["broken.mrc"]
+    assert "broken.mrc: MRC header is invalid" in skipped[0]["reason"]
+
+
+def test_pick_all_corrupt_allowed_for_pipelines(run_cli, tiny_model: Path, tmp_path: Path) -> None:
+    mics = tmp_path / "mics"
+    mics.mkdir()
+    for name in ("a.mrc", "b.mrc"):
+        (mics / name).write_bytes(b"\x01" * 50)
+    out = tmp_path / "p"
+    rc, _, err = run_cli("pick", "--model", tiny_model, "--micrographs", mics, "--output", out,
+                         "--device", "cpu", "--allow-all-skipped")
+    assert rc == 0, err
+    assert sorted(Path(s["micrograph"]).name for s in json.loads((out / "skipped.json").read_text())) \
+        == ["a.mrc", "b.mrc"]
+    index = starfile.read(out / "coordinates.star", always_dict=True)
+    assert all(len(block) == 0 for block in index.values())
 
 
 def test_pick_all_micrographs_corrupt(run_cli, tiny_model: Path, tmp_path: Path) -> None:
@@ -561,7 +580,8 @@ def test_end_to_end(run_cli, tmp_path: Path) -> None:
     assert rc == 0, err
     assert "picked" in err
     assert sorted(p.name for p in picks.iterdir()) == ["coordinates.star", "mic_000.star",
-                                                       "mic_001.star"]
+                                                       "mic_001.star", "skipped.json"]
+    assert json.loads((picks / "skipped.json").read_text()) == []
     total = 0
     for star in ("mic_000.star", "mic_001.star"):
         df = next(iter(starfile.read(picks / star, always_dict=True).values()))
@@ -604,3 +624,303 @@ def test_end_to_end(run_cli, tmp_path: Path) -> None:
     assert 0 <= numbers["ap"] <= 1 and numbers["best_f1"] >= numbers["f1"] - 5e-4
     saved = json.loads((tmp_path / "scores.json").read_text())
     assert saved["n_picks"] == n_pred and saved["f1"] == pytest.approx(numbers["f1"], abs=5e-4)
+
+
+# ------------------------------------------------- accuracy programme: datasets, init, diameter
+FAST_TRAIN = {"train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "patch_size": 32,
+                        "num_threads": 1},
+              "model": {"base_channels": 4, "depth": 2}}
+
+
+@pytest.fixture(scope="module")
+def two_datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two simulated datasets of 2 micrographs: 24 px particles on 192 px micrographs and 36 px
+    particles on 256 px ones (both 16 px at the working scale: 128 and 114 working px)."""
+    from cryounet.simulate import SimulationConfig, simulate_dataset
+
+    root = tmp_path_factory.mktemp("datasets")
+    for name, size, diameter, seed in (("d24", 192, 24.0, 21), ("d36", 256, 36.0, 22)):
+        simulate_dataset(SimulationConfig(n_micrographs=2, size=size, diameter_px=diameter,
+                                          particles_per_micrograph=10, seed=seed), root / name)
+    return {"d24": root / "d24", "d36": root / "d36"}
+
+
+def _dataset(folder: Path, diameter: float, **extra) -> dict:
+    return {"micrographs": str(folder), "coordinates": str(folder), "diameter": diameter, **extra}
+
+
+class _StopTraining(Exception):
+    pass
+
+
+def _spy_train(monkeypatch: pytest.MonkeyPatch, run: bool) -> list[dict]:
+    """Record what ``cryounet train`` hands to the training loop (and run it, or stop there)."""
+    from cryounet import training
+
+    calls: list[dict] = []
+    real = training.train
+
+    def spy(train_items, valid_items, cfg, diameter_px, output, device, **kwargs):
+        calls.append({"train": list(train_items), "valid": list(valid_items), "cfg": cfg,
+                      "diameter": diameter_px, **kwargs})
+        if not run:
+            raise _StopTraining
+        return real(train_items, valid_items, cfg, diameter_px, output, device, **kwargs)
+
+    monkeypatch.setattr(training, "train", spy)
+    return calls
+
+
+def test_train_on_two_datasets(run_cli, two_datasets, tmp_path: Path,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryounet.modelio import load_model
+
+    calls = _spy_train(monkeypatch, run=True)
+    datasets = _write_json(tmp_path / "d.json", [_dataset(two_datasets["d24"], 24),
+                                                 _dataset(two_datasets["d36"], "36")])
+    out = tmp_path / "m"
+    rc, _, err = run_cli("train", "--datasets", datasets, "--output", out, "--device", "cpu",
+                         "--config", _write_json(tmp_path / "c.json", FAST_TRAIN))
+    assert rc == 0, err
+    (call,) = calls
+    # Each dataset is brought to the working scale with its own diameter (16 working px) ...
+    for item in call["train"] + call["valid"]:
+        assert item.diameter == pytest.approx(16.0, rel=0.01) and len(item.xy) > 0
+    # ... and holds out its own validation micrograph: one of each image size on each side.
+    assert sorted(it.image.shape for it in call["valid"]) == [(114, 114), (128, 128)]
+    assert sorted(it.image.shape for it in call["train"]) == [(114, 114), (128, 128)]
+    assert err.count("no validation set given: holding out") == 2
+    model = load_model(out)
+    assert model.info.diameter_px == 24.0  # the first dataset's
+    assert len(json.loads((out / "history.json").read_text())) == 1
+
+
+def test_train_datasets_with_and_without_validation(run_cli, two_datasets, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _spy_train(monkeypatch, run=False)
+    d24 = two_datasets["d24"]
+    datasets = _write_json(tmp_path / "d.json", [
+        _dataset(two_datasets["d36"], 36.0),
+        {"micrographs": [str(d24 / "mic_000.mrc")], "coordinates": str(d24), "diameter": 24,
+         "valid_micrographs": str(d24 / "mic_001.mrc"), "valid_coordinates": str(d24)}])
+    with pytest.raises(_StopTraining):
+        run_cli("train", "--datasets", datasets, "--output", tmp_path / "m", "--device", "cpu",
+                "--config", _write_json(tmp_path / "c.json", FAST_TRAIN), "--quiet")
+    (call,) = calls
+    assert [it.image.shape for it in call["train"]] == [(114, 114), (128, 128)]
+    assert [(it.name, it.image.shape) for it in call["valid"]][1] == ("mic_001", (128, 128))
+    assert call["valid"][0].image.shape == (114, 114)
+    assert call["diameter"] == 36.0
+
+
+@pytest.mark.parametrize("content, extra, words", [
+    ("[{", [], "cannot read the dataset list"),
+    ("[]", [], "expected a non-empty JSON list of datasets"),
+    ('{"micrographs": "x"}', [], "expected a non-empty JSON list of datasets"),
+    ('[{"micrographs": "x", "diameter": 24}]', [], "dataset 0 needs micrographs, coordinates, diameter"),
+    ('[5]', [], "dataset 0 needs micrographs, coordinates, diameter"),
+    ('[{"micrographs": "x", "coordinates": "y", "diameter": 24}, '
+     '{"micrographs": "x", "coordinates": "y", "diameter": 24, "pixel_size": 1}]', [],
+     "dataset 1 has unknown keys ['pixel_size']"),
+    ('[{"micrographs": "x", "coordinates": "y", "diameter": "big"}]', [],
+     "dataset 0: diameter must be a positive number of pixels, got 'big'"),
+    ('[{"micrographs": "x", "coordinates": "y", "diameter": null}]', [],
+     "dataset 0: diameter must be a positive number of pixels"),
+    ('[{"micrographs": "x", "coordinates": "y", "diameter": 24}]', ["--micrographs", "x"],
+     "--datasets replaces --micrographs/--coordinates/--diameter"),
+    ('[{"micrographs": "x", "coordinates": "y", "diameter": 24}]', ["--coordinates", "y"],
+     "--datasets replaces"),
+])
+def test_train_datasets_errors(run_cli, tmp_path: Path, content: str, extra: list,
+                               words: str) -> None:
+    path = tmp_path / "sets.json"
+    path.write_text(content)
+    rc, _, err = run_cli("train", "--datasets", path, "--output", tmp_path / "m", "--device", "cpu",
+                         *extra)
+    assert rc == 2
+    message = error_line(err, "train")
+    assert words in message
+    assert not (tmp_path / "m" / "model.safetensors").exists()
+
+
+def test_train_datasets_missing_file_and_bad_entry_paths(run_cli, two_datasets, tmp_path: Path) -> None:
+    rc, _, err = run_cli("train", "--datasets", tmp_path / "none.json", "--output", tmp_path / "m")
+    assert rc == 2 and "none.json: cannot read the dataset list" in error_line(err, "train")
+    data = [_dataset(two_datasets["d24"], 24), _dataset(tmp_path / "absent", 36)]
+    rc, _, err = run_cli("train", "--datasets", _write_json(tmp_path / "d.json", data),
+                         "--output", tmp_path / "m", "--device", "cpu")
+    assert rc == 2 and "absent" in error_line(err, "train")
+    data = [_dataset(two_datasets["d24"], 0)]
+    rc, _, err = run_cli("train", "--datasets", _write_json(tmp_path / "d.json", data),
+                         "--output", tmp_path / "m", "--device", "cpu")
+    assert rc == 2 and "diameter must be a positive number of pixels" in error_line(err, "train")
+
+
+def _bad_entry_run(run_cli, two_datasets, tmp_path: Path, **entry) -> tuple[int, str]:
+    data = [{**_dataset(two_datasets["d24"], 24), **entry}]
+    rc, _, err = run_cli("train", "--datasets", _write_json(tmp_path / "d.json", data),
+                         "--output", tmp_path / "m", "--device", "cpu", "--quiet",
+                         "--config", _write_json(tmp_path / "c.json", FAST_TRAIN))
+    return rc, err
+
+
+def test_train_datasets_coordinates_not_a_path(run_cli, two_datasets, tmp_path: Path) -> None:
+    rc, err = _bad_entry_run(run_cli, two_datasets, tmp_path, coordinates=3)
+    assert rc == 2 and "coordinates" in error_line(err, "train")
+
+
+def test_train_datasets_micrographs_not_a_path(run_cli, two_datasets, tmp_path: Path) -> None:
+    rc, err = _bad_entry_run(run_cli, two_datasets, tmp_path, micrographs=5)
+    assert rc == 2 and "micrographs" in error_line(err, "train")
+
+
+def test_train_datasets_nan_diameter(run_cli, two_datasets, tmp_path: Path) -> None:
+    rc, err = _bad_entry_run(run_cli, two_datasets, tmp_path, diameter="nan")
+    assert rc == 2 and "diameter" in error_line(err, "train")
+
+
+def test_train_datasets_boolean_diameter(run_cli, two_datasets, tmp_path: Path) -> None:
+    rc, err = _bad_entry_run(run_cli, two_datasets, tmp_path, diameter=True)
+    assert rc == 2 and "diameter must be a positive number of pixels" in error_line(err, "train")
+
+
+def test_train_negative_seed(run_cli, sim_data: SimData, tmp_path: Path) -> None:
+    cfg = _write_json(tmp_path / "c.json", FAST_TRAIN)
+    rc, _, err = run_cli(*_train_argv(sim_data, tmp_path / "m", cfg, "--seed", -1))
+    assert rc == 0 or (rc == 2 and "seed" in error_line(err, "train"))
+
+
+def _params(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return {k: v for k, v in load_file(str(path)).items()
+            if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+
+
+def test_train_init_from_model_folder(run_cli, sim_data: SimData, tmp_path: Path) -> None:
+    from cryounet.config import CryoUNetConfig
+    from cryounet.models import build_model
+    from cryounet.modelio import ModelInfo, load_model, save_model
+
+    init_cfg = CryoUNetConfig().updated({
+        "model": {"architecture": "residual_unet", "base_channels": 4, "depth": 2, "se": True,
+                  "blocks_per_level": 2},
+        "preprocess": {"working_diameter": 12.0, "normalisation": "standard"}})
+    torch.manual_seed(7)
+    save_model(tmp_path / "init", build_model(init_cfg.model), ModelInfo(init_cfg, 24.0, 0.5))
+    # The run's own config asks for another architecture and preprocessing; --init wins.
+    cfg = _write_json(tmp_path / "c.json", {
+        "train": {**FAST_TRAIN["train"], "learning_rate": 0.0, "weight_decay": 0.0},
+        "model": {"architecture": "unet", "base_channels": 8, "depth": 2},
+        "preprocess": {"working_diameter": 16.0}})
+    out = tmp_path / "m"
+    argv = _train_argv(sim_data, out, cfg, "--init", tmp_path / "init")
+    argv.remove("--quiet")
+    rc, _, err = run_cli(*argv)
+    assert rc == 0, err
+    assert "--init: using the architecture of" in err and "--init: using the preprocessing of" in err
+    trained = load_model(out)
+    assert trained.info.config.model == init_cfg.model
+    assert trained.info.config.preprocess == init_cfg.preprocess
+    assert trained.info.config.train.learning_rate == 0.0  # the rest of the run's config stays
+    start, after = _params(tmp_path / "init" / "model.safetensors"), _params(out / "model.safetensors")
+    assert start.keys() == after.keys()
+    assert all(torch.equal(start[k], after[k]) for k in start)
+
+
+def test_train_init_general(run_cli, sim_data: SimData, tmp_path: Path) -> None:
+    from cryounet.modelio import GENERAL_MODEL, WEIGHTS_NAME, load_model, read_model_info
+
+    cfg = _write_json(tmp_path / "c.json", {
+        "train": {**FAST_TRAIN["train"], "learning_rate": 0.0, "weight_decay": 0.0}})
+    out = tmp_path / "m"
+    rc, _, err = run_cli(*_train_argv(sim_data, out, cfg, "--init", "general"))
+    if not (GENERAL_MODEL / WEIGHTS_NAME).is_file():
+        assert rc == 2
+        assert "no general starting model is installed" in error_line(err, "train")
+        assert str(GENERAL_MODEL) in err
+        assert not (out / WEIGHTS_NAME).exists()
+    else:
+        assert rc == 0, err
+        general = read_model_info(GENERAL_MODEL)
+        trained = load_model(out)
+        assert trained.info.config.model == general.config.model
+        assert trained.info.config.preprocess == general.config.preprocess
+        start, after = _params(GENERAL_MODEL / WEIGHTS_NAME), _params(out / WEIGHTS_NAME)
+        assert all(torch.equal(start[k], after[k]) for k in start)
+
+
+def _pick_spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, tuple[int, int]]]:
+    from cryounet import inference
+
+    seen: list[tuple[float, tuple[int, int]]] = []
+    real = inference.preprocess
+
+    def spy(micrograph, diameter, cfg):
+        image, scale = real(micrograph, diameter, cfg)
+        seen.append((diameter, scale.working_shape))
+        return image, scale
+
+    monkeypatch.setattr(inference, "preprocess", spy)
+    return seen
+
+
+def _min_distance(xy: np.ndarray) -> float:
+    d = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
+    return float(d[np.triu_indices(len(xy), 1)].min())
+
+
+def test_pick_diameter_overrides_the_model(run_cli, tiny_model: Path, two_datasets,
+                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _pick_spy(monkeypatch)
+    mic = two_datasets["d36"] / "mic_000.mrc"  # 256 px, 36 px particles; the model knows 24 px
+    results = {}
+    for name, extra in (("model", []), ("override", ["--diameter", 36])):
+        out = tmp_path / name
+        rc, _, err = run_cli("pick", "--model", tiny_model, "--micrographs", mic, "--output", out,
+                             "--threshold", 0, "--device", "cpu", "--quiet", *extra)
+        assert rc == 0, err
+        results[name] = read_coordinates(out / "mic_000.star").xy
+    # The working scale follows the diameter: 256 / (24 / 16) ~ 171 px, 256 / (36 / 16) ~ 114 px.
+    assert seen == [(24.0, (171, 171)), (36.0, (114, 114))]
+    # NMS (half a diameter) and edge exclusion (half a diameter) act at the new size.
+    factor = 256 / 114
+    override, default = results["override"], results["model"]
+    assert len(override) > 1 and len(default) > len(override)
+    assert _min_distance(override) >= 8 * factor - 1e-6
+    assert _min_distance(default) < 8 * factor  # the model's diameter packs picks closer
+    assert override.min() >= 8 * factor - 0.5 - 1e-6
+    assert override.max() <= 255.5 - 8 * factor + 1e-6
+    # The model folder itself is unchanged.
+    assert json.loads((tiny_model / "config.json").read_text())["diameter_px"] == 24.0
+
+
+@pytest.mark.parametrize("value", ["0", "-24", "-0.5"])
+def test_pick_diameter_must_be_positive(run_cli, tiny_model: Path, sim_data: SimData,
+                                        tmp_path: Path, value: str) -> None:
+    rc, _, err = run_cli("pick", "--model", tiny_model, "--micrographs", sim_data.micrographs[0],
+                         "--output", tmp_path / "p", "--device", "cpu", "--diameter", value)
+    assert rc == 2 and f"--diameter must be positive, got {float(value)}" in error_line(err, "pick")
+    assert not (tmp_path / "p").exists()
+
+
+def test_pick_diameter_nan(run_cli, tiny_model: Path, sim_data: SimData, tmp_path: Path) -> None:
+    rc, _, err = run_cli("pick", "--model", tiny_model, "--micrographs", sim_data.micrographs[0],
+                         "--output", tmp_path / "p", "--device", "cpu", "--diameter", "nan")
+    assert rc == 2 and "--diameter" in error_line(err, "pick")
+
+
+def test_refine_more_error_paths(run_cli, tiny_model: Path, sim_data: SimData, tmp_path: Path) -> None:
+    base = ["refine", "--micrographs", sim_data.folder, "--coordinates", sim_data.folder,
+            "--device", "cpu"]
+    # The same folder spelled differently is still the model folder.
+    rc, _, err = run_cli(*base, "--model", tiny_model, "--output", tiny_model / ".." / tiny_model.name)
+    assert rc == 2 and "--output must differ from --model" in error_line(err, "refine")
+    rc, _, err = run_cli(*base, "--model", tiny_model, "--output", tmp_path / "r",
+                         "--valid-micrographs", sim_data.micrographs[0])
+    assert rc == 2 and "--valid-micrographs and --valid-coordinates go together" in error_line(err, "refine")
+    # --unlabelled naming only labelled micrographs leaves nothing to pseudo-label.
+    rc, _, err = run_cli(*base, "--model", tiny_model, "--output", tmp_path / "r",
+                         "--unlabelled", sim_data.micrographs[0], sim_data.micrographs[1])
+    assert rc == 2 and "no unlabelled micrographs to pseudo-label" in error_line(err, "refine")
+    assert not (tmp_path / "r" / "model.safetensors").exists()

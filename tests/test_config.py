@@ -100,3 +100,131 @@ def test_load_config_refuses_non_object_json(tmp_path: Path) -> None:
     path.write_text("[1, 2]")
     with pytest.raises(CryoUNetError, match="list.json"):
         load_config(path)
+
+
+# --------------------------------------------------------------------------- validation
+@pytest.mark.parametrize("section, key, allowed", [
+    ("preprocess", "normalisation", "robust, standard"),
+    ("target", "shape", "disk, gaussian"),
+    ("model", "norm", "batch, group"),
+    ("loss", "name", "bce, focal, dice, bce_dice, focal_dice"),
+    ("augment", "preset", "none, light, strong"),
+    ("train", "schedule", "cosine, constant"),
+])
+def test_unknown_choice_names_the_key(section: str, key: str, allowed: str) -> None:
+    with pytest.raises(CryoUNetError) as info:
+        CryoUNetConfig().updated({section: {key: "bogus"}}, source="my.json")
+    assert str(info.value) == f"my.json: {section}.{key} = 'bogus' is not one of {allowed}"
+
+
+@pytest.mark.parametrize("section, key, allowed", [
+    ("preprocess", "normalisation", ["robust", "standard"]),
+    ("target", "shape", ["disk", "gaussian"]),
+    ("model", "norm", ["batch", "group"]),
+    ("loss", "name", ["bce", "focal", "dice", "bce_dice", "focal_dice"]),
+    ("augment", "preset", ["none", "light", "strong"]),
+    ("train", "schedule", ["cosine", "constant"]),
+])
+def test_every_documented_choice_is_accepted(section: str, key: str, allowed: list) -> None:
+    for value in allowed:
+        assert getattr(getattr(CryoUNetConfig().updated({section: {key: value}}), section), key) == value
+
+
+POSITIVE = ["preprocess.working_diameter", "target.positive_radius", "model.base_channels",
+            "model.depth", "model.blocks_per_level", "train.epochs", "train.steps_per_epoch",
+            "train.batch_size", "train.patch_size", "pick.tile_size", "pick.batch_size",
+            "pick.min_score", "refine.rounds", "refine.epochs_per_round",
+            "refine.checkpoint_ensemble"]
+
+
+def _set(dotted: str, value) -> dict:
+    section, key = dotted.split(".")
+    data = {section: {key: value}}
+    if dotted == "target.positive_radius":  # keep ignore_radius >= positive_radius
+        data[section]["ignore_radius"] = max(value, 0.4)
+    if dotted == "pick.tile_size":  # keep tile_overlap < tile_size
+        data[section]["tile_overlap"] = 0
+    return data
+
+
+@pytest.mark.parametrize("dotted", POSITIVE)
+@pytest.mark.parametrize("value", [0, -1])
+def test_positive_values(dotted: str, value: int) -> None:
+    with pytest.raises(CryoUNetError, match=f"{dotted.replace('.', '[.]')} must be positive, got {value}"):
+        CryoUNetConfig().updated(_set(dotted, value))
+    CryoUNetConfig().updated(_set(dotted, 1))  # the smallest integer is fine
+
+
+FRACTIONS = ["target.unlabelled_weight", "model.dropout", "train.positive_fraction",
+             "train.hard_negative_fraction", "pick.component_level"]
+
+
+@pytest.mark.parametrize("dotted", FRACTIONS)
+def test_fractions_between_0_and_1(dotted: str) -> None:
+    for bad in (-0.01, 1.01):
+        with pytest.raises(CryoUNetError, match=f"{dotted.replace('.', '[.]')} must be between 0 and 1"):
+            CryoUNetConfig().updated(_set(dotted, bad))
+    extra = {"train": {"positive_fraction": 0.0}} if dotted == "train.hard_negative_fraction" else {}
+    for good in (0.0, 1.0):
+        CryoUNetConfig().updated(extra).updated(_set(dotted, good))
+
+
+def test_positive_plus_hard_negative_fraction_at_most_1() -> None:
+    ok = CryoUNetConfig().updated({"train": {"positive_fraction": 0.5, "hard_negative_fraction": 0.5}})
+    assert ok.train.hard_negative_fraction == 0.5
+    with pytest.raises(CryoUNetError, match="positive_fraction [+] train.hard_negative_fraction"):
+        CryoUNetConfig().updated({"train": {"positive_fraction": 0.6, "hard_negative_fraction": 0.5}})
+    cfg = CryoUNetConfig()
+    cfg.train.hard_negative_fraction = 0.7  # set directly (as a command line option would)
+    with pytest.raises(CryoUNetError, match="must not exceed 1"):
+        cfg.validate("command line")
+
+
+def test_tile_overlap_smaller_than_tile_size() -> None:
+    CryoUNetConfig().updated({"pick": {"tile_size": 64, "tile_overlap": 63}})
+    for overlap in (64, 100):
+        with pytest.raises(CryoUNetError, match="pick.tile_overlap must be smaller than pick.tile_size"):
+            CryoUNetConfig().updated({"pick": {"tile_size": 64, "tile_overlap": overlap}})
+
+
+def test_ignore_radius_not_below_positive_radius() -> None:
+    CryoUNetConfig().updated({"target": {"positive_radius": 0.3, "ignore_radius": 0.3}})
+    with pytest.raises(CryoUNetError, match="target.ignore_radius must be >= target.positive_radius"):
+        CryoUNetConfig().updated({"target": {"positive_radius": 0.3, "ignore_radius": 0.29}})
+
+
+def test_pick_threshold_probability_or_null() -> None:
+    for good in (0.0, 1.0, 0.5, None):
+        assert CryoUNetConfig().updated({"pick": {"threshold": good}}).pick.threshold == good
+    for bad in (-0.1, 1.5):
+        with pytest.raises(CryoUNetError, match="pick.threshold must be between 0 and 1 \\(or null\\)"):
+            CryoUNetConfig().updated({"pick": {"threshold": bad}})
+
+
+@pytest.mark.parametrize("key", ["nms_radius", "edge_exclusion", "tile_overlap", "opening_radius",
+                                 "min_component_area", "max_component_area"])
+def test_pick_sizes_not_negative(key: str) -> None:
+    with pytest.raises(CryoUNetError, match=f"pick.{key} must not be negative"):
+        CryoUNetConfig().updated({"pick": {key: -1}})
+    assert getattr(CryoUNetConfig().updated({"pick": {key: 0}}).pick, key) == 0
+
+
+def test_learning_rate_and_weight_decay_not_negative() -> None:
+    CryoUNetConfig().updated({"train": {"learning_rate": 0.0, "weight_decay": 0.0}})
+    for key in ("learning_rate", "weight_decay"):
+        with pytest.raises(CryoUNetError, match="must not be negative"):
+            CryoUNetConfig().updated({"train": {key: -1e-3}})
+
+
+def test_accuracy_options_have_off_defaults_and_json_form() -> None:
+    cfg = CryoUNetConfig()
+    assert (cfg.model.se, cfg.model.bottleneck_attention, cfg.model.attention_gates,
+            cfg.model.blocks_per_level) == (False, False, False, 1)
+    assert cfg.train.hard_negative_fraction == 0.0
+    assert (cfg.pick.opening_radius, cfg.pick.min_component_area, cfg.pick.max_component_area) == (0, 0, 0)
+    on = cfg.updated({"model": {"se": True, "bottleneck_attention": True, "attention_gates": True,
+                                "blocks_per_level": 2},
+                      "refine": {"checkpoint_ensemble": 3, "curriculum": False}})
+    assert CryoUNetConfig.from_dict(json.loads(json.dumps(on.to_dict()))) == on
+    with pytest.raises(CryoUNetError, match="model.se: expected true/false"):
+        cfg.updated({"model": {"se": "yes"}})

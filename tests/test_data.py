@@ -203,3 +203,85 @@ def test_load_real_micrograph_copy(sim_data: SimData, tmp_path: Path) -> None:
                                       PreprocessConfig())
     assert [i.name for i in items] == ["copy"] and [p.name for p in unlabelled] == ["other.mrc"]
     assert len(items[0].xy) == len(read_coordinates(sim_data.star(0)))
+
+
+# --------------------------------------------------------------- hard-negative patch sampling
+MARKER = 100.0
+
+
+def _marked_item(size: int = 256, picks=((40.0, 40.0),), marker=(200, 180)) -> LabelledMicrograph:
+    """A zero micrograph with one bright pixel (the marker) at ``marker`` (x, y), far from picks."""
+    image = np.zeros((size, size), np.float32)
+    image[marker[1], marker[0]] = MARKER
+    return LabelledMicrograph("m", image, np.asarray(picks, dtype=float).reshape(-1, 2),
+                              Scale((size, size), (size, size)), 4.0)
+
+
+def _fractions(sampler: PatchSampler, n: int) -> tuple[float, float]:
+    """Fractions of patches that hold the marker, and that hold a pick's positive core."""
+    marked = centred = 0
+    for _ in range(n):
+        img, target, _ = sampler.sample()
+        marked += bool((img == MARKER).any())
+        centred += bool(target.max() == 1.0)
+    return marked / n, centred / n
+
+
+@pytest.mark.parametrize("hard_fraction", [0.3, 0.5])
+def test_patch_sampler_centres_the_hard_negative_fraction(hard_fraction: float) -> None:
+    item = _marked_item()
+    cfg = CryoUNetConfig().updated({"train": {"positive_fraction": 0.4,
+                                              "hard_negative_fraction": hard_fraction}})
+    sampler = PatchSampler([item], cfg, 16, np.random.default_rng(0),
+                           hard_negatives=[np.array([[200.0, 180.0]])])
+    marked, centred = _fractions(sampler, 3000)
+    # A uniform 16 px patch of the 256 px micrograph holds the marker with probability
+    # (16 / 241)^2 < 0.5 %; a patch centred (with jitter < 4 px) on the hard negative always does.
+    assert marked == pytest.approx(hard_fraction, abs=0.035)
+    assert centred == pytest.approx(0.4, abs=0.035)
+
+
+def test_patch_sampler_hard_negatives_off() -> None:
+    item = _marked_item()
+    cfg = CryoUNetConfig().updated({"train": {"positive_fraction": 0.4,
+                                              "hard_negative_fraction": 0.5}})
+    for hard in (None, [], [np.zeros((0, 2))]):  # nothing mined: those patches are uniform
+        sampler = PatchSampler([item], cfg, 16, np.random.default_rng(0), hard_negatives=hard)
+        assert sampler.hard_fraction == 0.0
+        marked, centred = _fractions(sampler, 1000)
+        assert marked < 0.02 and centred == pytest.approx(0.4, abs=0.05)
+    # A fraction of 0 ignores given hard negatives.
+    off = CryoUNetConfig().updated({"train": {"positive_fraction": 0.4}})
+    sampler = PatchSampler([item], off, 16, np.random.default_rng(0),
+                           hard_negatives=[np.array([[200.0, 180.0]])])
+    assert _fractions(sampler, 1000)[0] < 0.02
+
+
+def test_patch_sampler_hard_negatives_without_picks() -> None:
+    item = _marked_item(picks=np.zeros((0, 2)))
+    cfg = CryoUNetConfig().updated({"train": {"positive_fraction": 0.5,
+                                              "hard_negative_fraction": 0.3}})
+    sampler = PatchSampler([item], cfg, 16, np.random.default_rng(1),
+                           hard_negatives=[np.array([[200.0, 180.0]])])
+    marked, centred = _fractions(sampler, 2000)
+    assert centred == 0.0 and marked == pytest.approx(0.3, abs=0.035)
+
+
+def test_patch_sampler_hard_negative_on_the_right_micrograph() -> None:
+    # Hard negatives are per micrograph: the marked one is the second; the first has none.
+    plain = _marked_item(marker=(0, 0))
+    plain.image[0, 0] = 0.0
+    marked_item = _marked_item()
+    cfg = CryoUNetConfig().updated({"train": {"positive_fraction": 0.2,
+                                              "hard_negative_fraction": 0.5}})
+    sampler = PatchSampler([plain, marked_item], cfg, 16, np.random.default_rng(2),
+                           hard_negatives=[np.zeros((0, 2)), np.array([[200.0, 180.0]])])
+    marked, _ = _fractions(sampler, 2000)
+    assert marked == pytest.approx(0.5, abs=0.035)
+    # The target of a hard-negative patch is empty (no pick there) and its weights are set.
+    sampler = PatchSampler([marked_item], cfg.updated({"train": {"positive_fraction": 0.0,
+                                                                 "hard_negative_fraction": 1.0}}),
+                           16, np.random.default_rng(3), hard_negatives=[np.array([[200.0, 180.0]])])
+    for _ in range(20):
+        img, target, weight = sampler.sample()
+        assert (img == MARKER).any() and target.max() == 0.0 and (weight > 0).all()

@@ -189,3 +189,85 @@ def test_peaks_to_picks_edge_exclusion_and_scaling() -> None:
     np.testing.assert_allclose(kept.xy, [[60.5, 50.5]], atol=1e-6)
     both = peaks_to_picks(prob, None, scale, 20.0, PickConfig(edge_exclusion=0.0), 0.5)
     assert len(both) == 2
+
+
+# --------------------------------------------------------------- candidate_peaks clean-up
+def _map_with_artefacts() -> np.ndarray:
+    """A 100 x 100 map (particle diameter 10, disk area ~79 px): a particle-sized response at
+    (30, 30) (~0.8 particle areas above 0.5), a 1 px ridge along row 80 (90 px, ~1.15 areas)
+    and a one-pixel speck at (70, 30)."""
+    yy, xx = np.mgrid[0:100, 0:100]
+    prob = np.where(np.hypot(xx - 30, yy - 30) <= 4.5, 0.6, 0.0)
+    prob = prob + gaussian_blobs((100, 100), [[30.0, 30.0]], 2.0, 0.3)
+    prob[80, 5:95] = 0.8 + 0.05 * np.sin(np.arange(90) / 3.0)  # a ridge with local maxima
+    prob += gaussian_blobs((100, 100), [[70.0, 30.0]], 0.6, 0.85)
+    return prob.astype(np.float32)
+
+
+def test_candidate_peaks_default_leaves_the_map_untouched(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryounet import inference
+    from cryounet.postprocess import find_peaks
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("clean_probability called without any clean-up option")
+
+    monkeypatch.setattr(inference, "clean_probability", forbidden)
+    prob = _map_with_artefacts()
+    pick = PickConfig(edge_exclusion=0.0)
+    xy, scores = inference.candidate_peaks(prob, 10.0, pick, 0.5)
+    ref_xy, ref_scores = find_peaks(prob, 5.0, 0.5)
+    np.testing.assert_array_equal(xy, ref_xy)
+    np.testing.assert_array_equal(scores, ref_scores)
+    assert len(xy) > 3  # the blob, the speck and peaks along the line
+
+
+@pytest.mark.parametrize("option, removed", [
+    ({"opening_radius": 0.25}, "line and speck"),
+    ({"min_component_area": 0.5}, "speck"),
+    ({"max_component_area": 1.0}, "line"),
+])
+def test_candidate_peaks_applies_each_clean_up_option(option: dict, removed: str) -> None:
+    from cryounet.inference import candidate_peaks
+
+    prob = _map_with_artefacts()
+
+    def where(xy):
+        return (np.abs(xy[:, 1] - 80) < 1, np.hypot(xy[:, 0] - 70, xy[:, 1] - 30) < 2,
+                np.hypot(xy[:, 0] - 30, xy[:, 1] - 30) < 2.5)  # (opening flattens the top)
+
+    on_line, at_speck, at_blob = where(candidate_peaks(prob, 10.0, PickConfig(edge_exclusion=0.0), 0.5)[0])
+    assert on_line.sum() >= 2 and at_speck.sum() == 1 and at_blob.sum() == 1  # without clean-up
+    xy, _ = candidate_peaks(prob, 10.0, PickConfig(edge_exclusion=0.0, **option), 0.5)
+    on_line, at_speck, at_blob = where(xy)
+    assert at_blob.sum() == 1
+    assert (on_line.sum() == 0) == ("line" in removed)
+    assert (at_speck.sum() == 0) == ("speck" in removed)
+
+
+def test_candidate_peaks_component_level() -> None:
+    from cryounet.inference import candidate_peaks
+
+    prob = _map_with_artefacts()
+    # Regions above 0.95: none, so the area filter removes nothing.
+    loose = PickConfig(edge_exclusion=0.0, min_component_area=0.5, component_level=0.95)
+    strict = PickConfig(edge_exclusion=0.0, min_component_area=0.5)
+    assert len(candidate_peaks(prob, 10.0, loose, 0.5)[0]) == \
+        len(candidate_peaks(prob, 10.0, PickConfig(edge_exclusion=0.0), 0.5)[0])
+    assert len(candidate_peaks(prob, 10.0, strict, 0.5)[0]) < len(candidate_peaks(prob, 10.0, loose, 0.5)[0])
+
+
+def test_candidate_peaks_edge_exclusion_boundaries() -> None:
+    from cryounet.inference import candidate_peaks
+
+    # Diameter 10, edge_exclusion 0.5: a peak is kept when 4.5 <= x, y <= 54.5 (60 x 60 map).
+    centres = {(4.0, 30.0): False, (5.0, 15.0): True, (54.0, 15.0): True, (55.0, 40.0): False,
+               (30.0, 4.0): False, (20.0, 55.0): False, (40.0, 54.0): True, (30.0, 30.0): True}
+    prob = gaussian_blobs((60, 60), list(centres), 1.0, 0.9).astype(np.float32)
+    xy, _ = candidate_peaks(prob, 10.0, PickConfig(edge_exclusion=0.5), 0.5)
+    kept = {tuple(np.round(p, 3)) for p in xy}
+    assert kept == {c for c, inside in centres.items() if inside}
+    every = candidate_peaks(prob, 10.0, PickConfig(edge_exclusion=0.0), 0.5)[0]
+    assert len(every) == len(centres)
+    # A wider exclusion (1 diameter: 9.5 <= x, y <= 49.5) keeps only the middle one.
+    xy, _ = candidate_peaks(prob, 10.0, PickConfig(edge_exclusion=1.0), 0.5)
+    np.testing.assert_allclose(xy, [[30.0, 30.0]], atol=1e-6)

@@ -66,7 +66,8 @@ def test_corrupt_micrograph_is_skipped(tmp_path: Path, caplog: pytest.LogCapture
     assert set(summary.picked) == {"good_0", "good_1"}
     assert list(summary.failed) == [str(bad)] and str(bad) in summary.failed[str(bad)]
     assert any("skipping" in r.getMessage() and "bad.mrc" in r.getMessage() for r in caplog.records)
-    assert sorted(p.name for p in out.iterdir()) == ["coordinates.star", "good_0.star", "good_1.star"]
+    assert sorted(p.name for p in out.iterdir()) == ["coordinates.star", "good_0.star", "good_1.star",
+                                                     "skipped.json"]
     index = starfile.read(out / "coordinates.star", always_dict=True)["coordinate_files"]
     assert len(index) == 2
 

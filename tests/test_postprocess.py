@@ -152,3 +152,58 @@ def test_clean_probability_opening_and_component_areas() -> None:
     large = clean_probability(prob, 10.0, max_area=0.95)
     assert large[20, 20] == 0.0 and large[20, 60] > 0 and large[60, 40] > 0
     np.testing.assert_array_equal(prob, untouched)  # the input map is not modified
+
+
+def _disk(shape, centre, radius, value) -> np.ndarray:
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    return np.where(np.hypot(xx - centre[0], yy - centre[1]) <= radius, value, 0.0).astype(np.float32)
+
+
+@pytest.mark.parametrize("diameter", [8.0, 12.0, 20.0])
+def test_opening_removes_a_thin_line_and_keeps_a_particle_disk(diameter: float) -> None:
+    from cryounet.postprocess import clean_probability
+
+    prob = _disk((100, 100), (30, 30), diameter / 2, 0.9)
+    prob[80, 5:95] = 0.8  # 1 px wide, much longer than a particle
+    prob[5:95, 70] = 0.7
+    opened = clean_probability(prob, diameter, opening_radius=0.25)
+    assert opened[80, 5:95].max() == 0.0 and opened[5:95, 70][prob[5:95, 70] == 0.7].max() == 0.0
+    # The disk's interior survives (an opening only removes what the structuring disk cannot
+    # fit in), and nothing grows: opening is anti-extensive.
+    inner = _disk((100, 100), (30, 30), diameter / 4, 1.0) > 0
+    np.testing.assert_allclose(opened[inner], 0.9)
+    assert (opened <= prob + 1e-7).all()
+
+
+def test_component_filter_keeps_only_areas_in_range() -> None:
+    from cryounet.postprocess import clean_probability
+
+    d = 10.0  # particle disk area ~ 78.5 px
+    prob = (_disk((120, 120), (20, 20), 2, 0.9)        # ~13 px: 0.17 particle areas
+            + _disk((120, 120), (60, 20), 5, 0.9)      # ~81 px: ~1 particle area
+            + _disk((120, 120), (60, 80), 12, 0.9))    # ~450 px: ~5.8 particle areas
+    kept = clean_probability(prob, d, min_area=0.5, max_area=3.0)
+    assert kept[20, 20] == 0.0 and kept[80, 60] == 0.0
+    np.testing.assert_array_equal(kept[0:40, 40:80], prob[0:40, 40:80])  # the middle one, intact
+    # Each bound alone.
+    assert clean_probability(prob, d, min_area=0.5)[80, 60] == pytest.approx(0.9)
+    assert clean_probability(prob, d, min_area=0.5)[20, 20] == 0.0
+    assert clean_probability(prob, d, max_area=3.0)[20, 20] == pytest.approx(0.9)
+    assert clean_probability(prob, d, max_area=3.0)[80, 60] == 0.0
+    # Areas are in particle areas: for a 30 px particle (~707 px) the big blob is ~0.64 of one.
+    assert clean_probability(prob, 30.0, min_area=0.7)[80, 60] == 0.0
+    assert clean_probability(prob, 30.0, min_area=0.6)[80, 60] == pytest.approx(0.9)
+
+
+def test_component_level_defines_the_regions() -> None:
+    from cryounet.postprocess import clean_probability
+
+    prob = _disk((60, 60), (20, 20), 2, 0.4) + _disk((60, 60), (45, 45), 2, 0.8)
+    # At level 0.5 the 0.4 speck is no region (left alone); the 0.8 speck is removed.
+    out = clean_probability(prob, 10.0, min_area=0.5, level=0.5)
+    assert out[20, 20] == pytest.approx(0.4) and out[45, 45] == 0.0
+    # At level 0.3 both are small regions.
+    out = clean_probability(prob, 10.0, min_area=0.5, level=0.3)
+    assert out.max() == 0.0
+    # Above every value: no region, nothing removed.
+    np.testing.assert_array_equal(clean_probability(prob, 10.0, min_area=0.5, level=0.95), prob)

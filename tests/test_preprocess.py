@@ -63,7 +63,7 @@ def test_downsample_factor() -> None:
     assert downsample_factor(64, cfg) == 4.0
     assert downsample_factor(8, cfg) == 1.0  # never upsampled
     for bad in (0.0, -3.0):
-        with pytest.raises(CryoUNetError, match="diameter must be positive"):
+        with pytest.raises(CryoUNetError, match="diameter must be a positive number of pixels"):
             downsample_factor(bad, cfg)
 
 

@@ -92,3 +92,185 @@ def test_refine_one_round(tiny_model: Path, sim_data: SimData, tmp_path: Path) -
     best = max(history, key=lambda r: r["valid_f1"])
     assert refined.info.validation["f1"] == pytest.approx(best["valid_f1"])
     assert not any(p.name.endswith(".tmp") for p in out.iterdir())
+
+
+# ------------------------------------------------------------ accuracy programme: refinement
+@pytest.mark.parametrize("rounds", [2, 3, 5])
+def test_default_thresholds_go_from_strict_to_relaxed(rounds: int) -> None:
+    cfg = RefineConfig(rounds=rounds)
+    assert round_thresholds(cfg, 0) == pytest.approx((0.98, 0.02))
+    assert round_thresholds(cfg, rounds - 1) == pytest.approx((0.90, 0.10))
+    steps = [round_thresholds(cfg, r) for r in range(rounds)]
+    assert all(a[0] > b[0] and a[1] < b[1] for a, b in zip(steps, steps[1:]))
+
+
+def test_binary_entropy_shape_and_symmetry() -> None:
+    p = np.linspace(0.0, 1.0, 101)
+    h = binary_entropy(p)
+    assert h.shape == p.shape and h.max() == pytest.approx(1.0) and h[50] == pytest.approx(1.0)
+    np.testing.assert_allclose(h, h[::-1], atol=1e-12)
+    assert (np.diff(h[:51]) > 0).all()  # rises to the coin flip
+    assert binary_entropy(np.float32(0.0)) < 1e-5 and binary_entropy(1.0) < 1e-5
+
+
+def _item(shape=(80, 80)) -> LabelledMicrograph:
+    return LabelledMicrograph("u", np.zeros(shape, np.float32), np.zeros((0, 2)),
+                              Scale(shape, shape), 16.0)
+
+
+def test_pseudo_label_thresholds_are_inclusive() -> None:
+    # Exactly representable values: a peak of 0.75 at a positive threshold of 0.75 is kept, and
+    # pixels at exactly the negative threshold (0.25) are background.
+    prob = np.full((80, 80), 0.5, np.float32)
+    prob[20:40, 20:40] = 0.25
+    prob[60, 60] = 0.75
+    cfg = CryoUNetConfig().updated({"refine": {"max_entropy": 1.0}})
+    labels = pseudo_label(_item(), prob, cfg, positive=0.75, negative=0.25)
+    np.testing.assert_allclose(labels.item.xy, [[60.0, 60.0]])
+    np.testing.assert_array_equal(labels.item.background, (prob == 0.25).astype(np.float32))
+    assert labels.item.background.sum() == 400
+    # Just above the peak: no pseudo-pick; just below the background level: no background.
+    assert len(pseudo_label(_item(), prob, cfg, 0.7501, 0.25).item.xy) == 0
+    assert pseudo_label(_item(), prob, cfg, 0.75, 0.2499).item.background.sum() == 0
+
+
+def test_pseudo_label_entropy_limit_is_inclusive() -> None:
+    prob = np.zeros((80, 80), np.float32)
+    prob[40, 40] = 0.75
+    h = float(binary_entropy(np.float32(0.75)))  # ~0.811 bits
+    at = CryoUNetConfig().updated({"refine": {"max_entropy": h}})
+    below = CryoUNetConfig().updated({"refine": {"max_entropy": h - 1e-6}})
+    assert len(pseudo_label(_item(), prob, at, 0.7, 0.1).item.xy) == 1
+    assert len(pseudo_label(_item(), prob, below, 0.7, 0.1).item.xy) == 0
+
+
+def test_pseudo_label_confidence_ranks_maps() -> None:
+    sure = np.zeros((40, 40), np.float32)
+    sure[10, 10] = 0.99
+    unsure = np.full((40, 40), 0.5, np.float32)
+    cfg = CryoUNetConfig()
+    a = pseudo_label(_item((40, 40)), sure, cfg, 0.98, 0.02)
+    b = pseudo_label(_item((40, 40)), unsure, cfg, 0.98, 0.02)
+    assert a.confidence == 1.0 and b.confidence == 0.0
+    assert len(b.item.xy) == 0 and b.item.background.sum() == 0
+
+
+@pytest.fixture(scope="module")
+def refine_data(sim_data: SimData):
+    """Labelled training (mic_000), validation (mic_001) and three unlabelled micrographs."""
+    model_cfg = CryoUNetConfig()
+    labelled, _ = load_labelled(sim_data.micrographs, sim_data.folder, sim_data.diameter,
+                                model_cfg.preprocess)
+    unlabelled = [LabelledMicrograph(f"u{i}", it.image, np.zeros((0, 2)), it.scale, it.diameter)
+                  for i, it in enumerate(labelled[1:])]
+    return [labelled[0]], [labelled[1]], unlabelled
+
+
+def _refine_cfg(model, **refine_overrides) -> CryoUNetConfig:
+    return model.info.config.updated({
+        "refine": {"rounds": 3, "epochs_per_round": 1, "tta": False, **refine_overrides},
+        "train": {"steps_per_epoch": 1, "batch_size": 2, "patch_size": 32}})
+
+
+@pytest.mark.parametrize("curriculum, used", [(True, [1, 2, 3]), (False, [3, 3, 3])])
+def test_curriculum_micrographs_per_round(tiny_model: Path, refine_data, tmp_path: Path,
+                                          curriculum: bool, used: list) -> None:
+    model = load_model(tiny_model)
+    train_items, valid, unlabelled = refine_data
+    cfg = _refine_cfg(model, curriculum=curriculum, checkpoint_ensemble=1)
+    out = tmp_path / "refined"
+    history = refine(model, train_items, valid, unlabelled, cfg, out, "cpu", progress=False)
+    saved = json.loads((out / REFINE_HISTORY_NAME).read_text())
+    assert saved == history
+    # ceil((r + 1) / rounds * n) most confident micrographs in round r (0-based), n = 3.
+    assert [r["micrographs_used"] for r in saved[1:]] == used
+    assert [r["round"] for r in saved] == [0, 1, 2, 3]
+    for record in saved:
+        assert {"round", "positive_threshold", "negative_threshold", "pseudo_positives",
+                "micrographs_used", "valid_f1"} <= set(record)
+    assert saved[0]["positive_threshold"] is None and saved[0]["micrographs_used"] == 0
+    assert [r["positive_threshold"] for r in saved[1:]] == pytest.approx([0.98, 0.94, 0.90])
+    assert [r["negative_threshold"] for r in saved[1:]] == pytest.approx([0.02, 0.06, 0.10])
+    refined = load_model(out)  # the output folder is a model folder
+    assert refined.info.diameter_px == model.info.diameter_px
+    assert refined.info.config.model == model.info.config.model
+
+
+def test_curriculum_takes_the_most_confident_first(tiny_model: Path, refine_data, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryounet import pseudolabel
+
+    confidence = {"u0": 0.2, "u1": 0.9, "u2": 0.5}
+    real = pseudolabel.pseudo_label
+
+    def fixed_confidence(item, prob, cfg, positive, negative):
+        labels = real(item, prob, cfg, positive, negative)
+        return pseudolabel.PseudoLabels(labels.item, confidence[item.name])
+
+    trained_on = []
+    real_train = pseudolabel.train
+
+    def spy_train(items, *args, **kwargs):
+        trained_on.append([it.name for it in items])
+        return real_train(items, *args, **kwargs)
+
+    monkeypatch.setattr(pseudolabel, "pseudo_label", fixed_confidence)
+    monkeypatch.setattr(pseudolabel, "train", spy_train)
+    model = load_model(tiny_model)
+    train_items, valid, unlabelled = refine_data
+    refine(model, train_items, valid, unlabelled, _refine_cfg(model, checkpoint_ensemble=1),
+           tmp_path / "r", "cpu", progress=False)
+    labelled = [it.name for it in train_items]
+    assert trained_on == [labelled + ["u1"], labelled + ["u1", "u2"], labelled + ["u1", "u2", "u0"]]
+
+
+@pytest.mark.parametrize("ensemble, expected", [
+    (1, [["round_0"], ["round_1"], ["round_2"]]),
+    (2, [["round_0"], ["round_0", "round_1"], ["round_1", "round_2"]]),
+    (5, [["round_0"], ["round_0", "round_1"], ["round_0", "round_1", "round_2"]]),
+])
+def test_checkpoint_ensemble_members(tiny_model: Path, refine_data, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch, ensemble: int,
+                                     expected: list) -> None:
+    from cryounet import pseudolabel
+
+    loaded: list[str] = []
+    maps: list[tuple[str, np.ndarray]] = []  # (checkpoint, probability) per prediction
+    labelled_probs: list[np.ndarray] = []
+    real_load, real_predict, real_label = (pseudolabel.load_weights, pseudolabel.predict_probability,
+                                           pseudolabel.pseudo_label)
+
+    def spy_load(network, path):
+        loaded.append(Path(path).parent.name)
+        return real_load(network, path)
+
+    def spy_predict(*args, **kwargs):
+        prob = real_predict(*args, **kwargs)
+        maps.append((loaded[-1], prob))
+        return prob
+
+    def spy_label(item, prob, *args):
+        labelled_probs.append(prob.copy())
+        return real_label(item, prob, *args)
+
+    monkeypatch.setattr(pseudolabel, "load_weights", spy_load)
+    monkeypatch.setattr(pseudolabel, "predict_probability", spy_predict)
+    monkeypatch.setattr(pseudolabel, "pseudo_label", spy_label)
+    model = load_model(tiny_model)
+    train_items, valid, unlabelled = refine_data
+    refine(model, train_items, valid, unlabelled, _refine_cfg(model, checkpoint_ensemble=ensemble),
+           tmp_path / "r", "cpu", progress=False)
+    n = len(unlabelled)
+    rounds, start = [], 0
+    for members in expected:
+        rounds.append(loaded[start : start + len(members)])
+        start += len(members)
+    assert rounds == expected and start == len(loaded)
+    # The pseudo-labels of each micrograph come from the mean map of the round's members.
+    start = 0
+    for r, members in enumerate(expected):
+        chunk = maps[start : start + n * len(members)]
+        start += n * len(members)
+        for i in range(n):
+            mean = np.mean([chunk[m * n + i][1] for m in range(len(members))], axis=0)
+            np.testing.assert_allclose(labelled_probs[r * n + i], mean, atol=1e-6)

@@ -236,3 +236,123 @@ def test_mine_hard_negatives_returns_unpicked_peaks() -> None:
     mined = mine_hard_negatives(AffineNet(1.0, -5.0), [item], cfg, "cpu")
     assert len(mined) == 1
     np.testing.assert_allclose(mined[0], [[40.0, 70.0]], atol=1e-6)
+
+
+# ------------------------------------------------------------------- hard-negative mining
+class FixedLogits(torch.nn.Module):
+    """A stub network: the same logit map whatever the input (shape-preserving, multiple 1)."""
+
+    multiple = 1
+
+    def __init__(self, logits: np.ndarray) -> None:
+        super().__init__()
+        self.logits = torch.from_numpy(np.asarray(logits, dtype=np.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[-2:] == self.logits.shape
+        return self.logits.expand(x.shape[0], 1, *self.logits.shape).clone()
+
+
+def _logit_map(shape, peaks, probs, sigma: float = 2.0) -> np.ndarray:
+    prob = 1e-4 + gaussian_blobs(shape, peaks, sigma, np.asarray(probs) - 1e-4)
+    return np.log(prob / (1 - prob))
+
+
+def test_mine_hard_negatives_keeps_only_peaks_far_from_every_pick() -> None:
+    d = 16.0  # matching radius 8 px
+    peaks = np.array([[20.0, 20.0],   # on a pick: a true positive
+                      [70.0, 20.0],   # no pick anywhere near: a hard negative
+                      [26.0, 70.0],   # 6 px (< 0.5 d) from the pick at (20, 70): matched
+                      [79.0, 70.0],   # 9 px (> 0.5 d) from the pick at (70, 70): a hard negative
+                      [48.0, 45.0]])  # below the 0.5 level: not a peak at all
+    picks = np.array([[20.0, 20.0], [20.0, 70.0], [70.0, 70.0], [48.0, 88.0]])
+    logits = _logit_map((96, 96), peaks, [0.95, 0.9, 0.9, 0.8, 0.3])
+    item = LabelledMicrograph("m", np.zeros((96, 96), np.float32), picks, Scale((96, 96), (96, 96)), d)
+    cfg = CryoUNetConfig().updated({"pick": {"edge_exclusion": 0.0}})
+    mined = mine_hard_negatives(FixedLogits(logits), [item], cfg, "cpu")
+    assert len(mined) == 1
+    got = mined[0][np.lexsort((mined[0][:, 1], mined[0][:, 0]))]
+    np.testing.assert_allclose(got, [[70.0, 20.0], [79.0, 70.0]], atol=1e-3)
+    for xy in got:
+        assert np.linalg.norm(picks - xy, axis=1).min() >= 0.5 * d
+    # A micrograph without picks: every peak above the level is a hard negative.
+    empty = LabelledMicrograph("e", item.image, np.zeros((0, 2)), item.scale, d)
+    assert len(mine_hard_negatives(FixedLogits(logits), [empty], cfg, "cpu")[0]) == 4
+    # The level is honoured.
+    strict = mine_hard_negatives(FixedLogits(logits), [item], cfg, "cpu", level=0.85)
+    np.testing.assert_allclose(strict[0], [[70.0, 20.0]], atol=1e-3)
+
+
+def test_mine_hard_negatives_one_array_per_micrograph() -> None:
+    logits = _logit_map((64, 64), [[30.0, 30.0]], [0.9])
+    cfg = CryoUNetConfig().updated({"pick": {"edge_exclusion": 0.0}})
+    items = [LabelledMicrograph(n, np.zeros((64, 64), np.float32), xy, Scale((64, 64), (64, 64)), 16.0)
+             for n, xy in (("a", np.array([[30.0, 31.0]])), ("b", np.array([[5.0, 5.0]])))]
+    mined = mine_hard_negatives(FixedLogits(logits), items, cfg, "cpu")
+    assert len(mined) == 2 and mined[0].shape == (0, 2) and len(mined[1]) == 1
+
+
+def _spy_mining(monkeypatch: pytest.MonkeyPatch) -> tuple[list, list]:
+    """Record the calls of ``mine_hard_negatives`` and the hard negatives each sampler got."""
+    calls, given = [], []
+    real_mine, real_sampler = training.mine_hard_negatives, training.PatchSampler
+
+    def mine(*args, **kwargs):
+        calls.append(1)
+        return real_mine(*args, **kwargs)
+
+    def sampler(items, cfg, patch, rng, hard=None):
+        given.append(hard)
+        return real_sampler(items, cfg, patch, rng, hard)
+
+    monkeypatch.setattr(training, "mine_hard_negatives", mine)
+    monkeypatch.setattr(training, "PatchSampler", sampler)
+    return calls, given
+
+
+def test_hard_negative_training_is_deterministic(items, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    calls, given = _spy_mining(monkeypatch)
+    cfg = _cfg(epochs=2, hard_negative_fraction=0.3, hard_negative_start=1)
+    first = train(*items, cfg, 24.0, tmp_path / "a", "cpu", progress=False)
+    assert len(first.history) == 2 and len(calls) == 2  # mined before each epoch from epoch 1
+    assert all(h is not None and len(h) == len(items[0]) for h in given)
+    train(*items, cfg, 24.0, tmp_path / "b", "cpu", progress=False)
+    assert _history(tmp_path / "a") == _history(tmp_path / "b")
+    assert _same_weights(_final_weights(tmp_path / "a"), _final_weights(tmp_path / "b"))
+    # Same mined hard negatives in both runs.
+    for x, y in zip(given[:2], given[2:]):
+        assert all(np.array_equal(a, b) for a, b in zip(x, y))
+
+
+def test_hard_negative_start_and_off(items, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls, given = _spy_mining(monkeypatch)
+    train(*items, _cfg(epochs=2, steps_per_epoch=1, hard_negative_fraction=0.3,
+                       hard_negative_start=2), 24.0, tmp_path / "late", "cpu", progress=False)
+    assert len(calls) == 1 and given[0] is None and given[1] is not None
+    calls.clear()
+    given.clear()
+    train(*items, _cfg(epochs=2, steps_per_epoch=1, hard_negative_start=1), 24.0,
+          tmp_path / "off", "cpu", progress=False)  # fraction 0 (the default): never mined
+    assert calls == [] and given == [None, None]
+
+
+def test_hard_negatives_change_the_training_patches(items, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # With the same seed, mined hard negatives (here: a fixed false positive per micrograph)
+    # change what is trained on; with nothing mined the run equals one without mining.
+    def mine_fixed(network, train_items, cfg, device, level=0.5):
+        return [np.array([[10.0, 10.0]]) for _ in train_items]
+
+    def mine_none(network, train_items, cfg, device, level=0.5):
+        return [np.zeros((0, 2)) for _ in train_items]
+
+    cfg = _cfg(epochs=1, hard_negative_fraction=0.5, hard_negative_start=1)
+    train(*items, _cfg(epochs=1), 24.0, tmp_path / "plain", "cpu", progress=False)
+    monkeypatch.setattr(training, "mine_hard_negatives", mine_none)
+    train(*items, cfg, 24.0, tmp_path / "none", "cpu", progress=False)
+    monkeypatch.setattr(training, "mine_hard_negatives", mine_fixed)
+    train(*items, cfg, 24.0, tmp_path / "fixed", "cpu", progress=False)
+    plain, none, fixed = (_final_weights(tmp_path / n) for n in ("plain", "none", "fixed"))
+    assert _same_weights(plain, none)
+    assert not _same_weights(plain, fixed)

@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--diameter", type=float,
                         help="particle diameter in pixels (default: the one the model was trained "
                              "with; set it for a general model or a differently sampled dataset)")
+    parser.add_argument("--allow-all-skipped", action="store_true",
+                        help="exit 0 even when no micrograph could be read (each skipped one is "
+                             "listed with its reason in OUTPUT/skipped.json); for pipelines")
     parser.add_argument("--config", type=Path,
                         help="JSON file whose 'pick' section overrides the models' pick settings")
     add_device(parser)
@@ -59,7 +62,7 @@ def main(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     models = [load_model(path, device) for path in args.model]
     if args.diameter is not None:
-        if args.diameter <= 0:
+        if not args.diameter > 0 or args.diameter == float("inf"):
             raise CryoUNetError(f"--diameter must be positive, got {args.diameter}")
         for model in models:
             model.info.diameter_px = args.diameter
@@ -76,7 +79,8 @@ def main(args: argparse.Namespace) -> int:
     if threshold is None and pick_cfg.threshold is not None:
         threshold = pick_cfg.threshold
     picker = Picker(models, pick_cfg, device)
-    summary = pick_micrographs(picker, micrographs, args.output, threshold, show_progress(args))
+    summary = pick_micrographs(picker, micrographs, args.output, threshold, show_progress(args),
+                               allow_all_skipped=args.allow_all_skipped)
     logger.info("picked %d particles on %d micrograph(s) at threshold %.3f%s; STAR files in %s",
                 summary.total, len(summary.picked), summary.threshold,
                 f" ({len(summary.failed)} skipped)" if summary.failed else "", args.output)

@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _datasets(args: argparse.Namespace) -> list[dict]:
     """The datasets to train on: from --datasets, or the one given by the plain arguments."""
     import json
+    import math
 
     from cryounet.errors import CryoUNetError
 
@@ -59,19 +60,29 @@ def _datasets(args: argparse.Namespace) -> list[dict]:
     if not isinstance(data, list) or not data:
         raise CryoUNetError(f"{args.datasets}: expected a non-empty JSON list of datasets")
     for i, entry in enumerate(data):
+        where = f"{args.datasets}: dataset {i}"
         if not isinstance(entry, dict) or not {"micrographs", "coordinates", "diameter"} <= set(entry):
-            raise CryoUNetError(f"{args.datasets}: dataset {i} needs micrographs, coordinates, diameter")
+            raise CryoUNetError(f"{where} needs micrographs, coordinates, diameter")
         if set(entry) - known:
-            raise CryoUNetError(f"{args.datasets}: dataset {i} has unknown keys {sorted(set(entry) - known)}")
+            raise CryoUNetError(f"{where} has unknown keys {sorted(set(entry) - known)}")
+        diameter = entry["diameter"]
         try:
-            entry["diameter"] = float(entry["diameter"])
+            value = float(diameter) if not isinstance(diameter, bool) else math.nan
         except (TypeError, ValueError):
-            raise CryoUNetError(f"{args.datasets}: dataset {i} diameter must be a number of pixels, "
-                                f"got {entry['diameter']!r}") from None
-        if isinstance(entry["micrographs"], str):
-            entry["micrographs"] = [entry["micrographs"]]
-        if isinstance(entry.get("valid_micrographs"), str):
-            entry["valid_micrographs"] = [entry["valid_micrographs"]]
+            value = math.nan
+        if not math.isfinite(value) or value <= 0:
+            raise CryoUNetError(f"{where}: diameter must be a positive number of pixels, got {diameter!r}")
+        entry["diameter"] = value
+        for key in ("micrographs", "valid_micrographs"):
+            value = entry.get(key)
+            if isinstance(value, str):
+                entry[key] = [value]
+            elif value is not None and not (isinstance(value, list) and value
+                                            and all(isinstance(v, str) for v in value)):
+                raise CryoUNetError(f"{where}: {key} must be a path or a list of paths, got {value!r}")
+        for key in ("coordinates", "valid_coordinates"):
+            if entry.get(key) is not None and not isinstance(entry[key], str):
+                raise CryoUNetError(f"{where}: {key} must be a folder path, got {entry[key]!r}")
     return data
 
 

@@ -1,0 +1,131 @@
+"""Import coordinate files (RELION STAR, EMAN BOX, CSV/TXT) matched to micrographs by name."""
+import os
+
+import pyworkflow.protocol.params as params
+from pyworkflow.object import Float
+from pwem.objects import Coordinate
+from pwem.protocols import EMProtocol
+from pwem.protocols.protocol_particles_picking import ProtParticlePickingOutput
+
+from ..constants import IMPORTED_SCORE_ATTR
+from ..convert import findCoordinateFiles, micrographStem, readCoordinateFile, roundPosition
+from .protocol_base import CryoUnetProtBase, listSome
+
+
+class CryoUnetProtImportCoordinates(CryoUnetProtBase, EMProtocol):
+    """Import particle coordinates from one file per micrograph: RELION STAR
+    (_rlnCoordinateX/Y, optional _rlnAutopickFigureOfMerit kept as a score), EMAN BOX or plain
+    CSV/TXT (x y [score]). A file belongs to the micrograph with the same file stem
+    (mic_001.star -> mic_001.mrc). Needs no other plugin, so the scripted CryoUNet workflow runs on
+    a plain Scipion installation.
+    """
+    _label = "import coordinates (STAR/BOX/CSV)"
+    _possibleOutputs = ProtParticlePickingOutput
+
+    def _defineParams(self, form):
+        form.addSection(label="Input")
+        form.addParam("inputMicrographs", params.PointerParam, pointerClass="SetOfMicrographs",
+                      important=True, label="Input micrographs",
+                      help="Micrographs the coordinates were picked on.")
+        form.addParam("filesPath", params.PathParam, important=True,
+                      label="Coordinates folder",
+                      help="Folder with one coordinate file per micrograph, named like the "
+                           "micrograph (same stem).")
+        form.addParam("filesPattern", params.StringParam, default="*.star",
+                      label="Pattern",
+                      help="Glob selecting the files in that folder, e.g. *.star, *.box, "
+                           "*_autopick.star (then the stem must still equal the micrograph's: "
+                           "rename or use a matching pattern).")
+        form.addParam("boxSize", params.IntParam, default=0, validators=[params.GE(0)],
+                      label="Box size (px)",
+                      help="Box size of the coordinates in pixels of the micrographs (about "
+                           "the particle diameter; the training protocol takes the particle "
+                           "diameter from it when none is given). 0 = not set.")
+        form.addParam("scale", params.FloatParam, default=1.0, validators=[params.Positive],
+                      label="Scale",
+                      help="Multiply the coordinates by this factor, e.g. 0.5 when the files "
+                           "refer to micrographs twice as large as these.")
+
+    def _insertAllSteps(self):
+        self._insertFunctionStep(self.createOutputStep, needsGPU=False)
+
+    def createOutputStep(self):
+        micSet = self.inputMicrographs.get()
+        files = findCoordinateFiles(self.filesPath.get().strip(), self.filesPattern.get())
+        if not files:
+            raise ValueError("No coordinate files match %s in %s."
+                             % (self.filesPattern.get(), self.filesPath.get()))
+        output = self._createSetOfCoordinates(micSet)
+        if self.boxSize.get():
+            output.setBoxSize(self.boxSize.get())
+        scale = self.scale.get()
+        matched = set()
+        nCoords = 0
+        for mic in micSet.iterItems():
+            stem = self._micStem(mic)
+            path = files.get(stem)
+            if path is None:
+                continue
+            matched.add(stem)
+            xy, scores = readCoordinateFile(path)
+            for i, (x, y) in enumerate(xy):
+                coord = Coordinate()
+                coord.setMicrograph(mic)
+                coord.setPosition(*roundPosition(x * scale, y * scale))
+                if scores is not None:
+                    setattr(coord, IMPORTED_SCORE_ATTR, Float(float(scores[i])))
+                output.append(coord)
+                nCoords += 1
+        if not matched:
+            raise ValueError("None of the %d coordinate files matches a micrograph of %s by "
+                             "name (e.g. %s vs %s)."
+                             % (len(files), micSet.getNameId(), listSome(sorted(files), 2),
+                                listSome([self._micStem(micSet.getFirstItem())], 1)))
+        unmatched = sorted(set(files) - matched)
+        if unmatched:
+            self.warning("%d coordinate file(s) match no micrograph: %s"
+                         % (len(unmatched), listSome(unmatched)))
+        self.info("Imported %d coordinates on %d micrographs." % (nCoords, len(matched)))
+        self._defineOutputs(outputCoordinates=output)
+        self._defineSourceRelation(self.inputMicrographs, output)
+
+    @staticmethod
+    def _micStem(mic):
+        return micrographStem(mic.getFileName())
+
+    def _validate(self):
+        errors = []
+        folder = (self.filesPath.get() or "").strip()
+        if not os.path.isdir(folder):
+            errors.append("Coordinates folder %s does not exist." % folder)
+        else:
+            try:
+                if not findCoordinateFiles(folder, self.filesPattern.get()):
+                    errors.append("No coordinate files match %s in %s."
+                                  % (self.filesPattern.get(), folder))
+            except ValueError as exc:
+                errors.append(str(exc))
+        return errors
+
+    def _warnings(self):
+        if not self.boxSize.get():
+            return ["Without a box size, the training protocol needs the particle diameter "
+                    "to be given explicitly."]
+        return []
+
+    def _summary(self):
+        output = getattr(self, "outputCoordinates", None)
+        if output is None:
+            return ["Coordinates not imported yet."]
+        return ["Imported %d coordinates from %s (%s), box size %s px."
+                % (output.getSize(), self.filesPath.get(), self.filesPattern.get(),
+                   output.getBoxSize())]
+
+    def _methods(self):
+        output = getattr(self, "outputCoordinates", None)
+        if output is None:
+            return ["Coordinates not imported yet."]
+        return ["%d particle coordinates were imported." % output.getSize()]
+
+    def _citations(self):
+        return []

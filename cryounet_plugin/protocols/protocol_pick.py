@@ -1,0 +1,353 @@
+"""Pick particles with one or several CryoUNet models, in streaming."""
+import json
+import os
+import shutil
+
+import pyworkflow.protocol.params as params
+from pyworkflow.object import Float
+from pyworkflow.protocol.constants import LEVEL_ADVANCED, STEPS_PARALLEL
+from pwem.objects import Coordinate
+from pwem.protocols import ProtParticlePickingAuto
+
+from ..constants import (BATCHES_FOLDER, BOX_SIZE_AUTO, CMD_PICK, COORDS_FOLDER, COORDS_INDEX,
+                         ENGINE_COMMAND, ENGINE_SKIPPED, MICS_FOLDER, MICS_LIST, MRC_SUFFIXES, RECORDS_FOLDER,
+                         SCORE_ATTR, SPREAD_ATTR, THRESHOLD_AUTO)
+from ..convert import (boxSizeFromDiameter, checkModelFolder, checkMrcHeader, linkFile,
+                       mergeConfig, nmsFraction, readStarCoordinates, roundPosition,
+                       samePixelSize, uniqueStems, writeJson, writeMicrographList,
+                       writeStarIndex)
+from .protocol_base import CryoUnetProtBase, listSome
+
+#: Part of the engine's error message when no micrograph of a batch could be read.
+
+#: Default micrographs per picking step (one engine run loads the models once per step).
+DEFAULT_STREAMING_BATCH = 8
+
+
+class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
+    """Pick particles with CryoUNet: one trained model, or several as an ensemble (their
+    probabilities are averaged and their spread is kept as an uncertainty per particle).
+
+    Works in streaming: micrographs that arrive while the protocol runs are picked in batches of
+    'Batch size' micrographs. Each coordinate carries its score (probability) and, with an
+    ensemble, the spread of the members' probabilities. A RELION coordinate STAR file per
+    micrograph and an index (coordinates.star) are written in extra/coordinates, ready for
+    RELION or cryoSPARC import. Micrographs that cannot be read are skipped with a warning.
+    """
+    _label = "pick"
+
+    def __init__(self, **kwargs):
+        ProtParticlePickingAuto.__init__(self, **kwargs)
+        self.stepsExecutionMode = STEPS_PARALLEL
+
+    # ================================================================== DEFINE params
+    def _defineParams(self, form):
+        ProtParticlePickingAuto._defineParams(self, form)
+        self._defineDeviceParams(form)
+        form.addParam("inputModels", params.MultiPointerParam, pointerClass="CryoUNetModel",
+                      important=True, label="Models",
+                      help="One CryoUNet model, or several (from an ensemble training or "
+                           "different runs) to pick as an ensemble. All must be trained for the "
+                           "same particle diameter (pixels) and the micrographs' pixel size.")
+
+        form.addSection(label="Picking")
+        form.addParam("threshold", params.FloatParam, default=THRESHOLD_AUTO,
+                      label="Threshold",
+                      help="Probability (0-1) a pick must reach. %g = automatic: the threshold "
+                           "calibrated on the validation micrographs at training (the best F1; "
+                           "for an ensemble, as the engine combines the members'). Lower it to "
+                           "favour recall, raise it for precision; the wizard suggests the "
+                           "calibrated value. The post-processing protocol re-thresholds "
+                           "cheaply afterwards." % THRESHOLD_AUTO)
+        form.addParam("nmsDistance", params.FloatParam, default=0, validators=[params.GE(0)],
+                      label="Minimum distance (px)",
+                      help="Picks closer than this many pixels (of the micrographs) are merged, "
+                           "keeping the best-scoring one (non-maximum suppression). 0 = the "
+                           "model's default (half the particle diameter).")
+        form.addParam("tta", params.BooleanParam, default=False,
+                      label="Test-time augmentation",
+                      help="Average the predictions over the 8 flips/rotations of each "
+                           "micrograph: slightly more accurate, 8 times slower.")
+        form.addParam("inferenceBatch", params.IntParam, default=4, validators=[params.Positive],
+                      expertLevel=LEVEL_ADVANCED, label="Tiles per GPU batch",
+                      help="Micrograph tiles processed together by the network. Lower it if the "
+                           "GPU runs out of memory; raise it to use a large GPU fully.")
+        form.addParam("boxSize", params.IntParam, default=BOX_SIZE_AUTO,
+                      validators=[params.GE(0)], expertLevel=LEVEL_ADVANCED,
+                      label="Box size (px)",
+                      help="Box size stored with the output coordinates (the default extraction "
+                           "box), in pixels of the micrographs. 0 = 1.5 x the models' particle "
+                           "diameter, rounded up to an even number.")
+        self._defineExtraConfigParam(form)
+        form.addParallelSection(threads=1, mpi=0)
+        self._defineStreamingParams(form)
+        form.getParam("streamingBatchSize").setDefault(DEFAULT_STREAMING_BATCH)
+
+    # ================================================================== INSERT steps
+    def _insertInitialSteps(self):
+        return [self._insertFunctionStep(self.prepareStep, needsGPU=False)]
+
+    def _insertPickMicrographStep(self, mic, prerequisites, *args):
+        return self._insertFunctionStep(self.pickMicrographStep, mic.getMicName(), *args,
+                                        prerequisites=prerequisites,
+                                        needsGPU=self._usesGpuDevice())
+
+    def _insertPickMicrographListStep(self, micList, prerequisites, *args):
+        return self._insertFunctionStep(self.pickMicrographListStep,
+                                        [mic.getMicName() for mic in micList], *args,
+                                        prerequisites=prerequisites,
+                                        needsGPU=self._usesGpuDevice())
+
+    # ================================================================== STEPS
+    def prepareStep(self):
+        for model in self._getModels():
+            errors = checkModelFolder(model.getPath())
+            if errors:
+                raise ValueError("; ".join(errors))
+        self._writeEngineConfig("pick", self._engineConfig())
+        for folder in (COORDS_FOLDER, RECORDS_FOLDER):
+            os.makedirs(self._getExtraPath(folder), exist_ok=True)
+
+    def _pickMicrograph(self, mic, *args):
+        self._pickMicrographList([mic], *args)
+
+    def _pickMicrographList(self, micList, *args):
+        if not micList:
+            return
+        tag = "%06d-%06d" % (micList[0].getObjId(), micList[-1].getObjId())
+        batchDir = self._getExtraPath(BATCHES_FOLDER, "batch_%s" % tag)
+        items = [(mic.getObjId(), mic.getFileName(), mic.getMicName()) for mic in micList]
+        stems = self._stemsFor(items)
+        readable = []
+        for item in items:
+            micId, fn, _ = item
+            if os.path.splitext(fn)[1].lower() not in MRC_SUFFIXES:
+                self._skip(item, stems[micId], "is not an MRC file")
+                continue
+            problem = checkMrcHeader(fn)
+            if problem:
+                self._skip(item, stems[micId], problem)
+                continue
+            readable.append(item)
+        if not readable:
+            return
+        # The batch folder keeps what the engine ran on: links with unique names, the @list,
+        # the command line (the configuration is extra/cryounet_pick.json).
+        links = {}
+        for micId, fn, _ in readable:
+            links[micId] = linkFile(fn, os.path.join(batchDir, MICS_FOLDER,
+                                                     stems[micId] + ".mrc"))
+        listPath = os.path.join(batchDir, MICS_LIST % "pick")
+        writeMicrographList(listPath, [os.path.abspath(links[m]) for m, _, _ in readable])
+        picksDir = os.path.join(batchDir, "picks")
+        args = ["--micrographs", "@" + os.path.abspath(listPath),
+                "--output", os.path.abspath(picksDir),
+                "--threshold", self._thresholdArg(),
+                "--config", os.path.abspath(self._engineConfigPath("pick")),
+                "--device", self._getDeviceArg(),
+                # A batch whose micrographs are all unreadable must not stop a streaming run:
+                # the engine lists every skipped micrograph with its reason in skipped.json.
+                "--allow-all-skipped"]
+        for model in self._getModels():
+            args += ["--model", os.path.abspath(model.getPath())]
+        self._runEngine(CMD_PICK, args, "pick",
+                        commandFile=os.path.join(batchDir, ENGINE_COMMAND % "pick"))
+        if not os.path.exists(os.path.join(picksDir, COORDS_INDEX)):
+            raise RuntimeError("cryounet pick did not complete batch %s: no %s in %s (see "
+                               "the run or job log)" % (tag, COORDS_INDEX, picksDir))
+        engineSkipped = self._engineSkipped(picksDir)
+
+        coordsDir = self._getExtraPath(COORDS_FOLDER)
+        for item in readable:
+            micId = item[0]
+            produced = os.path.join(picksDir, stems[micId] + ".star")
+            if not os.path.exists(produced):
+                reason = (engineSkipped.get(os.path.abspath(links[micId]))
+                          or engineSkipped.get(os.path.realpath(links[micId])))
+                self._skip(item, stems[micId], "the engine skipped it: %s" % reason if reason
+                           else "the engine skipped it (see the run log)")
+                continue
+            target = os.path.join(coordsDir, stems[micId] + ".star")
+            shutil.move(produced, target)
+            count = len(readStarCoordinates(target)[0])
+            self._writeRecord(item, stems[micId], coordinates=target, count=count)
+
+    @staticmethod
+    def _engineSkipped(picksDir):
+        """``{micrograph path: reason}`` from the engine's skipped.json (empty when absent)."""
+        path = os.path.join(picksDir, ENGINE_SKIPPED)
+        if not os.path.exists(path):
+            return {}
+        with open(path) as f:
+            return {entry["micrograph"]: entry["reason"] for entry in json.load(f)}
+
+    def readCoordsFromMics(self, outputDir, micDoneList, outputCoords):
+        outputCoords.setBoxSize(self._getBoxSize())
+        for mic in micDoneList:
+            record = self._readRecord(mic.getObjId())
+            if not record or not record.get("coordinates"):
+                continue
+            xy, scores, spread = readStarCoordinates(record["coordinates"])
+            for i, (x, y) in enumerate(xy):
+                coord = Coordinate()
+                coord.setMicrograph(mic)
+                coord.setPosition(*roundPosition(x, y))
+                setattr(coord, SCORE_ATTR, Float(float(scores[i]) if scores is not None else None))
+                if spread is not None:
+                    setattr(coord, SPREAD_ATTR, Float(float(spread[i])))
+                outputCoords.append(coord)
+
+    def createOutputStep(self):
+        """Write the index of the per-micrograph STAR files (RELION/cryoSPARC import)."""
+        entries = []
+        for record in self._allRecords():
+            if record.get("coordinates"):
+                entries.append((record["file"], record["coordinates"]))
+        writeStarIndex(self._getExtraPath(COORDS_FOLDER, COORDS_INDEX), entries)
+        skipped = [r for r in self._allRecords() if r.get("skipped")]
+        if skipped:
+            self.warning("%d micrograph(s) were skipped: %s"
+                         % (len(skipped), listSome("%s (%s)" % (r["file"], r["skipped"])
+                                                   for r in skipped)))
+
+    # ================================================================== INFO
+    def _validate(self):
+        errors = self._extraConfigErrors()
+        models = self._getModels()
+        if not models:
+            return errors + ["Select at least one model."]
+        for model in models:
+            errors += checkModelFolder(model.getPath())
+        diameters = sorted({round(m.getDiameter() or 0, 1) for m in models})
+        if len(diameters) > 1:
+            errors.append("The models were trained for different particle diameters (%s px); "
+                          "an ensemble needs one diameter." % ", ".join(map(str, diameters)))
+        threshold = self.threshold.get()
+        if threshold != THRESHOLD_AUTO and not 0 <= threshold <= 1:
+            errors.append("Threshold must be a probability between 0 and 1, or %g (automatic)."
+                          % THRESHOLD_AUTO)
+        return errors
+
+    def _warnings(self):
+        warnings = self._gpuWarnings("Picking")
+        micSet = self.getInputMicrographs()
+        if micSet is None:
+            return warnings
+        for model in self._getModels():
+            if not samePixelSize(model.getSamplingRate(), micSet.getSamplingRate()):
+                warnings.append("Model %s was trained on micrographs of %.3f A/px but these have "
+                                "%.3f A/px: its %.1f px particle diameter will not fit. Pick "
+                                "micrographs at the training pixel size."
+                                % (model.getObjLabel() or model.getObjId(),
+                                   model.getSamplingRate(), micSet.getSamplingRate(),
+                                   model.getDiameter()))
+        return warnings
+
+    def _summary(self):
+        summary = []
+        micSet = self.getInputMicrographs()
+        if micSet is not None:
+            summary.append("Input micrographs: %d" % micSet.getSize())
+        models = self._getModels()
+        summary.append("Models: %d (%s), threshold %s." % (
+            len(models), "ensemble" if len(models) > 1 else "single model",
+            "automatic (calibrated)" if self.threshold.get() == THRESHOLD_AUTO
+            else "%.3f" % self.threshold.get()))
+        records = self._allRecords()
+        if records:
+            picked = [r for r in records if r.get("coordinates")]
+            skipped = [r for r in records if r.get("skipped")]
+            summary.append("Micrographs picked: %d, skipped: %d." % (len(picked), len(skipped)))
+            for record in skipped[:5]:
+                summary.append("  skipped %s: %s" % (record["file"], record["skipped"]))
+        output = getattr(self, "outputCoordinates", None)
+        if output is not None:
+            summary.append("Particles picked: %d (box size %s px)."
+                           % (output.getSize(), output.getBoxSize()))
+            summary.append("RELION STAR files: %s" % self._getExtraPath(COORDS_FOLDER))
+        else:
+            summary.append("Output coordinates not ready yet.")
+        return summary
+
+    def _methods(self):
+        output = getattr(self, "outputCoordinates", None)
+        if output is None:
+            return ["Output coordinates not ready yet."]
+        models = self._getModels()
+        return ["%d particles were picked from %d micrographs with CryoUNet [Ronneberger2015] "
+                "using %s, at %s threshold%s."
+                % (output.getSize(), len([r for r in self._allRecords() if r.get("coordinates")]),
+                   "an ensemble of %d models" % len(models) if len(models) > 1 else "one model",
+                   "the calibrated" if self.threshold.get() == THRESHOLD_AUTO
+                   else "a %.3f" % self.threshold.get(),
+                   " with test-time augmentation" if self.tta.get() else "")]
+
+    def _citations(self):
+        return ["Ronneberger2015"]
+
+    # ================================================================== UTILS
+    def _getModels(self):
+        return [pointer.get() for pointer in self.inputModels if pointer.get() is not None]
+
+    def getModelDiameter(self):
+        models = self._getModels()
+        return models[0].getDiameter() if models else None
+
+    def _getBoxSize(self):
+        if self.boxSize.get():
+            return self.boxSize.get()
+        return boxSizeFromDiameter(self.getModelDiameter())
+
+    def _thresholdArg(self):
+        threshold = self.threshold.get()
+        return "auto" if threshold == THRESHOLD_AUTO else "%.6f" % threshold
+
+    def _engineConfig(self):
+        pick = {"tta": bool(self.tta.get()), "batch_size": self.inferenceBatch.get()}
+        if self.nmsDistance.get():
+            pick["nms_radius"] = nmsFraction(self.nmsDistance.get(), self.getModelDiameter())
+        return mergeConfig({"pick": pick}, self._getExtraConfig())
+
+    def _stemsFor(self, items):
+        """Unique stems over every micrograph known so far (streaming-safe: a micrograph keeps
+        the stem recorded when it was picked)."""
+        known = [(m.getObjId(), m.getFileName()) for m in list(self.micDict.values())]
+        ids = {mid for mid, _ in known}
+        known += [(mid, fn) for mid, fn, _ in items if mid not in ids]
+        stems = uniqueStems(known)
+        return {mid: stems[mid] for mid, _, _ in items}
+
+    def _recordPath(self, micId):
+        return self._getExtraPath(RECORDS_FOLDER, "mic_%06d.json" % micId)
+
+    def _writeRecord(self, item, stem, coordinates=None, count=0, skipped=None):
+        micId, fn, name = item
+        writeJson(self._recordPath(micId), {"micId": micId, "micName": name, "file": fn,
+                                            "stem": stem, "coordinates": coordinates,
+                                            "count": count, "skipped": skipped})
+
+    def _skip(self, item, stem, reason):
+        self.warning("Micrograph %s %s: skipped." % (item[1], reason))
+        self._writeRecord(item, stem, skipped=reason)
+
+    def _readRecord(self, micId):
+        try:
+            with open(self._recordPath(micId)) as handle:
+                return json.load(handle)
+        except (OSError, ValueError):
+            return None
+
+    def _allRecords(self):
+        folder = self._getExtraPath(RECORDS_FOLDER)
+        if not os.path.isdir(folder):
+            return []
+        records = []
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".json"):
+                try:
+                    with open(os.path.join(folder, name)) as handle:
+                        records.append(json.load(handle))
+                except (OSError, ValueError):
+                    continue
+        return records
+

@@ -1,0 +1,274 @@
+"""Refine a CryoUNet model by pseudo-labelled self-training on unlabelled micrographs."""
+import enum
+import os
+
+import pyworkflow.protocol.params as params
+from pyworkflow.protocol.constants import LEVEL_ADVANCED
+from pwem.protocols import EMProtocol
+
+from ..constants import CMD_REFINE, COORDS_FOLDER, MODEL_FOLDER
+from ..convert import (checkModelFolder, formatRefineHistory, mergeConfig, readModelInfo,
+                       readRefineHistory, samePixelSize, uniqueStems, writeStarCoordinates)
+from ..objects import CryoUNetModel
+from .protocol_base import CryoUnetProtBase, listSome
+
+
+class CryoUnetRefineOutputs(enum.Enum):
+    outputModel = CryoUNetModel
+
+
+class CryoUnetProtRefine(CryoUnetProtBase, EMProtocol):
+    """Improve a trained CryoUNet model with unlabelled micrographs (pseudo-labelled
+    self-training).
+
+    In each round the current model picks the unlabelled micrographs; its confident picks become
+    pseudo-labels (positives above a high threshold, background below a low one) and the model is
+    fine-tuned on them together with the labelled micrographs. The labelled micrographs also
+    validate every round. The summary lists, per round, how many pseudo-labels were used.
+    """
+    _label = "refine (pseudo-labels)"
+    _possibleOutputs = CryoUnetRefineOutputs
+
+    # ================================================================== DEFINE params
+    def _defineParams(self, form):
+        form.addSection(label="Input")
+        self._defineDeviceParams(form)
+        form.addParam("inputModel", params.PointerParam, pointerClass="CryoUNetModel",
+                      important=True, label="Model to refine",
+                      help="A CryoUNet model from the train or import-model protocol. Its "
+                           "particle diameter (pixels) is kept, so the micrographs below must "
+                           "have the pixel size of its training micrographs.")
+        form.addParam("inputCoordinates", params.PointerParam, pointerClass="SetOfCoordinates",
+                      important=True, label="Labelled coordinates",
+                      help="Reliable particle positions (e.g. the training picks). The "
+                           "micrographs they were picked on, those with at least one "
+                           "coordinate, are the labelled data: they anchor the fine-tuning and "
+                           "validate each round.")
+        form.addParam("inputUnlabelled", params.PointerParam, pointerClass="SetOfMicrographs",
+                      important=True, label="Unlabelled micrographs",
+                      help="Micrographs (MRC) without picks, to be pseudo-labelled. Labelled "
+                           "micrographs found here too are used once, as labelled data.")
+        form.addParam("rounds", params.IntParam, default=3, validators=[params.Range(1, 20)],
+                      label="Rounds",
+                      help="Self-training rounds (pseudo-label, then fine-tune). Two to four "
+                           "usually suffice; the summary shows whether the validation F1 still "
+                           "improves.")
+        form.addParam("epochs", params.IntParam, default=10, validators=[params.Positive],
+                      label="Epochs per round",
+                      help="Fine-tuning epochs in each round (each of the model's steps per "
+                           "epoch), starting from the previous round's weights.")
+        form.addParam("seed", params.IntParam, default=0, validators=[params.GE(0)],
+                      label="Random seed", help="Seed of sampling and augmentation.")
+        form.addParam("positiveStart", params.FloatParam, default=0.98,
+                      validators=[params.Range(0.5, 1.0)], expertLevel=LEVEL_ADVANCED,
+                      label="Pseudo-positive threshold (first round)",
+                      help="Probability (0.5-1) a predicted particle needs to become a "
+                           "pseudo-label in the first round.")
+        form.addParam("positiveEnd", params.FloatParam, default=0.90,
+                      validators=[params.Range(0.5, 1.0)], expertLevel=LEVEL_ADVANCED,
+                      label="Pseudo-positive threshold (last round)",
+                      help="Probability needed in the last round; the threshold relaxes "
+                           "linearly between the first and the last round.")
+        form.addParam("negativeStart", params.FloatParam, default=0.02,
+                      validators=[params.Range(0.0, 0.5)], expertLevel=LEVEL_ADVANCED,
+                      label="Background threshold (first round)",
+                      help="Pixels predicted below this probability (0-0.5) are used as "
+                           "background in the first round; pixels between the two thresholds "
+                           "are ignored.")
+        form.addParam("negativeEnd", params.FloatParam, default=0.10,
+                      validators=[params.Range(0.0, 0.5)], expertLevel=LEVEL_ADVANCED,
+                      label="Background threshold (last round)",
+                      help="Background threshold of the last round (relaxed linearly).")
+        form.addParam("curriculum", params.BooleanParam, default=True,
+                      expertLevel=LEVEL_ADVANCED, label="Curriculum",
+                      help="Yes: rank the unlabelled micrographs by confidence and use the most "
+                           "confident r/rounds of them in round r. No: all from the first round.")
+        form.addParam("pseudoTta", params.BooleanParam, default=True,
+                      expertLevel=LEVEL_ADVANCED, label="Test-time augmentation",
+                      help="Predict the pseudo-labels averaging the 8 flips/rotations (more "
+                           "reliable labels, 8 times slower prediction).")
+        form.addParam("learningRate", params.FloatParam, default=5e-4,
+                      validators=[params.Positive], expertLevel=LEVEL_ADVANCED,
+                      label="Learning rate",
+                      help="Peak learning rate of the fine-tuning (lower than for training "
+                           "from scratch, so the model does not forget).")
+        self._defineExtraConfigParam(form)
+
+    # ================================================================== INSERT steps
+    def _insertAllSteps(self):
+        convertId = self._insertFunctionStep(self.convertInputStep, needsGPU=False)
+        refineId = self._insertFunctionStep(self.refineStep, prerequisites=[convertId],
+                                            needsGPU=self._usesGpuDevice())
+        self._insertFunctionStep(self.createOutputStep, prerequisites=[refineId],
+                                 needsGPU=False)
+
+    # ================================================================== STEPS
+    def convertInputStep(self):
+        model = self.inputModel.get()
+        errors = checkModelFolder(model.getPath())
+        if errors:
+            raise ValueError("; ".join(errors))
+        coordSet = self.inputCoordinates.get()
+        labelledSet = coordSet.getMicrographs()
+        unlabelledSet = self.inputUnlabelled.get()
+        groups = self._coordinateGroups(coordSet)
+        labelledItems = [item for item in self._micrographItems(labelledSet)
+                         if item[0] in groups]
+        if not labelledItems:
+            raise ValueError("The labelled coordinates %s refer to no micrograph of %s."
+                             % (coordSet.getNameId(), labelledSet.getNameId()))
+        labelledFiles = {os.path.realpath(fn) for _, fn, _ in labelledItems}
+        unlabelledItems = []
+        duplicates = 0
+        for micId, fn, name in self._micrographItems(unlabelledSet):
+            if os.path.realpath(fn) in labelledFiles:
+                duplicates += 1
+                continue
+            unlabelledItems.append(("u%s" % micId, fn, name))
+        if duplicates:
+            self.info("%d unlabelled micrograph(s) are labelled ones and are used as labelled."
+                      % duplicates)
+        if not unlabelledItems:
+            raise ValueError("No unlabelled micrographs left in %s after removing the labelled "
+                             "ones." % unlabelledSet.getNameId())
+        allItems = labelledItems + unlabelledItems
+        nonMrc = self._nonMrcFiles(allItems)
+        if nonMrc:
+            raise ValueError("CryoUNet reads MRC micrographs only; convert these first: %s"
+                             % listSome(nonMrc))
+        bad = self._unreadableMicrographs(allItems)
+        if bad:
+            raise ValueError("Unreadable micrograph(s): %s. Remove them from the input sets."
+                             % listSome("%s %s" % b for b in bad))
+
+        stems = uniqueStems((mid, fn) for mid, fn, _ in allItems)
+        labelledList, _ = self._linkMicrographs(labelledItems, stems, "labelled")
+        unlabelledList, _ = self._linkMicrographs(unlabelledItems, stems, "unlabelled")
+        coordsDir = self._getExtraPath(COORDS_FOLDER)
+        os.makedirs(coordsDir, exist_ok=True)
+        nParticles = 0
+        for micId, _, _ in labelledItems:
+            xy = groups[micId]["xy"]
+            writeStarCoordinates(os.path.join(coordsDir, stems[micId] + ".star"), xy)
+            nParticles += len(xy)
+        self._writeEngineConfig("refine", self._engineConfig())
+        self._saveInputsInfo({"labelled_micrographs": len(labelledItems),
+                              "unlabelled_micrographs": len(unlabelledItems),
+                              "particles": nParticles, "labelled_list": labelledList,
+                              "unlabelled_list": unlabelledList, "coordinates_folder": coordsDir})
+        self.info("Refinement data: %d labelled micrographs (%d particles), %d unlabelled."
+                  % (len(labelledItems), nParticles, len(unlabelledItems)))
+
+    def refineStep(self):
+        info = self._loadInputsInfo()
+        output = self._getExtraPath(MODEL_FOLDER)
+        args = ["--model", os.path.abspath(self.inputModel.get().getPath()),
+                "--micrographs", "@" + os.path.abspath(info["labelled_list"]),
+                "--coordinates", os.path.abspath(info["coordinates_folder"]),
+                "--unlabelled", "@" + os.path.abspath(info["unlabelled_list"]),
+                "--output", os.path.abspath(output),
+                "--rounds", str(self.rounds.get()),
+                "--config", os.path.abspath(self._engineConfigPath("refine")),
+                "--device", self._getDeviceArg()]
+        self._runEngine(CMD_REFINE, args, "refine")
+        errors = checkModelFolder(output)
+        if errors:
+            raise RuntimeError("cryounet refine finished without a usable model: %s"
+                               % "; ".join(errors))
+        history = readRefineHistory(output)
+        if not history:
+            raise RuntimeError("cryounet refine wrote no refinement history in %s" % output)
+        for line in formatRefineHistory(history):
+            self.info(line)
+
+    def createOutputStep(self):
+        folder = self._getExtraPath(MODEL_FOLDER)
+        model = CryoUNetModel(path=folder)
+        model.setFromInfo(readModelInfo(folder),
+                          samplingRate=self.inputModel.get().getSamplingRate())
+        self._defineOutputs(outputModel=model)
+        self._defineSourceRelation(self.inputModel, model)
+        self._defineSourceRelation(self.inputCoordinates, model)
+        self._defineSourceRelation(self.inputUnlabelled, model)
+
+    # ================================================================== INFO
+    def _validate(self):
+        errors = self._extraConfigErrors()
+        model = self.inputModel.get()
+        if model is not None:
+            errors += checkModelFolder(model.getPath())
+        unlabelled = self.inputUnlabelled.get()
+        if unlabelled is not None:
+            nonMrc = self._nonMrcFiles(self._micrographItems(unlabelled))
+            if nonMrc:
+                errors.append("CryoUNet reads MRC micrographs only; these are not: %s"
+                              % listSome(nonMrc))
+            side = self._smallestMicrographSide(unlabelled)
+            if model is not None and side and model.getDiameter() >= side:
+                errors.append("The model's particle diameter (%.1f px) is not smaller than the "
+                              "unlabelled micrographs (%d px)." % (model.getDiameter(), side))
+        coordSet = self.inputCoordinates.get()
+        if coordSet is not None and coordSet.getSize() == 0:
+            errors.append("The labelled coordinates are empty.")
+        return errors
+
+    def _warnings(self):
+        warnings = self._gpuWarnings("Refinement")
+        model = self.inputModel.get()
+        if model is None:
+            return warnings
+        for label, micSet in (("unlabelled micrographs", self.inputUnlabelled.get()),
+                              ("labelled micrographs", self.inputCoordinates.get().getMicrographs()
+                               if self.inputCoordinates.get() is not None else None)):
+            if micSet is not None and not samePixelSize(model.getSamplingRate(),
+                                                        micSet.getSamplingRate()):
+                warnings.append("The %s have %.3f A/px but the model was trained at %.3f A/px: "
+                                "its %.1f px diameter will not fit."
+                                % (label, micSet.getSamplingRate(), model.getSamplingRate(),
+                                   model.getDiameter()))
+        return warnings
+
+    def _summary(self):
+        summary = []
+        info = self._loadInputsInfo()
+        if info:
+            summary.append("%d labelled micrographs (%d particles), %d unlabelled micrographs."
+                           % (info.get("labelled_micrographs", 0), info.get("particles", 0),
+                              info.get("unlabelled_micrographs", 0)))
+        if not hasattr(self, "outputModel"):
+            summary.append("Refined model not ready yet.")
+            return summary
+        try:
+            summary += formatRefineHistory(readRefineHistory(self.outputModel.getPath()))
+        except ValueError as exc:
+            summary.append(str(exc))
+        summary.append("Refined model: %s" % self.outputModel.describe())
+        return summary
+
+    def _methods(self):
+        if not hasattr(self, "outputModel"):
+            return ["Refined model not ready yet."]
+        history = readRefineHistory(self.outputModel.getPath())
+        used = ", ".join(str(h.get("pseudo_positives")) for h in history if h.get("round"))
+        return ["The CryoUNet model was refined by %d rounds of pseudo-labelled self-training "
+                "[Lee2013] on %d unlabelled micrographs (pseudo-labelled particles per round: "
+                "%s); the refined model has validation F1 %.3f."
+                % (len([h for h in history if h.get("round")]), self._loadInputsInfo().get("unlabelled_micrographs", 0),
+                   used, self.outputModel.getF1() or 0)]
+
+    def _citations(self):
+        return ["Ronneberger2015", "Lee2013"]
+
+    # ================================================================== UTILS
+    def _engineConfig(self):
+        config = {
+            "train": {"seed": self.seed.get(), "learning_rate": self.learningRate.get()},
+            "refine": {"rounds": self.rounds.get(), "epochs_per_round": self.epochs.get(),
+                       "positive_start": self.positiveStart.get(),
+                       "positive_end": self.positiveEnd.get(),
+                       "negative_start": self.negativeStart.get(),
+                       "negative_end": self.negativeEnd.get(),
+                       "curriculum": bool(self.curriculum.get()),
+                       "tta": bool(self.pseudoTta.get())},
+        }
+        return mergeConfig(config, self._getExtraConfig())

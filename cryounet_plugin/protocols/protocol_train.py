@@ -1,0 +1,434 @@
+"""Train CryoUNet picking networks (one, or an ensemble) from micrographs and coordinates."""
+import enum
+import os
+
+import pyworkflow.protocol.params as params
+from pyworkflow.protocol.constants import LEVEL_ADVANCED, STEPS_PARALLEL
+from pwem.protocols import EMProtocol
+
+from ..constants import (ARCH_ATTENTION_UNET, ARCH_UNET, ARCHITECTURES, AUGMENT_LIGHT,
+                         AUGMENTATIONS, CMD_TRAIN, COORDS_FOLDER, DIAMETER_UNITS, LOSS_BCE,
+                         LOSS_FOCAL, LOSS_FOCAL_DICE, LOSSES, MAX_ENSEMBLE, MODEL_FOLDER,
+                         MODEL_MEMBER_FOLDER, UNIT_ANGSTROM, UNIT_PIXELS)
+from ..convert import (checkModelFolder, diameterInPixels, mergeConfig, readModelInfo,
+                       uniqueStems, writeStarCoordinates)
+from ..objects import CryoUNetModel
+from .protocol_base import CryoUnetProtBase, listSome
+
+#: Particles below which validation statistics are unreliable.
+FEW_PARTICLES = 30
+
+
+class CryoUnetTrainOutputs(enum.Enum):
+    outputModel = CryoUNetModel
+
+
+def outputModelName(member):
+    """Output name of ensemble member ``member`` (1-based): outputModel, outputModel2, ..."""
+    return "outputModel" if member == 1 else "outputModel%d" % member
+
+
+class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
+    """Train a CryoUNet particle picker (a U-Net that predicts particle centres) from
+    micrographs and coordinates picked on some of them (manually or by another picker).
+
+    Micrographs without coordinates are treated as unlabelled and not used for supervised
+    training (use the refine protocol to exploit them). A fraction of the labelled micrographs
+    is held out to validate each epoch and to calibrate the picking threshold. With an ensemble
+    size K > 1, K networks are trained with different seeds (and optionally architectures); the
+    picking protocol averages them and reports their disagreement.
+    """
+    _label = "train"
+    _possibleOutputs = CryoUnetTrainOutputs
+
+    def __init__(self, **kwargs):
+        EMProtocol.__init__(self, **kwargs)
+        self.stepsExecutionMode = STEPS_PARALLEL
+
+    # ================================================================== DEFINE params
+    def _defineParams(self, form):
+        form.addSection(label="Input")
+        self._defineDeviceParams(form)
+        form.addParam("inputMicrographs", params.PointerParam, pointerClass="SetOfMicrographs",
+                      important=True, label="Input micrographs",
+                      help="Micrographs (MRC) to train on. Those with coordinates in the set "
+                           "below are the labelled examples; the others are ignored here.")
+        form.addParam("inputCoordinates", params.PointerParam, pointerClass="SetOfCoordinates",
+                      important=True, label="Input coordinates",
+                      help="Particle positions on some or all of the input micrographs (manual "
+                           "picks or another picker's). They are matched to the micrographs by "
+                           "micrograph id (or by name when the ids differ) and rescaled when "
+                           "their micrographs have another pixel size. Pick every particle of a "
+                           "labelled micrograph: unpicked particles count as background.")
+        form.addParam("diameterUnit", params.EnumParam, choices=DIAMETER_UNITS,
+                      default=UNIT_PIXELS, display=params.EnumParam.DISPLAY_HLIST,
+                      label="Diameter unit",
+                      help="Unit of the particle diameter below: pixels of the input "
+                           "micrographs, or Angstrom (converted with their sampling rate).")
+        form.addParam("particleDiameter", params.FloatParam, default=0,
+                      validators=[params.GE(0)],
+                      label="Particle diameter",
+                      help="Particle diameter in the unit above (pixels or Angstrom). 0 = the box "
+                           "size of the input coordinates (converted to pixels of the input "
+                           "micrographs). The wizard fills it from that box size. Give the "
+                           "longest dimension of the particle, not the extraction box.")
+
+        form.addSection(label="Training")
+        form.addParam("architecture", params.EnumParam, choices=ARCHITECTURES, default=ARCH_UNET,
+                      label="Architecture",
+                      help="unet: a plain U-Net (fast, a good default). attention_unet: "
+                           "attention gates on the skip connections (can help on crowded or "
+                           "low-contrast micrographs). residual_unet: ResNet blocks per level. "
+                           "efficient_unet: EfficientNet-style blocks with squeeze-excitation "
+                           "(more capacity per parameter).")
+        form.addParam("epochs", params.IntParam, default=40, validators=[params.Positive],
+                      label="Epochs",
+                      help="Maximum number of epochs (each of 'Steps per epoch' optimiser "
+                           "steps). Training stops earlier when the validation F1 stops "
+                           "improving (see 'Patience').")
+        form.addParam("loss", params.EnumParam, choices=LOSSES, default=LOSS_BCE,
+                      label="Loss",
+                      help="bce: binary cross-entropy (default). focal: down-weights easy "
+                           "background pixels (sparse particles). dice: overlap-based. "
+                           "bce_dice / focal_dice: sums of both.")
+        form.addParam("augmentation", params.EnumParam, choices=AUGMENTATIONS,
+                      default=AUGMENT_LIGHT, label="Augmentation",
+                      help="none; light: flips and 90-degree rotations (default); strong: also "
+                           "intensity, noise and blur changes (few labelled micrographs).")
+        form.addParam("validFraction", params.FloatParam, default=0.2,
+                      validators=[params.Range(0.01, 0.9)],
+                      label="Validation fraction",
+                      help="Fraction (0-1) of the labelled micrographs held out to validate each "
+                           "epoch and calibrate the picking threshold (at least one; with a "
+                           "single labelled micrograph, a strip of it).")
+        form.addParam("seed", params.IntParam, default=0, validators=[params.GE(0)],
+                      label="Random seed",
+                      help="Seed of the random number generators (sampling, augmentation, "
+                           "initialisation, validation split). Ensemble member k uses seed + k - 1.")
+        form.addParam("ensembleSize", params.IntParam, default=1,
+                      validators=[params.Range(1, MAX_ENSEMBLE)],
+                      label="Ensemble size (K)",
+                      help="Number of networks to train (1-%d). K > 1 trains K models with "
+                           "different seeds; picking with all of them averages their "
+                           "probabilities (more robust) and reports their spread as an "
+                           "uncertainty per particle. With several GPUs and threads, members "
+                           "train in parallel." % MAX_ENSEMBLE)
+        form.addParam("mixArchitectures", params.BooleanParam, default=False,
+                      condition="ensembleSize > 1",
+                      label="Alternate architectures",
+                      help="Yes: ensemble members cycle through the architectures (%s), "
+                           "starting with the one selected above. No: all use the selected one."
+                           % ", ".join(ARCHITECTURES))
+
+        form.addSection(label="Advanced")
+        form.addParam("stepsPerEpoch", params.IntParam, default=40, validators=[params.Positive],
+                      expertLevel=LEVEL_ADVANCED, label="Steps per epoch",
+                      help="Optimiser steps (batches) per epoch.")
+        form.addParam("batchSize", params.IntParam, default=8, validators=[params.Positive],
+                      expertLevel=LEVEL_ADVANCED, label="Batch size (patches)",
+                      help="Training patches per optimiser step. Lower it if the GPU runs out "
+                           "of memory.")
+        form.addParam("patchSize", params.IntParam, default=96, validators=[params.GE(16)],
+                      expertLevel=LEVEL_ADVANCED, label="Patch size (working px)",
+                      help="Side of a training patch, in pixels of the downsampled (working) "
+                           "micrograph; rounded up to a multiple of 2^depth.")
+        form.addParam("workingDiameter", params.FloatParam, default=16.0,
+                      validators=[params.GT(2)], expertLevel=LEVEL_ADVANCED,
+                      label="Working diameter (px)",
+                      help="Particle diameter, in pixels, after downsampling: micrographs are "
+                           "reduced by diameter / working diameter (never enlarged). Larger "
+                           "values keep more detail and cost more time.")
+        form.addParam("learningRate", params.FloatParam, default=2e-3,
+                      validators=[params.Positive], expertLevel=LEVEL_ADVANCED,
+                      label="Learning rate", help="Peak AdamW learning rate (cosine decay).")
+        form.addParam("patience", params.IntParam, default=10, validators=[params.GE(0)],
+                      expertLevel=LEVEL_ADVANCED, label="Patience (epochs)",
+                      help="Stop after this many epochs without a better validation F1 "
+                           "(0 = never stop early).")
+        form.addParam("baseChannels", params.IntParam, default=16, validators=[params.GE(2)],
+                      expertLevel=LEVEL_ADVANCED, label="Base channels",
+                      help="Feature channels of the first U-Net level (each level down doubles "
+                           "them). More channels: more capacity, more memory.")
+        form.addParam("depth", params.IntParam, default=3, validators=[params.Range(1, 6)],
+                      expertLevel=LEVEL_ADVANCED, label="Depth",
+                      help="Number of down-sampling levels of the U-Net.")
+        form.addParam("unlabelledWeight", params.FloatParam, default=1.0,
+                      validators=[params.Range(0.0, 1.0)], expertLevel=LEVEL_ADVANCED,
+                      label="Background weight",
+                      help="Loss weight (0-1) of pixels far from every pick, which are treated "
+                           "as background. Lower it (e.g. 0.3) when the labelled micrographs are "
+                           "not exhaustively picked (positive-unlabelled learning).")
+        self._defineExtraConfigParam(form)
+        form.addParallelSection(threads=1, mpi=0)
+
+    # ================================================================== INSERT steps
+    def _insertAllSteps(self):
+        convertId = self._insertFunctionStep(self.convertInputStep, needsGPU=False)
+        trainIds = [self._insertFunctionStep(self.trainStep, member, prerequisites=[convertId],
+                                             needsGPU=self._usesGpuDevice())
+                    for member in self._members()]
+        self._insertFunctionStep(self.createOutputStep, prerequisites=trainIds, needsGPU=False)
+
+    # ================================================================== STEPS
+    def convertInputStep(self):
+        micSet = self.inputMicrographs.get()
+        coordSet = self.inputCoordinates.get()
+        items = self._micrographItems(micSet)
+        nonMrc = self._nonMrcFiles(items)
+        if nonMrc:
+            raise ValueError("CryoUNet reads MRC micrographs only; convert these first: %s"
+                             % listSome(nonMrc))
+        bad = self._unreadableMicrographs(items)
+        if bad:
+            raise ValueError("Unreadable micrograph(s) in %s: %s. Remove them from the set "
+                             "(e.g. with a subset) and train again."
+                             % (micSet.getNameId(), listSome("%s %s" % b for b in bad)))
+
+        groups = self._coordinateGroups(coordSet)
+        mapping, byName = self._matchCoordinates(
+            items, {cid: g["name"] for cid, g in groups.items()})
+        if not mapping:
+            raise ValueError(
+                "None of the %d micrographs of %s has coordinates in %s (the coordinates refer "
+                "to %d other micrographs, matched neither by id nor by name). Give the "
+                "micrographs the coordinates were picked on."
+                % (len(items), micSet.getNameId(), coordSet.getNameId(), len(groups)))
+        if byName:
+            self.info("Coordinates matched to micrographs by name (the ids differ).")
+
+        diameter = self._getDiameterPx()
+        if not diameter or diameter <= 0:
+            raise ValueError(self._diameterMissingMessage())
+        side = self._smallestMicrographSide(micSet)
+        if side and diameter >= side:
+            raise ValueError("Particle diameter %.1f px is not smaller than the micrographs "
+                             "(%d px): check the diameter and its unit." % (diameter, side))
+
+        scale = self._coordinateScale()
+        stems = uniqueStems((mid, fn) for mid, fn, _ in items)
+        # only labelled micrographs go to the engine (the others would be ignored by it)
+        labelledIds = set(mapping.values())
+        listPath, _ = self._linkMicrographs([i for i in items if i[0] in labelledIds], stems,
+                                            "train")
+        coordsDir = self._getExtraPath(COORDS_FOLDER)
+        os.makedirs(coordsDir, exist_ok=True)
+        nParticles = 0
+        labelled = []
+        for coordMicId, micId in mapping.items():
+            xy = [(x * scale, y * scale) for x, y in groups[coordMicId]["xy"]]
+            writeStarCoordinates(os.path.join(coordsDir, stems[micId] + ".star"), xy)
+            nParticles += len(xy)
+            labelled.append(micId)
+        unmatched = len(groups) - len(mapping)
+        if unmatched:
+            self.warning("%d micrograph(s) of the coordinates are not in %s; their %s "
+                         "coordinates are ignored."
+                         % (unmatched, micSet.getNameId(),
+                            sum(len(groups[c]["xy"]) for c in groups if c not in mapping)))
+        self.info("Training data: %d labelled micrographs (%d particles), %d unlabelled; "
+                  "diameter %.2f px; coordinate scale %.4f."
+                  % (len(labelled), nParticles, len(items) - len(labelled), diameter, scale))
+
+        for member in self._members():
+            self._writeEngineConfig(self._memberTag(member), self._engineConfig(member))
+        self._saveInputsInfo({"diameter_px": diameter, "labelled_micrographs": len(labelled),
+                              "unlabelled_micrographs": len(items) - len(labelled),
+                              "particles": nParticles, "micrographs_list": listPath,
+                              "coordinates_folder": coordsDir, "coordinate_scale": scale})
+
+    def trainStep(self, member):
+        info = self._loadInputsInfo()
+        output = self._getModelFolder(member)
+        args = ["--micrographs", "@" + os.path.abspath(info["micrographs_list"]),
+                "--coordinates", os.path.abspath(info["coordinates_folder"]),
+                "--diameter", "%.3f" % info["diameter_px"],
+                "--output", os.path.abspath(output),
+                "--config", os.path.abspath(self._engineConfigPath(self._memberTag(member))),
+                "--device", self._getDeviceArg()]
+        self._runEngine(CMD_TRAIN, args, self._memberTag(member))
+        errors = checkModelFolder(output)
+        if errors:
+            raise RuntimeError("cryounet train finished without a usable model: %s"
+                               % "; ".join(errors))
+
+    def createOutputStep(self):
+        sampling = self.inputMicrographs.get().getSamplingRate()
+        outputs = {}
+        for member in self._members():
+            folder = self._getModelFolder(member)
+            errors = checkModelFolder(folder)
+            if errors:
+                raise RuntimeError("; ".join(errors))
+            model = CryoUNetModel(path=folder)
+            model.setFromInfo(readModelInfo(folder), samplingRate=sampling)
+            outputs[outputModelName(member)] = model
+        self._defineOutputs(**outputs)
+        for model in outputs.values():
+            self._defineSourceRelation(self.inputMicrographs, model)
+            self._defineSourceRelation(self.inputCoordinates, model)
+
+    # ================================================================== INFO
+    def _validate(self):
+        errors = []
+        micSet = self.inputMicrographs.get()
+        coordSet = self.inputCoordinates.get()
+        if micSet is None or coordSet is None:
+            return errors
+        errors += self._extraConfigErrors()
+        items = self._micrographItems(micSet)
+        nonMrc = self._nonMrcFiles(items)
+        if nonMrc:
+            errors.append("CryoUNet reads MRC micrographs only; these are not: %s"
+                          % listSome(nonMrc))
+        diameter = self._getDiameterPx()
+        if not diameter or diameter <= 0:
+            errors.append(self._diameterMissingMessage())
+        else:
+            side = self._smallestMicrographSide(micSet)
+            if side and diameter >= side:
+                errors.append("Particle diameter %.1f px is not smaller than the micrographs "
+                              "(%d px): check the diameter and its unit." % (diameter, side))
+        if coordSet.getSize() == 0:
+            errors.append("The input coordinates are empty.")
+        else:
+            mapping, _ = self._matchCoordinates(items, self._coordinateMicrographKeys(coordSet))
+            if not mapping:
+                errors.append("None of the input micrographs has coordinates in the input "
+                              "coordinates (matched by micrograph id or name).")
+        return errors
+
+    def _warnings(self):
+        warnings = self._gpuWarnings("Training")
+        micSet = self.inputMicrographs.get()
+        coordSet = self.inputCoordinates.get()
+        if micSet is None or coordSet is None:
+            return warnings
+        if 0 < coordSet.getSize() < FEW_PARTICLES:
+            warnings.append("Only %d particles: the network will be weak and its validation "
+                            "statistics unreliable." % coordSet.getSize())
+        items = self._micrographItems(micSet)
+        mapping, _ = self._matchCoordinates(items, self._coordinateMicrographKeys(coordSet))
+        unlabelled = len(items) - len(mapping)
+        if mapping and unlabelled:
+            warnings.append("%d of %d micrographs have no coordinates and are not used for "
+                            "training (the refine protocol can use them as unlabelled data)."
+                            % (unlabelled, len(items)))
+        return warnings
+
+    def _summary(self):
+        summary = []
+        info = self._loadInputsInfo()
+        if info:
+            summary.append("Trained on %d labelled micrographs (%d particles), particle "
+                           "diameter %.1f px." % (info.get("labelled_micrographs", 0),
+                                                  info.get("particles", 0),
+                                                  info.get("diameter_px", 0)))
+        models = self._outputModels()
+        if not models:
+            summary.append("Output model(s) not ready yet.")
+        for name, model in models:
+            summary.append("%s: %s" % (name, model.describe()))
+        return summary
+
+    def _methods(self):
+        models = self._outputModels()
+        if not models:
+            return ["Output model(s) not ready yet."]
+        info = self._loadInputsInfo()
+        first = models[0][1]
+        text = ("%s CryoUNet %s network%s [Ronneberger2015] %s trained to pick particles of "
+                "%.1f px diameter from %d micrographs with %d labelled particles, for up to %d "
+                "epochs with the %s loss and %s augmentation."
+                % ("An ensemble of %d" % len(models) if len(models) > 1 else "A",
+                   first.getArchitecture(), "s" if len(models) > 1 else "",
+                   "were" if len(models) > 1 else "was",
+                   first.getDiameter(), info.get("labelled_micrographs", 0),
+                   info.get("particles", 0), self.epochs.get(),
+                   self.getEnumText("loss"), self.getEnumText("augmentation")))
+        if first.getF1() is not None:
+            text += (" On held-out micrographs it reached precision %.3f, recall %.3f and F1 "
+                     "%.3f at a calibrated threshold of %.3f."
+                     % (first.getPrecision(), first.getRecall(), first.getF1(),
+                        first.getThreshold() or 0))
+        return [text]
+
+    def _citations(self):
+        cites = ["Ronneberger2015"]
+        if self.architecture.get() == ARCH_ATTENTION_UNET or (
+                self.mixArchitectures.get() and self.ensembleSize.get() > 1):
+            cites.append("Oktay2018")
+        if self.loss.get() in (LOSS_FOCAL, LOSS_FOCAL_DICE):
+            cites.append("Lin2017")
+        return cites
+
+    # ================================================================== UTILS
+    def _members(self):
+        return list(range(1, max(1, self.ensembleSize.get() or 1) + 1))
+
+    def _memberTag(self, member):
+        return "train" if self.ensembleSize.get() <= 1 else "train_%d" % member
+
+    def _getModelFolder(self, member):
+        if self.ensembleSize.get() <= 1:
+            return self._getExtraPath(MODEL_FOLDER)
+        return self._getExtraPath(MODEL_MEMBER_FOLDER % member)
+
+    def _memberArchitecture(self, member):
+        index = self.architecture.get()
+        if self.mixArchitectures.get() and self.ensembleSize.get() > 1:
+            index = (index + member - 1) % len(ARCHITECTURES)
+        return ARCHITECTURES[index]
+
+    def _engineConfig(self, member):
+        config = {
+            "preprocess": {"working_diameter": self.workingDiameter.get()},
+            "target": {"unlabelled_weight": self.unlabelledWeight.get()},
+            "model": {"architecture": self._memberArchitecture(member),
+                      "base_channels": self.baseChannels.get(), "depth": self.depth.get()},
+            "loss": {"name": LOSSES[self.loss.get()]},
+            "augment": {"preset": AUGMENTATIONS[self.augmentation.get()]},
+            "train": {"epochs": self.epochs.get(), "steps_per_epoch": self.stepsPerEpoch.get(),
+                      "batch_size": self.batchSize.get(), "patch_size": self.patchSize.get(),
+                      "learning_rate": self.learningRate.get(), "patience": self.patience.get(),
+                      "valid_fraction": self.validFraction.get(),
+                      "seed": self.seed.get() + member - 1},
+        }
+        return mergeConfig(config, self._getExtraConfig())
+
+    def _coordinateScale(self):
+        """Factor from pixels of the coordinates' micrographs to pixels of the input ones."""
+        coordMics = self.inputCoordinates.get().getMicrographs()
+        coordSampling = coordMics.getSamplingRate() if coordMics is not None else None
+        micSampling = self.inputMicrographs.get().getSamplingRate()
+        if coordSampling and micSampling:
+            return coordSampling / micSampling
+        return 1.0
+
+    def _getDiameterPx(self):
+        """Particle diameter in pixels of the input micrographs, or None when unknown."""
+        micSet = self.inputMicrographs.get()
+        value = self.particleDiameter.get() or 0
+        if value > 0:
+            try:
+                return diameterInPixels(value, self.diameterUnit.get(), micSet.getSamplingRate())
+            except ValueError:
+                return None
+        coordSet = self.inputCoordinates.get()
+        box = coordSet.getBoxSize() if coordSet is not None else None
+        if not box:
+            return None
+        return box * self._coordinateScale()
+
+    def _diameterMissingMessage(self):
+        if self.diameterUnit.get() == UNIT_ANGSTROM and self.particleDiameter.get():
+            return "The input micrographs have no sampling rate: give the diameter in pixels."
+        return ("Set the particle diameter: it is 0 and the input coordinates have no box size "
+                "to take it from.")
+
+    def _outputModels(self):
+        models = []
+        for member in self._members():
+            model = getattr(self, outputModelName(member), None)
+            if model is not None:
+                models.append((outputModelName(member), model))
+        return models

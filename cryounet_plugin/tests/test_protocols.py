@@ -1,0 +1,330 @@
+"""End-to-end: the CryoUNet protocols in a real Scipion project on simulated micrographs.
+
+import micrographs + coordinates -> train (ensemble of 2, tiny) -> pick in streaming (micrographs
+arrive while picking runs, two batches) -> post-process -> refine (pseudo-labels) -> import the
+model folder; then viewers, wizards and summaries on the real runs.
+"""
+import os
+import time
+
+import numpy as np
+import pytest
+
+from cryounet_plugin.constants import (COORDS_FOLDER, MODEL_CONFIG, RECORDS_FOLDER, SCORE_ATTR,
+                                       SPREAD_ATTR)
+from cryounet_plugin.convert import boxSizeFromDiameter, readJson, readStarCoordinates
+from cryounet_plugin.objects import CryoUNetModel
+from cryounet_plugin.protocols import (CryoUnetProtImportModel, CryoUnetProtPick,
+                                       CryoUnetProtPostprocess, CryoUnetProtRefine,
+                                       CryoUnetProtTrain)
+from cryounet_plugin.tests.common import (SIM_DIAMETER, TINY_REFINE, CryoUnetTestBase,
+                                          assertCoordinatesMatchStar, copyMicrographs,
+                                          simulate, tinyConfigJson)
+
+pytestmark = pytest.mark.scipion
+
+
+class FakeForm:
+    """What a wizard needs from the Tk form: the protocol, setVar and message boxes."""
+
+    def __init__(self, protocol):
+        self.protocol = protocol
+        self.values = {}
+        self.messages = []
+
+    def setVar(self, name, value):
+        self.values[name] = value
+
+    def showWarning(self, msg, header="Warning"):
+        self.messages.append(msg)
+
+    showInfo = showError = showWarning
+
+
+class TestCryoUnetWorkflow(CryoUnetTestBase):
+    """One project; the tests run in order (numbered) and build on each other's runs."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.trainDir = simulate(os.path.join(cls.dataDir, "train"), micrographs=5, seed=1)
+        cls.streamSource = simulate(os.path.join(cls.dataDir, "stream_source"), micrographs=4,
+                                    seed=2)
+        cls.importMics = cls.runProt(cls.importMicrographs(cls.trainDir))
+        cls.importCoords = cls.importCoordinates(cls.importMics, cls.trainDir,
+                                                 boxSize=SIM_DIAMETER)
+
+    # ------------------------------------------------------------------ train
+    def test_01_train_ensemble(self):
+        prot = self.newProtocol(CryoUnetProtTrain, epochs=1, ensembleSize=2,
+                                mixArchitectures=True, validFraction=0.2, seed=3,
+                                useGpu=False, numberOfThreads=3,
+                                extraConfig=tinyConfigJson())
+        prot.inputMicrographs.set(self.importMics)
+        prot.inputMicrographs.setExtended("outputMicrographs")
+        prot.inputCoordinates.set(self.importCoords)
+        prot.inputCoordinates.setExtended("outputCoordinates")
+        self.assertEqual(prot.validate(), [])
+        self.runProt(prot)
+        type(self).train = prot
+
+        models = [prot.outputModel, prot.outputModel2]
+        archs = [m.getArchitecture() for m in models]
+        self.assertEqual(archs, ["unet", "attention_unet"])
+        for model in models:
+            self.assertIsInstance(model, CryoUNetModel)
+            self.assertAlmostEqual(model.getDiameter(), SIM_DIAMETER, places=3)
+            self.assertAlmostEqual(model.getSamplingRate(), 2.0)
+            cfg = readJson(os.path.join(model.getPath(), MODEL_CONFIG))
+            self.assertAlmostEqual(model.getThreshold(), cfg["threshold"], places=6)
+            self.assertAlmostEqual(model.getF1(), cfg["validation"]["f1"], places=6)
+        # the engine got the protocol's parameters through the JSON config files
+        for tag, seed, arch in (("train_1", 3, "unet"), ("train_2", 4, "attention_unet")):
+            written = readJson(prot._getExtraPath("cryounet_%s.json" % tag))
+            self.assertEqual(written["train"]["seed"], seed)
+            self.assertEqual(written["model"]["architecture"], arch)
+            self.assertEqual(written["model"]["base_channels"], 4)  # from the extra options
+            self.assertTrue(os.path.exists(prot._getExtraPath("cryounet_%s.cmd" % tag)))
+        # one STAR file per labelled micrograph, coordinates unchanged (same pixel size)
+        coords = sorted(os.listdir(prot._getExtraPath(COORDS_FOLDER)))
+        self.assertEqual(coords, ["mic_%03d.star" % i for i in range(5)])
+        xy, _, _ = readStarCoordinates(prot._getExtraPath(COORDS_FOLDER, "mic_000.star"))
+        original, _, _ = readStarCoordinates(os.path.join(self.trainDir, "mic_000.star"))
+        np.testing.assert_allclose(xy, np.floor(original + 0.5))
+        summary = "\n".join(prot.summary())
+        self.assertIn("F1", summary)
+        self.assertIn("threshold", summary)
+        self.assertIn("5 labelled micrographs", summary)
+
+    # ------------------------------------------------------------------ pick (streaming)
+    def test_02_pick_streaming(self):
+        streamDir = os.path.join(self.dataDir, "stream")
+        names = ["mic_%03d.mrc" % i for i in range(4)]
+        copyMicrographs(self.streamSource, streamDir, names[:2])
+        importStream = self.importMicrographs(streamDir, dataStreaming=True, timeout="10m",
+                                              fileTimeout="1")
+        self.proj.launchProtocol(importStream, wait=False)
+        self._waitForOutput(importStream, "outputMicrographs")
+
+        pick = self.newProtocol(CryoUnetProtPick, useGpu=False, streamingBatchSize=2,
+                                streamingSleepOnWait=0, extraConfig='{"pick": {"tile_size": 256}}')
+        pick.inputMicrographs.set(importStream)
+        pick.inputMicrographs.setExtended("outputMicrographs")
+        pick.inputModels.append(self._pointer(self.train, "outputModel"))
+        pick.inputModels.append(self._pointer(self.train, "outputModel2"))
+        self.proj.launchProtocol(pick, wait=False)
+        # the second batch arrives only after the first one is picked
+        self._waitForFile(pick._getExtraPath(RECORDS_FOLDER, "mic_000002.json"), pick)
+        copyMicrographs(self.streamSource, streamDir, names[2:])
+        self._waitForSize(importStream, "outputMicrographs", 4)
+        open(importStream._getStopStreamingFilename(), "w").close()  # "Stop import" action
+        self.waitFor(importStream, timeout=120)
+        self.waitFor(pick, timeout=300)
+        self.assertTrue(pick.isFinished(), "%s: %s" % (pick.getStatus(), pick.getErrorMessage()))
+        type(self).pick = pick
+        type(self).streamImport = importStream
+
+        output = pick.outputCoordinates
+        self.assertTrue(output.isStreamClosed())
+        self.assertEqual(importStream.outputMicrographs.getSize(), 4)
+        records = pick._allRecords()
+        self.assertEqual(sorted(r["micId"] for r in records), [1, 2, 3, 4])
+        self.assertTrue(all(r["coordinates"] and not r["skipped"] for r in records), records)
+        self.assertEqual(output.getBoxSize(), boxSizeFromDiameter(SIM_DIAMETER))
+        self.assertGreater(output.getSize(), 0)
+        batches = [step for step in pick.loadSteps()
+                   if step.funcName.get() == "pickMicrographListStep"]
+        self.assertEqual(len(batches), 2)  # two streaming batches of two micrographs
+        self.assertTrue(all(step.isFinished() for step in batches))
+        first = output.getFirstItem()
+        self.assertTrue(hasattr(first, SCORE_ATTR) and hasattr(first, SPREAD_ATTR))
+        n = assertCoordinatesMatchStar(self, pick, output, spread=True)
+        self.assertEqual(n, output.getSize())
+        for coord in output.iterItems():
+            self.assertGreaterEqual(getattr(coord, SCORE_ATTR).get(), 0.0)
+            self.assertLessEqual(getattr(coord, SCORE_ATTR).get(), 1.0)
+        self.assertIn("Micrographs picked: 4, skipped: 0", "\n".join(pick.summary()))
+
+    # ------------------------------------------------------------------ post-process
+    def test_03_postprocess(self):
+        source = self.pick.outputCoordinates
+        scores = np.array([getattr(c, SCORE_ATTR).get() for c in source.iterItems()])
+        threshold = float(np.sort(scores)[len(scores) // 2])  # a score value: exact in STAR
+        prot = self.newProtocol(CryoUnetProtPostprocess, applyThreshold=True,
+                                threshold=threshold, edgeDistance=20, maxPerMicrograph=8)
+        prot.inputCoordinates.set(self.pick)
+        prot.inputCoordinates.setExtended("outputCoordinates")
+        self.assertEqual(prot.validate(), [])
+        self.runProt(prot)
+        type(self).post = prot
+        output = prot.outputCoordinates
+        self.assertEqual(output.getBoxSize(), source.getBoxSize())
+        self.assertLessEqual(output.getSize(), source.getSize())
+        # independent expectation: score >= threshold, centre at least 20 px inside the
+        # micrograph (which spans -0.5 .. 255.5 in pixel-centre coordinates), best 8 per mic
+        candidates = {}
+        for c in source.iterItems():
+            score, x, y = getattr(c, SCORE_ATTR).get(), c.getX(), c.getY()
+            if score >= threshold and 19.5 <= x <= 235.5 and 19.5 <= y <= 235.5:
+                candidates.setdefault(c.getMicId(), []).append((score, x, y))
+        kept = {}
+        for c in output.iterItems():
+            kept.setdefault(c.getMicId(), []).append((getattr(c, SCORE_ATTR).get(), c.getX(),
+                                                      c.getY()))
+        self.assertEqual({m: len(v) for m, v in kept.items()},
+                         {m: min(len(v), 8) for m, v in candidates.items()})
+        for micId, picks in kept.items():
+            self.assertTrue(set(picks) <= set(candidates[micId]))
+            dropped = set(candidates[micId]) - set(picks)
+            if dropped:  # the best-scoring ones were kept
+                self.assertGreaterEqual(min(p[0] for p in picks), max(p[0] for p in dropped))
+        assertCoordinatesMatchStar(self, prot, output, spread=True)
+        self.assertIn("Kept %d of %d" % (output.getSize(), source.getSize()),
+                      "\n".join(prot.summary()))
+
+    # ------------------------------------------------------------------ refine
+    def test_04_refine(self):
+        prot = self.newProtocol(CryoUnetProtRefine, rounds=2, epochs=1, useGpu=False,
+                                extraConfig=tinyConfigJson(TINY_REFINE))
+        prot.inputModel.set(self.train)
+        prot.inputModel.setExtended("outputModel")
+        prot.inputCoordinates.set(self.importCoords)
+        prot.inputCoordinates.setExtended("outputCoordinates")
+        prot.inputUnlabelled.set(self.streamImport)
+        prot.inputUnlabelled.setExtended("outputMicrographs")
+        self.assertEqual(prot.validate(), [])
+        self.runProt(prot)
+        model = prot.outputModel
+        self.assertAlmostEqual(model.getDiameter(), SIM_DIAMETER, places=3)
+        history = readJson(os.path.join(model.getPath(), "refine_history.json"))
+        self.assertEqual([h["round"] for h in history], [0, 1, 2])  # 0 = the input model
+        summary = "\n".join(prot.summary())
+        self.assertIn("Round 0 (input model): validation F1", summary)
+        for item in history[1:]:
+            self.assertIn("Round %s: %s pseudo-labelled particles on %s micrographs"
+                          % (item["round"], item["pseudo_positives"], item["micrographs_used"]),
+                          summary)
+        self.assertIn("4 unlabelled micrographs", summary)
+
+    # ------------------------------------------------------------------ import model
+    def test_05_import_model(self):
+        source = self.train.outputModel2
+        prot = self.newProtocol(CryoUnetProtImportModel, modelFolder=source.getPath(),
+                                samplingRate=2.0)
+        self.runProt(prot)
+        model = prot.outputModel
+        self.assertNotEqual(os.path.abspath(model.getPath()), os.path.abspath(source.getPath()))
+        for getter in ("getDiameter", "getArchitecture", "getF1", "getThreshold"):
+            self.assertEqual(getattr(model, getter)(), getattr(source, getter)(), getter)
+        self.assertTrue(os.path.exists(model.getWeightsFile()))
+        self.assertFalse(os.path.exists(os.path.join(model.getPath(), "checkpoint.pt")))
+
+    # ------------------------------------------------------------------ viewers
+    def test_06_viewers(self):
+        from cryounet_plugin.viewers import (CryoUnetModelViewer, CryoUnetPicksViewer,
+                                             CryoUnetTrainingViewer)
+        outDir = os.path.join(self.dataDir, "figures")
+        os.makedirs(outDir, exist_ok=True)
+        saved = []
+
+        def save(views, name):
+            self.assertTrue(views, name)
+            for i, view in enumerate(views):
+                self.assertTrue(hasattr(view, "getFigure"), "%s gave %s" % (name, view))
+                path = os.path.join(outDir, "%s_%d.png" % (name, i))
+                view.getFigure().savefig(path)
+                self.assertGreater(os.path.getsize(path), 1000)
+                saved.append(path)
+
+        trainViewer = CryoUnetTrainingViewer(project=self.proj, protocol=self.train)
+        trainViewer.setProtocol(self.train)
+        trainViewer.member.set(2)
+        save(trainViewer._showCurves(), "curves")
+        save(trainViewer._showPR(), "pr")
+        save(CryoUnetModelViewer(project=self.proj)._visualize(self.train.outputModel), "model")
+        for prot in (self.pick, self.post):
+            viewer = CryoUnetPicksViewer(project=self.proj, protocol=prot)
+            viewer.setProtocol(prot)
+            save(viewer._showPicks(), "picks_%s" % prot.getObjId())
+            save(viewer._showHistogram(), "hist_%s" % prot.getObjId())
+        self.assertEqual(len(saved), 8)
+
+    # ------------------------------------------------------------------ wizards
+    def test_07_wizards(self):
+        from cryounet_plugin.wizards import CryoUnetDiameterWizard, CryoUnetThresholdWizard
+        train = self.newProtocol(CryoUnetProtTrain, diameterUnit=1)
+        train.inputMicrographs.set(self.importMics)
+        train.inputMicrographs.setExtended("outputMicrographs")
+        train.inputCoordinates.set(self.importCoords)
+        train.inputCoordinates.setExtended("outputCoordinates")
+        form = FakeForm(train)
+        CryoUnetDiameterWizard().show(form)
+        self.assertEqual(form.values, {"particleDiameter": SIM_DIAMETER * 2.0})  # Angstrom
+
+        pick = self.newProtocol(CryoUnetProtPick)
+        pick.inputModels.append(self._pointer(self.train, "outputModel"))
+        pick.inputModels.append(self._pointer(self.train, "outputModel2"))
+        form = FakeForm(pick)
+        CryoUnetThresholdWizard().show(form)
+        expected = round((self.train.outputModel.getThreshold()
+                          + self.train.outputModel2.getThreshold()) / 2, 3)
+        self.assertAlmostEqual(form.values["threshold"], expected, places=6)
+
+        post = self.newProtocol(CryoUnetProtPostprocess)
+        post.inputCoordinates.set(self.pick)
+        post.inputCoordinates.setExtended("outputCoordinates")
+        form = FakeForm(post)
+        CryoUnetThresholdWizard().show(form)
+        scores = [getattr(c, SCORE_ATTR).get() for c in self.pick.outputCoordinates.iterItems()]
+        self.assertGreaterEqual(form.values["threshold"], min(scores))
+        self.assertLessEqual(form.values["threshold"], max(scores))
+
+    # ------------------------------------------------------------------ info
+    def test_08_info_methods(self):
+        self.assertIn("An ensemble of 2 CryoUNet", "\n".join(self.train.methods()))
+        self.assertIn("%d particles were picked from 4 micrographs"
+                      % self.pick.outputCoordinates.getSize(), "\n".join(self.pick.methods()))
+        self.assertIn("keeping %d of %d particles" % (self.post.outputCoordinates.getSize(),
+                                                     self.pick.outputCoordinates.getSize()),
+                      "\n".join(self.post.methods()))
+        self.assertEqual(self.train._citations(), ["Ronneberger2015", "Oktay2018"])
+        citations = "".join(self.train.citations())  # resolved through bibtex.py
+        self.assertIn("Ronneberger et al.", citations)
+        self.assertIn("Oktay et al.", citations)  # the ensemble alternates into attention_unet
+
+    # ------------------------------------------------------------------ helpers
+    def _pointer(self, prot, name):
+        from pyworkflow.object import Pointer
+        return Pointer(prot, extended=name)
+
+    def _waitForOutput(self, prot, name, timeout=120):
+        start = time.time()
+        while time.time() - start < timeout:
+            self.proj._updateProtocol(prot)
+            if prot.hasAttribute(name) or not prot.isActive():
+                break
+            time.sleep(0.5)
+        self.assertTrue(prot.hasAttribute(name), "%s has no %s" % (prot.getRunName(), name))
+
+    def _waitForSize(self, prot, name, size, timeout=120):
+        start = time.time()
+        while time.time() - start < timeout:
+            self.proj._updateProtocol(prot)
+            output = getattr(prot, name, None)
+            if output is not None and output.getSize() >= size:
+                return
+            time.sleep(0.5)
+        raise AssertionError("%s.%s never reached %d items" % (prot.getRunName(), name, size))
+
+    def _waitForFile(self, path, prot, timeout=240):
+        full = os.path.join(self.proj.getPath(), path)
+        start = time.time()
+        while time.time() - start < timeout:
+            if os.path.exists(full):
+                return
+            self.proj._updateProtocol(prot)
+            if not prot.isActive():
+                break
+            time.sleep(0.5)
+        raise AssertionError("%s not written by %s (%s)" % (path, prot.getRunName(),
+                                                            prot.getStatus()))

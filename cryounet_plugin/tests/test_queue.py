@@ -1,0 +1,88 @@
+"""Queue submission: the training protocol sent through a queue, one job per step.
+
+conftest.py writes a hosts.conf whose queue submits a job by running its script in the
+background (and keeping a copy): Scipion's real submission code renders the SUBMIT_TEMPLATE,
+calls SUBMIT_COMMAND, polls CHECK_COMMAND, and the job runs the engine. The job scripts are then
+checked for the GPUs they asked for and the engine command they ran.
+"""
+import glob
+import os
+
+import pytest
+from pyworkflow.constants import QUEUE_FOR_JOBS
+
+from cryounet_plugin.protocols import CryoUnetProtTrain
+from cryounet_plugin.tests.common import SIM_DIAMETER, CryoUnetTestBase, simulate, tinyConfigJson
+
+pytestmark = pytest.mark.scipion
+
+
+def cudaAvailable():
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+class TestCryoUnetQueue(CryoUnetTestBase):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.queueDir = os.environ["CRYOUNET_TEST_QUEUE_DIR"]
+        cls.queueName = os.environ["CRYOUNET_TEST_QUEUE_NAME"]
+        sim = simulate(os.path.join(cls.dataDir, "sim"), micrographs=3, seed=21)
+        cls.mics = cls.runProt(cls.importMicrographs(sim))
+        cls.coords = cls.importCoordinates(cls.mics, sim, boxSize=SIM_DIAMETER)
+
+    def newTrain(self, **kwargs):
+        prot = self.newProtocol(CryoUnetProtTrain, epochs=1, extraConfig=tinyConfigJson(),
+                                **kwargs)
+        prot.inputMicrographs.set(self.mics)
+        prot.inputMicrographs.setExtended("outputMicrographs")
+        prot.inputCoordinates.set(self.coords)
+        prot.inputCoordinates.setExtended("outputCoordinates")
+        return prot
+
+    def renderTemplate(self, prot):
+        submit = dict(prot.getHostConfig().getQueuesDefault())
+        submit.update(prot.getSubmitDict())
+        submit.update(JOB_SCRIPT="job.sh", JOB_COMMAND="true")
+        return prot.getHostConfig().getSubmitTemplate() % submit
+
+    def test_job_asks_for_the_protocol_gpus(self):
+        """The GPU request of a job follows the protocol's GPU list (no GPU needed to check)."""
+        prot = self.newTrain(gpuList="0 1", useGpu=True)
+        prot.setHostConfig(self.proj.getHostConfig("localhost"))
+        prot.setWorkingDir(os.path.join(self.dataDir, "not_launched"))
+        prot._useQueue.set(True)
+        prot.setQueueParams([self.queueName, {"JOB_MEMORY": "1024", QUEUE_FOR_JOBS: "Y"}])
+        self.assertEqual(prot.getSubmitDict()["GPU_COUNT"], 2)
+        self.assertIn("#TESTQUEUE --gpus=2", self.renderTemplate(prot))
+        self.assertIn("#TESTQUEUE --mem=1024M", self.renderTemplate(prot))
+        prot.useGpu.set(False)  # CPU run: the job must not hold GPUs
+        self.assertEqual(prot.getSubmitDict()["GPU_COUNT"], 0)
+        self.assertIn("#TESTQUEUE --gpus=0", self.renderTemplate(prot))
+
+    def test_train_through_queue_per_step_jobs(self):
+        useGpu = cudaAvailable()
+        before = set(glob.glob(os.path.join(self.queueDir, "*.job")))
+        prot = self.newTrain(useGpu=useGpu, gpuList="0")
+        prot._useQueue.set(True)
+        prot.setQueueParams([self.queueName, {"JOB_MEMORY": "1024", QUEUE_FOR_JOBS: "Y"}])
+        self.runProt(prot)
+
+        self.assertTrue(prot.hasAttribute("outputModel"))
+        self.assertAlmostEqual(prot.outputModel.getDiameter(), SIM_DIAMETER, places=3)
+        self.assertTrue(os.path.exists(prot.outputModel.getWeightsFile()))
+        jobs = sorted(set(glob.glob(os.path.join(self.queueDir, "*.job"))) - before)
+        self.assertEqual(len(jobs), 1, jobs)  # one engine run = one job (CPU steps stay local)
+        with open(jobs[0]) as handle:
+            script = handle.read()
+        self.assertIn("#TESTQUEUE --gpus=%d" % (1 if useGpu else 0), script)
+        self.assertIn("-m cryounet train", script)
+        # GPU ids are renumbered from 0 inside a queued job
+        self.assertIn("--device '0'" if useGpu else "--device cpu", script)
+        with open(jobs[0][:-len(".job")] + ".rc") as handle:
+            self.assertEqual(handle.read().strip(), "0")

@@ -1,0 +1,89 @@
+"""Plotting functions of the viewers, on fabricated histories/curves, written as PNG files
+with the non-interactive Agg canvas (no display)."""
+import json
+
+import numpy as np
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from cryounet_plugin.viewers.plotting import (displayImage, operatingPoint, plotPicks,
+                                              plotPrecisionRecall, plotScoreHistogram,
+                                              plotTrainingCurves)
+
+HISTORY = [{"epoch": e, "train_loss": 1.0 / e, "valid_loss": 1.2 / e, "valid_precision": 0.5 + e / 20,
+            "valid_recall": 0.4 + e / 25, "valid_f1": 0.45 + e / 22, "threshold": 0.5,
+            "learning_rate": 1e-3, "seconds": 2.0} for e in range(1, 6)]
+CURVE = {"thresholds": [0.1, 0.3, 0.5, 0.7, 0.9], "precision": [0.4, 0.6, 0.75, 0.85, 0.95],
+         "recall": [0.98, 0.9, 0.8, 0.6, 0.3], "f1": [0.57, 0.72, 0.77, 0.7, 0.46]}
+
+
+def save(fig, path):
+    FigureCanvasAgg(fig)
+    fig.savefig(str(path))
+    assert path.stat().st_size > 5000
+    return path
+
+
+def test_training_curves(tmp_path):
+    history = json.loads(json.dumps(HISTORY))  # as read from history.json
+    fig = Figure(figsize=(10, 4))
+    axLoss, axScore = plotTrainingCurves(fig, history)
+    train, valid = axLoss.get_lines()
+    np.testing.assert_allclose(train.get_xdata(), [1, 2, 3, 4, 5])
+    np.testing.assert_allclose(train.get_ydata(), [h["train_loss"] for h in HISTORY])
+    np.testing.assert_allclose(valid.get_ydata(), [h["valid_loss"] for h in HISTORY])
+    f1 = axScore.get_lines()[0]
+    np.testing.assert_allclose(f1.get_ydata(), [h["valid_f1"] for h in HISTORY])
+    assert "best F1 %.3f" % HISTORY[-1]["valid_f1"] in [t.get_text() for t in axScore.texts]
+    save(fig, tmp_path / "curves.png")
+    with pytest.raises(ValueError, match="empty"):
+        plotTrainingCurves(Figure(), [])
+
+
+def test_missing_validation_values_are_gaps(tmp_path):
+    history = [dict(HISTORY[0], valid_loss=None), HISTORY[1]]
+    fig = Figure()
+    axLoss, _ = plotTrainingCurves(fig, history)
+    assert np.isnan(axLoss.get_lines()[1].get_ydata()[0])
+    save(fig, tmp_path / "gaps.png")
+
+
+def test_precision_recall(tmp_path):
+    fig = Figure(figsize=(5, 5))
+    ax = plotPrecisionRecall(fig, CURVE, threshold=0.52)
+    curve, point = ax.get_lines()
+    np.testing.assert_allclose(curve.get_xdata(), sorted(CURVE["recall"]))
+    assert operatingPoint(CURVE, 0.52) == 2
+    assert point.get_xdata()[0] == 0.8 and point.get_ydata()[0] == 0.75
+    save(fig, tmp_path / "pr.png")
+    with pytest.raises(ValueError, match="inconsistent"):
+        plotPrecisionRecall(Figure(), {"thresholds": [0.5], "precision": [1, 2], "recall": [1]})
+
+
+def test_picks_on_micrograph(tmp_path):
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(2100, 1500)).astype(np.float32)
+    xy = np.array([[100, 200], [1400, 2000], [750, 1050]])
+    fig = Figure(figsize=(6, 6))
+    ax = plotPicks(fig, image, xy, diameter=60, scores=[0.9, 0.5, 0.7])
+    circles = ax.collections[0]
+    assert len(circles.get_paths()) == 3
+    shown = ax.get_images()[0].get_array()
+    assert max(shown.shape) <= 1024  # binned for display
+    assert "(3 particles)" in ax.get_title()
+    save(fig, tmp_path / "picks.png")
+    small, factor = displayImage(np.arange(16, dtype=float).reshape(4, 4), maxSize=2)
+    assert factor == 2 and small.shape == (2, 2)
+
+
+def test_score_histogram(tmp_path):
+    scores = np.concatenate([np.full(30, 0.2), np.full(10, 0.9), [np.nan]])
+    fig = Figure()
+    ax = plotScoreHistogram(fig, scores, threshold=0.5, bins=10)
+    counts = [patch.get_height() for patch in ax.patches]
+    assert sum(counts) == 40  # NaN ignored
+    assert ax.get_lines()[0].get_xdata()[0] == 0.5
+    save(fig, tmp_path / "hist.png")
+    with pytest.raises(ValueError, match="no scores"):
+        plotScoreHistogram(Figure(), [np.nan])

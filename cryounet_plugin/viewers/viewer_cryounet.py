@@ -1,0 +1,196 @@
+"""Scipion viewers of CryoUNet models and picks (matplotlib figures).
+
+The figures are drawn by the pure functions of :mod:`cryounet_plugin.viewers.plotting` on a
+pyworkflow ``Plotter`` (a View): in the Scipion GUI it opens a window; headless (Agg backend) it
+can be saved with ``plotter.getFigure().savefig(...)``.
+"""
+import numpy as np
+import pyworkflow.protocol.params as params
+from pyworkflow.gui.plotter import Plotter
+from pyworkflow.viewer import DESKTOP_TKINTER, ProtocolViewer, Viewer
+
+from ..constants import BOX_FACTOR, SCORE_ATTR, THRESHOLD_AUTO
+from ..convert import readHistory, readValidationCurve
+from ..objects import CryoUNetModel
+from ..protocols import (CryoUnetProtImportModel, CryoUnetProtPick, CryoUnetProtPostprocess,
+                         CryoUnetProtRefine, CryoUnetProtTrain)
+from .plotting import plotPicks, plotPrecisionRecall, plotScoreHistogram, plotTrainingCurves
+
+
+def _plotter(title, figsize):
+    return Plotter(windowTitle=title, figsize=figsize)
+
+
+def trainingCurvesView(model):
+    """Plotter with the loss and validation curves of a model (raises ValueError if none)."""
+    history = readHistory(model.getPath())
+    if not history:
+        raise ValueError("%s has no training history (history.json)" % model.getPath())
+    plotter = _plotter("CryoUNet training curves", (10, 4))
+    plotTrainingCurves(plotter.getFigure(), history,
+                       title=model.getObjLabel() or model.getArchitecture() or "model")
+    return plotter
+
+
+def precisionRecallView(model):
+    """Plotter with the validation precision-recall curve of a model."""
+    curve = readValidationCurve(model.getPath())
+    if curve is None:
+        raise ValueError("%s has no validation curve (validation_curve.json)" % model.getPath())
+    plotter = _plotter("CryoUNet precision-recall", (5, 5))
+    plotPrecisionRecall(plotter.getFigure(), curve, threshold=model.getThreshold())
+    return plotter
+
+
+def modelViews(viewer, model, which=("curves", "pr")):
+    views, errors = [], []
+    makers = {"curves": trainingCurvesView, "pr": precisionRecallView}
+    for key in which:
+        try:
+            views.append(makers[key](model))
+        except ValueError as exc:
+            errors.append(str(exc))
+    viewer.errorList(errors, views)
+    return views
+
+
+class CryoUnetModelViewer(Viewer):
+    """Training curves and validation precision-recall curve of a CryoUNet model."""
+    _label = "CryoUNet model viewer"
+    _environments = [DESKTOP_TKINTER]
+    _targets = [CryoUNetModel]
+
+    def _visualize(self, obj, **kwargs):
+        return modelViews(self, obj)
+
+
+class CryoUnetTrainingViewer(ProtocolViewer):
+    """Training curves (loss, validation F1 per epoch) and the validation precision-recall
+    curve of the model(s) of a train, refine or import-model run."""
+    _label = "CryoUNet training viewer"
+    _environments = [DESKTOP_TKINTER]
+    _targets = [CryoUnetProtTrain, CryoUnetProtRefine, CryoUnetProtImportModel]
+
+    def _defineParams(self, form):
+        form.addSection(label="Visualization")
+        form.addParam("member", params.IntParam, default=1, validators=[params.GE(1)],
+                      label="Model (ensemble member)",
+                      help="Which model to show when the run produced several (1 = first).")
+        form.addParam("showCurves", params.LabelParam, label="Training curves",
+                      help="Loss and validation precision/recall/F1 per epoch.")
+        form.addParam("showPR", params.LabelParam, label="Precision-recall curve",
+                      help="Precision against recall of the validation micrographs over all "
+                           "thresholds; the dot is the calibrated threshold.")
+
+    def _getVisualizeDict(self):
+        return {"showCurves": self._showCurves, "showPR": self._showPR}
+
+    def getModels(self):
+        return [model for _, model in self.protocol.iterOutputAttributes(CryoUNetModel)]
+
+    def _selectedModel(self):
+        models = self.getModels()
+        if not models:
+            return None, [self.errorMessage("The run has no output model yet.")]
+        index = min(max(self.member.get() or 1, 1), len(models)) - 1
+        return models[index], []
+
+    def _showCurves(self, paramName=None):
+        model, errors = self._selectedModel()
+        return errors or modelViews(self, model, ("curves",))
+
+    def _showPR(self, paramName=None):
+        model, errors = self._selectedModel()
+        return errors or modelViews(self, model, ("pr",))
+
+
+class CryoUnetPicksViewer(ProtocolViewer):
+    """Picks drawn on a micrograph and the histogram of pick scores of a pick or
+    post-processing run."""
+    _label = "CryoUNet picks viewer"
+    _environments = [DESKTOP_TKINTER]
+    _targets = [CryoUnetProtPick, CryoUnetProtPostprocess]
+
+    def _defineParams(self, form):
+        form.addSection(label="Visualization")
+        form.addParam("micIndex", params.IntParam, default=1, validators=[params.GE(1)],
+                      label="Micrograph number",
+                      help="Position (1 = first) of the micrograph to show in the set.")
+        form.addParam("showPicks", params.LabelParam, label="Picks on the micrograph",
+                      help="Circles of the particle diameter around the picks, coloured by "
+                           "score.")
+        form.addParam("showHistogram", params.LabelParam, label="Score histogram",
+                      help="Distribution of the scores of all picks with the threshold.")
+
+    def _getVisualizeDict(self):
+        return {"showPicks": self._showPicks, "showHistogram": self._showHistogram}
+
+    def getCoordinates(self):
+        return getattr(self.protocol, "outputCoordinates", None)
+
+    def getScoreAttribute(self):
+        if isinstance(self.protocol, CryoUnetProtPostprocess):
+            return self.protocol._loadInputsInfo().get("score_attribute")
+        return SCORE_ATTR
+
+    def getThreshold(self):
+        if isinstance(self.protocol, CryoUnetProtPostprocess):
+            return self.protocol.threshold.get() if self.protocol.applyThreshold.get() else None
+        threshold = self.protocol.threshold.get()
+        if threshold == THRESHOLD_AUTO:
+            models = self.protocol._getModels()
+            known = [m.getThreshold() for m in models if m.getThreshold() is not None]
+            return float(np.mean(known)) if known else None
+        return threshold
+
+    def _scores(self, coords):
+        attr = self.getScoreAttribute()
+        if not attr:
+            return None
+        values = []
+        for coord in coords:  # set iteration reuses one item: read each value at once
+            value = getattr(coord, attr, None)
+            if value is None or value.get() is None:
+                return None
+            values.append(value.get())
+        return np.array(values, dtype=float)
+
+    def _showPicks(self, paramName=None):
+        import mrcfile
+        coordSet = self.getCoordinates()
+        if coordSet is None:
+            return [self.errorMessage("The run has no output coordinates yet.")]
+        mics = list(coordSet.getMicrographs().iterItems())
+        if not mics:
+            return [self.errorMessage("The coordinates have no micrographs.")]
+        mic = mics[min(self.micIndex.get() or 1, len(mics)) - 1]
+        coords = [c.clone() for c in coordSet.iterCoordinates(mic.getObjId())]
+        try:
+            with mrcfile.open(mic.getFileName(), permissive=True) as handle:
+                image = np.asarray(handle.data, dtype=np.float32)
+        except (OSError, ValueError) as exc:
+            return [self.errorMessage("Cannot read %s: %s" % (mic.getFileName(), exc))]
+        if image.ndim == 3:
+            image = image[0]
+        xy = np.array([c.getPosition() for c in coords], dtype=float).reshape(-1, 2)
+        diameter = self._diameter(coordSet)
+        plotter = _plotter("CryoUNet picks: %s" % mic.getMicName(), (7, 7))
+        plotPicks(plotter.getFigure(), image, xy, diameter, self._scores(coords),
+                  title=mic.getMicName() or mic.getFileName())
+        return [plotter]
+
+    def _diameter(self, coordSet):
+        if isinstance(self.protocol, CryoUnetProtPick) and self.protocol.getModelDiameter():
+            return self.protocol.getModelDiameter()
+        return (coordSet.getBoxSize() or 30) / BOX_FACTOR
+
+    def _showHistogram(self, paramName=None):
+        coordSet = self.getCoordinates()
+        if coordSet is None:
+            return [self.errorMessage("The run has no output coordinates yet.")]
+        scores = self._scores(coordSet.iterItems())
+        if scores is None or scores.size == 0:
+            return [self.errorMessage("The coordinates have no scores to plot.")]
+        plotter = _plotter("CryoUNet score histogram", (6, 4))
+        plotScoreHistogram(plotter.getFigure(), scores, threshold=self.getThreshold())
+        return [plotter]

@@ -1,0 +1,5 @@
+"""CryoUNet wizards (collected by the Scipion Domain from this module)."""
+from .wizard_diameter import CryoUnetDiameterWizard
+from .wizard_threshold import CryoUnetThresholdWizard
+
+__all__ = ["CryoUnetDiameterWizard", "CryoUnetThresholdWizard"]
