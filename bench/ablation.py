@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, pick_and_score, run  # noqa: E402
 
 #: The plain U-Net of the research note: BCE, no augmentation, uniform patches, constant LR.
 BASELINE = {
@@ -46,6 +45,7 @@ VARIANTS: dict[str, dict] = {
     "residual_unet": {"model": {"architecture": "residual_unet"}},
     "efficient_unet": {"model": {"architecture": "efficient_unet"}},
     "warmup_cosine": {"train": {"schedule": "cosine", "warmup_epochs": 2}},
+    "weight_average": {"train": {"ema_decay": 0.99}},
     "balanced_sampling": {"train": {"positive_fraction": 0.5}},
     "hard_negatives": {"train": {"hard_negative_fraction": 0.25}},
     "pu_weight_0.5": {"target": {"unlabelled_weight": 0.5}},
@@ -65,14 +65,8 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
-def run(cmd: list[str], log: Path) -> float:
-    t0 = time.monotonic()
-    with open(log, "a") as out:
-        out.write("$ " + " ".join(cmd) + "\n")
-        out.flush()
-        if subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO).returncode:
-            sys.exit(f"failed, see {log}: {' '.join(cmd)}")
-    return time.monotonic() - t0
+def run_s(cmd: list[str], log: Path) -> float:
+    return run(cmd, log)[0]
 
 
 def run_variant(name: str, root: Path, out: Path) -> dict:
@@ -93,28 +87,20 @@ def run_variant(name: str, root: Path, out: Path) -> dict:
     models, train_s = [], 0.0
     for k in range(options.get("_ensemble", 1)):
         model = out / f"model_{k}"
-        train_s += run(py + ["train", "--micrographs", str(root / "train"), "--coordinates",
+        train_s += run_s(py + ["train", "--micrographs", str(root / "train"), "--coordinates",
                              str(root / "train"), "--output", str(model), "--seed", str(k)] + data
                        + cfg_args, log)
         models.append(model)
     if options.get("_refine"):
         refined = out / "refined"
-        train_s += run(py + ["refine", "--model", str(models[0]), "--micrographs", str(root / "train"),
+        train_s += run_s(py + ["refine", "--model", str(models[0]), "--micrographs", str(root / "train"),
                              "--coordinates", str(root / "train"), "--unlabelled", str(root / "test"),
                              "--valid-micrographs", str(root / "valid"), "--valid-coordinates",
                              str(root / "valid"), "--output", str(refined), "--device", "cpu",
                              "--quiet"], log)
         models = [refined]
-    pick = py + ["pick", "--micrographs", str(root / "test"), "--output", str(out / "picks"),
-                 "--device", "cpu", "--quiet"]
-    for model in models:
-        pick += ["--model", str(model)]
-    if options.get("_tta"):
-        pick.append("--tta")
-    run(pick, log)
-    run(py + ["evaluate", "--picks", str(out / "picks"), "--truth", str(root / "test"), "--diameter",
-              str(diameter), "--json", str(out / "scores.json")], log)
-    scores = json.loads((out / "scores.json").read_text())
+    scores, _, _ = pick_and_score(models, root / "test", diameter, out, log,
+                                  ["--tta"] if options.get("_tta") else [])
     return {"variant": name, "set": root.name, "train_seconds": train_s, **scores}
 
 

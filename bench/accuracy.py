@@ -14,26 +14,11 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def run(cmd: list[str], log: Path) -> tuple[float, float]:
-    """Run a command, return (wall seconds, peak RSS in MiB of that process)."""
-    t0 = time.monotonic()
-    with open(log, "a") as out:
-        out.write("$ " + " ".join(cmd) + "\n")
-        out.flush()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-        _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        sys.exit(f"command failed ({proc.returncode}), see {log}: {' '.join(cmd)}")
-    return time.monotonic() - t0, usage.ru_maxrss / 1024
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, pick_and_score, run  # noqa: E402
 
 
 def main() -> int:
@@ -57,19 +42,14 @@ def main() -> int:
         out.mkdir(parents=True, exist_ok=True)
         log = out / "log.txt"
         log.write_text("")
-        model, picks = out / "model", out / "picks"
+        model = out / "model"
         train_cmd = py + ["train", "--micrographs", str(root / "train"), "--coordinates", str(root / "train"),
                           "--valid-micrographs", str(root / "valid"), "--valid-coordinates", str(root / "valid"),
                           "--diameter", str(diameter), "--output", str(model), "--device", "cpu"]
         if args.config:
             train_cmd += ["--config", str(args.config)]
         train_s, train_rss = run(train_cmd, log)
-        pick_s, pick_rss = run(py + ["pick", "--model", str(model), "--micrographs", str(root / "test"),
-                                     "--output", str(picks), "--device", "cpu"], log)
-        scores_json = out / "scores.json"
-        run(py + ["evaluate", "--picks", str(picks), "--truth", str(root / "test"),
-                  "--diameter", str(diameter), "--json", str(scores_json)], log)
-        scores = json.loads(scores_json.read_text())
+        scores, pick_s, pick_rss = pick_and_score([model], root / "test", diameter, out, log)
         history = json.loads((model / "history.json").read_text())
         row = {"set": name, "label": args.label, **scores, "train_seconds": train_s,
                "train_peak_rss_mib": train_rss, "pick_seconds": pick_s, "pick_peak_rss_mib": pick_rss,

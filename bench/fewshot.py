@@ -12,22 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def run(cmd: list[str], log: Path) -> float:
-    t0 = time.monotonic()
-    with open(log, "a") as out:
-        out.write("$ " + " ".join(cmd) + "\n")
-        out.flush()
-        if subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO).returncode:
-            sys.exit(f"failed, see {log}: {' '.join(cmd)}")
-    return time.monotonic() - t0
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, pick_and_score, run  # noqa: E402
 
 
 def main() -> int:
@@ -55,12 +44,8 @@ def main() -> int:
                         "--quiet"]
             if start == "init":
                 cmd += ["--init", init]
-            seconds = run(cmd, log)
-            run(py + ["pick", "--model", str(out / "model"), "--micrographs", str(root / "test"),
-                      "--output", str(out / "picks"), "--device", "cpu", "--quiet"], log)
-            run(py + ["evaluate", "--picks", str(out / "picks"), "--truth", str(root / "test"),
-                      "--diameter", str(diameter), "--json", str(out / "scores.json")], log)
-            s = json.loads((out / "scores.json").read_text())
+            seconds, _ = run(cmd, log)
+            s, _, _ = pick_and_score([out / "model"], root / "test", diameter, out, log)
             print(f"fewshot {target} n={args.n} start={start}{'' if start == 'scratch' else ' (' + init + ')'}: "
                   f"P={s['precision']:.3f} R={s['recall']:.3f} F1={s['f1']:.3f} bestF1={s['best_f1']:.3f} "
                   f"AP={s['ap']:.3f} train={seconds / 60:.1f}min", flush=True)

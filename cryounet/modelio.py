@@ -18,7 +18,7 @@ from torch import nn
 from cryounet import __version__
 from cryounet.config import CryoUNetConfig
 from cryounet.errors import CryoUNetError, InputFileError
-from cryounet.io.atomic import atomic_path, write_text_atomic
+from cryounet.io.atomic import atomic_path, write_json
 from cryounet.models import build_model
 
 logger = logging.getLogger(__name__)
@@ -59,11 +59,6 @@ class LoadedModel:
     network: nn.Module
     info: ModelInfo
     path: Path
-
-
-def write_json(path: str | os.PathLike[str], data: Any) -> None:
-    """Write JSON atomically (indented, for people to read)."""
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def save_weights(path: str | os.PathLike[str], network: nn.Module) -> None:

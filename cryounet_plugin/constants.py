@@ -51,7 +51,6 @@ COORDS_FOLDER = "coordinates"
 COORDS_INDEX = "coordinates.star"
 #: The engine's list of micrographs it skipped, with reasons (in a pick output folder).
 ENGINE_SKIPPED = "skipped.json"
-COORDS_INDEX_BLOCK = "coordinate_files"
 #: Per-micrograph picking records (which STAR file, or why it was skipped).
 RECORDS_FOLDER = "records"
 #: Picking batches (links, @list and command line of each engine run).
@@ -61,16 +60,6 @@ MODEL_MEMBER_FOLDER = "model_%d"
 INPUT_PICKS_FOLDER = "input_picks"
 #: Suffixes of micrograph files the engine reads.
 MRC_SUFFIXES = (".mrc", ".mrcs")
-
-# ------------------------------------------------------------------ STAR labels
-STAR_X = "rlnCoordinateX"
-STAR_Y = "rlnCoordinateY"
-STAR_CLASS = "rlnClassNumber"
-STAR_PSI = "rlnAnglePsi"
-STAR_FOM = "rlnAutopickFigureOfMerit"
-STAR_SPREAD = "cryounetScoreSpread"
-STAR_MIC_NAME = "rlnMicrographName"
-STAR_MIC_COORDS = "rlnMicrographCoordinates"
 
 # ------------------------------------------------------------------ coordinate attributes
 #: Score (probability) of a CryoUNet pick, stored on each output Coordinate.

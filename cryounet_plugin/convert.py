@@ -4,51 +4,35 @@ Nothing in this module imports Scipion: the functions take and return plain Pyth
 so they are unit-tested without a project (``cryounet_plugin/tests/test_convert.py``). The
 protocols do the Scipion side (iterating sets, creating Coordinates) and call these helpers.
 
+File formats are the engine's: the plugin reads and writes coordinate files, MRC headers and
+atomic files with ``cryounet.io`` (same distribution; those modules import only numpy, mrcfile
+and starfile, never torch or Scipion). Only what the engine has no function for lives here.
+
 Coordinate convention (same as the engine and RELION): ``x`` is the column and ``y`` the row of a
 micrograph, in pixels of that micrograph, origin at the first pixel. Scipion ``Coordinate``
 positions use the same numbers (they are integers, so picks are rounded to the nearest pixel).
 """
+import glob
 import json
 import math
 import os
 import re
-import shlex
 import struct
-import tempfile
-from collections import Counter, OrderedDict
+from collections import Counter
 
 import numpy as np
+from cryounet.io.atomic import write_text_atomic
+from cryounet.io.coordinates import COORDINATE_SUFFIXES
+from cryounet.io.mrc import REAL_MODES
+from mrcfile.utils import dtype_from_mode
 
-from .constants import (BOX_FACTOR, COORDS_INDEX, COORDS_INDEX_BLOCK, ENGINE_SECTIONS,
-                        KNOWN_SCORE_ATTRS, SPREAD_ATTR,
+from .constants import (BOX_FACTOR, COORDS_INDEX, ENGINE_SECTIONS, KNOWN_SCORE_ATTRS,
                         MODEL_CONFIG, MODEL_CURVE, MODEL_FORMAT, MODEL_HISTORY,
-                        MODEL_REQUIRED_FILES, REFINE_HISTORY, SAMPLING_TOLERANCE, STAR_CLASS,
-                        STAR_FOM, STAR_MIC_COORDS, STAR_MIC_NAME, STAR_PSI, STAR_SPREAD, STAR_X,
-                        STAR_Y, UNIT_ANGSTROM, UNIT_PIXELS)
-
-COORDINATE_SUFFIXES = (".star", ".box", ".csv", ".txt", ".coords")
+                        MODEL_REQUIRED_FILES, REFINE_HISTORY, SAMPLING_TOLERANCE, SPREAD_ATTR,
+                        UNIT_ANGSTROM, UNIT_PIXELS)
 
 
-# =========================================================================== atomic writes
-def writeTextAtomic(path, text):
-    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def writeJson(path, data):
-    writeTextAtomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
+# =========================================================================== JSON files
 def readJson(path, what="JSON file"):
     """Read a JSON file, raising ValueError with the file name when it is missing or invalid."""
     try:
@@ -60,211 +44,13 @@ def readJson(path, what="JSON file"):
         raise ValueError("%s %s is not valid JSON (%s)" % (what, path, exc)) from None
 
 
-# =========================================================================== STAR files
-class StarLoop:
-    """One loop of a STAR file: ``labels`` (without the leading underscore) and string rows."""
-
-    def __init__(self, labels, rows):
-        self.labels = labels  # the parser fills these lists in place
-        self.rows = rows
-
-    def __len__(self):
-        return len(self.rows)
-
-    def column(self, label, dtype=float):
-        index = self.labels.index(label)
-        return np.array([dtype(row[index]) for row in self.rows])
-
-    def has(self, *labels):
-        return all(label in self.labels for label in labels)
-
-
-def _splitStarLine(line):
-    if '"' in line or "'" in line:
-        return shlex.split(line)
-    return line.split()
-
-
-def readStar(path):
-    """Parse the loops of a STAR file.
-
-    Returns:
-        OrderedDict block name -> StarLoop, for every ``data_`` block holding a loop (simple
-        key/value blocks are skipped). A loop with a header and no rows is an empty StarLoop.
-
-    Raises:
-        ValueError: a row whose number of fields differs from the loop's labels.
-    """
-    blocks = OrderedDict()
-    block = None
-    labels = None
-    rows = None
-    inLabels = False
-    with open(path) as handle:
-        for lineno, raw in enumerate(handle, 1):
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            if line.startswith("data_"):
-                block = line[len("data_"):]
-                labels, rows, inLabels = None, None, False
-                continue
-            if line.startswith("loop_"):
-                labels, rows, inLabels = [], [], True
-                blocks[block if block is not None else ""] = StarLoop(labels, rows)
-                continue
-            if line.startswith("_"):
-                if inLabels and labels is not None:
-                    labels.append(line.split()[0][1:])
-                # a key/value pair of a simple block: ignored
-                continue
-            if labels is None:
-                continue
-            inLabels = False
-            fields = _splitStarLine(line)
-            if len(fields) != len(labels):
-                raise ValueError("%s: line %d has %d fields for %d labels"
-                                 % (path, lineno, len(fields), len(labels)))
-            rows.append(fields)
-    return blocks
-
-
-def findCoordinateLoop(blocks):
-    """The first loop holding ``_rlnCoordinateX`` and ``_rlnCoordinateY``, or None."""
-    for loop in blocks.values():
-        if loop.has(STAR_X, STAR_Y):
-            return loop
-    return None
-
-
-def readStarCoordinates(path):
-    """Read a RELION coordinate STAR file.
-
-    Returns:
-        (xy, scores, spread): ``xy`` an (N, 2) float array, ``scores`` the
-        ``_rlnAutopickFigureOfMerit`` column or None, ``spread`` the ``_cryounetScoreSpread`` column
-        or None.
-
-    Raises:
-        ValueError: the file has no coordinate loop, or unreadable numbers.
-    """
-    blocks = readStar(path)
-    loop = findCoordinateLoop(blocks)
-    if loop is None:
-        with open(path) as handle:
-            text = handle.read()
-        if not text.strip() or ("_" + STAR_X) in text:
-            return np.zeros((0, 2)), None, None
-        raise ValueError("%s has no _%s/_%s loop" % (path, STAR_X, STAR_Y))
-    try:
-        xy = np.stack([loop.column(STAR_X), loop.column(STAR_Y)], axis=1) if len(loop) \
-            else np.zeros((0, 2))
-        scores = loop.column(STAR_FOM) if loop.has(STAR_FOM) else None
-        spread = loop.column(STAR_SPREAD) if loop.has(STAR_SPREAD) else None
-    except ValueError as exc:
-        raise ValueError("%s: non-numeric coordinate value (%s)" % (path, exc)) from None
-    return xy.reshape(-1, 2), scores, spread
-
-
-def _formatStarLoop(block, labels, rows):
-    lines = ["", "# version 50001", "", "data_%s" % block, "", "loop_"]
-    lines += ["_%s #%d" % (label, i) for i, label in enumerate(labels, 1)]
-    lines += ["\t".join(row) for row in rows]
-    return "\n".join(lines) + "\n\n"
-
-
-def writeStarCoordinates(path, xy, scores=None, spread=None):
-    """Write one micrograph's coordinates as a RELION coordinate STAR file (atomic).
-
-    Columns: X, Y (pixels), class (0), psi (-999, unknown), figure of merit (``scores`` or 1), and
-    ``_cryounetScoreSpread`` when ``spread`` is given. Zero coordinates give a header-only loop.
-    """
-    xy = np.asarray(xy, dtype=float).reshape(-1, 2)
-    labels = [STAR_X, STAR_Y, STAR_CLASS, STAR_PSI, STAR_FOM]
-    if spread is not None:
-        labels.append(STAR_SPREAD)
-    rows = []
-    for i, (x, y) in enumerate(xy):
-        row = ["%.2f" % x, "%.2f" % y, "0", "-999.0",
-               "%.6f" % (1.0 if scores is None else float(scores[i]))]
-        if spread is not None:
-            row.append("%.6f" % float(spread[i]))
-        rows.append(row)
-    writeTextAtomic(path, _formatStarLoop("", labels, rows))
-
-
-def writeStarIndex(path, entries):
-    """Write the index of coordinate files: ``(micrograph path, coordinate file path)`` pairs."""
-    rows = [[_starValue(mic), _starValue(coords)] for mic, coords in entries]
-    writeTextAtomic(path, _formatStarLoop(COORDS_INDEX_BLOCK, [STAR_MIC_NAME, STAR_MIC_COORDS],
-                                          rows))
-
-
-def _starValue(text):
-    text = str(text)
-    return '"%s"' % text if (not text or any(c.isspace() for c in text)) else text
-
-
-def readStarIndex(path):
-    """Read an index written by :func:`writeStarIndex` into a list of (micrograph, coords)."""
-    blocks = readStar(path)
-    for loop in blocks.values():
-        if loop.has(STAR_MIC_NAME, STAR_MIC_COORDS):
-            i, j = loop.labels.index(STAR_MIC_NAME), loop.labels.index(STAR_MIC_COORDS)
-            return [(row[i], row[j]) for row in loop.rows]
-    raise ValueError("%s has no _%s/_%s loop" % (path, STAR_MIC_NAME, STAR_MIC_COORDS))
-
-
-# =========================================================================== other formats
-def readCoordinateFile(path):
-    """Read a coordinate file by suffix: RELION STAR, EMAN BOX, or CSV/TXT ``x y [score]``.
-
-    BOX lines hold the lower-left corner and the box size, so their centre is ``x + w / 2``.
-
-    Returns:
-        (xy, scores): an (N, 2) float array and the scores (None when the file has none).
-    """
-    suffix = os.path.splitext(path)[1].lower()
-    if suffix == ".star":
-        xy, scores, _ = readStarCoordinates(path)
-        return xy, scores
-    if suffix not in COORDINATE_SUFFIXES:
-        raise ValueError("%s: unknown coordinate format '%s' (use one of %s)"
-                         % (path, suffix, ", ".join(COORDINATE_SUFFIXES)))
-    rows = []
-    with open(path) as handle:
-        lines = [line.strip() for line in handle]
-    delimiter = "," if any("," in line for line in lines if line) else None
-    for lineno, line in enumerate(lines, 1):
-        if not line or line.startswith("#"):
-            continue
-        fields = [f for f in (line.split(delimiter) if delimiter else line.split()) if f.strip()]
-        try:
-            rows.append([float(f) for f in fields])
-        except ValueError:
-            if not rows:
-                continue  # a header line
-            raise ValueError("%s: line %d is not numeric: %r" % (path, lineno, line[:60])) from None
-    if not rows:
-        return np.zeros((0, 2)), None
-    if suffix == ".box":
-        if any(len(r) < 4 for r in rows):
-            raise ValueError("%s: BOX lines need 4 columns: x y width height" % path)
-        arr = np.array([r[:4] for r in rows])
-        return arr[:, :2] + arr[:, 2:4] / 2.0, None
-    if any(len(r) < 2 for r in rows):
-        raise ValueError("%s: each line needs at least two numbers: x y [score]" % path)
-    scores = np.array([r[2] for r in rows]) if all(len(r) >= 3 for r in rows) else None
-    return np.array([r[:2] for r in rows]), scores
-
-
+# =========================================================================== coordinate files
 def findCoordinateFiles(folder, pattern="*"):
     """Coordinate files in ``folder`` (matching a glob ``pattern``), keyed by file stem.
 
     Raises:
         ValueError: when several files share a stem (e.g. ``a.star`` and ``a.box``).
     """
-    import glob
     found = {}
     for path in sorted(glob.glob(os.path.join(folder, pattern))):
         stem, suffix = os.path.splitext(os.path.basename(path))
@@ -539,11 +325,17 @@ def nmsFraction(distancePx, diameterPx):
 
 
 # =========================================================================== micrographs
-_MRC_MODES = {0: 1, 1: 2, 2: 4, 6: 2, 12: 2}
+#: Bytes per pixel of the real-valued MRC modes the engine reads (``cryounet.io.mrc``).
+_MRC_MODES = {mode: dtype_from_mode(mode).itemsize for mode in REAL_MODES}
 
 
 def checkMrcHeader(path):
-    """Cheap sanity check of an MRC micrograph's header and size.
+    """Cheap sanity check of an MRC micrograph's header and size, reading no image data.
+
+    Kept beside ``cryounet.io.mrc`` (which checks the same when the engine reads a micrograph)
+    for its specific messages, which protocols show after the file name ("<file> is truncated
+    (N bytes, M expected ...)"); ``micrograph_shape`` says "MRC header is invalid or the file is
+    truncated (no data)" or passes on mrcfile's words ("negative count") instead.
 
     Returns:
         None when the file looks like a readable single 2D MRC image, else a short description of
@@ -575,23 +367,9 @@ def checkMrcHeader(path):
     return None
 
 
-def mrcShape(path):
-    """(ny, nx) from an MRC header, or None when the header is not readable."""
-    try:
-        with open(path, "rb") as handle:
-            header = handle.read(16)
-        for endian in ("<", ">"):
-            nx, ny, nz, mode = struct.unpack(endian + "4i", header)
-            if 0 < nx < 1 << 20 and 0 < ny < 1 << 20:
-                return ny, nx
-    except (OSError, struct.error):
-        pass
-    return None
-
-
 def writeMicrographList(path, paths):
     """Write the ``@list`` file the engine reads: one micrograph path per line."""
-    writeTextAtomic(path, "".join("%s\n" % p for p in paths))
+    write_text_atomic(path, "".join("%s\n" % p for p in paths))
 
 
 def linkFile(source, target):

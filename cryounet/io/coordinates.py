@@ -202,10 +202,16 @@ def find_coordinate_file(stem: str, folder: str | os.PathLike[str]) -> Path | No
 
 
 # --------------------------------------------------------------------------------------- writing
+def _star_value(text: str) -> str:
+    """A STAR field: quoted when empty or holding whitespace (e.g. a path with spaces)."""
+    text = str(text)
+    return f'"{text}"' if not text or any(c.isspace() for c in text) else text
+
+
 def _format_loop(block: str, labels: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["", "# version 50001", "", f"data_{block}", "", "loop_"]
     lines += [f"_{label} #{i}" for i, label in enumerate(labels, 1)]
-    lines += ["\t".join(row) for row in rows]
+    lines += ["\t".join(_star_value(v) for v in row) for row in rows]
     return "\n".join(lines) + "\n\n"
 
 

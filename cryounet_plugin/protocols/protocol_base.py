@@ -7,12 +7,15 @@ from collections import OrderedDict
 import pyworkflow.protocol.params as params
 from pyworkflow.protocol.constants import LEVEL_ADVANCED
 from pyworkflow.constants import BETA
+from cryounet.errors import CryoUNetError
+from cryounet.io.atomic import write_json, write_text_atomic
+from cryounet.io.mrc import micrograph_shape
 
 from .. import Plugin
 from ..constants import (DEVICE_CPU, ENGINE_COMMAND, ENGINE_CONFIG, GPU_PLACEHOLDER,
                          INPUTS_INFO, MICS_FOLDER, MICS_LIST, MRC_SUFFIXES)
-from ..convert import (checkMrcHeader, linkFile, matchMicrographs, micrographStem, mrcShape,
-                       parseExtraConfig, writeJson, writeMicrographList, writeTextAtomic)
+from ..convert import (checkMrcHeader, linkFile, matchMicrographs, micrographStem,
+                       parseExtraConfig, writeMicrographList)
 
 #: How many offending items an error message lists before "and N more".
 _LIST_LIMIT = 5
@@ -92,7 +95,7 @@ class CryoUnetProtBase:
 
     def _writeEngineConfig(self, tag, config):
         path = self._engineConfigPath(tag)
-        writeJson(path, config)
+        write_json(path, config)
         return path
 
     def _runEngine(self, subcommand, args, tag, commandFile=None):
@@ -104,9 +107,9 @@ class CryoUnetProtBase:
         """
         shown = [a if a != GPU_PLACEHOLDER else str((self.getGpuList() or [0])[0]) for a in args]
         program = shlex.quote(Plugin.getPython())
-        writeTextAtomic(commandFile or self._getExtraPath(ENGINE_COMMAND % tag),
-                        "%s -m cryounet %s %s\n" % (program, subcommand,
-                                                      " ".join(shlex.quote(str(a)) for a in shown)))
+        write_text_atomic(commandFile or self._getExtraPath(ENGINE_COMMAND % tag),
+                          "%s -m cryounet %s %s\n" % (program, subcommand,
+                                                        " ".join(shlex.quote(str(a)) for a in shown)))
         try:
             Plugin.runCryounet(self, subcommand, args)
         except Exception as exc:
@@ -156,8 +159,12 @@ class CryoUnetProtBase:
     def _smallestMicrographSide(micSet):
         """Smallest side (px) of the first micrograph of a set, or None when unreadable."""
         first = micSet.getFirstItem()
-        shape = mrcShape(first.getFileName()) if first is not None else None
-        return min(shape) if shape else None
+        if first is None:
+            return None
+        try:
+            return min(micrograph_shape(first.getFileName()))
+        except CryoUNetError:
+            return None
 
     def _linkMicrographs(self, items, stems, tag, folder=None):
         """Symlink micrographs under unique stems and write the engine's ``@list`` file.
@@ -219,7 +226,7 @@ class CryoUnetProtBase:
         return self._getExtraPath(INPUTS_INFO)
 
     def _saveInputsInfo(self, info):
-        writeJson(self._inputsFile(), info)
+        write_json(self._inputsFile(), info)
 
     def _loadInputsInfo(self):
         try:

@@ -6,9 +6,10 @@ from pyworkflow.object import Float
 from pwem.objects import Coordinate
 from pwem.protocols import EMProtocol
 from pwem.protocols.protocol_particles_picking import ProtParticlePickingOutput
+from cryounet.io.coordinates import read_coordinates
 
 from ..constants import IMPORTED_SCORE_ATTR
-from ..convert import findCoordinateFiles, micrographStem, readCoordinateFile, roundPosition
+from ..convert import findCoordinateFiles, micrographStem, roundPosition
 from .protocol_base import CryoUnetProtBase, listSome
 
 
@@ -67,8 +68,9 @@ class CryoUnetProtImportCoordinates(CryoUnetProtBase, EMProtocol):
             if path is None:
                 continue
             matched.add(stem)
-            xy, scores = readCoordinateFile(path)
-            for i, (x, y) in enumerate(xy):
+            picks = read_coordinates(path)
+            scores = picks.scores
+            for i, (x, y) in enumerate(picks.xy):
                 coord = Coordinate()
                 coord.setMicrograph(mic)
                 coord.setPosition(*roundPosition(x * scale, y * scale))

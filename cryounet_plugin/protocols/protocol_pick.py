@@ -8,17 +8,16 @@ from pyworkflow.object import Float
 from pyworkflow.protocol.constants import LEVEL_ADVANCED, STEPS_PARALLEL
 from pwem.objects import Coordinate
 from pwem.protocols import ProtParticlePickingAuto
+from cryounet.io.atomic import write_json
+from cryounet.io.coordinates import read_coordinates, write_star_index
 
 from ..constants import (BATCHES_FOLDER, BOX_SIZE_AUTO, CMD_PICK, COORDS_FOLDER, COORDS_INDEX,
-                         ENGINE_COMMAND, ENGINE_SKIPPED, MICS_FOLDER, MICS_LIST, MRC_SUFFIXES, RECORDS_FOLDER,
-                         SCORE_ATTR, SPREAD_ATTR, THRESHOLD_AUTO)
+                         ENGINE_COMMAND, ENGINE_SKIPPED, MICS_FOLDER, MICS_LIST, MRC_SUFFIXES,
+                         RECORDS_FOLDER, SCORE_ATTR, SPREAD_ATTR, THRESHOLD_AUTO)
 from ..convert import (boxSizeFromDiameter, checkModelFolder, checkMrcHeader, linkFile,
-                       mergeConfig, nmsFraction, readStarCoordinates, roundPosition,
-                       samePixelSize, uniqueStems, writeJson, writeMicrographList,
-                       writeStarIndex)
+                       mergeConfig, nmsFraction, roundPosition, samePixelSize, uniqueStems, writeMicrographList)
 from .protocol_base import CryoUnetProtBase, listSome
 
-#: Part of the engine's error message when no micrograph of a batch could be read.
 
 #: Default micrographs per picking step (one engine run loads the models once per step).
 DEFAULT_STREAMING_BATCH = 8
@@ -169,7 +168,7 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
                 continue
             target = os.path.join(coordsDir, stems[micId] + ".star")
             shutil.move(produced, target)
-            count = len(readStarCoordinates(target)[0])
+            count = len(read_coordinates(target))
             self._writeRecord(item, stems[micId], coordinates=target, count=count)
 
     @staticmethod
@@ -187,8 +186,9 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
             record = self._readRecord(mic.getObjId())
             if not record or not record.get("coordinates"):
                 continue
-            xy, scores, spread = readStarCoordinates(record["coordinates"])
-            for i, (x, y) in enumerate(xy):
+            picks = read_coordinates(record["coordinates"])
+            scores, spread = picks.scores, picks.uncertainty
+            for i, (x, y) in enumerate(picks.xy):
                 coord = Coordinate()
                 coord.setMicrograph(mic)
                 coord.setPosition(*roundPosition(x, y))
@@ -203,7 +203,7 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
         for record in self._allRecords():
             if record.get("coordinates"):
                 entries.append((record["file"], record["coordinates"]))
-        writeStarIndex(self._getExtraPath(COORDS_FOLDER, COORDS_INDEX), entries)
+        write_star_index(self._getExtraPath(COORDS_FOLDER, COORDS_INDEX), entries)
         skipped = [r for r in self._allRecords() if r.get("skipped")]
         if skipped:
             self.warning("%d micrograph(s) were skipped: %s"
@@ -322,7 +322,7 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
 
     def _writeRecord(self, item, stem, coordinates=None, count=0, skipped=None):
         micId, fn, name = item
-        writeJson(self._recordPath(micId), {"micId": micId, "micName": name, "file": fn,
+        write_json(self._recordPath(micId), {"micId": micId, "micName": name, "file": fn,
                                             "stem": stem, "coordinates": coordinates,
                                             "count": count, "skipped": skipped})
 

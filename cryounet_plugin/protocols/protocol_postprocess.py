@@ -7,11 +7,11 @@ from pyworkflow.protocol.constants import LEVEL_ADVANCED
 from pwem.objects import Coordinate
 from pwem.protocols import EMProtocol
 from pwem.protocols.protocol_particles_picking import ProtParticlePickingOutput
+from cryounet.io.coordinates import Picks, read_coordinates, write_star_index, write_star_picks
 
 from ..constants import (BOX_FACTOR, CMD_POSTPROCESS, COORDS_FOLDER, COORDS_INDEX, INPUT_PICKS_FOLDER,
                          SPREAD_ATTR)
-from ..convert import (chooseScoreAttribute, readStarCoordinates, roundPosition, uniqueStems,
-                       writeStarCoordinates, writeStarIndex)
+from ..convert import chooseScoreAttribute, roundPosition, uniqueStems
 from .protocol_base import CryoUnetProtBase, listSome
 
 #: Coordinate attributes that are never scores.
@@ -106,12 +106,13 @@ class CryoUnetProtPostprocess(CryoUnetProtBase, EMProtocol):
         for micId, _, _ in items:
             group = groups[micId]
             scores = group["scores"] if scoreAttr else None
-            if scores is not None and any(s is None for s in scores):
-                raise ValueError("Some coordinates of micrograph %s have no %s value."
-                                 % (group["name"], scoreAttr))
-            writeStarCoordinates(os.path.join(picksDir, stems[micId] + ".star"), group["xy"],
-                                 scores=scores,
-                                 spread=group["spread"] if spreadAttr else None)
+            spread = group["spread"] if spreadAttr else None
+            for attr, values in ((scoreAttr, scores), (spreadAttr, spread)):
+                if values is not None and any(v is None for v in values):
+                    raise ValueError("Some coordinates of micrograph %s have no %s value."
+                                     % (group["name"], attr))
+            write_star_picks(os.path.join(picksDir, stems[micId] + ".star"),
+                             Picks(group["xy"], scores, spread))
         self._saveInputsInfo({"micrographs_list": listPath, "stems": {str(k): v for k, v in
                                                                       stems.items()},
                               "score_attribute": scoreAttr, "spread_attribute": spreadAttr,
@@ -155,9 +156,10 @@ class CryoUnetProtPostprocess(CryoUnetProtBase, EMProtocol):
             if stem is None:
                 continue
             path = os.path.join(outDir, stem + ".star")
-            xy, scores, spread = readStarCoordinates(path)
+            picks = read_coordinates(path)
+            scores, spread = picks.scores, picks.uncertainty
             entries.append((mic.getFileName(), path))
-            for i, (x, y) in enumerate(xy):
+            for i, (x, y) in enumerate(picks.xy):
                 coord = Coordinate()
                 coord.setMicrograph(mic)
                 coord.setPosition(*roundPosition(x, y))
@@ -166,7 +168,7 @@ class CryoUnetProtPostprocess(CryoUnetProtBase, EMProtocol):
                 if spreadAttr and spread is not None:
                     setattr(coord, spreadAttr, Float(float(spread[i])))
                 output.append(coord)
-        writeStarIndex(os.path.join(outDir, COORDS_INDEX), entries)
+        write_star_index(os.path.join(outDir, COORDS_INDEX), entries)
         self._defineOutputs(outputCoordinates=output)
         self._defineSourceRelation(self.inputCoordinates, output)
 

@@ -5,10 +5,11 @@ import os
 import pyworkflow.protocol.params as params
 from pyworkflow.protocol.constants import LEVEL_ADVANCED
 from pwem.protocols import EMProtocol
+from cryounet.io.coordinates import Picks, write_star_picks
 
 from ..constants import CMD_REFINE, COORDS_FOLDER, MODEL_FOLDER
 from ..convert import (checkModelFolder, formatRefineHistory, mergeConfig, readModelInfo,
-                       readRefineHistory, samePixelSize, uniqueStems, writeStarCoordinates)
+                       readRefineHistory, samePixelSize, uniqueStems)
 from ..objects import CryoUNetModel
 from .protocol_base import CryoUnetProtBase, listSome
 
@@ -149,7 +150,7 @@ class CryoUnetProtRefine(CryoUnetProtBase, EMProtocol):
         nParticles = 0
         for micId, _, _ in labelledItems:
             xy = groups[micId]["xy"]
-            writeStarCoordinates(os.path.join(coordsDir, stems[micId] + ".star"), xy)
+            write_star_picks(os.path.join(coordsDir, stems[micId] + ".star"), Picks(xy))
             nParticles += len(xy)
         self._writeEngineConfig("refine", self._engineConfig())
         self._saveInputsInfo({"labelled_micrographs": len(labelledItems),

@@ -5,13 +5,14 @@ import os
 import pyworkflow.protocol.params as params
 from pyworkflow.protocol.constants import LEVEL_ADVANCED, STEPS_PARALLEL
 from pwem.protocols import EMProtocol
+from cryounet.io.coordinates import Picks, write_star_picks
 
 from ..constants import (ARCH_ATTENTION_UNET, ARCH_UNET, ARCHITECTURES, AUGMENT_LIGHT,
                          AUGMENTATIONS, CMD_TRAIN, COORDS_FOLDER, DIAMETER_UNITS, LOSS_BCE,
                          LOSS_FOCAL, LOSS_FOCAL_DICE, LOSSES, MAX_ENSEMBLE, MODEL_FOLDER,
                          MODEL_MEMBER_FOLDER, UNIT_ANGSTROM, UNIT_PIXELS)
 from ..convert import (checkModelFolder, diameterInPixels, mergeConfig, readModelInfo,
-                       uniqueStems, writeStarCoordinates)
+                       uniqueStems)
 from ..objects import CryoUNetModel
 from .protocol_base import CryoUnetProtBase, listSome
 
@@ -216,7 +217,7 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
         labelled = []
         for coordMicId, micId in mapping.items():
             xy = [(x * scale, y * scale) for x, y in groups[coordMicId]["xy"]]
-            writeStarCoordinates(os.path.join(coordsDir, stems[micId] + ".star"), xy)
+            write_star_picks(os.path.join(coordsDir, stems[micId] + ".star"), Picks(xy))
             nParticles += len(xy)
             labelled.append(micId)
         unmatched = len(groups) - len(mapping)

@@ -13,9 +13,9 @@ import time
 import numpy as np
 
 from pyworkflow.tests import BaseTest, setupTestProject
+from cryounet.io.coordinates import read_coordinates, read_star_index
 
 from cryounet_plugin.constants import COORDS_FOLDER, COORDS_INDEX, SCORE_ATTR, SPREAD_ATTR
-from cryounet_plugin.convert import readStarCoordinates, readStarIndex
 
 #: Simulated data: micrograph side, particle diameter (px), pixel size (A/px).
 SIM_SIZE = 256
@@ -145,9 +145,12 @@ def assertCoordinatesMatchStar(testCase, prot, coordSet, scoreAttr=SCORE_ATTR, s
     import starfile
 
     coordsDir = prot._getExtraPath(COORDS_FOLDER)
-    index = readStarIndex(os.path.join(coordsDir, COORDS_INDEX))
-    parsedIndex = starfile.read(os.path.join(coordsDir, COORDS_INDEX), always_dict=True)
-    testCase.assertEqual(len(list(parsedIndex.values())[0]), len(index))
+    indexPath = os.path.join(coordsDir, COORDS_INDEX)
+    parsedIndex = list(starfile.read(indexPath, always_dict=True).values())[0]
+    index = list(zip(parsedIndex["rlnMicrographName"], parsedIndex["rlnMicrographCoordinates"]))
+    # the engine's reader of the index agrees with starfile
+    testCase.assertEqual(read_star_index(indexPath),
+                         {os.path.splitext(os.path.basename(c))[0]: m for m, c in index})
     micFiles = {mic.getFileName(): mic.getObjId() for mic in coordSet.getMicrographs()}
     byMic = {}
     for coord in coordSet.iterItems():
@@ -158,7 +161,8 @@ def assertCoordinatesMatchStar(testCase, prot, coordSet, scoreAttr=SCORE_ATTR, s
     total = 0
     for micFile, starPath in index:
         testCase.assertIn(micFile, micFiles, "index lists an unknown micrograph %s" % micFile)
-        xy, scores, spreadCol = readStarCoordinates(starPath)
+        picks = read_coordinates(starPath)
+        xy, scores, spreadCol = picks.xy, picks.scores, picks.uncertainty
         parsed = starfile.read(starPath, always_dict=True)
         table = list(parsed.values())[0]
         if len(xy):

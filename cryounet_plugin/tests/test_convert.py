@@ -1,4 +1,8 @@
-"""Pure conversion helpers (no Scipion project): STAR files, naming, matching, model folders."""
+"""Pure conversion helpers (no Scipion project): STAR files, naming, matching, model folders.
+
+The coordinate files and MRC shapes are read and written by the engine's ``cryounet.io`` (the
+plugin's only file-format code); these tests pin what the plugin relies on from it.
+"""
 import json
 import os
 
@@ -6,6 +10,10 @@ import mrcfile
 import numpy as np
 import pytest
 import starfile
+from cryounet.errors import InputFileError
+from cryounet.io.coordinates import (Picks, read_coordinates, read_star_index, write_star_index,
+                                     write_star_picks)
+from cryounet.io.mrc import micrograph_shape
 
 from cryounet_plugin import convert as C
 from cryounet_plugin.constants import (COORDS_INDEX, IMPORTED_SCORE_ATTR, SCORE_ATTR,
@@ -18,8 +26,9 @@ def test_star_coordinates_roundtrip_and_starfile(tmp_path):
     scores = np.array([0.91, 0.42, 0.66])
     spread = np.array([0.01, 0.2, 0.05])
     path = tmp_path / "mic.star"
-    C.writeStarCoordinates(str(path), xy, scores, spread)
-    back, backScores, backSpread = C.readStarCoordinates(str(path))
+    write_star_picks(str(path), Picks(xy, scores, spread))
+    picks = read_coordinates(str(path))
+    back, backScores, backSpread = picks.xy, picks.scores, picks.uncertainty
     np.testing.assert_allclose(back, xy, atol=0.005)
     np.testing.assert_allclose(backScores, scores, atol=1e-6)
     np.testing.assert_allclose(backSpread, spread, atol=1e-6)
@@ -31,27 +40,30 @@ def test_star_coordinates_roundtrip_and_starfile(tmp_path):
 
 def test_star_without_scores_and_empty(tmp_path):
     path = tmp_path / "a.star"
-    C.writeStarCoordinates(str(path), [(1, 2)])
-    xy, scores, spread = C.readStarCoordinates(str(path))
+    write_star_picks(str(path), Picks([(1, 2)]))
+    picks = read_coordinates(str(path))
+    xy, scores, spread = picks.xy, picks.scores, picks.uncertainty
     assert xy.tolist() == [[1, 2]] and scores.tolist() == [1.0] and spread is None
     empty = tmp_path / "empty.star"
-    C.writeStarCoordinates(str(empty), np.zeros((0, 2)))
-    xy, scores, spread = C.readStarCoordinates(str(empty))
+    write_star_picks(str(empty), Picks(np.zeros((0, 2))))
+    xy = read_coordinates(str(empty)).xy
     assert xy.shape == (0, 2)
     blank = tmp_path / "blank.star"
     blank.write_text("")
-    assert C.readStarCoordinates(str(blank))[0].shape == (0, 2)
+    assert read_coordinates(str(blank)).xy.shape == (0, 2)
 
 
 def test_star_errors(tmp_path):
     bad = tmp_path / "bad.star"
     bad.write_text("data_\nloop_\n_rlnCoordinateX #1\n_rlnCoordinateY #2\n1 2 3\n")
-    with pytest.raises(ValueError, match="line 5 has 3 fields for 2 labels"):
-        C.readStar(str(bad))
+    # the file named, and the field counts of the bad row (pandas' words, via starfile)
+    with pytest.raises(InputFileError,
+                       match=r"bad\.star: not a readable STAR file \(.*\b3\b.*\b2\b"):
+        read_coordinates(str(bad))
     other = tmp_path / "other.star"
     other.write_text("data_x\nloop_\n_rlnImageName #1\nabc\n")
-    with pytest.raises(ValueError, match="no _rlnCoordinateX"):
-        C.readStarCoordinates(str(other))
+    with pytest.raises(InputFileError, match="no _rlnCoordinateX"):
+        read_coordinates(str(other))
 
 
 def test_star_reads_relion_style_multiblock(tmp_path):
@@ -59,7 +71,8 @@ def test_star_reads_relion_style_multiblock(tmp_path):
     path.write_text("# RELION\ndata_general\n_rlnImageSizeX 100\n\ndata_particles\nloop_\n"
                     "_rlnMicrographName #1\n_rlnCoordinateX #2\n_rlnCoordinateY #3\n"
                     '"mic 1.mrc" 5.0 6.0\nmic2.mrc 7 8\n')
-    xy, scores, _ = C.readStarCoordinates(str(path))
+    picks = read_coordinates(str(path))
+    xy, scores = picks.xy, picks.scores
     assert xy.tolist() == [[5.0, 6.0], [7.0, 8.0]] and scores is None
 
 
@@ -67,27 +80,32 @@ def test_star_index_roundtrip(tmp_path):
     path = tmp_path / COORDS_INDEX
     entries = [("Runs/1/extra/mic 1.mrc", "Runs/2/extra/coordinates/mic_1.star"),
                ("b.mrc", "b.star")]
-    C.writeStarIndex(str(path), entries)
-    assert C.readStarIndex(str(path)) == entries
+    write_star_index(str(path), entries)
+    assert read_star_index(str(path)) == {"mic_1": entries[0][0], "b": entries[1][0]}
     table = starfile.read(path)
     assert list(table["rlnMicrographName"]) == [e[0] for e in entries]
+    assert list(table["rlnMicrographCoordinates"]) == [e[1] for e in entries]
 
 
 def test_other_coordinate_formats(tmp_path):
     box = tmp_path / "m.box"
     box.write_text("10 20 30 30\n100 50 30 30\n")
-    xy, scores = C.readCoordinateFile(str(box))
+    picks = read_coordinates(str(box))
+    xy, scores = picks.xy, picks.scores
     assert xy.tolist() == [[25, 35], [115, 65]] and scores is None
     csv = tmp_path / "m.csv"
     csv.write_text("x,y,score\n1.5,2.5,0.9\n3,4,0.1\n")
-    xy, scores = C.readCoordinateFile(str(csv))
+    picks = read_coordinates(str(csv))
+    xy, scores = picks.xy, picks.scores
     assert xy.tolist() == [[1.5, 2.5], [3, 4]] and scores.tolist() == [0.9, 0.1]
-    with pytest.raises(ValueError, match="unknown coordinate format"):
-        C.readCoordinateFile(str(tmp_path / "m.xyz"))
+    unknown = tmp_path / "m.xyz"
+    unknown.write_text("1 2\n")  # the engine checks that a file exists before its format
+    with pytest.raises(InputFileError, match="unknown coordinate format"):
+        read_coordinates(str(unknown))
     bad = tmp_path / "bad.txt"
     bad.write_text("1 2\nfoo bar\n")
-    with pytest.raises(ValueError, match="line 2 is not numeric"):
-        C.readCoordinateFile(str(bad))
+    with pytest.raises(InputFileError, match="line 2 is not numeric"):
+        read_coordinates(str(bad))
 
 
 def test_find_coordinate_files(tmp_path):
@@ -210,7 +228,7 @@ def test_check_mrc_header(tmp_path):
     with mrcfile.new(good) as handle:
         handle.set_data(np.zeros((40, 60), np.float32))
     assert C.checkMrcHeader(good) is None
-    assert C.mrcShape(good) == (40, 60)
+    assert micrograph_shape(good) == (40, 60)
     truncated = str(tmp_path / "trunc.mrc")
     with open(good, "rb") as src, open(truncated, "wb") as dst:
         dst.write(src.read()[:2000])

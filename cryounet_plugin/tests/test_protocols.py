@@ -9,10 +9,11 @@ import time
 
 import numpy as np
 import pytest
+from cryounet.io.coordinates import read_coordinates
 
 from cryounet_plugin.constants import (COORDS_FOLDER, MODEL_CONFIG, RECORDS_FOLDER, SCORE_ATTR,
                                        SPREAD_ATTR)
-from cryounet_plugin.convert import boxSizeFromDiameter, readJson, readStarCoordinates
+from cryounet_plugin.convert import boxSizeFromDiameter, readJson
 from cryounet_plugin.objects import CryoUNetModel
 from cryounet_plugin.protocols import (CryoUnetProtImportModel, CryoUnetProtPick,
                                        CryoUnetProtPostprocess, CryoUnetProtRefine,
@@ -88,8 +89,8 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
         # one STAR file per labelled micrograph, coordinates unchanged (same pixel size)
         coords = sorted(os.listdir(prot._getExtraPath(COORDS_FOLDER)))
         self.assertEqual(coords, ["mic_%03d.star" % i for i in range(5)])
-        xy, _, _ = readStarCoordinates(prot._getExtraPath(COORDS_FOLDER, "mic_000.star"))
-        original, _, _ = readStarCoordinates(os.path.join(self.trainDir, "mic_000.star"))
+        xy = read_coordinates(prot._getExtraPath(COORDS_FOLDER, "mic_000.star")).xy
+        original = read_coordinates(os.path.join(self.trainDir, "mic_000.star")).xy
         np.testing.assert_allclose(xy, np.floor(original + 0.5))
         summary = "\n".join(prot.summary())
         self.assertIn("F1", summary)

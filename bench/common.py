@@ -1,0 +1,56 @@
+"""Helpers shared by the benchmarks: timed runs of the real CLI, and picking + scoring.
+
+Scoring follows ../shared/data/README.md: the test micrographs are picked once with every candidate
+down to the engine's lowest reported score (so that best F1 and AP see the whole ranking), and
+precision/recall/F1 are taken at the model's calibrated ("auto") threshold, which selects exactly
+the picks that ``cryounet pick --threshold auto`` writes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+PY = [sys.executable, "-m", "cryounet"]
+#: Lowest score kept as a candidate (the engine's default pick.min_score).
+CANDIDATE_THRESHOLD = 0.05
+
+
+def run(cmd: Sequence[str], log: Path) -> tuple[float, float]:
+    """Run a command (output appended to ``log``); return (wall seconds, peak RSS MiB)."""
+    t0 = time.monotonic()
+    with open(log, "a") as out:
+        out.write("$ " + " ".join(map(str, cmd)) + "\n")
+        out.flush()
+        proc = subprocess.Popen(list(map(str, cmd)), stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"command failed, see {log}: {' '.join(map(str, cmd))}")
+    return time.monotonic() - t0, usage.ru_maxrss / 1024
+
+
+def calibrated_threshold(models: Sequence[Path]) -> float:
+    """The threshold ``--threshold auto`` uses: the mean of the models' calibrated thresholds."""
+    values = [json.loads((Path(m) / "config.json").read_text())["threshold"] for m in models]
+    return sum(values) / len(values)
+
+
+def pick_and_score(models: Sequence[Path], test_dir: Path, diameter: float, out: Path, log: Path,
+                   extra: Sequence[str] = ()) -> tuple[dict, float, float]:
+    """Pick ``test_dir`` with ``models`` and score it; returns (scores, pick seconds, pick RSS)."""
+    cmd = PY + ["pick", "--micrographs", test_dir, "--output", out / "picks", "--device", "cpu",
+                "--quiet", "--threshold", str(CANDIDATE_THRESHOLD), *extra]
+    for model in models:
+        cmd += ["--model", model]
+    seconds, rss = run(cmd, log)
+    threshold = calibrated_threshold(models)
+    run(PY + ["evaluate", "--picks", out / "picks", "--truth", test_dir, "--diameter", diameter,
+              "--threshold", f"{threshold:.6f}", "--json", out / "scores.json"], log)
+    scores = json.loads((out / "scores.json").read_text())
+    scores["threshold"] = threshold
+    return scores, seconds, rss
