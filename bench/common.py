@@ -34,9 +34,13 @@ def run(cmd: Sequence[str], log: Path) -> tuple[float, float]:
     return time.monotonic() - t0, usage.ru_maxrss / 1024
 
 
-def calibrated_threshold(models: Sequence[Path]) -> float:
-    """The threshold ``--threshold auto`` uses: the mean of the models' calibrated thresholds."""
-    values = [json.loads((Path(m) / "config.json").read_text())["threshold"] for m in models]
+def calibrated_threshold(models: Sequence[Path], tta: bool = False) -> float:
+    """The threshold ``--threshold auto`` uses: the mean of the models' calibrated thresholds
+    (those calibrated with test-time augmentation for ``--tta``, where present)."""
+    values = []
+    for model in models:
+        info = json.loads((Path(model) / "config.json").read_text())
+        values.append(info.get("threshold_tta", info["threshold"]) if tta else info["threshold"])
     return sum(values) / len(values)
 
 
@@ -48,7 +52,7 @@ def pick_and_score(models: Sequence[Path], test_dir: Path, diameter: float, out:
     for model in models:
         cmd += ["--model", model]
     seconds, rss = run(cmd, log)
-    threshold = calibrated_threshold(models)
+    threshold = calibrated_threshold(models, tta="--tta" in extra)
     run(PY + ["evaluate", "--picks", out / "picks", "--truth", test_dir, "--diameter", diameter,
               "--threshold", f"{threshold:.6f}", "--json", out / "scores.json"], log)
     scores = json.loads((out / "scores.json").read_text())

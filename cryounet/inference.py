@@ -171,7 +171,15 @@ class Picker:
 
     @property
     def calibrated_threshold(self) -> float:
-        """Mean of the models' thresholds calibrated on validation data."""
+        """Mean of the models' thresholds calibrated on validation data (those calibrated with
+        test-time augmentation when it is on)."""
+        if self.pick.tta:
+            missing = [str(m.path) for m in self.models if m.info.threshold_tta is None]
+            if missing:
+                logger.warning("no threshold calibrated with test-time augmentation for %s; using "
+                               "the plain one (retrain, or give --threshold)", ", ".join(missing))
+            return float(np.mean([m.info.threshold if m.info.threshold_tta is None
+                                  else m.info.threshold_tta for m in self.models]))
         return float(np.mean([m.info.threshold for m in self.models]))
 
     def probability(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

@@ -39,9 +39,13 @@ class ModelInfo:
     diameter_px: float
     threshold: float
     validation: dict[str, float] = field(default_factory=dict)
+    #: Threshold calibrated on the same validation data with test-time augmentation (TTA maps
+    #: are smoother, so their best threshold differs); None when not calibrated.
+    threshold_tta: float | None = None
+    validation_tta: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "format": MODEL_FORMAT,
             "format_version": FORMAT_VERSION,
             "cryounet_version": __version__,
@@ -50,6 +54,10 @@ class ModelInfo:
             "validation": self.validation,
             "config": self.config.to_dict(),
         }
+        if self.threshold_tta is not None:
+            data["threshold_tta"] = self.threshold_tta
+            data["validation_tta"] = self.validation_tta
+        return data
 
 
 @dataclass
@@ -106,6 +114,8 @@ def read_model_info(folder: str | os.PathLike[str]) -> ModelInfo:
             diameter_px=float(data["diameter_px"]),
             threshold=float(data["threshold"]),
             validation={k: float(v) for k, v in dict(data.get("validation", {})).items()},
+            threshold_tta=None if data.get("threshold_tta") is None else float(data["threshold_tta"]),
+            validation_tta={k: float(v) for k, v in dict(data.get("validation_tta", {})).items()},
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InputFileError(config_path, f"model config is incomplete ({exc})") from None

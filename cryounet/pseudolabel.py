@@ -107,8 +107,10 @@ def refine(
     }]
     logger.info("round 0 (input model): validation F1 %.3f", base.f1)
     best_f1, best_dir = base.f1, None
+    base_tta = validate(network, valid, cfg, device, tta=True)
     save_model(output / "round_0", network, ModelInfo(cfg, model.info.diameter_px, base.threshold,
-                                                      base.metrics()))
+                                                      base.metrics(), base_tta.threshold,
+                                                      base_tta.metrics()))
     write_json(output / "round_0" / CURVE_NAME, base.curve.as_dict())
     checkpoints = [output / "round_0" / WEIGHTS_NAME]
     for r in range(rc.rounds):

@@ -56,13 +56,14 @@ class Validation:
 
 @torch.no_grad()
 def validate(network: nn.Module, items: Sequence[LabelledMicrograph], cfg: CryoUNetConfig,
-             device: torch.device, loss_fn=None) -> Validation:
-    """Pick every validation micrograph, calibrate the threshold for the best pooled F1."""
+             device: torch.device, loss_fn=None, tta: bool = False) -> Validation:
+    """Pick every validation micrograph, calibrate the threshold for the best pooled F1
+    (with test-time augmentation when ``tta``)."""
     network.eval()
     preds, scores, truths, losses = [], [], [], []
     for item in items:
         prob = predict_probability(network, item.image, cfg.pick.tile_size, cfg.pick.tile_overlap,
-                                   cfg.pick.batch_size, False, device)
+                                   cfg.pick.batch_size, tta, device)
         xy, s = candidate_peaks(prob, item.diameter, cfg.pick, cfg.pick.min_score)
         preds.append(xy)
         scores.append(s)
@@ -291,10 +292,17 @@ def train(
             logger.info("stopping: time limit of %g minutes reached", tc.time_limit_minutes)
             stopped_early = True
             break
-    if best_validation is None and best_epoch >= 0:
-        # Resumed after the last improvement: re-validate the stored best weights for the curve.
-        load_weights(evaluated, output / "model.safetensors")
+    # The stored best weights: re-validate them when resumed after the last improvement, and
+    # calibrate the threshold for test-time augmented picking (smoother maps, other threshold).
+    load_weights(evaluated, output / "model.safetensors")
+    if best_validation is None:
         best_validation = validate(evaluated, valid_items, cfg, device)
+    with_tta = validate(evaluated, valid_items, cfg, device, tta=True)
+    save_model(output, evaluated, ModelInfo(cfg, diameter_px, best_validation.threshold,
+                                            best_validation.metrics(), with_tta.threshold,
+                                            with_tta.metrics()))
+    logger.info("with test-time augmentation: validation F1 %.3f at threshold %.3f",
+                with_tta.f1, with_tta.threshold)
     return TrainResult(best_epoch + 1, best_validation, history, stopped_early)
 
 

@@ -271,3 +271,19 @@ def test_candidate_peaks_edge_exclusion_boundaries() -> None:
     # A wider exclusion (1 diameter: 9.5 <= x, y <= 49.5) keeps only the middle one.
     xy, _ = candidate_peaks(prob, 10.0, PickConfig(edge_exclusion=1.0), 0.5)
     np.testing.assert_allclose(xy, [[30.0, 30.0]], atol=1e-6)
+
+
+# ----------------------------------------------------------- thresholds with test-time augmentation
+def test_auto_threshold_follows_tta_calibration(caplog: pytest.LogCaptureFixture) -> None:
+    net = AffineNet(0.05, -5)
+    plain = _loaded(net, threshold=0.4)
+    calibrated = _loaded(net, threshold=0.4)
+    calibrated.info.threshold_tta = 0.3
+    assert Picker([calibrated], PickConfig(tta=False)).calibrated_threshold == pytest.approx(0.4)
+    assert Picker([calibrated], PickConfig(tta=True)).calibrated_threshold == pytest.approx(0.3)
+    # An ensemble mixes what each member has; a member without TTA calibration is said in the log.
+    with caplog.at_level("WARNING", logger="cryounet"):
+        mixed = Picker([calibrated, plain], PickConfig(tta=True)).calibrated_threshold
+    assert mixed == pytest.approx(0.35)
+    assert any("no threshold calibrated with test-time augmentation" in r.getMessage()
+               for r in caplog.records)

@@ -356,3 +356,17 @@ def test_hard_negatives_change_the_training_patches(items, tmp_path: Path,
     plain, none, fixed = (_final_weights(tmp_path / n) for n in ("plain", "none", "fixed"))
     assert _same_weights(plain, none)
     assert not _same_weights(plain, fixed)
+
+
+def test_training_calibrates_a_tta_threshold(tiny_model: Path) -> None:
+    """The model folder stores a second threshold calibrated on TTA-averaged maps, and it loads."""
+    import json
+
+    from cryounet.modelio import read_model_info
+
+    data = json.loads((tiny_model / "config.json").read_text())
+    assert 0 < data["threshold_tta"] <= 1
+    assert set(data["validation_tta"]) == {"precision", "recall", "f1", "ap"}
+    info = read_model_info(tiny_model)
+    assert info.threshold_tta == pytest.approx(data["threshold_tta"])
+    assert info.validation_tta["f1"] == pytest.approx(data["validation_tta"]["f1"])
