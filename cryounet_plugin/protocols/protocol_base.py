@@ -155,6 +155,19 @@ class CryoUnetProtBase:
                 bad.append((fn, problem))
         return bad
 
+    @classmethod
+    def _requireReadableMrc(cls, items, where):
+        """Raise ValueError naming ``where`` unless every micrograph is a readable MRC file."""
+        nonMrc = cls._nonMrcFiles(items)
+        if nonMrc:
+            raise ValueError("CryoUNet reads MRC micrographs only; convert these first: %s"
+                             % listSome(nonMrc))
+        bad = cls._unreadableMicrographs(items)
+        if bad:
+            raise ValueError("Unreadable micrograph(s) in %s: %s. Remove them from the set "
+                             "(e.g. with a subset) and run again."
+                             % (where, listSome("%s %s" % b for b in bad)))
+
     @staticmethod
     def _smallestMicrographSide(micSet):
         """Smallest side (px) of the first micrograph of a set, or None when unreadable."""

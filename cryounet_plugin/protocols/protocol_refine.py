@@ -133,14 +133,7 @@ class CryoUnetProtRefine(CryoUnetProtBase, EMProtocol):
             raise ValueError("No unlabelled micrographs left in %s after removing the labelled "
                              "ones." % unlabelledSet.getNameId())
         allItems = labelledItems + unlabelledItems
-        nonMrc = self._nonMrcFiles(allItems)
-        if nonMrc:
-            raise ValueError("CryoUNet reads MRC micrographs only; convert these first: %s"
-                             % listSome(nonMrc))
-        bad = self._unreadableMicrographs(allItems)
-        if bad:
-            raise ValueError("Unreadable micrograph(s): %s. Remove them from the input sets."
-                             % listSome("%s %s" % b for b in bad))
+        self._requireReadableMrc(allItems, "the input sets")
 
         stems = uniqueStems((mid, fn) for mid, fn, _ in allItems)
         labelledList, _ = self._linkMicrographs(labelledItems, stems, "labelled")

@@ -175,15 +175,7 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
         micSet = self.inputMicrographs.get()
         coordSet = self.inputCoordinates.get()
         items = self._micrographItems(micSet)
-        nonMrc = self._nonMrcFiles(items)
-        if nonMrc:
-            raise ValueError("CryoUNet reads MRC micrographs only; convert these first: %s"
-                             % listSome(nonMrc))
-        bad = self._unreadableMicrographs(items)
-        if bad:
-            raise ValueError("Unreadable micrograph(s) in %s: %s. Remove them from the set "
-                             "(e.g. with a subset) and train again."
-                             % (micSet.getNameId(), listSome("%s %s" % b for b in bad)))
+        self._requireReadableMrc(items, micSet.getNameId())
 
         groups = self._coordinateGroups(coordSet)
         mapping, byName = self._matchCoordinates(
