@@ -93,6 +93,12 @@ class LabelledMicrograph:
                                   self.scale, self.diameter, background)
 
 
+def load_micrograph(path: Path, diameter: float, cfg: PreprocessConfig) -> LabelledMicrograph:
+    """Read and preprocess one micrograph, as yet without picks."""
+    image, scale = preprocess(read_micrograph(path), diameter, cfg)
+    return LabelledMicrograph(path.stem, image, np.zeros((0, 2)), scale, diameter / scale.factors[0])
+
+
 def load_labelled(
     micrographs: Sequence[Path], coordinates: Path, diameter: float, cfg: PreprocessConfig
 ) -> tuple[list[LabelledMicrograph], list[Path]]:
@@ -115,8 +121,8 @@ def load_labelled(
             unlabelled.append(path)
             continue
         picks = read_coordinates(coord_file)
-        image, scale = preprocess(read_micrograph(path), diameter, cfg)
-        ny, nx = scale.input_shape
+        item = load_micrograph(path, diameter, cfg)
+        ny, nx = item.scale.input_shape
         inside = (
             (picks.xy[:, 0] >= -0.5) & (picks.xy[:, 0] < nx - 0.5)
             & (picks.xy[:, 1] >= -0.5) & (picks.xy[:, 1] < ny - 0.5)
@@ -124,9 +130,8 @@ def load_labelled(
         if not inside.all():
             logger.warning("%s: %d of %d picks lie outside the %d x %d micrograph; ignored",
                            coord_file, int((~inside).sum()), len(inside), nx, ny)
-        xy = scale.to_working(picks.xy[inside])
-        labelled.append(LabelledMicrograph(path.stem, image, xy, scale,
-                                           diameter / scale.factors[0]))
+        item.xy = item.scale.to_working(picks.xy[inside])
+        labelled.append(item)
     if not labelled:
         raise CryoUNetError(
             f"{coordinates}: no coordinate file matches any of the {len(micrographs)} micrographs "

@@ -89,11 +89,7 @@ def refine(
         One record per round (round 0 = the input model).
     """
     rc = cfg.refine
-    if rc.rounds < 1 or rc.epochs_per_round < 1:
-        raise CryoUNetError("refine.rounds and refine.epochs_per_round must be at least 1")
-    for name in ("positive_start", "positive_end", "negative_start", "negative_end"):
-        if not 0 < getattr(rc, name) < 1:
-            raise CryoUNetError(f"refine.{name} must be between 0 and 1")
+    cfg.validate("config")  # command-line overrides (e.g. --rounds) are applied after loading
     if not unlabelled:
         raise CryoUNetError("no unlabelled micrographs to pseudo-label")
     output = Path(output)

@@ -33,13 +33,11 @@ def main(args: argparse.Namespace) -> int:
     import numpy as np
 
     from cryounet.config import load_config
-    from cryounet.data import (LabelledMicrograph, expand_micrographs, load_labelled,
+    from cryounet.data import (expand_micrographs, load_labelled, load_micrograph,
                                split_validation)
     from cryounet.device import resolve_device
     from cryounet.errors import CryoUNetError
-    from cryounet.io.mrc import read_micrograph
     from cryounet.modelio import load_model
-    from cryounet.preprocess import preprocess
     from cryounet.pseudolabel import refine
 
     if (args.valid_micrographs is None) != (args.valid_coordinates is None):
@@ -60,11 +58,7 @@ def main(args: argparse.Namespace) -> int:
         unlabelled_paths += expand_micrographs(args.unlabelled)
     known = {it.name for it in items}
     unlabelled_paths = [p for p in dict.fromkeys(unlabelled_paths) if p.stem not in known]
-    unlabelled = []
-    for path in unlabelled_paths:
-        image, scale = preprocess(read_micrograph(path), diameter, cfg.preprocess)
-        unlabelled.append(LabelledMicrograph(path.stem, image, np.zeros((0, 2)), scale,
-                                             diameter / scale.factors[0]))
+    unlabelled = [load_micrograph(path, diameter, cfg.preprocess) for path in unlabelled_paths]
     if args.valid_micrographs:
         valid, _ = load_labelled(expand_micrographs(args.valid_micrographs), args.valid_coordinates,
                                  diameter, cfg.preprocess)
