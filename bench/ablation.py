@@ -12,22 +12,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, pick_and_score, run  # noqa: E402
 
-#: The plain U-Net of the research note: BCE, no augmentation, uniform patches, constant LR.
+#: The plain U-Net of the research note: BCE, no augmentation, uniform patches, constant LR, the
+#: best-validation-F1 epoch (early stopping), no test-time augmentation, NMS at half a diameter.
+#: Every key a default might change is pinned here, so the baseline stays the same when the
+#: engine's defaults move.
 BASELINE = {
-    "model": {"architecture": "unet"},
+    "model": {"architecture": "unet", "base_channels": 16, "depth": 3, "norm": "batch"},
     "loss": {"name": "bce"},
     "augment": {"preset": "none"},
-    "train": {"schedule": "constant", "warmup_epochs": 0, "positive_fraction": 0.0},
+    "train": {"schedule": "constant", "warmup_epochs": 0, "positive_fraction": 0.0, "epochs": 40,
+              "patience": 10, "selection": "best"},
+    "pick": {"tta": False, "nms_radius": 0.5},
 }
 
 #: Each option alone, as an override of the baseline. ``ensemble``/``tta``/``refine`` are handled
-#: by the runner (several models, --tta, cryounet refine).
+#: by the runner (several models, --tta, cryounet refine); they start from the baseline's cached
+#: model (same config and seed, so the same network) instead of training it again.
 VARIANTS: dict[str, dict] = {
     "baseline": {},
     "attention_gates": {"model": {"attention_gates": True}},
@@ -46,6 +53,7 @@ VARIANTS: dict[str, dict] = {
     "efficient_unet": {"model": {"architecture": "efficient_unet"}},
     "warmup_cosine": {"train": {"schedule": "cosine", "warmup_epochs": 2}},
     "weight_average": {"train": {"ema_decay": 0.99}},
+    "group_norm": {"model": {"norm": "group"}},
     "balanced_sampling": {"train": {"positive_fraction": 0.5}},
     "hard_negatives": {"train": {"hard_negative_fraction": 0.25}},
     "pu_weight_0.5": {"target": {"unlabelled_weight": 0.5}},
@@ -87,6 +95,11 @@ def run_variant(name: str, root: Path, out: Path) -> dict:
     models, train_s = [], 0.0
     for k in range(options.get("_ensemble", 1)):
         model = out / f"model_{k}"
+        reused = _baseline_model(name, spec, out, k)
+        if reused is not None:
+            models.append(reused[0])
+            train_s += reused[1]
+            continue
         train_s += run_s(py + ["train", "--micrographs", str(root / "train"), "--coordinates",
                              str(root / "train"), "--output", str(model), "--seed", str(k)] + data
                        + cfg_args, log)
@@ -101,7 +114,20 @@ def run_variant(name: str, root: Path, out: Path) -> dict:
         models = [refined]
     scores, _, _ = pick_and_score(models, root / "test", diameter, out, log,
                                   ["--tta"] if options.get("_tta") else [])
-    return {"variant": name, "set": root.name, "train_seconds": train_s, **scores}
+    return {"variant": name, "set": root.name, "train_seconds": train_s,
+            "torch_threads": os.environ.get("OMP_NUM_THREADS", "default"), **scores}
+
+
+def _baseline_model(name: str, spec: dict | None, out: Path, seed: int) -> tuple[Path, float] | None:
+    """The baseline's cached model and training seconds, when variant ``name`` trains exactly the
+    baseline's network (no config override) with seed 0; else None."""
+    if name == "baseline" or spec is None or seed != 0 or any(not k.startswith("_") for k in spec):
+        return None
+    base = out.parent.parent / "baseline" / out.name
+    model, result = base / "model_0", base / "result.json"
+    if not (model / "model.safetensors").is_file() or not result.is_file():
+        return None
+    return model, float(json.loads(result.read_text())["train_seconds"])
 
 
 def main() -> int:

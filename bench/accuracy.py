@@ -5,8 +5,8 @@ For each set: train on ``train`` (validating, early-stopping and calibrating the
 Each stage runs as the real ``cryounet`` CLI in its own process, so the wall time and peak RSS are
 those a user sees. Prints one line per set and writes a JSON next to the chosen output folder.
 
-    python bench/accuracy.py [--data ../shared/data] [--sets cryoppp-10028 ...]
-                             [--config FILE.json] [--output bench/results/accuracy]
+    python bench/accuracy.py [--data ../shared/data] [--sets cryoppp-10028 ...] [--seed 0]
+                             [--config FILE.json] [--output bench/results/accuracy] [--label NAME]
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ def main() -> int:
     parser.add_argument("--config", type=Path, help="engine config JSON for training")
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "accuracy")
     parser.add_argument("--label", default="default", help="name of this configuration in the output")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (run-to-run spread)")
     args = parser.parse_args()
     if not args.data.is_dir():
         print(f"accuracy: no data folder {args.data}; nothing to measure")
@@ -45,13 +46,14 @@ def main() -> int:
         model = out / "model"
         train_cmd = py + ["train", "--micrographs", str(root / "train"), "--coordinates", str(root / "train"),
                           "--valid-micrographs", str(root / "valid"), "--valid-coordinates", str(root / "valid"),
-                          "--diameter", str(diameter), "--output", str(model), "--device", "cpu"]
+                          "--diameter", str(diameter), "--output", str(model), "--device", "cpu",
+                          "--seed", str(args.seed)]
         if args.config:
             train_cmd += ["--config", str(args.config)]
         train_s, train_rss = run(train_cmd, log)
         scores, pick_s, pick_rss = pick_and_score([model], root / "test", diameter, out, log)
         history = json.loads((model / "history.json").read_text())
-        row = {"set": name, "label": args.label, **scores, "train_seconds": train_s,
+        row = {"set": name, "label": args.label, "seed": args.seed, **scores, "train_seconds": train_s,
                "train_peak_rss_mib": train_rss, "pick_seconds": pick_s, "pick_peak_rss_mib": pick_rss,
                "epochs_run": len(history), "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s)"}
         results.append(row)

@@ -34,9 +34,18 @@ def run(cmd: Sequence[str], log: Path) -> tuple[float, float]:
     return time.monotonic() - t0, usage.ru_maxrss / 1024
 
 
+def uses_tta(models: Sequence[Path], extra: Sequence[str] = ()) -> bool:
+    """Whether ``cryounet pick`` with these models and options applies test-time augmentation:
+    as ``--tta``/``--no-tta`` say, else as the first model's stored ``pick.tta``."""
+    if "--tta" in extra or "--no-tta" in extra:
+        return "--tta" in extra
+    info = json.loads((Path(models[0]) / "config.json").read_text())
+    return bool(info["config"]["pick"].get("tta", False))
+
+
 def calibrated_threshold(models: Sequence[Path], tta: bool = False) -> float:
     """The threshold ``--threshold auto`` uses: the mean of the models' calibrated thresholds
-    (those calibrated with test-time augmentation for ``--tta``, where present)."""
+    (those calibrated with test-time augmentation when ``tta``, where present)."""
     values = []
     for model in models:
         info = json.loads((Path(model) / "config.json").read_text())
@@ -52,7 +61,7 @@ def pick_and_score(models: Sequence[Path], test_dir: Path, diameter: float, out:
     for model in models:
         cmd += ["--model", model]
     seconds, rss = run(cmd, log)
-    threshold = calibrated_threshold(models, tta="--tta" in extra)
+    threshold = calibrated_threshold(models, tta=uses_tta(models, extra))
     run(PY + ["evaluate", "--picks", out / "picks", "--truth", test_dir, "--diameter", diameter,
               "--threshold", f"{threshold:.6f}", "--json", out / "scores.json"], log)
     scores = json.loads((out / "scores.json").read_text())

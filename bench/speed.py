@@ -60,7 +60,7 @@ def main() -> int:
             subprocess.run(py + ["train", "--micrographs", str(train_dir), "--coordinates", str(train_dir),
                                  "--diameter", str(args.diameter), "--output", str(model), "--config",
                                  str(cfg), "--device", "cpu", "--quiet"], check=True, cwd=REPO)
-        for variant, extra in (("plain", []), ("tta", ["--tta"])):
+        for variant, extra in (("plain", ["--no-tta"]), ("tta", ["--tta"])):
             runs = []
             for i in range(args.repeat):
                 out = work / f"picks_{variant}_{i}"

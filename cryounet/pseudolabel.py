@@ -98,8 +98,8 @@ def refine(
     base = validate(network, valid, cfg, device)
     history: list[dict[str, Any]] = [{
         "round": 0, "positive_threshold": None, "negative_threshold": None, "pseudo_positives": 0,
-        "micrographs_used": 0, "valid_precision": base.precision, "valid_recall": base.recall,
-        "valid_f1": base.f1, "threshold": base.threshold,
+        "micrographs_used": 0, "micrographs_without_picks": 0, "valid_precision": base.precision,
+        "valid_recall": base.recall, "valid_f1": base.f1, "threshold": base.threshold,
     }]
     logger.info("round 0 (input model): validation F1 %.3f", base.f1)
     best_f1, best_dir = base.f1, None
@@ -125,9 +125,14 @@ def refine(
         labels.sort(key=lambda pl: -pl.confidence)
         n_use = len(labels) if not rc.curriculum else max(1, int(np.ceil((r + 1) / rc.rounds * len(labels))))
         used = [pl.item for pl in labels[:n_use]]
+        empty = [it.name for it in used if len(it.xy) == 0]
+        if rc.skip_empty and empty:
+            used = [it for it in used if len(it.xy)]
+            logger.info("round %d: %d micrograph(s) without pseudo-picks left out: %s", r + 1,
+                        len(empty), ", ".join(empty))
         n_pseudo = sum(len(it.xy) for it in used)
         logger.info("round %d: thresholds %.3f / %.3f, %d pseudo-picks on %d of %d unlabelled "
-                    "micrograph(s)", r + 1, positive, negative, n_pseudo, n_use, len(labels))
+                    "micrograph(s)", r + 1, positive, negative, n_pseudo, len(used), len(labels))
         round_cfg = cfg.updated({"train": {"epochs": rc.epochs_per_round, "warmup_epochs": 1,
                                            "patience": 0}})
         round_dir = output / f"round_{r + 1}"
@@ -136,7 +141,8 @@ def refine(
         v = result.validation
         history.append({
             "round": r + 1, "positive_threshold": positive, "negative_threshold": negative,
-            "pseudo_positives": n_pseudo, "micrographs_used": n_use,
+            "pseudo_positives": n_pseudo, "micrographs_used": len(used),
+            "micrographs_without_picks": len(empty),
             "valid_precision": v.precision, "valid_recall": v.recall, "valid_f1": v.f1,
             "threshold": v.threshold,
         })

@@ -269,8 +269,13 @@ def train(
         }
         history.append(record)
         improved = validation.f1 > best_f1 + 1e-4
+        out_of_time = (tc.time_limit_minutes > 0
+                       and time.monotonic() - t_start > 60 * tc.time_limit_minutes)
+        keep = improved if tc.selection == "best" else (epoch == tc.epochs - 1 or out_of_time)
         if improved:
-            best_f1, best_epoch, stale = validation.f1, epoch, 0
+            best_f1 = validation.f1
+        if keep:
+            best_epoch, stale = epoch, 0
             best_validation = validation
             save_model(output, evaluated, ModelInfo(cfg, diameter_px, validation.threshold,
                                                   validation.metrics()))
@@ -280,15 +285,15 @@ def train(
         logger.info("epoch %d/%d: loss %.4f, validation P %.3f R %.3f F1 %.3f AP %.3f at threshold "
                     "%.3f%s (%.0f s)", epoch + 1, tc.epochs, record["train_loss"],
                     validation.precision, validation.recall, validation.f1, validation.ap,
-                    validation.threshold, " *best*" if improved else "", record["seconds"])
+                    validation.threshold, " *kept*" if keep else "", record["seconds"])
         write_json(output / HISTORY_NAME, history)
         _save_checkpoint(checkpoint_path, network, optimizer, scheduler, epoch, best_f1, best_epoch, stale,
                          None if average is None else average.network)
-        if tc.patience > 0 and stale >= tc.patience:
+        if tc.selection == "best" and tc.patience > 0 and stale >= tc.patience:
             logger.info("early stopping: no better validation F1 for %d epochs", stale)
             stopped_early = True
             break
-        if tc.time_limit_minutes > 0 and time.monotonic() - t_start > 60 * tc.time_limit_minutes:
+        if out_of_time:
             logger.info("stopping: time limit of %g minutes reached", tc.time_limit_minutes)
             stopped_early = True
             break

@@ -157,8 +157,9 @@ def readModelInfo(folder):
     """Summary of a model folder's ``config.json``.
 
     Returns:
-        dict with ``diameter`` (px), ``threshold``, ``architecture``, ``precision``, ``recall``,
-        ``f1``, ``ap`` (None when unknown) and ``version`` (engine version string).
+        dict with ``diameter`` (px), ``threshold``, ``threshold_tta`` (calibrated with test-time
+        augmentation), ``architecture``, ``precision``, ``recall``, ``f1``, ``ap`` (None when
+        unknown) and ``version`` (engine version string).
 
     Raises:
         ValueError: missing/invalid ``config.json`` or not a CryoUNet model.
@@ -188,6 +189,7 @@ def readModelInfo(folder):
     return {
         "diameter": diameter,
         "threshold": number(cfg.get("threshold")),
+        "threshold_tta": number(cfg.get("threshold_tta")),
         "architecture": (engineCfg.get("model") or {}).get("architecture"),
         "precision": number(valid.get("precision")),
         "recall": number(valid.get("recall")),

@@ -27,6 +27,7 @@ class CryoUNetModel(EMObject):
         self._recall = pwobj.Float()
         self._f1 = pwobj.Float()
         self._threshold = pwobj.Float()
+        self._thresholdTta = pwobj.Float()
         self._engineVersion = pwobj.String()
 
     # ---------------------------------------------------------------- accessors
@@ -90,6 +91,20 @@ class CryoUNetModel(EMObject):
     def setThreshold(self, value):
         self._threshold.set(value)
 
+    def getThresholdTta(self):
+        """Threshold calibrated on the validation set with test-time augmentation (None for
+        models trained before it was calibrated)."""
+        return self._thresholdTta.get()
+
+    def setThresholdTta(self, value):
+        self._thresholdTta.set(value)
+
+    def getPickingThreshold(self, tta):
+        """The threshold the engine's automatic mode uses: the TTA one when ``tta`` and known."""
+        if tta and self.getThresholdTta() is not None:
+            return self.getThresholdTta()
+        return self.getThreshold()
+
     def getEngineVersion(self):
         return self._engineVersion.get()
 
@@ -102,6 +117,7 @@ class CryoUNetModel(EMObject):
         self.setArchitecture(info.get("architecture"))
         self.setValidation(info.get("precision"), info.get("recall"), info.get("f1"))
         self.setThreshold(info.get("threshold"))
+        self.setThresholdTta(info.get("threshold_tta"))
         self.setEngineVersion(info.get("version"))
         if samplingRate:
             self.setSamplingRate(samplingRate)

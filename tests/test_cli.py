@@ -22,6 +22,7 @@ from scipy.optimize import linear_sum_assignment
 
 from engine_helpers import REPO, TINY_CONFIG, SimData, error_line
 
+from cryounet.config import CryoUNetConfig
 from cryounet.cli import COMMANDS, build_parser
 from cryounet.io.coordinates import UNCERTAINTY_LABEL, Picks, read_coordinates, write_star_picks
 
@@ -883,12 +884,13 @@ def test_pick_diameter_overrides_the_model(run_cli, tiny_model: Path, two_datase
         results[name] = read_coordinates(out / "mic_000.star").xy
     # The working scale follows the diameter: 256 / (24 / 16) ~ 171 px, 256 / (36 / 16) ~ 114 px.
     assert seen == [(24.0, (171, 171)), (36.0, (114, 114))]
-    # NMS (half a diameter) and edge exclusion (half a diameter) act at the new size.
+    # NMS (pick.nms_radius diameters) and edge exclusion (half a diameter) act at the new size.
     factor = 256 / 114
+    nms = CryoUNetConfig().pick.nms_radius * 16
     override, default = results["override"], results["model"]
     assert len(override) > 1 and len(default) > len(override)
-    assert _min_distance(override) >= 8 * factor - 1e-6
-    assert _min_distance(default) < 8 * factor  # the model's diameter packs picks closer
+    assert _min_distance(override) >= nms * factor - 1e-6
+    assert _min_distance(default) < nms * factor  # the model's diameter packs picks closer
     assert override.min() >= 8 * factor - 0.5 - 1e-6
     assert override.max() <= 255.5 - 8 * factor + 1e-6
     # The model folder itself is unchanged.
@@ -924,3 +926,28 @@ def test_refine_more_error_paths(run_cli, tiny_model: Path, sim_data: SimData, t
                          "--unlabelled", sim_data.micrographs[0], sim_data.micrographs[1])
     assert rc == 2 and "no unlabelled micrographs to pseudo-label" in error_line(err, "refine")
     assert not (tmp_path / "r" / "model.safetensors").exists()
+
+
+def test_pick_uses_tta_by_default_and_no_tta_turns_it_off(run_cli, tiny_model: Path,
+                                                          sim_data: SimData, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """Models trained since 0.2 store pick.tta = true: plain ``pick`` equals ``--tta``, and
+    ``--no-tta`` differs; ``--threshold auto`` follows the matching calibration."""
+    info = json.loads((tiny_model / "config.json").read_text())
+    assert info["config"]["pick"]["tta"] is True and "threshold_tta" in info
+    mic = sim_data.micrographs[0]
+    scores = {}
+    for name, extra in (("default", []), ("tta", ["--tta"]), ("no_tta", ["--no-tta"])):
+        rc, _, err = run_cli("pick", "--model", tiny_model, "--micrographs", mic, "--output",
+                             tmp_path / name, "--threshold", 0, "--device", "cpu", "--quiet", *extra)
+        assert rc == 0, err
+        scores[name] = read_coordinates(tmp_path / name / f"{mic.stem}.star").scores
+    np.testing.assert_array_equal(scores["default"], scores["tta"])
+    assert len(scores["no_tta"]) != len(scores["tta"]) or not np.allclose(scores["no_tta"],
+                                                                          scores["tta"])
+    for extra, key in (([], "threshold_tta"), (["--no-tta"], "threshold")):
+        caplog.clear()
+        rc, _, err = run_cli("pick", "--model", tiny_model, "--micrographs", mic, "--output",
+                             tmp_path / f"auto_{key}", "--device", "cpu", *extra)
+        assert rc == 0, err
+        assert f"at threshold {info[key]:.3f}" in caplog.text + err

@@ -110,6 +110,7 @@ def test_load_config_refuses_non_object_json(tmp_path: Path) -> None:
     ("loss", "name", "bce, focal, dice, bce_dice, focal_dice"),
     ("augment", "preset", "none, light, strong"),
     ("train", "schedule", "cosine, constant"),
+    ("train", "selection", "best, last"),
 ])
 def test_unknown_choice_names_the_key(section: str, key: str, allowed: str) -> None:
     with pytest.raises(CryoUNetError) as info:
@@ -124,6 +125,7 @@ def test_unknown_choice_names_the_key(section: str, key: str, allowed: str) -> N
     ("loss", "name", ["bce", "focal", "dice", "bce_dice", "focal_dice"]),
     ("augment", "preset", ["none", "light", "strong"]),
     ("train", "schedule", ["cosine", "constant"]),
+    ("train", "selection", ["best", "last"]),
 ])
 def test_every_documented_choice_is_accepted(section: str, key: str, allowed: list) -> None:
     for value in allowed:

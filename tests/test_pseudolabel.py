@@ -84,7 +84,10 @@ def test_refine_one_round(tiny_model: Path, sim_data: SimData, tmp_path: Path) -
     assert [r["round"] for r in history] == [0, 1, 2]
     assert history[1]["positive_threshold"] == pytest.approx(0.6)
     assert history[2]["positive_threshold"] == pytest.approx(0.5)
-    assert history[1]["micrographs_used"] == 1
+    # The one unlabelled micrograph is trained on with its pseudo-picks, or left out without any.
+    for record in history[1:]:
+        assert record["micrographs_used"] + record["micrographs_without_picks"] == 1
+        assert (record["pseudo_positives"] > 0) == (record["micrographs_used"] == 1)
     assert json.loads((out / REFINE_HISTORY_NAME).read_text()) == history
     for name in ("round_0", "round_1", "round_2"):
         assert (out / name / "model.safetensors").is_file()
@@ -168,7 +171,8 @@ def refine_data(sim_data: SimData):
 
 def _refine_cfg(model, **refine_overrides) -> CryoUNetConfig:
     return model.info.config.updated({
-        "refine": {"rounds": 3, "epochs_per_round": 1, "tta": False, **refine_overrides},
+        "refine": {"rounds": 3, "epochs_per_round": 1, "tta": False, "skip_empty": False,
+                   **refine_overrides},
         "train": {"steps_per_epoch": 1, "batch_size": 2, "patch_size": 32}})
 
 
@@ -274,3 +278,45 @@ def test_checkpoint_ensemble_members(tiny_model: Path, refine_data, tmp_path: Pa
         for i in range(n):
             mean = np.mean([chunk[m * n + i][1] for m in range(len(members))], axis=0)
             np.testing.assert_allclose(labelled_probs[r * n + i], mean, atol=1e-6)
+
+
+@pytest.mark.parametrize("skip_empty", [True, False])
+def test_micrographs_without_pseudo_picks(tiny_model: Path, refine_data, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch, skip_empty: bool) -> None:
+    """A micrograph whose map yields no pseudo-pick is left out (skip_empty) instead of being
+    trained on as background only."""
+    from cryounet import pseudolabel
+
+    real = pseudolabel.pseudo_label
+
+    def one_with_picks(item, prob, cfg, positive, negative):
+        labels = real(item, prob, cfg, positive, negative)
+        xy = np.array([[20.0, 20.0]]) if item.name == "u1" else np.zeros((0, 2))
+        return pseudolabel.PseudoLabels(
+            LabelledMicrograph(item.name, item.image, xy, item.scale, item.diameter,
+                               labels.item.background), {"u0": 0.9, "u1": 0.5, "u2": 0.1}[item.name])
+
+    trained_on = []
+    real_train = pseudolabel.train
+
+    def spy_train(items, *args, **kwargs):
+        trained_on.append([it.name for it in items])
+        return real_train(items, *args, **kwargs)
+
+    monkeypatch.setattr(pseudolabel, "pseudo_label", one_with_picks)
+    monkeypatch.setattr(pseudolabel, "train", spy_train)
+    model = load_model(tiny_model)
+    train_items, valid, unlabelled = refine_data
+    cfg = _refine_cfg(model, checkpoint_ensemble=1, curriculum=False, rounds=1,
+                      skip_empty=skip_empty)
+    history = refine(model, train_items, valid, unlabelled, cfg, tmp_path / "r", "cpu",
+                     progress=False)
+    labelled = [it.name for it in train_items]
+    if skip_empty:
+        assert trained_on == [labelled + ["u1"]]
+        assert history[1]["micrographs_used"] == 1
+    else:
+        assert trained_on == [labelled + ["u0", "u1", "u2"]]
+        assert history[1]["micrographs_used"] == 3
+    assert history[1]["micrographs_without_picks"] == 2
+    assert history[1]["pseudo_positives"] == 1

@@ -180,6 +180,46 @@ def test_early_stopping(items, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert result.stopped_early and len(result.history) == 3 and result.best_epoch == 1
 
 
+def _falling_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation F1 that only gets worse after the first epoch."""
+    curve = ThresholdCurve(np.array([0.5]), np.array([0.5]), np.array([0.5]), np.array([0.5]))
+    scores = iter(np.linspace(0.9, 0.1, 50))
+    monkeypatch.setattr(training, "validate",
+                        lambda *a, **k: Validation(curve, 0.5, 0.5, 0.5, float(next(scores)), 0.4, 0.1))
+
+
+def test_selection_last_keeps_the_final_epoch(items, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    _falling_validation(monkeypatch)
+    out = tmp_path / "m"
+    result = train(*items, _cfg(epochs=4, patience=1, selection="last"), 24.0, out, "cpu",
+                   progress=False)
+    # Patience is ignored: every epoch runs, and the final weights are the ones kept.
+    assert not result.stopped_early and len(result.history) == 4 and result.best_epoch == 4
+    kept = load_model(out).network.state_dict()
+    assert _same_weights(kept, _final_weights(out))
+
+
+def test_selection_best_keeps_the_best_epoch(items, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    _falling_validation(monkeypatch)
+    out = tmp_path / "m"
+    result = train(*items, _cfg(epochs=4, selection="best"), 24.0, out, "cpu", progress=False)
+    assert result.best_epoch == 1
+    assert not _same_weights(load_model(out).network.state_dict(), _final_weights(out))
+
+
+def test_selection_last_with_time_limit_keeps_the_epoch_it_stopped_at(
+        items, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _falling_validation(monkeypatch)
+    out = tmp_path / "m"
+    # A limit already exceeded after the first epoch.
+    result = train(*items, _cfg(epochs=6, selection="last", time_limit_minutes=1e-9), 24.0, out,
+                   "cpu", progress=False)
+    assert result.stopped_early and len(result.history) == 1 and result.best_epoch == 1
+    assert _same_weights(load_model(out).network.state_dict(), _final_weights(out))
+
+
 def test_divergence_is_a_user_error(items, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(training, "build_loss",
                         lambda cfg: lambda lg, t, w: (lg * float("nan")).mean())

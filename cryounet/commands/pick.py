@@ -21,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", default="auto",
                         help="probability threshold, or auto for the one calibrated at training")
     parser.add_argument("--batch-size", type=int, help="tiles per forward pass")
-    parser.add_argument("--tta", action="store_true", help="test-time augmentation (8 symmetries)")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="test-time augmentation over the 8 flips/rotations (default: the "
+                             "model's pick.tta, on for models trained since 0.2)")
     parser.add_argument("--diameter", type=float,
                         help="particle diameter in pixels (default: the one the model was trained "
                              "with; set it for a general model or a differently sampled dataset)")
@@ -74,8 +76,8 @@ def main(args: argparse.Namespace) -> int:
         if args.batch_size < 1:
             raise CryoUNetError("--batch-size must be at least 1")
         pick_cfg.batch_size = args.batch_size
-    if args.tta:
-        pick_cfg.tta = True
+    if args.tta is not None:
+        pick_cfg.tta = args.tta
     if threshold is None and pick_cfg.threshold is not None:
         threshold = pick_cfg.threshold
     picker = Picker(models, pick_cfg, device)

@@ -159,9 +159,11 @@ def writeModel(folder, **overrides):
 def test_read_model_info(tmp_path):
     folder = writeModel(str(tmp_path / "m"))
     info = C.readModelInfo(folder)
-    assert info == {"diameter": 24.0, "threshold": 0.42, "architecture": "attention_unet",
-                    "precision": 0.8, "recall": 0.7, "f1": 0.75, "ap": 0.77, "version": "0.1.0"}
+    assert info == {"diameter": 24.0, "threshold": 0.42, "threshold_tta": None,
+                    "architecture": "attention_unet", "precision": 0.8, "recall": 0.7,
+                    "f1": 0.75, "ap": 0.77, "version": "0.1.0"}
     assert C.checkModelFolder(folder) == []
+    assert C.readModelInfo(writeModel(str(tmp_path / "t"), threshold_tta=0.3))["threshold_tta"] == 0.3
 
 
 def test_model_folder_problems(tmp_path):

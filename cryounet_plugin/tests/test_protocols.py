@@ -78,6 +78,7 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
             self.assertAlmostEqual(model.getSamplingRate(), 2.0)
             cfg = readJson(os.path.join(model.getPath(), MODEL_CONFIG))
             self.assertAlmostEqual(model.getThreshold(), cfg["threshold"], places=6)
+            self.assertAlmostEqual(model.getThresholdTta(), cfg["threshold_tta"], places=6)
             self.assertAlmostEqual(model.getF1(), cfg["validation"]["f1"], places=6)
         # the engine got the protocol's parameters through the JSON config files
         for tag, seed, arch in (("train_1", 3, "unet"), ("train_2", 4, "attention_unet")):
@@ -265,11 +266,14 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
         pick = self.newProtocol(CryoUnetProtPick)
         pick.inputModels.append(self._pointer(self.train, "outputModel"))
         pick.inputModels.append(self._pointer(self.train, "outputModel2"))
-        form = FakeForm(pick)
-        CryoUnetThresholdWizard().show(form)
-        expected = round((self.train.outputModel.getThreshold()
-                          + self.train.outputModel2.getThreshold()) / 2, 3)
-        self.assertAlmostEqual(form.values["threshold"], expected, places=6)
+        # Test-time augmentation is on by default: the wizard suggests its calibration.
+        for tta, getter in ((True, "getThresholdTta"), (False, "getThreshold")):
+            pick.tta.set(tta)
+            form = FakeForm(pick)
+            CryoUnetThresholdWizard().show(form)
+            expected = round((getattr(self.train.outputModel, getter)()
+                              + getattr(self.train.outputModel2, getter)()) / 2, 3)
+            self.assertAlmostEqual(form.values["threshold"], expected, places=6)
 
         post = self.newProtocol(CryoUnetProtPostprocess)
         post.inputCoordinates.set(self.pick)
@@ -277,8 +281,9 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
         form = FakeForm(post)
         CryoUnetThresholdWizard().show(form)
         scores = [getattr(c, SCORE_ATTR).get() for c in self.pick.outputCoordinates.iterItems()]
-        self.assertGreaterEqual(form.values["threshold"], min(scores))
-        self.assertLessEqual(form.values["threshold"], max(scores))
+        # Within the scores' range, up to the wizard's rounding to 3 decimals.
+        self.assertGreaterEqual(form.values["threshold"], min(scores) - 5e-4)
+        self.assertLessEqual(form.values["threshold"], max(scores) + 5e-4)
 
     # ------------------------------------------------------------------ info
     def test_08_info_methods(self):

@@ -36,7 +36,8 @@ def suggestThreshold(modelThresholds=(), scores=None):
 
 class CryoUnetThresholdWizard(Wizard):
     """Suggest a score threshold: for picking, the threshold calibrated at training (mean over
-    an ensemble); for post-processing, the value separating the two modes of the input
+    an ensemble; the one calibrated with test-time augmentation when that is on); for
+    post-processing, the value separating the two modes of the input
     coordinates' score histogram."""
     _targets = [(CryoUnetProtPick, ["threshold"]), (CryoUnetProtPostprocess, ["threshold"])]
 
@@ -47,7 +48,8 @@ class CryoUnetThresholdWizard(Wizard):
             if not models:
                 form.showWarning("Select the model(s) first.")
                 return
-            value, _ = suggestThreshold([m.getThreshold() for m in models])
+            tta = bool(protocol.tta.get())
+            value, _ = suggestThreshold([m.getPickingThreshold(tta) for m in models])
             if value is None:
                 form.showWarning("The selected models have no calibrated threshold.")
                 return
