@@ -176,6 +176,21 @@ def _refine_cfg(model, **refine_overrides) -> CryoUNetConfig:
         "train": {"steps_per_epoch": 1, "batch_size": 2, "patch_size": 32}})
 
 
+def _spy_on_training(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Record the micrograph names of every training run refine() starts."""
+    from cryounet import pseudolabel
+
+    trained_on: list[list[str]] = []
+    real_train = pseudolabel.train
+
+    def spy_train(items, *args, **kwargs):
+        trained_on.append([it.name for it in items])
+        return real_train(items, *args, **kwargs)
+
+    monkeypatch.setattr(pseudolabel, "train", spy_train)
+    return trained_on
+
+
 @pytest.mark.parametrize("curriculum, used", [(True, [1, 2, 3]), (False, [3, 3, 3])])
 def test_curriculum_micrographs_per_round(tiny_model: Path, refine_data, tmp_path: Path,
                                           curriculum: bool, used: list) -> None:
@@ -211,15 +226,8 @@ def test_curriculum_takes_the_most_confident_first(tiny_model: Path, refine_data
         labels = real(item, prob, cfg, positive, negative)
         return pseudolabel.PseudoLabels(labels.item, confidence[item.name])
 
-    trained_on = []
-    real_train = pseudolabel.train
-
-    def spy_train(items, *args, **kwargs):
-        trained_on.append([it.name for it in items])
-        return real_train(items, *args, **kwargs)
-
+    trained_on = _spy_on_training(monkeypatch)
     monkeypatch.setattr(pseudolabel, "pseudo_label", fixed_confidence)
-    monkeypatch.setattr(pseudolabel, "train", spy_train)
     model = load_model(tiny_model)
     train_items, valid, unlabelled = refine_data
     refine(model, train_items, valid, unlabelled, _refine_cfg(model, checkpoint_ensemble=1),
@@ -296,15 +304,8 @@ def test_micrographs_without_pseudo_picks(tiny_model: Path, refine_data, tmp_pat
             LabelledMicrograph(item.name, item.image, xy, item.scale, item.diameter,
                                labels.item.background), {"u0": 0.9, "u1": 0.5, "u2": 0.1}[item.name])
 
-    trained_on = []
-    real_train = pseudolabel.train
-
-    def spy_train(items, *args, **kwargs):
-        trained_on.append([it.name for it in items])
-        return real_train(items, *args, **kwargs)
-
+    trained_on = _spy_on_training(monkeypatch)
     monkeypatch.setattr(pseudolabel, "pseudo_label", one_with_picks)
-    monkeypatch.setattr(pseudolabel, "train", spy_train)
     model = load_model(tiny_model)
     train_items, valid, unlabelled = refine_data
     cfg = _refine_cfg(model, checkpoint_ensemble=1, curriculum=False, rounds=1,
