@@ -3,7 +3,8 @@
 Scoring follows ../shared/data/README.md: the test micrographs are picked once with every candidate
 down to the engine's lowest reported score (so that best F1 and AP see the whole ranking), and
 precision/recall/F1 are taken at the model's calibrated ("auto") threshold, which selects exactly
-the picks that ``cryounet pick --threshold auto`` writes.
+the picks that ``cryounet pick --threshold auto`` writes (the engine's own
+:func:`cryounet.modelio.calibrated_threshold`).
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Sequence
+
+from cryounet.modelio import calibrated_threshold, read_model_info
 
 REPO = Path(__file__).resolve().parents[1]
 PY = [sys.executable, "-m", "cryounet"]
@@ -39,18 +42,7 @@ def uses_tta(models: Sequence[Path], extra: Sequence[str] = ()) -> bool:
     as ``--tta``/``--no-tta`` say, else as the first model's stored ``pick.tta``."""
     if "--tta" in extra or "--no-tta" in extra:
         return "--tta" in extra
-    info = json.loads((Path(models[0]) / "config.json").read_text())
-    return bool(info["config"]["pick"].get("tta", False))
-
-
-def calibrated_threshold(models: Sequence[Path], tta: bool = False) -> float:
-    """The threshold ``--threshold auto`` uses: the mean of the models' calibrated thresholds
-    (those calibrated with test-time augmentation when ``tta``, where present)."""
-    values = []
-    for model in models:
-        info = json.loads((Path(model) / "config.json").read_text())
-        values.append(info.get("threshold_tta", info["threshold"]) if tta else info["threshold"])
-    return sum(values) / len(values)
+    return read_model_info(models[0]).config.pick.tta
 
 
 def pick_and_score(models: Sequence[Path], test_dir: Path, diameter: float, out: Path, log: Path,
@@ -61,7 +53,7 @@ def pick_and_score(models: Sequence[Path], test_dir: Path, diameter: float, out:
     for model in models:
         cmd += ["--model", model]
     seconds, rss = run(cmd, log)
-    threshold = calibrated_threshold(models, tta=uses_tta(models, extra))
+    threshold = calibrated_threshold([read_model_info(m) for m in models], uses_tta(models, extra))
     run(PY + ["evaluate", "--picks", out / "picks", "--truth", test_dir, "--diameter", diameter,
               "--threshold", f"{threshold:.6f}", "--json", out / "scores.json"], log)
     scores = json.loads((out / "scores.json").read_text())

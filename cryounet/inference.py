@@ -18,7 +18,7 @@ from torch import nn
 from cryounet.config import PickConfig
 from cryounet.errors import CryoUNetError
 from cryounet.io.coordinates import Picks
-from cryounet.modelio import LoadedModel
+from cryounet.modelio import LoadedModel, calibrated_threshold
 from cryounet.postprocess import clean_probability, find_peaks
 from cryounet.preprocess import Scale, preprocess
 
@@ -178,9 +178,7 @@ class Picker:
             if missing:
                 logger.warning("no threshold calibrated with test-time augmentation for %s; using "
                                "the plain one (retrain, or give --threshold)", ", ".join(missing))
-            return float(np.mean([m.info.threshold if m.info.threshold_tta is None
-                                  else m.info.threshold_tta for m in self.models]))
-        return float(np.mean([m.info.threshold for m in self.models]))
+        return calibrated_threshold([m.info for m in self.models], self.pick.tta)
 
     def probability(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Mean probability over the ensemble (and its standard deviation when > 1 model)."""

@@ -10,8 +10,9 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -58,6 +59,13 @@ class ModelInfo:
             data["threshold_tta"] = self.threshold_tta
             data["validation_tta"] = self.validation_tta
         return data
+
+
+def calibrated_threshold(infos: Sequence[ModelInfo], tta: bool) -> float:
+    """The threshold ``--threshold auto`` picks at: the mean of the models' calibrated thresholds,
+    those calibrated with test-time augmentation when ``tta`` (where a model has one)."""
+    return float(np.mean([info.threshold_tta if tta and info.threshold_tta is not None
+                          else info.threshold for info in infos]))
 
 
 @dataclass
