@@ -28,7 +28,7 @@ BASELINE = {
     "loss": {"name": "bce"},
     "augment": {"preset": "none"},
     "train": {"schedule": "constant", "warmup_epochs": 0, "positive_fraction": 0.0, "epochs": 40,
-              "patience": 10, "selection": "best"},
+              "patience": 10, "selection": "best", "calibration_tolerance": 0.0},
     "pick": {"tta": False, "nms_radius": 0.5},
 }
 

@@ -6,7 +6,8 @@ Each stage runs as the real ``cryounet`` CLI in its own process, so the wall tim
 those a user sees. Prints one line per set and writes a JSON next to the chosen output folder.
 
     python bench/accuracy.py [--data ../shared/data] [--sets cryoppp-10028 ...] [--seed 0]
-                             [--config FILE.json] [--output bench/results/accuracy] [--label NAME]
+                             [--config FILE.json] [--init general|MODEL] [--output bench/results/accuracy]
+                             [--label NAME]
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--sets", nargs="*", help="set names (default: every set in --data)")
     parser.add_argument("--config", type=Path, help="engine config JSON for training")
+    parser.add_argument("--init", help="start training from this model folder or 'general' "
+                        "(passed to cryounet train --init)")
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "accuracy")
     parser.add_argument("--label", default="default", help="name of this configuration in the output")
     parser.add_argument("--seed", type=int, default=0, help="training seed (run-to-run spread)")
@@ -50,11 +53,14 @@ def main() -> int:
                           "--seed", str(args.seed)]
         if args.config:
             train_cmd += ["--config", str(args.config)]
+        if args.init:
+            train_cmd += ["--init", args.init]
         train_s, train_rss = run(train_cmd, log)
         scores, pick_s, pick_rss = pick_and_score([model], root / "test", diameter, out, log)
         history = json.loads((model / "history.json").read_text())
-        row = {"set": name, "label": args.label, "seed": args.seed, **scores, "train_seconds": train_s,
-               "train_peak_rss_mib": train_rss, "pick_seconds": pick_s, "pick_peak_rss_mib": pick_rss,
+        row = {"set": name, "label": args.label, "seed": args.seed, "init": args.init, **scores,
+               "train_seconds": train_s, "train_peak_rss_mib": train_rss, "pick_seconds": pick_s,
+               "pick_peak_rss_mib": pick_rss,
                "epochs_run": len(history), "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s)"}
         results.append(row)
         print(f"accuracy {args.label} {name}: P={scores['precision']:.3f} R={scores['recall']:.3f} "

@@ -129,6 +129,9 @@ class TrainConfig:
             or ``last`` (the final epoch, after the schedule has decayed; validation then only
             calibrates the threshold and reports). ``last`` avoids choosing an epoch by the
             noise of a small validation set.
+        calibration_tolerance: the picking threshold is calibrated on validation as the middle of
+            the thresholds whose F1 is within this of the best (0 = the threshold of the best F1
+            itself). Model selection still uses the best F1.
         valid_fraction: fraction of training micrographs held out for validation when no
             validation set is given (at least one; with a single micrograph, its bottom strip).
         seed: random seed (sampling, augmentation, initialisation).
@@ -152,6 +155,7 @@ class TrainConfig:
     schedule: str = "cosine"
     patience: int = 10
     selection: str = "best"
+    calibration_tolerance: float = 0.02
     valid_fraction: float = 0.2
     seed: int = 0
     ema_decay: float = 0.0
@@ -301,6 +305,7 @@ class CryoUNetConfig:
             "train.positive_fraction": self.train.positive_fraction,
             "train.hard_negative_fraction": self.train.hard_negative_fraction,
             "train.ema_decay": self.train.ema_decay,
+            "train.calibration_tolerance": self.train.calibration_tolerance,
             "pick.component_level": self.pick.component_level,
         }
         for key, value in fractions.items():

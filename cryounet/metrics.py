@@ -85,6 +85,22 @@ class ThresholdCurve:
             return -1
         return int(np.flatnonzero(self.f1 >= self.f1.max() - 1e-12)[-1])
 
+    def calibrated_index(self, tolerance: float) -> int:
+        """Index of the threshold to pick at: the middle one of all thresholds whose F1 is within
+        ``tolerance`` of the best (the best index itself when ``tolerance`` is 0); -1 for an
+        empty curve.
+
+        On a few validation micrographs the F1 curve is jagged, and its single highest point
+        often sits at the edge of the plateau of near-best thresholds; the middle of that plateau
+        carries over to new micrographs better (``bench/calibration.py``).
+        """
+        if len(self.f1) == 0:
+            return -1
+        if tolerance <= 0:
+            return self.best_index()
+        near = np.flatnonzero(self.f1 >= self.f1.max() - tolerance)
+        return int(near[len(near) // 2])
+
     def as_dict(self) -> dict[str, list[float]]:
         return {k: [float(v) for v in getattr(self, k)]
                 for k in ("thresholds", "precision", "recall", "f1")}

@@ -99,10 +99,12 @@ def refine(
     history: list[dict[str, Any]] = [{
         "round": 0, "positive_threshold": None, "negative_threshold": None, "pseudo_positives": 0,
         "micrographs_used": 0, "micrographs_without_picks": 0, "valid_precision": base.precision,
-        "valid_recall": base.recall, "valid_f1": base.f1, "threshold": base.threshold,
+        "valid_recall": base.recall, "valid_f1": base.f1, "valid_best_f1": base.best_f1,
+        "threshold": base.threshold,
     }]
-    logger.info("round 0 (input model): validation F1 %.3f", base.f1)
-    best_f1, best_dir = base.f1, None
+    logger.info("round 0 (input model): validation F1 %.3f (best over thresholds %.3f)", base.f1,
+                base.best_f1)
+    best_f1, best_dir = base.best_f1, None
     base_tta = validate(network, valid, cfg, device, tta=True)
     save_model(output / "round_0", network, ModelInfo(cfg, model.info.diameter_px, base.threshold,
                                                       base.metrics(), base_tta.threshold,
@@ -144,14 +146,14 @@ def refine(
             "pseudo_positives": n_pseudo, "micrographs_used": len(used),
             "micrographs_without_picks": len(empty),
             "valid_precision": v.precision, "valid_recall": v.recall, "valid_f1": v.f1,
-            "threshold": v.threshold,
+            "valid_best_f1": v.best_f1, "threshold": v.threshold,
         })
         write_json(output / REFINE_HISTORY_NAME, history)
         checkpoints.append(round_dir / WEIGHTS_NAME)
-        if v.f1 > best_f1 + 1e-4:
-            best_f1, best_dir = v.f1, round_dir
+        if v.best_f1 > best_f1 + 1e-4:
+            best_f1, best_dir = v.best_f1, round_dir
     chosen = best_dir or output / "round_0"
-    logger.info("best: %s (validation F1 %.3f)", chosen.name, best_f1)
+    logger.info("best: %s (best validation F1 %.3f)", chosen.name, best_f1)
     for name in (WEIGHTS_NAME, CONFIG_NAME, CURVE_NAME, HISTORY_NAME):
         if (chosen / name).is_file():
             shutil.copyfile(chosen / name, output / f".{name}.tmp")

@@ -49,16 +49,20 @@ class Validation:
     f1: float
     ap: float
     loss: float
+    #: Highest F1 over all thresholds (what model selection compares; ``f1`` is at ``threshold``).
+    best_f1: float
 
     def metrics(self) -> dict[str, float]:
-        return {"precision": self.precision, "recall": self.recall, "f1": self.f1, "ap": self.ap}
+        return {"precision": self.precision, "recall": self.recall, "f1": self.f1, "ap": self.ap,
+                "best_f1": self.best_f1}
 
 
 @torch.no_grad()
 def validate(network: nn.Module, items: Sequence[LabelledMicrograph], cfg: CryoUNetConfig,
              device: torch.device, loss_fn=None, tta: bool = False) -> Validation:
-    """Pick every validation micrograph, calibrate the threshold for the best pooled F1
-    (with test-time augmentation when ``tta``)."""
+    """Pick every validation micrograph and calibrate the threshold on the pooled F1 curve
+    (middle of the near-best plateau, ``train.calibration_tolerance``), with test-time
+    augmentation when ``tta``."""
     network.eval()
     preds, scores, truths, losses = [], [], [], []
     for item in items:
@@ -77,14 +81,14 @@ def validate(network: nn.Module, items: Sequence[LabelledMicrograph], cfg: CryoU
     curve = threshold_curve(preds, scores, truths, radius)
     if len(curve.thresholds) == 0:
         result = evaluate([np.zeros((0, 2))] * len(truths), truths, radius)
-        threshold = 0.5
+        threshold, best = 0.5, result.f1
     else:
-        idx = curve.best_index()
-        threshold = float(curve.thresholds[idx])
+        threshold = float(curve.thresholds[curve.calibrated_index(cfg.train.calibration_tolerance)])
         result = evaluate([p[s >= threshold] for p, s in zip(preds, scores)], truths, radius)
+        best = float(curve.f1.max())
     ap = average_precision(preds, scores, truths, radius)
     return Validation(curve, threshold, result.precision, result.recall, result.f1, ap,
-                      float(np.mean(losses)) if losses else float("nan"))
+                      float(np.mean(losses)) if losses else float("nan"), best)
 
 
 @torch.no_grad()
@@ -262,18 +266,19 @@ def train(
             "valid_precision": validation.precision,
             "valid_recall": validation.recall,
             "valid_f1": validation.f1,
+            "valid_best_f1": validation.best_f1,
             "valid_ap": validation.ap,
             "threshold": validation.threshold,
             "learning_rate": float(optimizer.param_groups[0]["lr"]),
             "seconds": time.monotonic() - t_epoch,
         }
         history.append(record)
-        improved = validation.f1 > best_f1 + 1e-4
+        improved = validation.best_f1 > best_f1 + 1e-4
         out_of_time = (tc.time_limit_minutes > 0
                        and time.monotonic() - t_start > 60 * tc.time_limit_minutes)
         keep = improved if tc.selection == "best" else (epoch == tc.epochs - 1 or out_of_time)
         if improved:
-            best_f1 = validation.f1
+            best_f1 = validation.best_f1
         if keep:
             best_epoch, stale = epoch, 0
             best_validation = validation

@@ -18,7 +18,7 @@ from pyworkflow.config import VarTypes
 from .constants import (CRYOUNET_MODELS, CRYOUNET_PYTHON, DEFAULT_MODELS_FOLDER, ENGINE_MODULE,
                         GPU_PLACEHOLDER)
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"
 _logo = None
 _references = ["Ronneberger2015"]
 

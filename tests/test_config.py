@@ -158,7 +158,7 @@ def test_positive_values(dotted: str, value: int) -> None:
 
 
 FRACTIONS = ["target.unlabelled_weight", "model.dropout", "train.positive_fraction",
-             "train.hard_negative_fraction", "pick.component_level"]
+             "train.hard_negative_fraction", "train.calibration_tolerance", "pick.component_level"]
 
 
 @pytest.mark.parametrize("dotted", FRACTIONS)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from cryounet.metrics import (MAX_THRESHOLDS, Scores, average_precision, best_f1, count_matches,
-                              evaluate, threshold_curve)
+from cryounet.metrics import (MAX_THRESHOLDS, Scores, ThresholdCurve, average_precision, best_f1,
+                              count_matches, evaluate, threshold_curve)
 
 
 def _a(*points) -> np.ndarray:
@@ -116,6 +116,26 @@ def test_best_index_prefers_highest_threshold_among_ties() -> None:
     np.testing.assert_allclose(curve.f1, [2 / 3, 2 / 5, 2 / 4, 2 / 3])
     threshold, result = best_f1([picks], [np.array([0.9, 0.8, 0.7, 0.6])], [truth], 5)
     assert threshold == 0.9 and (result.tp, result.n_pred) == (1, 1)
+
+
+def _curve(f1: list[float]) -> ThresholdCurve:
+    thresholds = np.linspace(0.1, 0.9, len(f1))
+    return ThresholdCurve(thresholds, np.zeros(len(f1)), np.zeros(len(f1)), np.array(f1))
+
+
+def test_calibrated_index_takes_the_middle_of_the_near_best_plateau() -> None:
+    # A jagged curve whose single best point (index 6) sits at the plateau's upper edge.
+    curve = _curve([0.50, 0.70, 0.79, 0.80, 0.795, 0.785, 0.81, 0.60, 0.40])
+    assert curve.best_index() == 6
+    assert curve.calibrated_index(0.02) == 4  # F1 >= 0.79: indices 2, 3, 4, 6
+    assert curve.calibrated_index(0.015) == 4  # F1 >= 0.795: indices 3, 4, 6
+    assert curve.calibrated_index(0.0) == 6  # 0 = the best F1 itself
+    assert curve.calibrated_index(0.005) == 6  # nothing else within 0.005
+    assert curve.calibrated_index(0.25) == 4  # F1 >= 0.56: indices 1..7
+
+
+def test_calibrated_index_of_an_empty_curve() -> None:
+    assert _curve([]).calibrated_index(0.02) == -1
 
 
 def test_best_f1_without_candidates() -> None:

@@ -92,7 +92,8 @@ def test_refine_one_round(tiny_model: Path, sim_data: SimData, tmp_path: Path) -
     for name in ("round_0", "round_1", "round_2"):
         assert (out / name / "model.safetensors").is_file()
     refined = load_model(out)  # the chosen round is copied to the output folder itself
-    best = max(history, key=lambda r: r["valid_f1"])
+    best = max(history, key=lambda r: r["valid_best_f1"])  # rounds are compared on the best F1
+    assert refined.info.validation["best_f1"] == pytest.approx(best["valid_best_f1"])
     assert refined.info.validation["f1"] == pytest.approx(best["valid_f1"])
     assert not any(p.name.endswith(".tmp") for p in out.iterdir())
 

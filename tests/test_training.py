@@ -109,12 +109,14 @@ def test_training_writes_a_loadable_model_folder(reference: Path, items) -> None
     for r in history:
         assert np.isfinite(r["train_loss"]) and 0 <= r["valid_f1"] <= 1 and 0 <= r["threshold"] <= 1
     model = load_model(reference)
-    best = max(history, key=lambda r: r["valid_f1"])
+    best = max(history, key=lambda r: r["valid_best_f1"])  # selection compares the best F1
     assert model.info.threshold == pytest.approx(best["threshold"])
     assert model.info.validation["f1"] == pytest.approx(best["valid_f1"])
+    assert model.info.validation["best_f1"] == pytest.approx(best["valid_best_f1"])
     assert model.info.diameter_px == 24.0 and not model.network.training
     curve = json.loads((reference / "validation_curve.json").read_text())
-    assert max(curve["f1"]) == pytest.approx(best["valid_f1"])
+    assert max(curve["f1"]) == pytest.approx(best["valid_best_f1"])
+    assert all(r["valid_f1"] <= r["valid_best_f1"] + 1e-12 for r in history)
 
 
 def test_same_seed_gives_identical_runs(reference: Path, items, tmp_path: Path) -> None:
@@ -172,7 +174,7 @@ def test_resume_without_checkpoint(items, tmp_path: Path) -> None:
 
 def test_early_stopping(items, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     curve = ThresholdCurve(np.array([0.5]), np.array([0.5]), np.array([0.5]), np.array([0.5]))
-    flat = Validation(curve, 0.5, 0.5, 0.5, 0.5, 0.4, 0.1)
+    flat = Validation(curve, 0.5, 0.5, 0.5, 0.5, 0.4, 0.1, 0.5)
     monkeypatch.setattr(training, "validate", lambda *a, **k: flat)
     result = train(*items, _cfg(epochs=10, patience=2, steps_per_epoch=1), 24.0, tmp_path / "m",
                    "cpu", progress=False)
@@ -185,7 +187,23 @@ def _falling_validation(monkeypatch: pytest.MonkeyPatch) -> None:
     curve = ThresholdCurve(np.array([0.5]), np.array([0.5]), np.array([0.5]), np.array([0.5]))
     scores = iter(np.linspace(0.9, 0.1, 50))
     monkeypatch.setattr(training, "validate",
-                        lambda *a, **k: Validation(curve, 0.5, 0.5, 0.5, float(next(scores)), 0.4, 0.1))
+                        lambda *a, **k: _validation(curve, float(next(scores))))
+
+
+def _validation(curve: ThresholdCurve, best_f1: float, f1: float = 0.5) -> Validation:
+    return Validation(curve, 0.5, 0.5, 0.5, f1, 0.4, 0.1, best_f1)
+
+
+def test_selection_compares_the_best_f1_not_the_f1_at_the_calibrated_threshold(
+        items, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    curve = ThresholdCurve(np.array([0.5]), np.array([0.5]), np.array([0.5]), np.array([0.5]))
+    # The F1 at the calibrated threshold falls while the best F1 rises: epoch 3 is kept.
+    runs = iter([_validation(curve, 0.6, 0.6), _validation(curve, 0.7, 0.5),
+                 _validation(curve, 0.8, 0.4)])
+    monkeypatch.setattr(training, "validate", lambda *a, **k: next(runs, _validation(curve, 0.8, 0.4)))
+    result = train(*items, _cfg(epochs=3, steps_per_epoch=1), 24.0, tmp_path / "m", "cpu",
+                   progress=False)
+    assert result.best_epoch == 3
 
 
 def test_selection_last_keeps_the_final_epoch(items, tmp_path: Path,
@@ -267,6 +285,26 @@ def test_validate_counts_misses_and_false_positives() -> None:
     cfg = CryoUNetConfig().updated({"pick": {"edge_exclusion": 0.0}})
     result = validate(AffineNet(1.0, -5.0), [_blob_item(picked, blobs)], cfg, "cpu")
     assert result.precision == pytest.approx(2 / 3) and result.recall == pytest.approx(2 / 3)
+
+
+def test_validate_calibrates_at_the_configured_tolerance() -> None:
+    # Five blobs of falling brightness; the 1st, 3rd and 5th are picked: a jagged F1 curve.
+    centres = np.array([[15.0, 15.0], [50.0, 15.0], [80.0, 20.0], [20.0, 60.0], [60.0, 70.0]])
+    image = sum(a * gaussian_blobs((96, 96), centres[i:i + 1], 1.5, 10.0)
+                for i, a in enumerate([1.0, 0.9, 0.8, 0.7, 0.6])).astype(np.float32)
+    item = LabelledMicrograph("v", image, centres[[0, 2, 4]], Scale((96, 96), (96, 96)), 16.0)
+    thresholds = {}
+    for tolerance in (0.0, 0.3):
+        cfg = CryoUNetConfig().updated({"pick": {"edge_exclusion": 0.0},
+                                        "train": {"calibration_tolerance": tolerance}})
+        result = validate(AffineNet(1.0, -5.0), [item], cfg, "cpu")
+        curve = result.curve
+        assert result.threshold == curve.thresholds[curve.calibrated_index(tolerance)]
+        assert result.best_f1 == curve.f1.max() and result.f1 <= result.best_f1
+        thresholds[tolerance] = result.threshold
+    # Best F1 (0.75) picks all five; within 0.3 of it every threshold counts, and their middle
+    # is higher.
+    assert thresholds[0.3] > thresholds[0.0]
 
 
 def test_mine_hard_negatives_returns_unpicked_peaks() -> None:
@@ -406,7 +444,7 @@ def test_training_calibrates_a_tta_threshold(tiny_model: Path) -> None:
 
     data = json.loads((tiny_model / "config.json").read_text())
     assert 0 < data["threshold_tta"] <= 1
-    assert set(data["validation_tta"]) == {"precision", "recall", "f1", "ap"}
+    assert set(data["validation_tta"]) == {"precision", "recall", "f1", "ap", "best_f1"}
     info = read_model_info(tiny_model)
     assert info.threshold_tta == pytest.approx(data["threshold_tta"])
     assert info.validation_tta["f1"] == pytest.approx(data["validation_tta"]["f1"])

@@ -41,6 +41,20 @@ def test_training_curves(tmp_path):
         plotTrainingCurves(Figure(), [])
 
 
+def test_training_curves_mark_the_epoch_chosen_by_the_best_f1(tmp_path):
+    # 0.2.1 histories: the epoch is chosen by valid_best_f1, which peaks at epoch 2 here while the
+    # F1 at the calibrated threshold keeps rising.
+    best = [0.6, 0.9, 0.8, 0.7, 0.85]
+    history = [dict(h, valid_best_f1=b) for h, b in zip(HISTORY, best)]
+    fig = Figure(figsize=(10, 4))
+    _, axScore = plotTrainingCurves(fig, history)
+    lines = axScore.get_lines()
+    np.testing.assert_allclose(lines[3].get_ydata(), best)
+    assert lines[3].get_label() == "best F1 over thresholds"
+    assert [t.get_text() for t in axScore.texts] == ["best F1 0.900"]
+    save(fig, tmp_path / "curves.png")
+
+
 def test_missing_validation_values_are_gaps(tmp_path):
     history = [dict(HISTORY[0], valid_loss=None), HISTORY[1]]
     fig = Figure()

@@ -20,7 +20,8 @@ def plotTrainingCurves(figure, history, title="Training"):
     Args:
         figure: matplotlib Figure.
         history: list of per-epoch dicts (``epoch``, ``train_loss``, ``valid_loss``,
-            ``valid_precision``, ``valid_recall``, ``valid_f1``, ``threshold``).
+            ``valid_precision``, ``valid_recall``, ``valid_f1``, ``threshold``; optionally
+            ``valid_best_f1``, the selection metric, which then marks the kept epoch).
     Returns:
         (loss axes, score axes).
     """
@@ -40,7 +41,12 @@ def plotTrainingCurves(figure, history, title="Training"):
     axScore.plot(epochs, _series(history, "valid_f1"), "o-", label="validation F1", lw=2)
     axScore.plot(epochs, _series(history, "valid_precision"), "s--", label="precision")
     axScore.plot(epochs, _series(history, "valid_recall"), "^:", label="recall")
+    # Since 0.2.1 the epoch is chosen by the best F1 over all thresholds (``valid_best_f1``);
+    # ``valid_f1`` is at the calibrated threshold. Older histories only have ``valid_f1``.
     f1 = _series(history, "valid_f1")
+    if any(item.get("valid_best_f1") is not None for item in history):
+        f1 = _series(history, "valid_best_f1")
+        axScore.plot(epochs, f1, "-", color="grey", lw=1, label="best F1 over thresholds")
     if np.isfinite(f1).any():
         best = int(np.nanargmax(f1))
         axScore.axvline(epochs[best], color="grey", lw=0.8)
