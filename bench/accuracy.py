@@ -67,7 +67,11 @@ def main() -> int:
               f"F1={scores['f1']:.3f} bestF1={scores['best_f1']:.3f} AP={scores['ap']:.3f} "
               f"train={train_s / 60:.1f}min ({len(history)} epochs) peakRSS={train_rss:.0f}MiB "
               f"pick={pick_s:.1f}s", flush=True)
-    (args.output / args.label / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    # Runs of other sets under the same label (e.g. one process per set) keep their rows.
+    summary = args.output / args.label / "results.json"
+    if summary.is_file():
+        results = [r for r in json.loads(summary.read_text()) if r["set"] not in sets] + results
+    summary.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 
