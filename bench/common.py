@@ -4,7 +4,7 @@ Scoring follows ../shared/data/README.md: the test micrographs are picked once w
 down to the engine's lowest reported score (so that best F1 and AP see the whole ranking), and
 precision/recall/F1 are taken at the model's calibrated ("auto") threshold, which selects exactly
 the picks that ``cryounet pick --threshold auto`` writes (the engine's own
-:func:`cryounet.modelio.calibrated_threshold`).
+:func:`cryounet.io.model_folder.calibrated_threshold`).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from cryounet.modelio import calibrated_threshold, read_model_info
+from cryounet.io.model_folder import calibrated_threshold, read_model_info
 
 REPO = Path(__file__).resolve().parents[1]
 PY = [sys.executable, "-m", "cryounet"]

@@ -79,7 +79,8 @@ def loaded_model(network: nn.Module, diameter: float = 32.0, threshold: float = 
     """A :class:`~cryounet.modelio.LoadedModel` around ``network`` (working diameter 16, no
     clipping), without any file."""
     from cryounet.config import CryoUNetConfig
-    from cryounet.modelio import LoadedModel, ModelInfo
+    from cryounet.io.model_folder import ModelInfo
+    from cryounet.models.weights import LoadedModel
 
     cfg = CryoUNetConfig().updated({"preprocess": {"working_diameter": 16.0, "clip": 0.0}})
     return LoadedModel(network, ModelInfo(cfg, diameter, threshold), Path(name))

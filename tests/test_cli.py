@@ -656,7 +656,7 @@ class _StopTraining(Exception):
 
 def _spy_train(monkeypatch: pytest.MonkeyPatch, run: bool) -> list[dict]:
     """Record what ``cryounet train`` hands to the training loop (and run it, or stop there)."""
-    from cryounet import training
+    from cryounet.training import loop as training
 
     calls: list[dict] = []
     real = training.train
@@ -674,7 +674,7 @@ def _spy_train(monkeypatch: pytest.MonkeyPatch, run: bool) -> list[dict]:
 
 def test_train_on_two_datasets(run_cli, two_datasets, tmp_path: Path,
                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from cryounet.modelio import load_model
+    from cryounet.models.weights import load_model
 
     calls = _spy_train(monkeypatch, run=True)
     datasets = _write_json(tmp_path / "d.json", [_dataset(two_datasets["d24"], 24),
@@ -801,7 +801,8 @@ def _params(path: Path) -> dict[str, torch.Tensor]:
 def test_train_init_from_model_folder(run_cli, sim_data: SimData, tmp_path: Path) -> None:
     from cryounet.config import CryoUNetConfig
     from cryounet.models import build_model
-    from cryounet.modelio import ModelInfo, load_model, save_model
+    from cryounet.io.model_folder import ModelInfo
+    from cryounet.models.weights import load_model, save_model
 
     init_cfg = CryoUNetConfig().updated({
         "model": {"architecture": "residual_unet", "base_channels": 4, "depth": 2, "se": True,
@@ -830,7 +831,8 @@ def test_train_init_from_model_folder(run_cli, sim_data: SimData, tmp_path: Path
 
 
 def test_train_init_general(run_cli, sim_data: SimData, tmp_path: Path) -> None:
-    from cryounet.modelio import GENERAL_MODEL, WEIGHTS_NAME, load_model, read_model_info
+    from cryounet.io.model_folder import GENERAL_MODEL, WEIGHTS_NAME, read_model_info
+    from cryounet.models.weights import load_model
 
     cfg = _write_json(tmp_path / "c.json", {
         "train": {**FAST_TRAIN["train"], "learning_rate": 0.0, "weight_decay": 0.0}})
@@ -852,7 +854,7 @@ def test_train_init_general(run_cli, sim_data: SimData, tmp_path: Path) -> None:
 
 
 def _pick_spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, tuple[int, int]]]:
-    from cryounet import inference
+    from cryounet.inference import picker as inference
 
     seen: list[tuple[float, tuple[int, int]]] = []
     real = inference.preprocess

@@ -33,7 +33,7 @@ def test_importing_every_engine_module_leaves_scipion_out() -> None:
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     modules = set(result["modules"])
     # The probe really walked the package (a plausible break: an empty or wrong package path).
-    for expected in ("cryounet.cli", "cryounet.training", "cryounet.io.mrc", "cryounet.models.unet",
+    for expected in ("cryounet.cli", "cryounet.training.loop", "cryounet.io.mrc", "cryounet.models.unet",
                      "cryounet.commands.pick", "cryounet.simulate"):
         assert expected in modules
     assert len(modules) >= 30

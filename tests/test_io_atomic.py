@@ -86,7 +86,7 @@ def test_failing_weights_write_keeps_old_weights(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     import safetensors.torch
 
-    from cryounet.modelio import save_weights
+    from cryounet.models.weights import save_weights
 
     target = tmp_path / "model.safetensors"
     net = torch.nn.Linear(3, 2)

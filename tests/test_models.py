@@ -327,7 +327,8 @@ def test_flags_forward_backward_odd_size(architecture: str, flags: dict) -> None
 @pytest.mark.parametrize("architecture", ["residual_unet", "efficient_unet", "unet"])
 def test_flagged_model_round_trips_through_model_folder(architecture: str, tmp_path) -> None:
     from cryounet.config import CryoUNetConfig
-    from cryounet.modelio import ModelInfo, load_model, save_model
+    from cryounet.io.model_folder import ModelInfo
+    from cryounet.models.weights import load_model, save_model
 
     cfg = CryoUNetConfig().updated({"model": {
         "architecture": architecture, **_TINY, "se": True, "bottleneck_attention": True,
@@ -349,7 +350,7 @@ def test_flagged_model_round_trips_through_model_folder(architecture: str, tmp_p
         assert torch.equal(net(x), loaded.network(x))
     # The flags are part of the architecture: a folder saved with them does not load without them.
     from cryounet.errors import InputFileError
-    from cryounet.modelio import load_weights
+    from cryounet.models.weights import load_weights
     plain = build_model(ModelConfig(architecture=architecture, **_TINY))
     with pytest.raises(InputFileError, match="do not match the architecture"):
         load_weights(plain, tmp_path / "m" / "model.safetensors")

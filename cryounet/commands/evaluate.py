@@ -20,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from cryounet.evaluation import evaluate_folders
-    from cryounet.modelio import write_json
+    from cryounet.evaluation.folders import evaluate_folders
+    from cryounet.io.atomic import write_json
 
     result = evaluate_folders(args.picks, args.truth, args.diameter, args.threshold)
     print(result.line())

@@ -52,12 +52,12 @@ def parse_threshold(text: str) -> float | None:
 
 def main(args: argparse.Namespace) -> int:
     from cryounet.config import load_config
-    from cryounet.data import expand_micrographs
+    from cryounet.io.micrographs import expand_micrographs
     from cryounet.device import resolve_device
     from cryounet.errors import CryoUNetError
-    from cryounet.inference import Picker
-    from cryounet.modelio import load_model
-    from cryounet.picking import pick_micrographs
+    from cryounet.inference.picker import Picker
+    from cryounet.models.weights import load_model
+    from cryounet.inference.batch import pick_micrographs
 
     threshold = parse_threshold(args.threshold)
     micrographs = expand_micrographs(args.micrographs)

@@ -29,13 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from cryounet.data import expand_micrographs
+    from cryounet.io.micrographs import expand_micrographs
     from cryounet.errors import CryoUNetError
     from cryounet.io.coordinates import (COORDINATE_SUFFIXES, INDEX_NAME, read_coordinates,
                                          read_star_index)
     from cryounet.io.mrc import micrograph_shape
-    from cryounet.picking import warn_if_empty, write_picks
-    from cryounet.postprocess import FilterConfig, filter_picks
+    from cryounet.io.picks_folder import warn_if_empty, write_picks
+    from cryounet.postprocess.filters import FilterConfig, filter_picks
 
     if args.diameter <= 0:
         raise CryoUNetError(f"--diameter must be positive, got {args.diameter}")

@@ -162,9 +162,9 @@ def test_engine_command_line_quoting():
 
 def test_choices_match_the_engine():
     """Hard-coded choice lists (the GUI never imports torch) equal the engine's registries."""
-    from cryounet.augment import PRESETS
+    from cryounet.training.augment import PRESETS
     from cryounet.config import CryoUNetConfig, LossConfig
-    from cryounet.losses import build_loss
+    from cryounet.training.losses import build_loss
     from cryounet.models.registry import ARCHITECTURES as ENGINE_ARCHITECTURES
     from cryounet_plugin import constants as C
     assert sorted(C.ARCHITECTURES) == sorted(ENGINE_ARCHITECTURES)

@@ -1,4 +1,4 @@
-"""Finding micrographs, pairing them with coordinates, validation split, patches (cryounet.data)."""
+"""Finding micrographs, pairing them with coordinates, validation split, patches (cryounet.training.data, cryounet.io.micrographs)."""
 from __future__ import annotations
 
 import logging
@@ -11,8 +11,8 @@ import pytest
 from engine_helpers import SimData
 
 from cryounet.config import CryoUNetConfig, PreprocessConfig
-from cryounet.data import (LabelledMicrograph, PatchSampler, expand_micrographs, load_labelled,
-                           split_validation)
+from cryounet.io.micrographs import expand_micrographs
+from cryounet.training.data import LabelledMicrograph, PatchSampler, load_labelled, split_validation
 from cryounet.errors import CryoUNetError
 from cryounet.io.coordinates import Picks, read_coordinates, write_text_picks
 from cryounet.io.mrc import write_mrc

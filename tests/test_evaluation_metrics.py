@@ -1,12 +1,12 @@
-"""Picking metrics with the CryoPPP scoring convention (cryounet.metrics)."""
+"""Picking metrics with the CryoPPP scoring convention (cryounet.evaluation.metrics)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from cryounet.metrics import (MAX_THRESHOLDS, Scores, ThresholdCurve, average_precision, best_f1,
-                              count_matches, evaluate, threshold_curve)
+from cryounet.evaluation.metrics import (MAX_THRESHOLDS, Scores, ThresholdCurve, average_precision, best_f1,
+                                         count_matches, evaluate, threshold_curve)
 
 
 def _a(*points) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Training targets from picks (cryounet.targets)."""
+"""Training targets from picks (cryounet.training.targets)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 
 from cryounet.config import TargetConfig
 from cryounet.errors import CryoUNetError
-from cryounet.targets import describe_negatives, make_targets
+from cryounet.training.targets import describe_negatives, make_targets
 
 D = 20.0  # diameter: core radius 0.2 * 20 = 4 px, ignore radius 0.4 * 20 = 8 px
 

@@ -1,4 +1,4 @@
-"""Tiled inference, test-time augmentation and ensembles (cryounet.inference)."""
+"""Tiled inference, test-time augmentation and ensembles (cryounet.inference.predict, cryounet.inference.picker)."""
 from __future__ import annotations
 
 
@@ -12,8 +12,8 @@ from engine_helpers import loaded_model as _loaded
 
 from cryounet.config import CryoUNetConfig, ModelConfig, PickConfig
 from cryounet.errors import CryoUNetError
-from cryounet.inference import (Picker, _dihedral, _dihedral_inverse, peaks_to_picks,
-                                predict_probability)
+from cryounet.inference.picker import Picker, peaks_to_picks
+from cryounet.inference.predict import _dihedral, _dihedral_inverse, predict_probability
 from cryounet.models import build_model
 from cryounet.preprocess import Scale
 
@@ -205,8 +205,8 @@ def _map_with_artefacts() -> np.ndarray:
 
 
 def test_candidate_peaks_default_leaves_the_map_untouched(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cryounet import inference
-    from cryounet.postprocess import find_peaks
+    from cryounet.postprocess import peaks as inference
+    from cryounet.postprocess.peaks import find_peaks
 
     def forbidden(*args, **kwargs):
         raise AssertionError("clean_probability called without any clean-up option")
@@ -227,7 +227,7 @@ def test_candidate_peaks_default_leaves_the_map_untouched(monkeypatch: pytest.Mo
     ({"max_component_area": 1.0}, "line"),
 ])
 def test_candidate_peaks_applies_each_clean_up_option(option: dict, removed: str) -> None:
-    from cryounet.inference import candidate_peaks
+    from cryounet.postprocess.peaks import candidate_peaks
 
     prob = _map_with_artefacts()
 
@@ -245,7 +245,7 @@ def test_candidate_peaks_applies_each_clean_up_option(option: dict, removed: str
 
 
 def test_candidate_peaks_component_level() -> None:
-    from cryounet.inference import candidate_peaks
+    from cryounet.postprocess.peaks import candidate_peaks
 
     prob = _map_with_artefacts()
     # Regions above 0.95: none, so the area filter removes nothing.
@@ -257,7 +257,7 @@ def test_candidate_peaks_component_level() -> None:
 
 
 def test_candidate_peaks_edge_exclusion_boundaries() -> None:
-    from cryounet.inference import candidate_peaks
+    from cryounet.postprocess.peaks import candidate_peaks
 
     # Diameter 10, edge_exclusion 0.5: a peak is kept when 4.5 <= x, y <= 54.5 (60 x 60 map).
     centres = {(4.0, 30.0): False, (5.0, 15.0): True, (54.0, 15.0): True, (55.0, 40.0): False,

@@ -1,4 +1,4 @@
-"""Pseudo-labelled refinement (cryounet.pseudolabel)."""
+"""Pseudo-labelled refinement (cryounet.training.refine)."""
 from __future__ import annotations
 
 import json
@@ -10,12 +10,12 @@ import pytest
 from engine_helpers import SimData, gaussian_blobs
 
 from cryounet.config import CryoUNetConfig, RefineConfig
-from cryounet.data import LabelledMicrograph, load_labelled, split_validation
+from cryounet.training.data import LabelledMicrograph, load_labelled, split_validation
 from cryounet.errors import CryoUNetError
-from cryounet.modelio import load_model
+from cryounet.models.weights import load_model
 from cryounet.preprocess import Scale
-from cryounet.pseudolabel import (REFINE_HISTORY_NAME, binary_entropy, pseudo_label, refine,
-                                  round_thresholds)
+from cryounet.io.model_folder import REFINE_HISTORY_NAME
+from cryounet.training.refine import binary_entropy, pseudo_label, refine, round_thresholds
 
 
 def test_binary_entropy() -> None:
@@ -179,7 +179,7 @@ def _refine_cfg(model, **refine_overrides) -> CryoUNetConfig:
 
 def _spy_on_training(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """Record the micrograph names of every training run refine() starts."""
-    from cryounet import pseudolabel
+    from cryounet.training import refine as pseudolabel
 
     trained_on: list[list[str]] = []
     real_train = pseudolabel.train
@@ -218,7 +218,7 @@ def test_curriculum_micrographs_per_round(tiny_model: Path, refine_data, tmp_pat
 
 def test_curriculum_takes_the_most_confident_first(tiny_model: Path, refine_data, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from cryounet import pseudolabel
+    from cryounet.training import refine as pseudolabel
 
     confidence = {"u0": 0.2, "u1": 0.9, "u2": 0.5}
     real = pseudolabel.pseudo_label
@@ -245,7 +245,7 @@ def test_curriculum_takes_the_most_confident_first(tiny_model: Path, refine_data
 def test_checkpoint_ensemble_members(tiny_model: Path, refine_data, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch, ensemble: int,
                                      expected: list) -> None:
-    from cryounet import pseudolabel
+    from cryounet.training import refine as pseudolabel
 
     loaded: list[str] = []
     maps: list[tuple[str, np.ndarray]] = []  # (checkpoint, probability) per prediction
@@ -294,7 +294,7 @@ def test_micrographs_without_pseudo_picks(tiny_model: Path, refine_data, tmp_pat
                                           monkeypatch: pytest.MonkeyPatch, skip_empty: bool) -> None:
     """A micrograph whose map yields no pseudo-pick is left out (skip_empty) instead of being
     trained on as background only."""
-    from cryounet import pseudolabel
+    from cryounet.training import refine as pseudolabel
 
     real = pseudolabel.pseudo_label
 

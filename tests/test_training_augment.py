@@ -1,10 +1,10 @@
-"""Augmentation presets (cryounet.augment)."""
+"""Augmentation presets (cryounet.training.augment)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cryounet.augment import PRESETS, build_augmenter
+from cryounet.training.augment import PRESETS, build_augmenter
 from cryounet.config import AugmentConfig
 from cryounet.errors import CryoUNetError
 

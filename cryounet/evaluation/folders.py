@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from cryounet.errors import CryoUNetError
+from cryounet.evaluation.metrics import MATCH_RADIUS, average_precision, best_f1, evaluate
 from cryounet.io.coordinates import COORDINATE_SUFFIXES, find_coordinate_file, read_coordinates
-from cryounet.metrics import average_precision, best_f1, evaluate
-from cryounet.training import MATCH_RADIUS
 
 logger = logging.getLogger(__name__)
 

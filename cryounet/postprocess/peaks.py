@@ -1,16 +1,12 @@
-"""From probability maps to picks: peak finding, non-maximum suppression, edge and count filters."""
+"""From probability maps to candidate picks: map clean-up, peak finding, sub-pixel refinement,
+non-maximum suppression and the edge exclusion every pick uses."""
 from __future__ import annotations
-
-import logging
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from cryounet.io.coordinates import Picks
-
-logger = logging.getLogger(__name__)
+from cryounet.config import PickConfig
 
 
 def disk_footprint(radius: float) -> np.ndarray:
@@ -108,43 +104,25 @@ def clean_probability(prob: np.ndarray, diameter: float, opening_radius: float =
     return out
 
 
-@dataclass
-class FilterConfig:
-    """Filters applied to picks (all distances in pixels of the micrograph).
 
-    Attributes:
-        threshold: keep picks with score >= threshold (None keeps all).
-        nms_distance: re-apply non-maximum suppression at this distance (None: no).
-        edge_distance: drop picks closer than this to any edge of the micrograph.
-        max_particles: keep at most this many picks per micrograph, best first (0: no limit).
+def candidate_peaks(prob: np.ndarray, diameter: float, pick: PickConfig, min_score: float
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Peaks of a working-scale map after map clean-up, NMS and edge exclusion.
+
+    Args:
+        prob: probability map.
+        diameter: particle diameter in the map's pixels.
+        pick: post-processing settings.
+        min_score: lowest peak value kept.
     """
-
-    threshold: float | None = None
-    nms_distance: float | None = None
-    edge_distance: float = 0.0
-    max_particles: int = 0
-
-
-def filter_picks(picks: Picks, shape_yx: tuple[int, int] | None, cfg: FilterConfig) -> Picks:
-    """Apply :class:`FilterConfig` to one micrograph's picks (best scores first in the result).
-
-    ``shape_yx`` (the micrograph's ``(ny, nx)``) is needed only for the edge filter.
-    """
-    scores = picks.scores if picks.scores is not None else np.ones(len(picks))
-    keep = np.ones(len(picks), dtype=bool)
-    if cfg.threshold is not None:
-        keep &= scores >= cfg.threshold
-    if cfg.edge_distance > 0:
-        if shape_yx is None:
-            raise ValueError("the edge filter needs the micrograph shape")
-        ny, nx = shape_yx
-        x, y = picks.xy[:, 0], picks.xy[:, 1]
-        d = cfg.edge_distance
-        keep &= (x >= d - 0.5) & (x <= nx - 0.5 - d) & (y >= d - 0.5) & (y <= ny - 0.5 - d)
-    idx = np.flatnonzero(keep)
-    idx = idx[np.argsort(-scores[idx], kind="stable")]
-    if cfg.nms_distance:
-        idx = idx[nms(picks.xy[idx], scores[idx], cfg.nms_distance)]
-    if cfg.max_particles > 0:
-        idx = idx[: cfg.max_particles]
-    return picks.subset(idx)
+    if pick.opening_radius > 0 or pick.min_component_area > 0 or pick.max_component_area > 0:
+        prob = clean_probability(prob, diameter, pick.opening_radius, pick.min_component_area,
+                                 pick.max_component_area, pick.component_level)
+    xy, scores = find_peaks(prob, pick.nms_radius * diameter, min_score)
+    if pick.edge_exclusion > 0 and len(xy):
+        d = pick.edge_exclusion * diameter
+        ny, nx = prob.shape
+        inside = (xy[:, 0] >= d - 0.5) & (xy[:, 0] <= nx - 0.5 - d) & \
+                 (xy[:, 1] >= d - 0.5) & (xy[:, 1] <= ny - 0.5 - d)
+        xy, scores = xy[inside], scores[inside]
+    return xy, scores

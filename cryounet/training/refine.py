@@ -20,17 +20,18 @@ import numpy as np
 import torch
 
 from cryounet.config import CryoUNetConfig, RefineConfig
-from cryounet.data import LabelledMicrograph
 from cryounet.errors import CryoUNetError
-from cryounet.inference import predict_probability
-from cryounet.modelio import (CONFIG_NAME, CURVE_NAME, HISTORY_NAME, WEIGHTS_NAME, LoadedModel,
-                              ModelInfo, load_weights, save_model, write_json)
-from cryounet.postprocess import find_peaks
-from cryounet.training import train, validate
+from cryounet.inference.predict import predict_probability
+from cryounet.io.atomic import write_json
+from cryounet.io.model_folder import (CONFIG_NAME, CURVE_NAME, HISTORY_NAME, REFINE_HISTORY_NAME, WEIGHTS_NAME,
+                                      ModelInfo)
+from cryounet.models.weights import LoadedModel, load_weights, save_model
+from cryounet.postprocess.peaks import find_peaks
+from cryounet.training.data import LabelledMicrograph
+from cryounet.training.loop import train
+from cryounet.training.validation import validate
 
 logger = logging.getLogger(__name__)
-
-REFINE_HISTORY_NAME = "refine_history.json"
 
 
 def binary_entropy(p: np.ndarray) -> np.ndarray:
@@ -73,6 +74,44 @@ def pseudo_label(image_item: LabelledMicrograph, prob: np.ndarray, cfg: CryoUNet
     return PseudoLabels(item, confidence)
 
 
+def _ensemble_probabilities(network: torch.nn.Module, members: Sequence[Path],
+                            unlabelled: Sequence[LabelledMicrograph], cfg: CryoUNetConfig,
+                            device: torch.device) -> list[np.ndarray]:
+    """Mean probability map of each unlabelled micrograph over the checkpoints ``members``."""
+    probs = [np.zeros(item.image.shape, dtype=np.float32) for item in unlabelled]
+    for weights in members:
+        load_weights(network, weights)
+        network.eval()
+        for i, item in enumerate(unlabelled):
+            probs[i] += predict_probability(network, item.image, cfg.pick.tile_size, cfg.pick.tile_overlap,
+                                            cfg.pick.batch_size, cfg.refine.tta, device) / len(members)
+    return probs
+
+
+def _round_micrographs(labels: list[PseudoLabels], rc: RefineConfig, round_index: int
+                       ) -> tuple[list[LabelledMicrograph], list[str]]:
+    """The pseudo-labelled micrographs a round trains on (the most confident first, as many as the
+    curriculum allows, without those lacking pseudo-picks when ``skip_empty``), and the names of
+    the used ones that had no pseudo-pick."""
+    labels = sorted(labels, key=lambda pl: -pl.confidence)
+    n_use = len(labels) if not rc.curriculum else max(1, int(np.ceil((round_index + 1) / rc.rounds * len(labels))))
+    used = [pl.item for pl in labels[:n_use]]
+    empty = [it.name for it in used if len(it.xy) == 0]
+    if rc.skip_empty and empty:
+        used = [it for it in used if len(it.xy)]
+        logger.info("round %d: %d micrograph(s) without pseudo-picks left out: %s", round_index + 1,
+                    len(empty), ", ".join(empty))
+    return used, empty
+
+
+def _copy_model_files(source: Path, output: Path) -> None:
+    """Copy the model files of the chosen round into ``output``, each atomically."""
+    for name in (WEIGHTS_NAME, CONFIG_NAME, CURVE_NAME, HISTORY_NAME):
+        if (source / name).is_file():
+            shutil.copyfile(source / name, output / f".{name}.tmp")
+            (output / f".{name}.tmp").replace(output / name)
+
+
 def refine(
     model: LoadedModel,
     labelled_train: Sequence[LabelledMicrograph],
@@ -113,25 +152,11 @@ def refine(
     checkpoints = [output / "round_0" / WEIGHTS_NAME]
     for r in range(rc.rounds):
         positive, negative = round_thresholds(rc, r)
-        probs = [np.zeros(item.image.shape, dtype=np.float32) for item in unlabelled]
-        members = checkpoints[-rc.checkpoint_ensemble:]
-        for weights in members:
-            load_weights(network, weights)
-            network.eval()
-            for i, item in enumerate(unlabelled):
-                probs[i] += predict_probability(network, item.image, cfg.pick.tile_size,
-                                                cfg.pick.tile_overlap, cfg.pick.batch_size, rc.tta,
-                                                device) / len(members)
+        probs = _ensemble_probabilities(network, checkpoints[-rc.checkpoint_ensemble:], unlabelled, cfg,
+                                        device)
         labels = [pseudo_label(item, prob, cfg, positive, negative)
                   for item, prob in zip(unlabelled, probs)]
-        labels.sort(key=lambda pl: -pl.confidence)
-        n_use = len(labels) if not rc.curriculum else max(1, int(np.ceil((r + 1) / rc.rounds * len(labels))))
-        used = [pl.item for pl in labels[:n_use]]
-        empty = [it.name for it in used if len(it.xy) == 0]
-        if rc.skip_empty and empty:
-            used = [it for it in used if len(it.xy)]
-            logger.info("round %d: %d micrograph(s) without pseudo-picks left out: %s", r + 1,
-                        len(empty), ", ".join(empty))
+        used, empty = _round_micrographs(labels, rc, r)
         n_pseudo = sum(len(it.xy) for it in used)
         logger.info("round %d: thresholds %.3f / %.3f, %d pseudo-picks on %d of %d unlabelled "
                     "micrograph(s)", r + 1, positive, negative, n_pseudo, len(used), len(labels))
@@ -154,9 +179,6 @@ def refine(
             best_f1, best_dir = v.best_f1, round_dir
     chosen = best_dir or output / "round_0"
     logger.info("best: %s (best validation F1 %.3f)", chosen.name, best_f1)
-    for name in (WEIGHTS_NAME, CONFIG_NAME, CURVE_NAME, HISTORY_NAME):
-        if (chosen / name).is_file():
-            shutil.copyfile(chosen / name, output / f".{name}.tmp")
-            (output / f".{name}.tmp").replace(output / name)
+    _copy_model_files(chosen, output)
     write_json(output / REFINE_HISTORY_NAME, history)
     return history

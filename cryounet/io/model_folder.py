@@ -1,33 +1,32 @@
-"""Model folders: weights (safetensors), config JSON, training history, validation curve.
+"""Model folders on disk: file names, the metadata stored next to the weights, reading it back.
 
-A model folder is data, never code: weights are loaded with safetensors and the architecture is
-rebuilt from the JSON config through the registry.
+A model folder is data, never code: ``model.safetensors`` (weights, see
+:mod:`cryounet.models.weights`), ``config.json`` (:class:`ModelInfo`), ``history.json`` and
+``validation_curve.json``. This module imports no torch, so the Scipion plugin reads model folders
+through it without loading the network libraries.
 """
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
-from torch import nn
 
 from cryounet import __version__
 from cryounet.config import CryoUNetConfig
 from cryounet.errors import CryoUNetError, InputFileError
-from cryounet.io.atomic import atomic_path, write_json
-from cryounet.models import build_model
-
-logger = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 HISTORY_NAME = "history.json"
 CURVE_NAME = "validation_curve.json"
+#: Per-round record of a pseudo-labelled refinement (written by ``cryounet refine``).
+REFINE_HISTORY_NAME = "refine_history.json"
+#: Resume state of an interrupted training run (tensors and plain values, ``weights_only``).
+CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_FORMAT = "cryounet-model"
 FORMAT_VERSION = 1
 
@@ -68,32 +67,6 @@ def calibrated_threshold(infos: Sequence[ModelInfo], tta: bool) -> float:
                           else info.threshold for info in infos]))
 
 
-@dataclass
-class LoadedModel:
-    """A network ready for inference, with its metadata and origin."""
-
-    network: nn.Module
-    info: ModelInfo
-    path: Path
-
-
-def save_weights(path: str | os.PathLike[str], network: nn.Module) -> None:
-    """Save a network's state dict with safetensors, atomically."""
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp))
-
-
-def save_model(folder: str | os.PathLike[str], network: nn.Module, info: ModelInfo) -> None:
-    """Write weights and config into ``folder`` (created if needed)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_weights(folder / WEIGHTS_NAME, network)
-    write_json(folder / CONFIG_NAME, info.to_json())
-
-
 def read_model_info(folder: str | os.PathLike[str]) -> ModelInfo:
     """Read and check a model folder's ``config.json``."""
     folder = Path(folder)
@@ -129,38 +102,8 @@ def read_model_info(folder: str | os.PathLike[str]) -> ModelInfo:
         raise InputFileError(config_path, f"model config is incomplete ({exc})") from None
 
 
-def load_weights(network: nn.Module, path: str | os.PathLike[str]) -> None:
-    """Load safetensors weights into ``network`` (shapes must match exactly)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(path, "model weights are missing")
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise InputFileError(path, f"not a readable safetensors file ({exc})") from None
-    try:
-        network.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        detail = " ".join(str(exc).splitlines()[:3])
-        raise InputFileError(
-            path, f"weights do not match the architecture in config.json ({detail})") from None
-
-
-def load_model(folder: str | os.PathLike[str], device: torch.device | str = "cpu") -> LoadedModel:
-    """Rebuild the network of a model folder, load its weights and put it in eval mode."""
-    folder = Path(folder)
-    info = read_model_info(folder)
-    network = build_model(info.config.model)
-    load_weights(network, folder / WEIGHTS_NAME)
-    network.to(device).eval()
-    return LoadedModel(network, info, folder)
-
-
 #: Folder (inside the package) of the general starting model, trained on several datasets.
-GENERAL_MODEL = Path(__file__).resolve().parent / "weights" / "general"
+GENERAL_MODEL = Path(__file__).resolve().parents[1] / "weights" / "general"
 
 
 def general_model_path() -> Path:

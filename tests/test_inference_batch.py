@@ -1,4 +1,4 @@
-"""Picking lists of micrographs and writing STAR files (cryounet.picking)."""
+"""Picking lists of micrographs and writing STAR files (cryounet.inference.batch, cryounet.io.picks_folder)."""
 from __future__ import annotations
 
 import logging
@@ -13,10 +13,11 @@ from engine_helpers import AffineNet, loaded_model, spots_micrograph
 
 from cryounet.config import PickConfig
 from cryounet.errors import CryoUNetError
-from cryounet.inference import Picker
+from cryounet.inference.picker import Picker
 from cryounet.io.coordinates import Picks, read_coordinates
 from cryounet.io.mrc import write_mrc
-from cryounet.picking import pick_micrographs, warn_if_empty, write_picks
+from cryounet.inference.batch import pick_micrographs
+from cryounet.io.picks_folder import warn_if_empty, write_picks
 
 
 def _picker(threshold: float = 0.5) -> Picker:

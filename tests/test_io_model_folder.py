@@ -1,4 +1,4 @@
-"""Model folders (cryounet.modelio): save/load round trip and refusal of bad folders."""
+"""Model folders (cryounet.io.model_folder, cryounet.models.weights): save/load round trip and refusal of bad folders."""
 from __future__ import annotations
 
 import json
@@ -10,9 +10,10 @@ import torch
 
 from cryounet.config import CryoUNetConfig
 from cryounet.errors import CryoUNetError, InputFileError
-from cryounet.modelio import (CONFIG_NAME, FORMAT_VERSION, MODEL_FORMAT, WEIGHTS_NAME, ModelInfo,
-                              load_model, load_weights, read_json_list, read_model_info, save_model,
-                              write_json)
+from cryounet.io.atomic import write_json
+from cryounet.io.model_folder import (CONFIG_NAME, FORMAT_VERSION, MODEL_FORMAT, WEIGHTS_NAME, ModelInfo,
+                                      read_json_list, read_model_info)
+from cryounet.models.weights import load_model, load_weights, save_model
 from cryounet.models import build_model
 
 CFG = CryoUNetConfig().updated({

@@ -1,4 +1,4 @@
-"""Training loop, learning-rate schedule, validation, determinism and resume (cryounet.training)."""
+"""Training loop, learning-rate schedule, validation, determinism and resume (cryounet.training.loop, cryounet.training.validation)."""
 from __future__ import annotations
 
 import json
@@ -11,14 +11,15 @@ import torch
 
 from engine_helpers import AffineNet, SimData, gaussian_blobs
 
-from cryounet import training
+from cryounet.training import loop as training
 from cryounet.config import CryoUNetConfig
-from cryounet.data import LabelledMicrograph, load_labelled, split_validation
+from cryounet.training.data import LabelledMicrograph, load_labelled, split_validation
 from cryounet.errors import CryoUNetError
-from cryounet.metrics import ThresholdCurve
-from cryounet.modelio import load_model
+from cryounet.evaluation.metrics import ThresholdCurve
+from cryounet.models.weights import load_model
 from cryounet.preprocess import Scale
-from cryounet.training import (Validation, lr_factor, mine_hard_negatives, train, validate)
+from cryounet.training.loop import lr_factor, train
+from cryounet.training.validation import Validation, mine_hard_negatives, validate
 
 #: Four short epochs of a tiny network (a second or two per run on one thread).
 FAST = {"train": {"epochs": 4, "steps_per_epoch": 3, "batch_size": 2, "patch_size": 32,
@@ -440,7 +441,7 @@ def test_training_calibrates_a_tta_threshold(tiny_model: Path) -> None:
     """The model folder stores a second threshold calibrated on TTA-averaged maps, and it loads."""
     import json
 
-    from cryounet.modelio import read_model_info
+    from cryounet.io.model_folder import read_model_info
 
     data = json.loads((tiny_model / "config.json").read_text())
     assert 0 < data["threshold_tta"] <= 1

@@ -1,4 +1,4 @@
-"""Peak finding, non-maximum suppression and pick filters (cryounet.postprocess)."""
+"""Peak finding, non-maximum suppression and pick filters (cryounet.postprocess.peaks, cryounet.postprocess.filters)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,8 @@ import pytest
 from engine_helpers import gaussian_blobs
 
 from cryounet.io.coordinates import Picks
-from cryounet.postprocess import FilterConfig, disk_footprint, filter_picks, find_peaks, nms
+from cryounet.postprocess.filters import FilterConfig, filter_picks
+from cryounet.postprocess.peaks import disk_footprint, find_peaks, nms
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -134,7 +135,7 @@ def test_filter_keeps_spread_and_handles_no_scores() -> None:
 
 # ---------------------------------------------------------------------------- map clean-up
 def test_clean_probability_opening_and_component_areas() -> None:
-    from cryounet.postprocess import clean_probability
+    from cryounet.postprocess.peaks import clean_probability
 
     yy, xx = np.mgrid[0:80, 0:80]
     prob = np.zeros((80, 80), np.float32)
@@ -161,7 +162,7 @@ def _disk(shape, centre, radius, value) -> np.ndarray:
 
 @pytest.mark.parametrize("diameter", [8.0, 12.0, 20.0])
 def test_opening_removes_a_thin_line_and_keeps_a_particle_disk(diameter: float) -> None:
-    from cryounet.postprocess import clean_probability
+    from cryounet.postprocess.peaks import clean_probability
 
     prob = _disk((100, 100), (30, 30), diameter / 2, 0.9)
     prob[80, 5:95] = 0.8  # 1 px wide, much longer than a particle
@@ -176,7 +177,7 @@ def test_opening_removes_a_thin_line_and_keeps_a_particle_disk(diameter: float) 
 
 
 def test_component_filter_keeps_only_areas_in_range() -> None:
-    from cryounet.postprocess import clean_probability
+    from cryounet.postprocess.peaks import clean_probability
 
     d = 10.0  # particle disk area ~ 78.5 px
     prob = (_disk((120, 120), (20, 20), 2, 0.9)        # ~13 px: 0.17 particle areas
@@ -196,7 +197,7 @@ def test_component_filter_keeps_only_areas_in_range() -> None:
 
 
 def test_component_level_defines_the_regions() -> None:
-    from cryounet.postprocess import clean_probability
+    from cryounet.postprocess.peaks import clean_probability
 
     prob = _disk((60, 60), (20, 20), 2, 0.4) + _disk((60, 60), (45, 45), 2, 0.8)
     # At level 0.5 the 0.4 speck is no region (left alone); the 0.8 speck is removed.

@@ -1,4 +1,4 @@
-"""Scoring pick folders against ground truth (cryounet.evaluation)."""
+"""Scoring pick folders against ground truth (cryounet.evaluation.folders)."""
 from __future__ import annotations
 
 import logging
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cryounet.errors import CryoUNetError
-from cryounet.evaluation import evaluate_folders
+from cryounet.evaluation.folders import evaluate_folders
 from cryounet.io.coordinates import Picks, write_star_index, write_star_picks, write_text_picks
 
 

@@ -1,4 +1,4 @@
-"""Picking a list of micrographs and writing RELION coordinate files plus an index."""
+"""Picking a list of micrographs into a pick folder (STAR file per micrograph, index, skipped list)."""
 from __future__ import annotations
 
 import json
@@ -8,17 +8,13 @@ from pathlib import Path
 from typing import Sequence
 
 from cryounet.errors import CryoUNetError, InputFileError
-from cryounet.inference import Picker
+from cryounet.inference.picker import Picker
 from cryounet.io.atomic import write_text_atomic
 from cryounet.io.coordinates import INDEX_NAME, Picks, write_star_index, write_star_picks
 from cryounet.io.mrc import read_micrograph
+from cryounet.io.picks_folder import SKIPPED_NAME, warn_if_empty
 
 logger = logging.getLogger(__name__)
-
-#: Warn when more than this fraction of micrographs yields no pick.
-EMPTY_WARNING_FRACTION = 0.2
-#: Machine-readable list of the micrographs a picking run skipped, written in its output folder.
-SKIPPED_NAME = "skipped.json"
 
 
 @dataclass
@@ -36,33 +32,6 @@ class PickSummary:
     @property
     def empty(self) -> list[str]:
         return [name for name, n in self.picked.items() if n == 0]
-
-
-def warn_if_empty(picked: dict[str, int]) -> None:
-    """Warn loudly when many micrographs got no pick (silent zero-pick micrographs hurt)."""
-    empty = [name for name, n in picked.items() if n == 0]
-    if picked and len(empty) > EMPTY_WARNING_FRACTION * len(picked):
-        logger.warning(
-            "%d of %d micrographs have no picks (e.g. %s): the threshold may be too high, the "
-            "diameter wrong, or these micrographs empty", len(empty), len(picked), ", ".join(empty[:3]))
-    elif empty:
-        logger.info("%d micrograph(s) have no picks: %s", len(empty), ", ".join(empty[:5]))
-
-
-def write_picks(output: Path, results: Sequence[tuple[str, str, Picks]]) -> None:
-    """Per-micrograph ``<stem>.star`` files and the ``coordinates.star`` index.
-
-    Args:
-        output: folder to write.
-        results: ``(stem, micrograph name for the index, picks)`` per micrograph.
-    """
-    output.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for stem, micrograph, picks in results:
-        star = output / f"{stem}.star"
-        write_star_picks(star, picks)
-        entries.append((micrograph, str(star)))
-    write_star_index(output / INDEX_NAME, entries)
 
 
 def pick_micrographs(picker: Picker, micrographs: Sequence[Path], output: Path,

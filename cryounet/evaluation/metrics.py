@@ -15,6 +15,8 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import maximum_bipartite_matching
 from scipy.spatial import cKDTree
 
+#: Matching radius as a fraction of the particle diameter (CryoPPP convention).
+MATCH_RADIUS = 0.5
 #: Most distinct thresholds tried by :func:`best_f1` (quantiles of the scores beyond that).
 MAX_THRESHOLDS = 400
 

@@ -1,4 +1,4 @@
-"""Pixel-wise losses (cryounet.losses)."""
+"""Pixel-wise losses (cryounet.training.losses)."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import torch
 
 from cryounet.config import LossConfig
 from cryounet.errors import CryoUNetError
-from cryounet.losses import bce_loss, build_loss, dice_loss, focal_loss
+from cryounet.training.losses import bce_loss, build_loss, dice_loss, focal_loss
 
 NAMES = ["bce", "focal", "dice", "bce_dice", "focal_dice"]
 

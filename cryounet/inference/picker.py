@@ -1,0 +1,102 @@
+"""Picking one micrograph with a model or an ensemble: preprocessing, mean probability (spread as
+uncertainty), peaks as picks in input pixels."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from cryounet.config import PickConfig
+from cryounet.errors import CryoUNetError
+from cryounet.inference.predict import predict_probability
+from cryounet.io.coordinates import Picks
+from cryounet.io.model_folder import calibrated_threshold
+from cryounet.models.weights import LoadedModel
+from cryounet.postprocess.peaks import candidate_peaks
+from cryounet.preprocess import Scale, preprocess
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PickResult:
+    """Picks of one micrograph (input pixels) and the maps they came from (working pixels)."""
+
+    picks: Picks
+    scale: Scale
+    probability: np.ndarray
+    spread: np.ndarray | None
+
+
+class Picker:
+    """Picks micrographs with one model or an ensemble (mean probability, spread as uncertainty).
+
+    All models of an ensemble must share the particle diameter and preprocessing, so that their
+    probability maps are on the same grid.
+    """
+
+    def __init__(self, models: Sequence[LoadedModel], pick: PickConfig,
+                 device: torch.device | str = "cpu") -> None:
+        if not models:
+            raise CryoUNetError("no model given")
+        first = models[0]
+        for other in models[1:]:
+            if other.info.diameter_px != first.info.diameter_px or \
+                    other.info.config.preprocess != first.info.config.preprocess:
+                raise CryoUNetError(
+                    f"models {first.path} and {other.path} use different particle diameters or "
+                    "preprocessing and cannot be combined in one ensemble"
+                )
+        self.models = list(models)
+        self.pick = pick
+        self.device = device
+        self.diameter = first.info.diameter_px
+        self.preprocess_cfg = first.info.config.preprocess
+
+    @property
+    def calibrated_threshold(self) -> float:
+        """Mean of the models' thresholds calibrated on validation data (those calibrated with
+        test-time augmentation when it is on)."""
+        if self.pick.tta:
+            missing = [str(m.path) for m in self.models if m.info.threshold_tta is None]
+            if missing:
+                logger.warning("no threshold calibrated with test-time augmentation for %s; using "
+                               "the plain one (retrain, or give --threshold)", ", ".join(missing))
+        return calibrated_threshold([m.info for m in self.models], self.pick.tta)
+
+    def probability(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Mean probability over the ensemble (and its standard deviation when > 1 model)."""
+        maps = [
+            predict_probability(m.network, image, self.pick.tile_size, self.pick.tile_overlap,
+                                self.pick.batch_size, self.pick.tta, self.device)
+            for m in self.models
+        ]
+        if len(maps) == 1:
+            return maps[0], None
+        stack = np.stack(maps)
+        return stack.mean(axis=0), stack.std(axis=0)
+
+    def pick_image(self, micrograph: np.ndarray, threshold: float | None) -> PickResult:
+        """Pick one micrograph (input pixels); ``threshold`` None keeps every candidate above
+        ``min_score`` (for calibration and curves)."""
+        image, scale = preprocess(micrograph, self.diameter, self.preprocess_cfg)
+        prob, spread = self.probability(image)
+        picks = peaks_to_picks(prob, spread, scale, self.diameter, self.pick, threshold)
+        return PickResult(picks, scale, prob, spread)
+
+
+def peaks_to_picks(prob: np.ndarray, spread: np.ndarray | None, scale: Scale, diameter: float,
+                   pick: PickConfig, threshold: float | None) -> Picks:
+    """Peaks of a working-scale probability map as picks in input pixels."""
+    working_diameter = diameter / scale.factors[0]
+    min_score = pick.min_score if threshold is None else max(threshold, 1e-6)
+    xy, scores = candidate_peaks(prob, working_diameter, pick, min_score)
+    uncertainty = None
+    if spread is not None:
+        iy = np.clip(np.round(xy[:, 1]).astype(int), 0, prob.shape[0] - 1)
+        ix = np.clip(np.round(xy[:, 0]).astype(int), 0, prob.shape[1] - 1)
+        uncertainty = spread[iy, ix].astype(np.float64)
+    return Picks(scale.to_input(xy), scores, uncertainty)

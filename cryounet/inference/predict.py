@@ -1,0 +1,120 @@
+"""Tiled full-micrograph prediction with optional test-time augmentation.
+
+Memory is bounded by the tile size: a working-scale image is cut into overlapping tiles whose
+starts are multiples of the network's pooling factor (so every tile sees the same pooling grid as
+the whole image); each tile contributes only its centre, away from the zero-padded tile borders.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def _multiple(network: nn.Module) -> int:
+    return int(getattr(network, "multiple", 1))
+
+
+def _tile_starts(length: int, tile: int, step: int) -> list[int]:
+    """Tile starts covering ``length`` (a multiple of the pooling factor, as are ``tile`` and
+    ``step``): every ``step``, the last one ending exactly at ``length``."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, step))
+    if starts[-1] + tile < length:
+        starts.append(length - tile)
+    return starts
+
+
+def _pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
+    """Pad bottom/right to a multiple of ``multiple`` exactly as the U-Net pads its input."""
+    ny, nx = image.shape
+    pad_y, pad_x = (-ny) % multiple, (-nx) % multiple
+    if not (pad_y or pad_x):
+        return image
+    mode = "reflect" if min(ny, nx) > max(pad_y, pad_x) else "edge"
+    return np.pad(image, ((0, pad_y), (0, pad_x)), mode=mode)
+
+
+def _dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th of the 8 symmetries of the square (k in 0..7) on the last two dims."""
+    if k >= 4:
+        x = torch.flip(x, dims=(-1,))
+    return torch.rot90(x, k % 4, dims=(-2, -1))
+
+
+def _dihedral_inverse(x: torch.Tensor, k: int) -> torch.Tensor:
+    x = torch.rot90(x, -(k % 4), dims=(-2, -1))
+    if k >= 4:
+        x = torch.flip(x, dims=(-1,))
+    return x
+
+
+@torch.no_grad()
+def _forward_probability(network: nn.Module, batch: torch.Tensor, tta: bool) -> torch.Tensor:
+    if not tta:
+        return torch.sigmoid(network(batch))
+    total = torch.zeros_like(batch)
+    for k in range(8):
+        total += _dihedral_inverse(torch.sigmoid(network(_dihedral(batch, k))), k)
+    return total / 8
+
+
+@torch.no_grad()
+def predict_probability(
+    network: nn.Module,
+    image: np.ndarray,
+    tile_size: int = 512,
+    overlap: int = 64,
+    batch_size: int = 4,
+    tta: bool = False,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """Particle-centre probability for every pixel of a working-scale image.
+
+    Args:
+        network: model in eval mode, on ``device``.
+        image: normalised ``(ny, nx)`` float32 image.
+        tile_size: tile side (rounded up to the pooling multiple); images that fit are done whole.
+        overlap: pixels shared by neighbouring tiles; half is discarded on each side.
+        batch_size: tiles per forward pass.
+        tta: average the 8 flips/rotations.
+
+    Returns:
+        ``(ny, nx)`` float32 probabilities.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    ny, nx = image.shape
+    m = _multiple(network)
+    tile = int(np.ceil(tile_size / m) * m)
+    overlap = min(int(overlap), tile - m)
+    step = max(m, ((tile - overlap) // m) * m)
+    if ny <= tile and nx <= tile:
+        batch = torch.from_numpy(image)[None, None].to(device)
+        return _forward_probability(network, batch, tta)[0, 0].float().cpu().numpy()
+
+    # Pad once to the pooling multiple, as the network would pad the whole image; tiles then
+    # never leave the padded image and see exactly the same values as a whole-image pass.
+    padded = _pad_to_multiple(image, m)
+    py, px = padded.shape
+    ys, xs = _tile_starts(py, tile, step), _tile_starts(px, tile, step)
+    th, tw = min(tile, py), min(tile, px)
+    out = np.zeros((ny, nx), dtype=np.float32)
+    half = overlap // 2
+
+    def keep_range(starts: list[int], i: int, size: int, length: int) -> tuple[int, int]:
+        lo = 0 if i == 0 else starts[i] + half
+        hi = length if i == len(starts) - 1 else starts[i] + size - (overlap - half)
+        return lo, min(hi, length)
+
+    positions = [(iy, ix) for iy in range(len(ys)) for ix in range(len(xs))]
+    for b in range(0, len(positions), batch_size):
+        chunk = positions[b : b + batch_size]
+        tiles = np.stack([padded[ys[iy] : ys[iy] + th, xs[ix] : xs[ix] + tw] for iy, ix in chunk])
+        prob = _forward_probability(network, torch.from_numpy(tiles)[:, None].to(device), tta)
+        prob = prob[:, 0].float().cpu().numpy()
+        for (iy, ix), p in zip(chunk, prob):
+            y0, y1 = keep_range(ys, iy, th, ny)
+            x0, x1 = keep_range(xs, ix, tw, nx)
+            out[y0:y1, x0:x1] = p[y0 - ys[iy] : y1 - ys[iy], x0 - xs[ix] : x1 - xs[ix]]
+    return out

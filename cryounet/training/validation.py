@@ -1,0 +1,90 @@
+"""Validation of a network on labelled micrographs (F1 curve, calibrated threshold, AP, loss) and
+hard-negative mining on the training micrographs."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from cryounet.config import CryoUNetConfig
+from cryounet.evaluation.metrics import MATCH_RADIUS, ThresholdCurve, average_precision, evaluate, threshold_curve
+from cryounet.inference.predict import predict_probability
+from cryounet.postprocess.peaks import candidate_peaks
+from cryounet.training.data import LabelledMicrograph
+from cryounet.training.targets import make_targets
+
+
+@dataclass
+class Validation:
+    """Result of picking the validation micrographs with one network."""
+
+    curve: ThresholdCurve
+    threshold: float
+    precision: float
+    recall: float
+    f1: float
+    ap: float
+    loss: float
+    #: Highest F1 over all thresholds (what model selection compares; ``f1`` is at ``threshold``).
+    best_f1: float
+
+    def metrics(self) -> dict[str, float]:
+        return {"precision": self.precision, "recall": self.recall, "f1": self.f1, "ap": self.ap,
+                "best_f1": self.best_f1}
+
+
+@torch.no_grad()
+def validate(network: nn.Module, items: Sequence[LabelledMicrograph], cfg: CryoUNetConfig,
+             device: torch.device, loss_fn=None, tta: bool = False) -> Validation:
+    """Pick every validation micrograph and calibrate the threshold on the pooled F1 curve
+    (middle of the near-best plateau, ``train.calibration_tolerance``), with test-time
+    augmentation when ``tta``."""
+    network.eval()
+    preds, scores, truths, losses = [], [], [], []
+    for item in items:
+        prob = predict_probability(network, item.image, cfg.pick.tile_size, cfg.pick.tile_overlap,
+                                   cfg.pick.batch_size, tta, device)
+        xy, s = candidate_peaks(prob, item.diameter, cfg.pick, cfg.pick.min_score)
+        preds.append(xy)
+        scores.append(s)
+        truths.append(item.xy)
+        if loss_fn is not None:
+            target, weight = make_targets(item.image.shape, item.xy, item.diameter, cfg.target)
+            logit = torch.logit(torch.from_numpy(prob).clamp(1e-6, 1 - 1e-6))[None, None]
+            losses.append(float(loss_fn(logit, torch.from_numpy(target)[None, None],
+                                        torch.from_numpy(weight)[None, None])))
+    radius = MATCH_RADIUS * float(np.mean([it.diameter for it in items]))
+    curve = threshold_curve(preds, scores, truths, radius)
+    if len(curve.thresholds) == 0:
+        result = evaluate([np.zeros((0, 2))] * len(truths), truths, radius)
+        threshold, best = 0.5, result.f1
+    else:
+        threshold = float(curve.thresholds[curve.calibrated_index(cfg.train.calibration_tolerance)])
+        result = evaluate([p[s >= threshold] for p, s in zip(preds, scores)], truths, radius)
+        best = float(curve.f1.max())
+    ap = average_precision(preds, scores, truths, radius)
+    return Validation(curve, threshold, result.precision, result.recall, result.f1, ap,
+                      float(np.mean(losses)) if losses else float("nan"), best)
+
+
+@torch.no_grad()
+def mine_hard_negatives(network: nn.Module, items: Sequence[LabelledMicrograph], cfg: CryoUNetConfig,
+                        device: torch.device, level: float = 0.5) -> list[np.ndarray]:
+    """Peaks above ``level`` with no pick within the matching radius: the model's false positives
+    on each training micrograph (working pixels)."""
+    from scipy.spatial import cKDTree
+
+    network.eval()
+    mined = []
+    for item in items:
+        prob = predict_probability(network, item.image, cfg.pick.tile_size, cfg.pick.tile_overlap,
+                                   cfg.pick.batch_size, False, device)
+        xy, _ = candidate_peaks(prob, item.diameter, cfg.pick, level)
+        if len(xy) and len(item.xy):
+            dist, _ = cKDTree(item.xy).query(xy)
+            xy = xy[dist >= MATCH_RADIUS * item.diameter]
+        mined.append(xy)
+    return mined
