@@ -15,6 +15,26 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from cryounet.errors import CryoUNetError
 
+# ---------------------------------------------------------------------------- choice lists
+# The one list of names of each enumerated setting. The model registry, the loss factory and the
+# augmenter implement exactly these (tests check it), and the Scipion forms show them.
+#: ``model.architecture``
+ARCHITECTURES = ("unet", "attention_unet", "residual_unet", "efficient_unet")
+#: ``loss.name``
+LOSSES = ("bce", "focal", "dice", "bce_dice", "focal_dice")
+#: ``augment.preset``
+AUGMENT_PRESETS = ("none", "light", "strong")
+#: ``preprocess.normalisation``
+NORMALISATIONS = ("robust", "standard")
+#: ``target.shape``
+TARGET_SHAPES = ("disk", "gaussian")
+#: ``model.norm``
+NORMS = ("batch", "group")
+#: ``train.schedule``
+SCHEDULES = ("cosine", "constant")
+#: ``train.selection``
+SELECTIONS = ("best", "last")
+
 
 @dataclass
 class PreprocessConfig:
@@ -268,13 +288,14 @@ class CryoUNetConfig:
     def validate(self, source: str = "config") -> None:
         """Check choices and ranges, raising :class:`CryoUNetError` naming the key."""
         choices = {
-            "preprocess.normalisation": (self.preprocess.normalisation, ("robust", "standard")),
-            "target.shape": (self.target.shape, ("disk", "gaussian")),
-            "model.norm": (self.model.norm, ("batch", "group")),
-            "loss.name": (self.loss.name, ("bce", "focal", "dice", "bce_dice", "focal_dice")),
-            "augment.preset": (self.augment.preset, ("none", "light", "strong")),
-            "train.schedule": (self.train.schedule, ("cosine", "constant")),
-            "train.selection": (self.train.selection, ("best", "last")),
+            "preprocess.normalisation": (self.preprocess.normalisation, NORMALISATIONS),
+            "target.shape": (self.target.shape, TARGET_SHAPES),
+            "model.architecture": (self.model.architecture, ARCHITECTURES),
+            "model.norm": (self.model.norm, NORMS),
+            "loss.name": (self.loss.name, LOSSES),
+            "augment.preset": (self.augment.preset, AUGMENT_PRESETS),
+            "train.schedule": (self.train.schedule, SCHEDULES),
+            "train.selection": (self.train.selection, SELECTIONS),
         }
         for key, (value, allowed) in choices.items():
             if value not in allowed:

@@ -6,7 +6,6 @@ protocol parameter over as a JSON configuration file written in the run's extra 
 """
 import functools
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -15,10 +14,10 @@ import pwem
 import pyworkflow.utils as pwutils
 from pyworkflow.config import VarTypes
 
-from .constants import (CRYOUNET_MODELS, CRYOUNET_PYTHON, DEFAULT_MODELS_FOLDER, ENGINE_MODULE,
-                        GPU_PLACEHOLDER)
+from . import engine
+from .constants import CRYOUNET_MODELS, CRYOUNET_PYTHON, DEFAULT_MODELS_FOLDER, GPU_PLACEHOLDER
 
-__version__ = "0.2.1"
+__version__ = "0.3.0"
 _logo = None
 _references = ["Ronneberger2015"]
 
@@ -79,21 +78,9 @@ class Plugin(pwem.Plugin):
     # ------------------------------------------------------------------ the choke point
     @classmethod
     def getEngineCommandLine(cls, subcommand, args):
-        """``(program, arguments)`` of an engine run; arguments are shell-quoted.
-
-        When the GPU placeholder is among the arguments, other ``%`` characters are doubled,
-        because the step executor %-formats the arguments to put the GPU ids in.
-        """
-        args = [str(a) for a in args]
-        hasGpu = GPU_PLACEHOLDER in args
-        quoted = []
-        for arg in ["-m", ENGINE_MODULE, subcommand] + args:
-            if arg == GPU_PLACEHOLDER:
-                quoted.append("'%s'" % GPU_PLACEHOLDER)
-            else:
-                arg = shlex.quote(arg)
-                quoted.append(arg.replace("%", "%%") if hasGpu else arg)
-        return shlex.quote(cls.getPython()), " ".join(quoted)
+        """``(program, arguments)`` of an engine run (:func:`cryounet_plugin.engine.engineCommandLine`:
+        shell-quoted, the GPU placeholder left for the step executor)."""
+        return engine.engineCommandLine(cls.getPython(), subcommand, args, GPU_PLACEHOLDER)
 
     @classmethod
     def runCryounet(cls, protocol, subcommand, args, **kwargs):

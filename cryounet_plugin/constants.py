@@ -1,8 +1,11 @@
-"""Constants of the CryoUNet Scipion plugin: variable names, file names, choice lists and indices.
+"""Constants of the CryoUNet Scipion plugin: variable names, file names of protocol runs, choice
+indices.
 
-Nothing here imports Scipion, so the pure helpers (``convert``, wizard logic, plotting) and their
-tests can use these names without a Scipion installation.
+The names both halves share (model and pick folder files, suffixes, choice lists) are the engine's,
+reached through :mod:`cryounet_plugin.engine`. Nothing here imports Scipion, so the pure helpers
+(``convert``, wizard logic, plotting) and their tests can use these names without a project.
 """
+from .engine import ARCHITECTURES, AUGMENTATIONS, LOSSES  # noqa: F401 (the form lists)
 
 # ------------------------------------------------------------------ plugin variables
 #: Interpreter that runs the engine (``<python> -m cryounet``); default: the one Scipion runs in.
@@ -13,7 +16,6 @@ CRYOUNET_MODELS = "CRYOUNET_MODELS"
 DEFAULT_MODELS_FOLDER = "cryounet-models"
 
 # ------------------------------------------------------------------ engine command line
-ENGINE_MODULE = "cryounet"
 CMD_TRAIN = "train"
 CMD_REFINE = "refine"
 CMD_PICK = "pick"
@@ -21,19 +23,6 @@ CMD_POSTPROCESS = "postprocess"
 #: Placeholder the Scipion step executor replaces by the GPU ids assigned to a step.
 GPU_PLACEHOLDER = "%(GPU)s"
 DEVICE_CPU = "cpu"
-
-# ------------------------------------------------------------------ model folder layout
-MODEL_FORMAT = "cryounet-model"
-MODEL_CONFIG = "config.json"
-MODEL_WEIGHTS = "model.safetensors"
-MODEL_HISTORY = "history.json"
-MODEL_CURVE = "validation_curve.json"
-REFINE_HISTORY = "refine_history.json"
-#: Engine files of a model folder that a finished model does not need (resume checkpoints);
-#: the import-model protocol does not copy them.
-MODEL_RESUME_FILES = ("checkpoint.pt",)
-#: Files a model folder must hold to be usable.
-MODEL_REQUIRED_FILES = (MODEL_CONFIG, MODEL_WEIGHTS)
 
 # ------------------------------------------------------------------ files written by protocols
 #: Engine configuration (JSON) written in the run's extra folder; reproduces the run with the CLI.
@@ -47,10 +36,6 @@ INPUTS_INFO = "cryounet_inputs.json"
 MICS_LIST = "micrographs_%s.txt"
 MICS_FOLDER = "micrographs"
 COORDS_FOLDER = "coordinates"
-#: Index of per-micrograph coordinate files (RELION 4/5 autopick layout).
-COORDS_INDEX = "coordinates.star"
-#: The engine's list of micrographs it skipped, with reasons (in a pick output folder).
-ENGINE_SKIPPED = "skipped.json"
 #: Per-micrograph picking records (which STAR file, or why it was skipped).
 RECORDS_FOLDER = "records"
 #: Picking batches (links, @list and command line of each engine run).
@@ -58,8 +43,6 @@ BATCHES_FOLDER = "batches"
 MODEL_FOLDER = "model"
 MODEL_MEMBER_FOLDER = "model_%d"
 INPUT_PICKS_FOLDER = "input_picks"
-#: Suffixes of micrograph files the engine reads.
-MRC_SUFFIXES = (".mrc", ".mrcs")
 
 # ------------------------------------------------------------------ coordinate attributes
 #: Score (probability) of a CryoUNet pick, stored on each output Coordinate.
@@ -73,39 +56,30 @@ KNOWN_SCORE_ATTRS = (SCORE_ATTR, IMPORTED_SCORE_ATTR, "_topazScore", "_cryoloSco
                      "_xmipp_cost", "_score")
 
 # ------------------------------------------------------------------ choices (index constants)
-#: Architectures of cryounet.models (hard-coded so the GUI never imports torch; a test checks
-#: them against the engine registry).
-ARCHITECTURES = ["unet", "attention_unet", "residual_unet", "efficient_unet"]
-ARCH_UNET = 0
-ARCH_ATTENTION_UNET = 1
-ARCH_RESIDUAL_UNET = 2
-ARCH_EFFICIENT_UNET = 3
+# The lists are the engine's (cryounet.config); the indices name the form defaults.
+ARCH_UNET = ARCHITECTURES.index("unet")
+ARCH_ATTENTION_UNET = ARCHITECTURES.index("attention_unet")
+ARCH_RESIDUAL_UNET = ARCHITECTURES.index("residual_unet")
+ARCH_EFFICIENT_UNET = ARCHITECTURES.index("efficient_unet")
 
-LOSSES = ["bce", "focal", "dice", "bce_dice", "focal_dice"]
-LOSS_BCE = 0
-LOSS_FOCAL = 1
-LOSS_DICE = 2
-LOSS_BCE_DICE = 3
-LOSS_FOCAL_DICE = 4
+LOSS_BCE = LOSSES.index("bce")
+LOSS_FOCAL = LOSSES.index("focal")
+LOSS_DICE = LOSSES.index("dice")
+LOSS_BCE_DICE = LOSSES.index("bce_dice")
+LOSS_FOCAL_DICE = LOSSES.index("focal_dice")
 
-AUGMENTATIONS = ["none", "light", "strong"]
-AUGMENT_NONE = 0
-AUGMENT_LIGHT = 1
-AUGMENT_STRONG = 2
+AUGMENT_NONE = AUGMENTATIONS.index("none")
+AUGMENT_LIGHT = AUGMENTATIONS.index("light")
+AUGMENT_STRONG = AUGMENTATIONS.index("strong")
 
 DIAMETER_UNITS = ["pixels", "Angstrom"]
 UNIT_PIXELS = 0
 UNIT_ANGSTROM = 1
 
-#: Threshold value meaning "use the threshold calibrated on the validation set".
+#: Threshold form value meaning "automatic" (the engine's rule: configured, else calibrated).
 THRESHOLD_AUTO = -1.0
-#: Box size value meaning "derive from the particle diameter".
+#: Box size value meaning "derive from the particle diameter" (the engine's box rule).
 BOX_SIZE_AUTO = 0
-#: Default box size = this factor x particle diameter (rounded up to an even number of pixels).
-BOX_FACTOR = 1.5
-
-#: Sections of the engine configuration (cryounet.config.CryoUNetConfig).
-ENGINE_SECTIONS = ("preprocess", "target", "model", "loss", "augment", "train", "pick", "refine")
 
 #: Relative difference of sampling rates above which pixel sizes are considered different.
 SAMPLING_TOLERANCE = 0.02

@@ -4,7 +4,7 @@ import os
 import pyworkflow.object as pwobj
 from pwem.objects import EMObject
 
-from .constants import MODEL_CONFIG, MODEL_WEIGHTS
+from .engine import MODEL_WEIGHTS
 
 
 class CryoUNetModel(EMObject):
@@ -35,14 +35,8 @@ class CryoUNetModel(EMObject):
         """Model folder."""
         return self._path.get()
 
-    def setPath(self, path):
-        self._path.set(path)
-
     def getWeightsFile(self):
         return os.path.join(self.getPath(), MODEL_WEIGHTS)
-
-    def getConfigFile(self):
-        return os.path.join(self.getPath(), MODEL_CONFIG)
 
     def getDiameter(self):
         """Particle diameter in pixels of the training micrographs."""
@@ -99,12 +93,6 @@ class CryoUNetModel(EMObject):
     def setThresholdTta(self, value):
         self._thresholdTta.set(value)
 
-    def getPickingThreshold(self, tta):
-        """The threshold the engine's automatic mode uses: the TTA one when ``tta`` and known."""
-        if tta and self.getThresholdTta() is not None:
-            return self.getThresholdTta()
-        return self.getThreshold()
-
     def getEngineVersion(self):
         return self._engineVersion.get()
 
@@ -112,7 +100,7 @@ class CryoUNetModel(EMObject):
         self._engineVersion.set(value)
 
     def setFromInfo(self, info, samplingRate=None):
-        """Fill the attributes from :func:`cryounet_plugin.convert.readModelInfo`."""
+        """Fill the attributes from :func:`cryounet_plugin.engine.readModelInfo`."""
         self.setDiameter(info["diameter"])
         self.setArchitecture(info.get("architecture"))
         self.setValidation(info.get("precision"), info.get("recall"), info.get("f1"))
@@ -136,6 +124,8 @@ class CryoUNetModel(EMObject):
                          % (self.getPrecision() or 0, self.getRecall() or 0, self.getF1()))
         if self.getThreshold() is not None:
             parts.append("threshold %.3f" % self.getThreshold())
+        if self.getEngineVersion():
+            parts.append("CryoUNet %s" % self.getEngineVersion())
         return ", ".join(parts)
 
     def __str__(self):

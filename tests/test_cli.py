@@ -307,7 +307,7 @@ def test_pick_corrupt_micrograph_skipped_others_picked(run_cli, tiny_model: Path
     assert "1 skipped" in err
     skipped = json.loads((out / "skipped.json").read_text())
     assert [Path(s["micrograph"]).name for s in skipped] == ["broken.mrc"]
-    assert "broken.mrc: MRC header is invalid" in skipped[0]["reason"]
+    assert "broken.mrc: no valid MRC header" in skipped[0]["reason"]
 
 
 def test_pick_all_corrupt_allowed_for_pipelines(run_cli, tiny_model: Path, tmp_path: Path) -> None:

@@ -153,7 +153,7 @@ def test_ensemble_mean_and_spread() -> None:
     models = [_loaded(AffineNet(0.05, -5.0), threshold=0.4, name="a"),
               _loaded(AffineNet(0.025, -2.0), threshold=0.6, name="b")]
     picker = Picker(models, PickConfig(edge_exclusion=0.0))
-    assert picker.calibrated_threshold == pytest.approx(0.5)
+    assert picker.threshold() == pytest.approx(0.5)
     result = picker.pick_image(micrograph, threshold=0.5)
     image = _preprocessed(micrograph)
     single = [Picker([m], PickConfig()).probability(image)[0] for m in models]
@@ -279,11 +279,21 @@ def test_auto_threshold_follows_tta_calibration(caplog: pytest.LogCaptureFixture
     plain = _loaded(net, threshold=0.4)
     calibrated = _loaded(net, threshold=0.4)
     calibrated.info.threshold_tta = 0.3
-    assert Picker([calibrated], PickConfig(tta=False)).calibrated_threshold == pytest.approx(0.4)
-    assert Picker([calibrated], PickConfig(tta=True)).calibrated_threshold == pytest.approx(0.3)
+    assert Picker([calibrated], PickConfig(tta=False)).threshold() == pytest.approx(0.4)
+    assert Picker([calibrated], PickConfig(tta=True)).threshold() == pytest.approx(0.3)
     # An ensemble mixes what each member has; a member without TTA calibration is said in the log.
     with caplog.at_level("WARNING", logger="cryounet"):
-        mixed = Picker([calibrated, plain], PickConfig(tta=True)).calibrated_threshold
+        mixed = Picker([calibrated, plain], PickConfig(tta=True)).threshold()
     assert mixed == pytest.approx(0.35)
     assert any("no threshold calibrated with test-time augmentation" in r.getMessage()
                for r in caplog.records)
+
+
+def test_threshold_rule_explicit_then_configured_then_calibrated() -> None:
+    """One rule (cryounet.io.model_folder.picking_threshold): explicit > pick.threshold > calibrated."""
+    model = _loaded(AffineNet(0.05, -5), threshold=0.4)
+    model.info.threshold_tta = 0.3
+    assert Picker([model], PickConfig(tta=True)).threshold() == pytest.approx(0.3)
+    assert Picker([model], PickConfig(tta=True, threshold=0.6)).threshold() == pytest.approx(0.6)
+    assert Picker([model], PickConfig(tta=True, threshold=0.6)).threshold(0.8) == pytest.approx(0.8)
+    assert Picker([model], PickConfig(tta=False)).threshold(0.0) == 0.0  # 0 is a value, not "auto"

@@ -1,4 +1,4 @@
-"""Model folders (cryounet.io.model_folder, cryounet.models.weights): save/load round trip and refusal of bad folders."""
+"""Model folders (cryounet.io.model_folder, cryounet.models.weights): save/load round trip, refusals."""
 from __future__ import annotations
 
 import json
@@ -151,7 +151,7 @@ def test_json_helpers(tmp_path: Path) -> None:
     assert read_json_list(tmp_path / "h.json") == [{"epoch": 1}]
     assert (tmp_path / "h.json").read_text().endswith("\n")
     write_json(tmp_path / "d.json", {"a": 1})
-    with pytest.raises(CryoUNetError, match="expected a JSON list"):
+    with pytest.raises(CryoUNetError, match="should be a JSON list of records"):
         read_json_list(tmp_path / "d.json")
 
 
@@ -161,3 +161,27 @@ def test_trained_model_folder_loads(tiny_model: Path) -> None:
     assert model.info.config.model.base_channels == 4 and model.info.config.model.depth == 2
     assert 0.0 <= model.info.threshold <= 1.0
     assert set(model.info.validation) >= {"precision", "recall", "f1", "ap"}
+
+
+def test_model_folder_readers_and_checks(tmp_path: Path, tiny_model: Path) -> None:
+    from cryounet.io.model_folder import (check_model_folder, read_history, read_refine_history,
+                                          read_validation_curve)
+
+    assert check_model_folder(tiny_model) == []
+    info = read_model_info(tiny_model)
+    assert info.cryounet_version and info.architecture == "unet" and info.source == str(tiny_model)
+    assert read_history(tiny_model) and read_refine_history(tiny_model) == []
+    assert set(read_validation_curve(tiny_model)) >= {"thresholds", "precision", "recall"}
+    assert check_model_folder(tmp_path / "none") == [f"model folder {tmp_path / 'none'} does not exist"]
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_model, bad)
+    data = json.loads((bad / CONFIG_NAME).read_text())
+    for key, value, message in (("threshold", 1.5, "threshold must be a probability"),
+                                ("threshold_tta", float("nan"), "threshold_tta must be a probability"),
+                                ("diameter_px", 0, "diameter_px must be a positive number")):
+        (bad / CONFIG_NAME).write_text(json.dumps(dict(data, **{key: value})))
+        assert message in check_model_folder(bad)[0]
+    (bad / CONFIG_NAME).write_text(json.dumps(data))
+    (bad / "history.json").write_text("[1, 2]")
+    with pytest.raises(InputFileError, match="history.json: training history should be a JSON list of records"):
+        read_history(bad)

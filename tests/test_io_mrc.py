@@ -1,6 +1,7 @@
 """MRC reading and writing (cryounet.io.mrc)."""
 from __future__ import annotations
 
+import struct
 import warnings
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from cryounet.errors import InputFileError
-from cryounet.io.mrc import micrograph_shape, read_micrograph, read_pixel_size, write_mrc
+from cryounet.io.mrc import check_mrc_header, micrograph_shape, read_micrograph, read_pixel_size, write_mrc
 
 
 def _write(path: Path, data: np.ndarray, volume: bool = False) -> Path:
@@ -29,7 +30,7 @@ def _pattern(shape: tuple[int, ...], dtype: type) -> np.ndarray:
 
 
 #: What a truncated or garbage file is refused with.
-UNREADABLE = "truncated|not a readable MRC"
+UNREADABLE = "truncated|not a readable MRC|no valid MRC header|too small"
 
 
 def _refused(path: Path, match: str) -> InputFileError:
@@ -167,3 +168,87 @@ def test_micrograph_shape_refuses_garbage(tmp_path: Path) -> None:
     path.write_bytes(np.random.default_rng(0).bytes(5000))
     with pytest.raises(InputFileError, match="garbage.mrc"):
         micrograph_shape(path)
+
+
+# ----------------------------------------------------------------------- header check and fuzzing
+def test_check_mrc_header_messages(tmp_path: Path) -> None:
+    good = _write(tmp_path / "good.mrc", _pattern((16, 16), np.float32))
+    assert check_mrc_header(good) is None
+    truncated = tmp_path / "trunc.mrc"
+    truncated.write_bytes(good.read_bytes()[:-10])
+    assert check_mrc_header(truncated).startswith("truncated: ")
+    garbage = tmp_path / "garbage.mrc"
+    garbage.write_bytes(b"\xff" * 2048)
+    assert check_mrc_header(garbage).startswith("no valid MRC header")
+    tiny = tmp_path / "tiny.mrc"
+    tiny.write_bytes(b"MRC")
+    assert "too small" in check_mrc_header(tiny)
+    assert "3 sections" in check_mrc_header(_write(tmp_path / "s.mrc", _pattern((3, 8, 8), np.float32)))
+    assert "cannot be read" in check_mrc_header(tmp_path / "missing.mrc")
+
+
+#: Header words (0-based int32 index) and the values every one of them is fuzzed with.
+_FIELDS = {"nx": 0, "ny": 1, "nz": 2, "mode": 3, "mapc": 16, "mapr": 17, "maps": 18, "nsymbt": 23}
+_VALUES = (0, -1, -256, 1, 2, 99, 65536, 2**31 - 1)
+
+
+def _with_header(template: bytes, values: dict[str, int]) -> bytes:
+    header = bytearray(template)
+    for name, value in values.items():
+        word = _FIELDS[name]
+        header[4 * word: 4 * word + 4] = struct.pack("<i", value)
+    return bytes(header)
+
+
+def _read_or_refuse(path: Path) -> str:
+    """'read' or 'refused': never any other exception, and a refusal names the file."""
+    try:
+        image = read_micrograph(path)
+    except InputFileError as exc:
+        assert str(path) in str(exc)
+        return "refused"
+    assert image.ndim == 2 and min(image.shape) >= 2
+    return "read"
+
+
+@pytest.fixture(scope="module")
+def header_template(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    path = _write(tmp_path_factory.mktemp("mrc") / "t.mrc",
+                  np.random.default_rng(3).random((64, 48)).astype(np.float32))
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("field", sorted(_FIELDS))
+def test_each_header_field_fuzzed_is_read_or_refused(tmp_path: Path, header_template: bytes, field: str) -> None:
+    outcomes = {}
+    for value in _VALUES:
+        path = tmp_path / f"{field}_{value}.mrc"
+        path.write_bytes(_with_header(header_template, {field: value}))
+        outcomes[value] = _read_or_refuse(path)
+    assert "refused" in outcomes.values()
+
+
+def test_random_header_combinations_are_read_or_refused(tmp_path: Path, header_template: bytes) -> None:
+    rng = np.random.default_rng(11)
+    outcomes = []
+    for i in range(300):
+        values = {name: int(rng.choice(_VALUES)) for name in _FIELDS if rng.random() < 0.5}
+        path = tmp_path / f"combo_{i}.mrc"
+        path.write_bytes(_with_header(header_template, values))
+        outcomes.append(_read_or_refuse(path))
+    assert outcomes.count("refused") > 100
+
+
+def test_negative_dimensions_are_refused_before_mrcfile_sees_them(tmp_path: Path, header_template: bytes) -> None:
+    path = tmp_path / "negative.mrc"
+    path.write_bytes(_with_header(header_template, {"nx": -256, "ny": -1}))
+    with pytest.raises(InputFileError, match="no valid MRC header"):
+        read_micrograph(path)
+
+
+def test_huge_declared_size_is_refused_without_reading(tmp_path: Path, header_template: bytes) -> None:
+    path = tmp_path / "huge.mrc"
+    path.write_bytes(_with_header(header_template, {"nx": 60000, "ny": 60000}))
+    assert "larger than any micrograph" in check_mrc_header(path)
+    path.write_bytes(_with_header(header_template, {"nx": 30000, "ny": 30000}))
+    assert check_mrc_header(path).startswith("truncated: ")

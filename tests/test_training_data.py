@@ -1,4 +1,4 @@
-"""Finding micrographs, pairing them with coordinates, validation split, patches (cryounet.training.data, cryounet.io.micrographs)."""
+"""Micrographs with their coordinates, validation split, patches (cryounet.training.data, io.micrographs)."""
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,4 @@
-"""Training loop, learning-rate schedule, validation, determinism and resume (cryounet.training.loop, cryounet.training.validation)."""
+"""Training loop, schedule, validation, determinism and resume (cryounet.training.loop, .validation)."""
 from __future__ import annotations
 
 import json

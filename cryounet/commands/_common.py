@@ -5,8 +5,10 @@ import argparse
 import logging
 import sys
 
-MICROGRAPHS_HELP = ("micrographs: folders (all *.mrc), files, globs (quote them) or @LIST.txt "
-                    "files with one path per line")
+from cryounet.io.micrographs import MICROGRAPH_SUFFIXES
+
+MICROGRAPHS_HELP = (f"micrographs: folders (all {', '.join('*' + s for s in MICROGRAPH_SUFFIXES)}), files, "
+                    "globs (quote them) or @LIST.txt files with one path per line")
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:

@@ -35,16 +35,16 @@ def main(args: argparse.Namespace) -> int:
     import numpy as np
 
     from cryounet.config import CryoUNetConfig
-    from cryounet.io.micrographs import expand_micrographs
-    from cryounet.training.data import load_labelled, split_validation
     from cryounet.device import resolve_device
     from cryounet.errors import CryoUNetError
     from cryounet.evaluation.folders import evaluate_folders
+    from cryounet.inference.batch import pick_micrographs
     from cryounet.inference.picker import Picker
     from cryounet.io.atomic import write_json
+    from cryounet.io.micrographs import expand_micrographs
     from cryounet.models.weights import load_model
-    from cryounet.inference.batch import pick_micrographs
     from cryounet.simulate import SimulationConfig, simulate_dataset
+    from cryounet.training.data import load_labelled, split_validation
     from cryounet.training.loop import train
 
     if args.micrographs < 2:

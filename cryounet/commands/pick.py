@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from cryounet.commands._common import MICROGRAPHS_HELP, add_device, show_progress
+from cryounet.io.model_folder import AUTO_THRESHOLD
 
 name = "pick"
 help = "pick particles with one or more trained models (several = ensemble)"
@@ -18,8 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--micrographs", nargs="+", required=True, help=MICROGRAPHS_HELP)
     parser.add_argument("--output", required=True, type=Path,
                         help="folder for <micrograph>.star files and the coordinates.star index")
-    parser.add_argument("--threshold", default="auto",
-                        help="probability threshold, or auto for the one calibrated at training")
+    parser.add_argument("--threshold", default=AUTO_THRESHOLD,
+                        help=f"probability threshold, or {AUTO_THRESHOLD} (default): the config's "
+                             "pick.threshold when set, else the one calibrated at training")
     parser.add_argument("--batch-size", type=int, help="tiles per forward pass")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                         help="test-time augmentation over the 8 flips/rotations (default: the "
@@ -35,29 +37,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device(parser)
 
 
-def parse_threshold(text: str) -> float | None:
-    """``auto`` -> None (calibrated), else a probability in [0, 1]."""
-    from cryounet.errors import CryoUNetError
-
-    if text.strip().lower() == "auto":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise CryoUNetError(f"--threshold must be 'auto' or a number, got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise CryoUNetError(f"--threshold must be between 0 and 1 (a probability), got {value}")
-    return value
-
-
 def main(args: argparse.Namespace) -> int:
     from cryounet.config import load_config
-    from cryounet.io.micrographs import expand_micrographs
     from cryounet.device import resolve_device
     from cryounet.errors import CryoUNetError
-    from cryounet.inference.picker import Picker
-    from cryounet.models.weights import load_model
     from cryounet.inference.batch import pick_micrographs
+    from cryounet.inference.picker import Picker
+    from cryounet.io.micrographs import expand_micrographs
+    from cryounet.io.model_folder import parse_threshold
+    from cryounet.models.weights import load_model
 
     threshold = parse_threshold(args.threshold)
     micrographs = expand_micrographs(args.micrographs)
@@ -78,8 +66,6 @@ def main(args: argparse.Namespace) -> int:
         pick_cfg.batch_size = args.batch_size
     if args.tta is not None:
         pick_cfg.tta = args.tta
-    if threshold is None and pick_cfg.threshold is not None:
-        threshold = pick_cfg.threshold
     picker = Picker(models, pick_cfg, device)
     summary = pick_micrographs(picker, micrographs, args.output, threshold, show_progress(args),
                                allow_all_skipped=args.allow_all_skipped)

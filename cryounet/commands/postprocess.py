@@ -29,10 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from cryounet.io.micrographs import expand_micrographs
     from cryounet.errors import CryoUNetError
-    from cryounet.io.coordinates import (COORDINATE_SUFFIXES, INDEX_NAME, read_coordinates,
-                                         read_star_index)
+    from cryounet.io.coordinates import INDEX_NAME, list_coordinate_files, read_coordinates, read_star_index
+    from cryounet.io.micrographs import expand_micrographs
     from cryounet.io.mrc import micrograph_shape
     from cryounet.io.picks_folder import warn_if_empty, write_picks
     from cryounet.postprocess.filters import FilterConfig, filter_picks
@@ -45,8 +44,7 @@ def main(args: argparse.Namespace) -> int:
         raise CryoUNetError(f"{args.picks}: picks folder does not exist")
     if args.output.resolve() == args.picks.resolve():
         raise CryoUNetError("--output must differ from --picks (the input files would be overwritten)")
-    files = sorted(p for p in args.picks.iterdir()
-                   if p.suffix.lower() in COORDINATE_SUFFIXES and p.name != INDEX_NAME)
+    files = list(list_coordinate_files(args.picks).values())
     if not files:
         raise CryoUNetError(f"{args.picks}: no pick files")
     mics = {}

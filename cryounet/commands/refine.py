@@ -33,11 +33,11 @@ def main(args: argparse.Namespace) -> int:
     import numpy as np
 
     from cryounet.config import load_config
-    from cryounet.io.micrographs import expand_micrographs
-    from cryounet.training.data import load_labelled, load_micrograph, split_validation
     from cryounet.device import resolve_device
     from cryounet.errors import CryoUNetError
+    from cryounet.io.micrographs import expand_micrographs
     from cryounet.models.weights import load_model
+    from cryounet.training.data import load_labelled, load_micrograph, split_validation
     from cryounet.training.refine import refine
 
     if (args.valid_micrographs is None) != (args.valid_coordinates is None):

@@ -90,11 +90,11 @@ def main(args: argparse.Namespace) -> int:
     import numpy as np
 
     from cryounet.config import load_config
-    from cryounet.io.micrographs import expand_micrographs
-    from cryounet.training.data import load_labelled, split_validation
     from cryounet.device import resolve_device
     from cryounet.errors import CryoUNetError
+    from cryounet.io.micrographs import expand_micrographs
     from cryounet.io.model_folder import CONFIG_NAME, WEIGHTS_NAME, general_model_path, read_model_info
+    from cryounet.training.data import load_labelled, split_validation
     from cryounet.training.loop import train
 
     cfg = load_config(args.config)

@@ -9,7 +9,8 @@ import numpy as np
 
 from cryounet.errors import CryoUNetError
 from cryounet.evaluation.metrics import MATCH_RADIUS, average_precision, best_f1, evaluate
-from cryounet.io.coordinates import COORDINATE_SUFFIXES, find_coordinate_file, read_coordinates
+from cryounet.io.coordinates import (COORDINATE_SUFFIXES, find_coordinate_file, list_coordinate_files,
+                                     read_coordinates)
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +51,9 @@ def evaluate_folders(picks_dir: Path, truth_dir: Path, diameter: float,
             raise CryoUNetError(f"{folder}: {what} folder does not exist")
     if diameter <= 0:
         raise CryoUNetError(f"--diameter must be positive, got {diameter}")
-    truth_files = sorted(p for p in Path(truth_dir).iterdir()
-                         if p.suffix.lower() in COORDINATE_SUFFIXES and p.name != "coordinates.star")
+    truth_files = list(list_coordinate_files(truth_dir).values())
     if not truth_files:
-        raise CryoUNetError(f"{truth_dir}: no coordinate files (.star, .box, .csv, .txt)")
+        raise CryoUNetError(f"{truth_dir}: no coordinate files ({', '.join(COORDINATE_SUFFIXES)})")
     preds, scores, truths, missing = [], [], [], []
     for truth_file in truth_files:
         truths.append(read_coordinates(truth_file).xy)

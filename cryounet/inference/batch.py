@@ -1,7 +1,6 @@
 """Picking a list of micrographs into a pick folder (STAR file per micrograph, index, skipped list)."""
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,10 +8,9 @@ from typing import Sequence
 
 from cryounet.errors import CryoUNetError, InputFileError
 from cryounet.inference.picker import Picker
-from cryounet.io.atomic import write_text_atomic
 from cryounet.io.coordinates import INDEX_NAME, Picks, write_star_index, write_star_picks
 from cryounet.io.mrc import read_micrograph
-from cryounet.io.picks_folder import SKIPPED_NAME, warn_if_empty
+from cryounet.io.picks_folder import warn_if_empty, write_skipped
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +37,8 @@ def pick_micrographs(picker: Picker, micrographs: Sequence[Path], output: Path,
                      allow_all_skipped: bool = False) -> PickSummary:
     """Pick each micrograph, write its STAR file as soon as it is done, then the index.
 
+    ``threshold`` None picks at the picker's threshold rule (``pick.threshold``, else calibrated).
+
     A micrograph that cannot be read is skipped with a warning (no STAR file) and listed with the
     reason in ``skipped.json`` (``[{"micrograph": path, "reason": text}, ...]``). When every
     micrograph fails, :class:`CryoUNetError` is raised unless ``allow_all_skipped`` (then the
@@ -46,7 +46,7 @@ def pick_micrographs(picker: Picker, micrographs: Sequence[Path], output: Path,
     """
     from tqdm import tqdm
 
-    thr = picker.calibrated_threshold if threshold is None else threshold
+    thr = picker.threshold(threshold)
     summary = PickSummary(threshold=thr)
     output.mkdir(parents=True, exist_ok=True)
     done: list[tuple[Path, Picks]] = []
@@ -62,8 +62,7 @@ def pick_micrographs(picker: Picker, micrographs: Sequence[Path], output: Path,
         done.append((mic, result.picks))
         summary.picked[mic.stem] = len(result.picks)
         logger.debug("%s: %d picks", mic.name, len(result.picks))
-    write_text_atomic(output / SKIPPED_NAME, json.dumps(
-        [{"micrograph": mic, "reason": why} for mic, why in summary.failed.items()], indent=2) + "\n")
+    write_skipped(output, summary.failed)
     if not done and not allow_all_skipped:
         raise CryoUNetError(f"none of the {len(micrographs)} micrographs could be picked "
                             f"(first problem: {next(iter(summary.failed.values()), 'none')})")

@@ -13,7 +13,7 @@ from cryounet.config import PickConfig
 from cryounet.errors import CryoUNetError
 from cryounet.inference.predict import predict_probability
 from cryounet.io.coordinates import Picks
-from cryounet.io.model_folder import calibrated_threshold
+from cryounet.io.model_folder import picking_threshold
 from cryounet.models.weights import LoadedModel
 from cryounet.postprocess.peaks import candidate_peaks
 from cryounet.preprocess import Scale, preprocess
@@ -56,16 +56,10 @@ class Picker:
         self.diameter = first.info.diameter_px
         self.preprocess_cfg = first.info.config.preprocess
 
-    @property
-    def calibrated_threshold(self) -> float:
-        """Mean of the models' thresholds calibrated on validation data (those calibrated with
-        test-time augmentation when it is on)."""
-        if self.pick.tta:
-            missing = [str(m.path) for m in self.models if m.info.threshold_tta is None]
-            if missing:
-                logger.warning("no threshold calibrated with test-time augmentation for %s; using "
-                               "the plain one (retrain, or give --threshold)", ", ".join(missing))
-        return calibrated_threshold([m.info for m in self.models], self.pick.tta)
+    def threshold(self, explicit: float | None = None) -> float:
+        """The threshold this picker picks at (:func:`cryounet.io.model_folder.picking_threshold`):
+        ``explicit``, else ``pick.threshold``, else the models' calibrated one for ``pick.tta``."""
+        return picking_threshold([m.info for m in self.models], self.pick.tta, explicit, self.pick.threshold)
 
     def probability(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Mean probability over the ensemble (and its standard deviation when > 1 model)."""

@@ -7,6 +7,7 @@ box's lower-left corner, so their centre is ``x + w / 2``.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,22 @@ UNCERTAINTY_LABEL = "cryounetScoreSpread"
 #: Block name of the per-micrograph files index, as RELION 4/5 autopicking writes it.
 INDEX_BLOCK = "coordinate_files"
 INDEX_NAME = "coordinates.star"
+
+#: The box (extraction) size CryoUNet gives its picks is this factor times the particle diameter,
+#: and a diameter taken from a coordinate set's box size is the box divided by it, so a diameter
+#: survives a pick -> train round trip.
+BOX_FACTOR = 1.5
+
+
+def box_size_for_diameter(diameter_px: float) -> int:
+    """Box size (px) for a particle diameter (px): ``BOX_FACTOR`` x diameter, rounded up to even."""
+    size = int(math.ceil(float(diameter_px) * BOX_FACTOR))
+    return size + size % 2
+
+
+def diameter_for_box_size(box_px: float) -> float:
+    """Particle diameter (px) implied by a coordinate box size (px): the box / ``BOX_FACTOR``."""
+    return float(box_px) / BOX_FACTOR
 
 
 @dataclass
@@ -185,6 +202,27 @@ def read_star_index(path: str | os.PathLike[str]) -> dict[str, str]:
             return {Path(str(c)).stem: str(m) for m, c in
                     zip(block["rlnMicrographName"], block["rlnMicrographCoordinates"])}
     raise InputFileError(path, "no _rlnMicrographName/_rlnMicrographCoordinates loop")
+
+
+def list_coordinate_files(folder: str | os.PathLike[str], pattern: str = "*") -> dict[str, Path]:
+    """The coordinate files in ``folder`` (those matching the glob ``pattern``), keyed by stem; the
+    ``coordinates.star`` index is not one of them.
+
+    Raises:
+        CryoUNetError: the folder does not exist, or files of several formats share a stem.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CryoUNetError(f"{folder}: coordinates folder does not exist")
+    found: dict[str, Path] = {}
+    for path in sorted(folder.glob(pattern)):
+        if path.suffix.lower() not in COORDINATE_SUFFIXES or path.name == INDEX_NAME or not path.is_file():
+            continue
+        if path.stem in found:
+            raise CryoUNetError(f"{folder}: several coordinate files for micrograph '{path.stem}': "
+                                f"{found[path.stem].name}, {path.name}")
+        found[path.stem] = path
+    return found
 
 
 def find_coordinate_file(stem: str, folder: str | os.PathLike[str]) -> Path | None:

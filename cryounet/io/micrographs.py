@@ -7,12 +7,28 @@ from pathlib import Path
 from typing import Iterable
 
 from cryounet.errors import CryoUNetError
+from cryounet.io.mrc import check_mrc_header
 
-MICROGRAPH_SUFFIXES = (".mrc",)
+#: Suffixes of the micrograph files CryoUNet reads (MRC; a ``.mrcs`` must hold a single section).
+MICROGRAPH_SUFFIXES = (".mrc", ".mrcs")
+
+
+def is_micrograph_name(path: str | os.PathLike[str]) -> bool:
+    """True when the file name has one of :data:`MICROGRAPH_SUFFIXES` (any case)."""
+    return Path(path).suffix.lower() in MICROGRAPH_SUFFIXES
+
+
+def check_micrograph_file(path: str | os.PathLike[str]) -> str | None:
+    """What makes ``path`` unusable as a micrograph, from its name and MRC header (no image data is
+    read), or None when it looks readable."""
+    if not is_micrograph_name(path):
+        return f"is not an MRC micrograph (CryoUNet reads {', '.join(MICROGRAPH_SUFFIXES)} files)"
+    return check_mrc_header(path)
 
 
 def expand_micrographs(items: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Micrograph paths from folders (all ``*.mrc``), globs, files and ``@list.txt`` files.
+    """Micrograph paths from folders (every file with a :data:`MICROGRAPH_SUFFIXES` suffix), globs,
+    files and ``@list.txt`` files.
 
     Raises:
         CryoUNetError: an item matches nothing, or no micrograph is found at all.
@@ -29,9 +45,10 @@ def expand_micrographs(items: Iterable[str | os.PathLike[str]]) -> list[Path]:
             continue
         path = Path(text)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in MICROGRAPH_SUFFIXES)
+            found = sorted(p for p in path.iterdir() if is_micrograph_name(p))
             if not found:
-                raise CryoUNetError(f"{path}: folder holds no micrographs (*.mrc)")
+                raise CryoUNetError(f"{path}: folder holds no micrographs "
+                                    f"({', '.join('*' + s for s in MICROGRAPH_SUFFIXES)})")
             paths += found
         elif path.is_file():
             paths.append(path)

@@ -8,6 +8,8 @@ through it without loading the network libraries.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,8 @@ from cryounet import __version__
 from cryounet.config import CryoUNetConfig
 from cryounet.errors import CryoUNetError, InputFileError
 
+logger = logging.getLogger(__name__)
+
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 HISTORY_NAME = "history.json"
@@ -29,6 +33,10 @@ REFINE_HISTORY_NAME = "refine_history.json"
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_FORMAT = "cryounet-model"
 FORMAT_VERSION = 1
+#: Files a model folder must hold to be usable.
+REQUIRED_FILES = (CONFIG_NAME, WEIGHTS_NAME)
+#: Files of a model folder that a finished model does not need (a copy may leave them out).
+RESUME_FILES = (CHECKPOINT_NAME,)
 
 
 @dataclass
@@ -43,12 +51,20 @@ class ModelInfo:
     #: are smoother, so their best threshold differs); None when not calibrated.
     threshold_tta: float | None = None
     validation_tta: dict[str, float] = field(default_factory=dict)
+    #: CryoUNet version that wrote the folder (this one for a model being trained).
+    cryounet_version: str = __version__
+    #: Where it was read from (for messages; not stored).
+    source: str = field(default="this model", compare=False)
+
+    @property
+    def architecture(self) -> str:
+        return self.config.model.architecture
 
     def to_json(self) -> dict[str, Any]:
         data = {
             "format": MODEL_FORMAT,
             "format_version": FORMAT_VERSION,
-            "cryounet_version": __version__,
+            "cryounet_version": self.cryounet_version,
             "diameter_px": self.diameter_px,
             "threshold": self.threshold,
             "validation": self.validation,
@@ -60,9 +76,55 @@ class ModelInfo:
         return data
 
 
-def calibrated_threshold(infos: Sequence[ModelInfo], tta: bool) -> float:
-    """The threshold ``--threshold auto`` picks at: the mean of the models' calibrated thresholds,
-    those calibrated with test-time augmentation when ``tta`` (where a model has one)."""
+#: How the automatic threshold is written on the command line (``--threshold auto``); inside the
+#: engine it is ``None``.
+AUTO_THRESHOLD = "auto"
+
+
+def parse_threshold(text: str, option: str = "--threshold") -> float | None:
+    """``auto`` -> None (the calibrated threshold), else a probability in [0, 1]."""
+    if text.strip().lower() == AUTO_THRESHOLD:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise CryoUNetError(f"{option} must be '{AUTO_THRESHOLD}' or a number, got {text!r}") from None
+    if not 0 <= value <= 1:  # also refuses NaN
+        raise CryoUNetError(f"{option} must be between 0 and 1 (a probability), got {value}")
+    return value
+
+
+def format_threshold(value: float | None) -> str:
+    """The command-line form of a threshold: ``auto`` for None, else the probability."""
+    return AUTO_THRESHOLD if value is None else f"{float(value):.6f}"
+
+
+def picking_threshold(infos: Sequence[ModelInfo], tta: bool, explicit: float | None = None,
+                      configured: float | None = None) -> float:
+    """The threshold a pick runs at; the one rule for the CLI, the picker and the Scipion plugin.
+
+    Args:
+        infos: the models picking together (one, or an ensemble).
+        tta: whether the pick uses test-time augmentation.
+        explicit: a threshold the user gave for this run (``--threshold``, a form value); wins.
+        configured: ``pick.threshold`` of the configuration in force; next.
+
+    Returns:
+        ``explicit``, else ``configured``, else the mean of the models' calibrated thresholds:
+        those calibrated with test-time augmentation when ``tta`` (a model without one falls back
+        to its plain threshold, with a warning).
+    """
+    if explicit is not None:
+        return float(explicit)
+    if configured is not None:
+        return float(configured)
+    if not infos:
+        raise CryoUNetError("no model to take the calibrated threshold from")
+    if tta:
+        missing = [info.source for info in infos if info.threshold_tta is None]
+        if missing:
+            logger.warning("no threshold calibrated with test-time augmentation for %s; using the plain "
+                           "one (retrain, or give --threshold)", ", ".join(missing))
     return float(np.mean([info.threshold_tta if tta and info.threshold_tta is not None
                           else info.threshold for info in infos]))
 
@@ -90,16 +152,39 @@ def read_model_info(folder: str | os.PathLike[str]) -> ModelInfo:
             f"CryoUNet ({__version__}) understands; upgrade CryoUNet"
         )
     try:
-        return ModelInfo(
+        info = ModelInfo(
             config=CryoUNetConfig.from_dict(data["config"], source=f"{config_path}:config"),
             diameter_px=float(data["diameter_px"]),
             threshold=float(data["threshold"]),
             validation={k: float(v) for k, v in dict(data.get("validation", {})).items()},
             threshold_tta=None if data.get("threshold_tta") is None else float(data["threshold_tta"]),
             validation_tta={k: float(v) for k, v in dict(data.get("validation_tta", {})).items()},
+            cryounet_version=str(data.get("cryounet_version", "")),
+            source=str(folder),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InputFileError(config_path, f"model config is incomplete ({exc})") from None
+    if not (math.isfinite(info.diameter_px) and info.diameter_px > 0):
+        raise InputFileError(config_path, f"diameter_px must be a positive number of pixels, got {info.diameter_px}")
+    for key, value in (("threshold", info.threshold), ("threshold_tta", info.threshold_tta)):
+        if value is not None and not 0 <= value <= 1:  # also refuses NaN
+            raise InputFileError(config_path, f"{key} must be a probability between 0 and 1, got {value}")
+    return info
+
+
+def check_model_folder(folder: str | os.PathLike[str]) -> list[str]:
+    """Problems that make ``folder`` unusable as a model (an empty list when it is fine)."""
+    folder = Path(folder)
+    if not str(folder) or not folder.is_dir():
+        return [f"model folder {folder} does not exist"]
+    missing = [f"model folder {folder} has no {name}" for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if missing:
+        return missing
+    try:
+        read_model_info(folder)
+    except CryoUNetError as exc:
+        return [str(exc)]
+    return []
 
 
 #: Folder (inside the package) of the general starting model, trained on several datasets.
@@ -113,11 +198,43 @@ def general_model_path() -> Path:
     return GENERAL_MODEL
 
 
-def read_json_list(path: Path) -> list[dict[str, Any]]:
-    """A JSON list file (history), or an empty list when it does not exist."""
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputFileError(path, f"{what} is not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise InputFileError(path, f"{what} cannot be read ({exc.strerror or exc})") from None
+
+
+def read_json_list(path: Path, what: str = "history") -> list[dict[str, Any]]:
+    """A JSON list of records (training or refinement history), or [] when the file does not exist."""
+    path = Path(path)
     if not path.is_file():
         return []
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, list):
-        raise CryoUNetError(f"{path}: expected a JSON list")
+    data = _read_json(path, what)
+    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+        raise InputFileError(path, f"{what} should be a JSON list of records")
+    return data
+
+
+def read_history(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Per-epoch training history of a model folder ([] when absent)."""
+    return read_json_list(Path(folder) / HISTORY_NAME, "training history")
+
+
+def read_refine_history(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Per-round pseudo-labelling history of a refined model folder ([] when absent)."""
+    return read_json_list(Path(folder) / REFINE_HISTORY_NAME, "refinement history")
+
+
+def read_validation_curve(folder: str | os.PathLike[str]) -> dict[str, list[float]] | None:
+    """Validation precision-recall curve of a model folder (lists by key), or None when absent."""
+    path = Path(folder) / CURVE_NAME
+    if not path.is_file():
+        return None
+    data = _read_json(path, "validation curve")
+    missing = [key for key in ("thresholds", "precision", "recall") if not isinstance(data, dict) or key not in data]
+    if missing:
+        raise InputFileError(path, f"validation curve has no '{missing[0]}'")
     return data

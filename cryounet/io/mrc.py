@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import warnings
 from pathlib import Path
 
@@ -18,15 +19,66 @@ from cryounet.io.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 
-#: MRC modes holding real-valued 2D images (0 int8, 1 int16, 2 float32, 6 uint16, 12 float16).
-REAL_MODES = (0, 1, 2, 6, 12)
+#: Bytes per pixel of the MRC modes holding real-valued 2D images (0 int8, 1 int16, 2 float32,
+#: 6 uint16, 12 float16).
+MODE_BYTES = {0: 1, 1: 2, 2: 4, 6: 2, 12: 2}
+REAL_MODES = tuple(MODE_BYTES)
+#: Largest micrograph side accepted from a header (a K3 super-resolution frame is 11520 px).
+MAX_SIDE = 32768
 #: Rows checked at a time for NaN/Inf, so the check never loads a whole 8k image as float64.
 _CHECK_ROWS = 512
+_HEADER_BYTES = 1024
+
+
+def check_mrc_header(path: str | os.PathLike[str]) -> str | None:
+    """What is wrong with an MRC micrograph's header, judged from its 1024 header bytes and the
+    file size alone (no image data is read), or None when it declares a readable 2D image.
+
+    Checked: the file can be read and holds a header; the dimensions (nx, ny, nz) and mode, in
+    either byte order; one section only; the axis order (mapc, mapr, maps); the extended header
+    size (nsymbt); a side of at most :data:`MAX_SIDE`; and that the file holds all declared data.
+    """
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as handle:
+            header = handle.read(_HEADER_BYTES)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if len(header) < _HEADER_BYTES:
+        return f"too small to be an MRC file ({size} bytes)"
+    for endian in ("<", ">"):
+        nx, ny, nz, mode = struct.unpack(endian + "4i", header[:16])
+        if 0 < nx < 1 << 24 and 0 < ny < 1 << 24 and 0 < nz < 1 << 24 and 0 <= mode < 1 << 8:
+            break
+    else:
+        nx, ny, nz, mode = struct.unpack("<4i", header[:16])
+        return f"no valid MRC header (nx, ny, nz = {nx}, {ny}, {nz}; mode {mode})"
+    if mode not in MODE_BYTES:
+        return f"MRC mode {mode} is not a real-valued image mode {REAL_MODES}"
+    if nz != 1:
+        return f"is a stack or volume of {nz} sections; give single 2D micrographs"
+    if min(nx, ny) < 2:
+        return f"expected a 2D micrograph, found {nx} x {ny} pixels"
+    if max(nx, ny) > MAX_SIDE:
+        return f"{nx} x {ny} pixels is larger than any micrograph CryoUNet reads ({MAX_SIDE} px a side)"
+    axes = struct.unpack(endian + "3i", header[64:76])
+    if axes not in ((1, 2, 3), (0, 0, 0)):
+        return f"axis order (mapc, mapr, maps) = {axes} is not the standard (1, 2, 3)"
+    nsymbt = struct.unpack(endian + "i", header[92:96])[0]
+    if nsymbt < 0:
+        return f"extended header size (nsymbt) {nsymbt} is negative"
+    expected = _HEADER_BYTES + nsymbt + nx * ny * MODE_BYTES[mode]
+    if size < expected:
+        return f"truncated: {size} bytes, {expected} expected for {nx} x {ny} pixels of mode {mode}"
+    return None
 
 
 def _open(path: Path) -> mrcfile.mrcfile.MrcFile:
     if not path.is_file():
         raise InputFileError(path, "micrograph file does not exist")
+    problem = check_mrc_header(path)
+    if problem:
+        raise InputFileError(path, problem)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)

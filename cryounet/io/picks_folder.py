@@ -2,10 +2,14 @@
 ``skipped.json`` list, and the warning about micrographs without picks."""
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
 from typing import Sequence
 
+from cryounet.errors import InputFileError
+from cryounet.io.atomic import write_json
 from cryounet.io.coordinates import INDEX_NAME, Picks, write_star_index, write_star_picks
 
 logger = logging.getLogger(__name__)
@@ -41,3 +45,20 @@ def write_picks(output: Path, results: Sequence[tuple[str, str, Picks]]) -> None
         write_star_picks(star, picks)
         entries.append((micrograph, str(star)))
     write_star_index(output / INDEX_NAME, entries)
+
+
+def write_skipped(folder: str | os.PathLike[str], failed: dict[str, str]) -> None:
+    """Write ``skipped.json``: ``[{"micrograph": path, "reason": text}, ...]``, atomically."""
+    write_json(Path(folder) / SKIPPED_NAME, [{"micrograph": mic, "reason": why} for mic, why in failed.items()])
+
+
+def read_skipped(folder: str | os.PathLike[str]) -> dict[str, str]:
+    """``{micrograph path: reason}`` of a pick folder's ``skipped.json`` ({} when it has none)."""
+    path = Path(folder) / SKIPPED_NAME
+    if not path.is_file():
+        return {}
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+        return {str(entry["micrograph"]): str(entry["reason"]) for entry in entries}
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise InputFileError(path, f"not a list of skipped micrographs ({exc})") from None

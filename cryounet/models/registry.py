@@ -5,16 +5,14 @@ from typing import Callable
 
 from torch import nn
 
+from cryounet.config import ARCHITECTURES as ARCHITECTURE_NAMES
 from cryounet.config import ModelConfig
 from cryounet.errors import CryoUNetError
 from cryounet.models.unet import AttentionUNet, EfficientUNet, ResidualUNet, UNet
 
-ARCHITECTURES: dict[str, Callable[[ModelConfig], nn.Module]] = {
-    "unet": UNet,
-    "attention_unet": AttentionUNet,
-    "residual_unet": ResidualUNet,
-    "efficient_unet": EfficientUNet,
-}
+#: The classes of the architectures named in :data:`cryounet.config.ARCHITECTURES`, in that order.
+ARCHITECTURES: dict[str, Callable[[ModelConfig], nn.Module]] = dict(
+    zip(ARCHITECTURE_NAMES, (UNet, AttentionUNet, ResidualUNet, EfficientUNet), strict=True))
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:

@@ -15,12 +15,12 @@ from typing import Callable
 
 import numpy as np
 
+from cryounet.config import AUGMENT_PRESETS as PRESETS
 from cryounet.config import AugmentConfig
 from cryounet.errors import CryoUNetError
 
 logger = logging.getLogger(__name__)
 
-PRESETS = ("none", "light", "strong")
 Augmenter = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 

@@ -1,21 +1,16 @@
 """Helpers shared by the CryoUNet protocols (a mixin placed before the Scipion base class)."""
 import json
 import os
-import shlex
 from collections import OrderedDict
 
 import pyworkflow.protocol.params as params
 from pyworkflow.protocol.constants import LEVEL_ADVANCED
 from pyworkflow.constants import BETA
-from cryounet.errors import CryoUNetError
-from cryounet.io.atomic import write_json, write_text_atomic
-from cryounet.io.mrc import micrograph_shape
 
-from .. import Plugin
+from .. import Plugin, engine
 from ..constants import (DEVICE_CPU, ENGINE_COMMAND, ENGINE_CONFIG, GPU_PLACEHOLDER,
-                         INPUTS_INFO, MICS_FOLDER, MICS_LIST, MRC_SUFFIXES)
-from ..convert import (checkMrcHeader, linkFile, matchMicrographs, micrographStem,
-                       parseExtraConfig, writeMicrographList)
+                         INPUTS_INFO, MICS_FOLDER, MICS_LIST)
+from ..convert import matchMicrographs
 
 #: How many offending items an error message lists before "and N more".
 _LIST_LIMIT = 5
@@ -27,6 +22,23 @@ def listSome(items, limit=_LIST_LIMIT):
     if len(items) > limit:
         text += " and %d more" % (len(items) - limit)
     return text
+
+
+def linkFile(source, target):
+    """Symlink ``target`` -> absolute ``source`` (replacing an existing link)."""
+    source = os.path.abspath(source)
+    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    if os.path.lexists(target):
+        if os.path.islink(target) and os.path.realpath(target) == os.path.realpath(source):
+            return target
+        os.remove(target)
+    os.symlink(source, target)
+    return target
+
+
+def writeMicrographList(path, paths):
+    """Write the ``@list`` file the engine reads: one micrograph path per line."""
+    engine.writeTextAtomic(path, "".join("%s\n" % p for p in paths))
 
 
 class EngineError(RuntimeError):
@@ -67,9 +79,9 @@ class CryoUnetProtBase:
                       label="Extra engine options (JSON)",
                       help="Engine settings not on this form, as a JSON object of sections, e.g. "
                            '{"train": {"time_limit_minutes": 60}, "target": {"shape": '
-                           '"gaussian"}}. Sections: preprocess, target, model, loss, augment, '
-                           "train, pick, refine (see cryounet/config.py). They "
-                           "override the values of this form.")
+                           '"gaussian"}}. Sections: %s (see cryounet/config.py). They '
+                           "override the values of this form and are checked when the form "
+                           "is validated." % ", ".join(engine.CONFIG_SECTIONS))
 
     # ================================================================== GPUs
     def getGpuList(self):
@@ -87,7 +99,7 @@ class CryoUnetProtBase:
 
     # ================================================================== engine runs
     def _getExtraConfig(self):
-        return parseExtraConfig(self.extraConfig.get() if hasattr(self, "extraConfig") else "")
+        return engine.parseExtraConfig(self.extraConfig.get() if hasattr(self, "extraConfig") else "")
 
     def _engineConfigPath(self, tag):
         """extra/cryounet_<tag>.json: the engine configuration of step ``tag``."""
@@ -95,7 +107,7 @@ class CryoUnetProtBase:
 
     def _writeEngineConfig(self, tag, config):
         path = self._engineConfigPath(tag)
-        write_json(path, config)
+        engine.writeJson(path, config)
         return path
 
     def _runEngine(self, subcommand, args, tag, commandFile=None):
@@ -105,11 +117,9 @@ class CryoUnetProtBase:
         A failing engine run raises RuntimeError with the engine's own ``error:`` line when it
         can be found in the run log.
         """
-        shown = [a if a != GPU_PLACEHOLDER else str((self.getGpuList() or [0])[0]) for a in args]
-        program = shlex.quote(Plugin.getPython())
-        write_text_atomic(commandFile or self._getExtraPath(ENGINE_COMMAND % tag),
-                          "%s -m cryounet %s %s\n" % (program, subcommand,
-                                                        " ".join(shlex.quote(str(a)) for a in shown)))
+        engine.writeTextAtomic(commandFile or self._getExtraPath(ENGINE_COMMAND % tag),
+                               engine.recordedCommandLine(Plugin.getPython(), subcommand, args,
+                                                          GPU_PLACEHOLDER, (self.getGpuList() or [0])[0]))
         try:
             Plugin.runCryounet(self, subcommand, args)
         except Exception as exc:
@@ -141,51 +151,51 @@ class CryoUnetProtBase:
                 for mic in micSet.iterItems()]
 
     @staticmethod
-    def _nonMrcFiles(items):
-        return [fn for _, fn, _ in items
-                if os.path.splitext(fn)[1].lower() not in MRC_SUFFIXES]
+    def _nonMicrographFiles(items):
+        """File names of the items that are not MRC micrographs by name."""
+        return [fn for _, fn, _ in items if not engine.isMicrographName(fn)]
 
     @staticmethod
     def _unreadableMicrographs(items):
-        """``[(file name, problem)]`` of micrographs whose MRC header or size is wrong."""
+        """``[(file name, problem)]`` of micrographs whose name, MRC header or size is wrong."""
         bad = []
         for _, fn, _ in items:
-            problem = checkMrcHeader(fn)
+            problem = engine.checkMicrograph(fn)
             if problem:
                 bad.append((fn, problem))
         return bad
 
     @classmethod
-    def _requireReadableMrc(cls, items, where):
+    def _requireReadableMicrographs(cls, items, where):
         """Raise ValueError naming ``where`` unless every micrograph is a readable MRC file."""
-        nonMrc = cls._nonMrcFiles(items)
-        if nonMrc:
-            raise ValueError("CryoUNet reads MRC micrographs only; convert these first: %s"
-                             % listSome(nonMrc))
         bad = cls._unreadableMicrographs(items)
         if bad:
             raise ValueError("Unreadable micrograph(s) in %s: %s. Remove them from the set "
                              "(e.g. with a subset) and run again."
-                             % (where, listSome("%s %s" % b for b in bad)))
+                             % (where, listSome("%s: %s" % b for b in bad)))
+
+    def _nonMicrographErrors(self, micSet):
+        """Form errors for micrographs of ``micSet`` CryoUNet cannot read by their file name."""
+        names = self._nonMicrographFiles(self._micrographItems(micSet))
+        if names:
+            return ["CryoUNet reads MRC micrographs only (%s); these are not: %s"
+                    % (", ".join(engine.MICROGRAPH_SUFFIXES), listSome(names))]
+        return []
 
     @staticmethod
     def _smallestMicrographSide(micSet):
         """Smallest side (px) of the first micrograph of a set, or None when unreadable."""
         first = micSet.getFirstItem()
-        if first is None:
-            return None
-        try:
-            return min(micrograph_shape(first.getFileName()))
-        except CryoUNetError:
-            return None
+        shape = engine.micrographShape(first.getFileName()) if first is not None else None
+        return min(shape) if shape else None
 
-    def _linkMicrographs(self, items, stems, tag, folder=None):
+    def _linkMicrographs(self, items, stems, tag, folder=None, listPath=None):
         """Symlink micrographs under unique stems and write the engine's ``@list`` file.
 
         Args:
             items: ``[(id, file name, micName)]``.
             stems: dict id -> unique stem.
-            tag: names the list file (extra/micrographs_<tag>.txt).
+            tag: names the list file (extra/micrographs_<tag>.txt, unless ``listPath``).
             folder: where the links go (default extra/micrographs).
         Returns:
             (list file path, dict id -> link path).
@@ -194,11 +204,48 @@ class CryoUnetProtBase:
         links = OrderedDict()
         for micId, fn, _ in items:
             links[micId] = linkFile(fn, os.path.join(folder, stems[micId] + ".mrc"))
-        listPath = self._getExtraPath(MICS_LIST % tag)
+        listPath = listPath or self._getExtraPath(MICS_LIST % tag)
         writeMicrographList(listPath, [os.path.abspath(p) for p in links.values()])
         return listPath, links
 
+    # ================================================================== sizes
+    @staticmethod
+    def _diameterFromBoxSize(boxPx):
+        """Particle diameter (px) implied by a coordinate box size (px): the one rule of train,
+        refine and post-process, the inverse of the box the pick protocol writes."""
+        return engine.diameterFromBoxSize(boxPx) if boxPx else None
+
+    @staticmethod
+    def _coordinateScale(coordSet, micSet):
+        """Factor from pixels of the micrographs ``coordSet`` was picked on to pixels of ``micSet``
+        (1 when either sampling rate is unknown)."""
+        coordMics = coordSet.getMicrographs()
+        coordSampling = coordMics.getSamplingRate() if coordMics is not None else None
+        micSampling = micSet.getSamplingRate()
+        return coordSampling / micSampling if coordSampling and micSampling else 1.0
+
+    @staticmethod
+    def _boxSizeForDiameter(diameterPx):
+        """Box size (px) the pick protocol gives its coordinates for a particle diameter (px)."""
+        return engine.boxSizeFromDiameter(diameterPx)
+
     # ================================================================== coordinates
+    @staticmethod
+    def _writeCoordinateFiles(folder, xyByStem, scores=None, spread=None):
+        """Write one RELION STAR file per micrograph stem into ``folder``.
+
+        Args:
+            xyByStem: dict stem -> ``[(x, y), ...]`` in pixels of that micrograph.
+            scores, spread: optional dicts stem -> values (same order as the positions).
+        Returns:
+            The number of coordinates written.
+        """
+        os.makedirs(folder, exist_ok=True)
+        for stem, xy in xyByStem.items():
+            engine.writeStarPicks(os.path.join(folder, stem + ".star"), xy,
+                                  (scores or {}).get(stem), (spread or {}).get(stem))
+        return sum(len(xy) for xy in xyByStem.values())
+
     @staticmethod
     def _coordinateGroups(coordSet, scoreAttr=None, spreadAttr=None):
         """Coordinates grouped by micrograph id.
@@ -239,7 +286,7 @@ class CryoUnetProtBase:
         return self._getExtraPath(INPUTS_INFO)
 
     def _saveInputsInfo(self, info):
-        write_json(self._inputsFile(), info)
+        engine.writeJson(self._inputsFile(), info)
 
     def _loadInputsInfo(self):
         try:
@@ -254,13 +301,16 @@ class CryoUnetProtBase:
                     "a GPU." % what]
         return []
 
-    def _extraConfigErrors(self):
+    def _engineConfigErrors(self):
+        """Form errors of the engine configuration the form produces (its values and the extra
+        engine options), checked with the engine's own loader before anything runs."""
         try:
-            self._getExtraConfig()
+            for config in self._engineConfigs():
+                engine.validateConfig(config, "the engine options of this form")
         except ValueError as exc:
             return [str(exc)]
         return []
 
-    @staticmethod
-    def _stemOf(path):
-        return micrographStem(path)
+    def _engineConfigs(self):
+        """The engine configuration(s) this protocol's steps will write (one per engine run)."""
+        return [self._engineConfig()]

@@ -6,10 +6,10 @@ from pyworkflow.object import Float
 from pwem.objects import Coordinate
 from pwem.protocols import EMProtocol
 from pwem.protocols.protocol_particles_picking import ProtParticlePickingOutput
-from cryounet.io.coordinates import read_coordinates
 
+from .. import engine
 from ..constants import IMPORTED_SCORE_ATTR
-from ..convert import findCoordinateFiles, micrographStem, roundPosition
+from ..convert import micrographStem, roundPosition
 from .protocol_base import CryoUnetProtBase, listSome
 
 
@@ -39,9 +39,11 @@ class CryoUnetProtImportCoordinates(CryoUnetProtBase, EMProtocol):
                            "rename or use a matching pattern).")
         form.addParam("boxSize", params.IntParam, default=0, validators=[params.GE(0)],
                       label="Box size (px)",
-                      help="Box size of the coordinates in pixels of the micrographs (about "
-                           "the particle diameter; the training protocol takes the particle "
-                           "diameter from it when none is given). 0 = not set.")
+                      help="Box size of the coordinates in pixels of the micrographs: the "
+                           "extraction box, by CryoUNet's convention %g x the particle diameter "
+                           "(the train and post-process protocols take the diameter as box / %g "
+                           "when none is given). 0 = not set."
+                           % (engine.BOX_FACTOR, engine.BOX_FACTOR))
         form.addParam("scale", params.FloatParam, default=1.0, validators=[params.Positive],
                       label="Scale",
                       help="Multiply the coordinates by this factor, e.g. 0.5 when the files "
@@ -52,7 +54,7 @@ class CryoUnetProtImportCoordinates(CryoUnetProtBase, EMProtocol):
 
     def createOutputStep(self):
         micSet = self.inputMicrographs.get()
-        files = findCoordinateFiles(self.filesPath.get().strip(), self.filesPattern.get())
+        files = engine.findCoordinateFiles(self.filesPath.get().strip(), self.filesPattern.get())
         if not files:
             raise ValueError("No coordinate files match %s in %s."
                              % (self.filesPattern.get(), self.filesPath.get()))
@@ -68,7 +70,7 @@ class CryoUnetProtImportCoordinates(CryoUnetProtBase, EMProtocol):
             if path is None:
                 continue
             matched.add(stem)
-            picks = read_coordinates(path)
+            picks = engine.readCoordinates(path)
             scores = picks.scores
             for i, (x, y) in enumerate(picks.xy):
                 coord = Coordinate()
@@ -102,7 +104,7 @@ class CryoUnetProtImportCoordinates(CryoUnetProtBase, EMProtocol):
             errors.append("Coordinates folder %s does not exist." % folder)
         else:
             try:
-                if not findCoordinateFiles(folder, self.filesPattern.get()):
+                if not engine.findCoordinateFiles(folder, self.filesPattern.get()):
                     errors.append("No coordinate files match %s in %s."
                                   % (self.filesPattern.get(), folder))
             except ValueError as exc:

@@ -6,9 +6,8 @@ import shutil
 import pyworkflow.protocol.params as params
 from pwem.protocols import EMProtocol
 
-from .. import Plugin
-from ..constants import MODEL_FOLDER, MODEL_RESUME_FILES, REFINE_HISTORY
-from ..convert import checkModelFolder, readModelInfo
+from .. import Plugin, engine
+from ..constants import MODEL_FOLDER
 from ..objects import CryoUNetModel
 from .protocol_base import CryoUnetProtBase
 
@@ -50,20 +49,20 @@ class CryoUnetProtImportModel(CryoUnetProtBase, EMProtocol):
 
     def createOutputStep(self):
         source = self.modelFolder.get().strip()
-        errors = checkModelFolder(source)
+        errors = engine.checkModelFolder(source)
         if errors:
             raise ValueError("; ".join(errors))
         folder = source
         if self.copyFiles.get():
             folder = self._getExtraPath(MODEL_FOLDER)
             shutil.copytree(source, folder, dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns(*MODEL_RESUME_FILES))
+                            ignore=shutil.ignore_patterns(*engine.MODEL_RESUME_FILES))
         model = CryoUNetModel(path=folder)
-        model.setFromInfo(readModelInfo(folder), samplingRate=self.samplingRate.get() or None)
+        model.setFromInfo(engine.readModelInfo(folder), samplingRate=self.samplingRate.get() or None)
         self._defineOutputs(outputModel=model)
 
     def _validate(self):
-        return checkModelFolder((self.modelFolder.get() or "").strip())
+        return engine.checkModelFolder((self.modelFolder.get() or "").strip())
 
     def _warnings(self):
         if not self.samplingRate.get():
@@ -76,7 +75,7 @@ class CryoUnetProtImportModel(CryoUnetProtBase, EMProtocol):
             return ["Model not imported yet."]
         summary = ["Imported %s" % self.modelFolder.get(),
                    "Model: %s" % self.outputModel.describe()]
-        if os.path.exists(os.path.join(self.outputModel.getPath(), REFINE_HISTORY)):
+        if os.path.exists(os.path.join(self.outputModel.getPath(), engine.REFINE_HISTORY)):
             summary.append("The model was refined with pseudo-labels.")
         return summary
 

@@ -8,14 +8,12 @@ from pyworkflow.object import Float
 from pyworkflow.protocol.constants import LEVEL_ADVANCED, STEPS_PARALLEL
 from pwem.objects import Coordinate
 from pwem.protocols import ProtParticlePickingAuto
-from cryounet.io.atomic import write_json
-from cryounet.io.coordinates import read_coordinates, write_star_index
 
-from ..constants import (BATCHES_FOLDER, BOX_SIZE_AUTO, CMD_PICK, COORDS_FOLDER, COORDS_INDEX,
-                         ENGINE_COMMAND, ENGINE_SKIPPED, MICS_FOLDER, MICS_LIST, MRC_SUFFIXES,
-                         RECORDS_FOLDER, SCORE_ATTR, SPREAD_ATTR, THRESHOLD_AUTO)
-from ..convert import (boxSizeFromDiameter, checkModelFolder, checkMrcHeader, linkFile,
-                       mergeConfig, nmsFraction, roundPosition, samePixelSize, uniqueStems, writeMicrographList)
+from .. import engine
+from ..constants import (BATCHES_FOLDER, BOX_SIZE_AUTO, CMD_PICK, COORDS_FOLDER, ENGINE_COMMAND,
+                         MICS_FOLDER, MICS_LIST, RECORDS_FOLDER, SCORE_ATTR, SPREAD_ATTR,
+                         THRESHOLD_AUTO)
+from ..convert import nmsFraction, roundPosition, samePixelSize, uniqueStems
 from .protocol_base import CryoUnetProtBase, listSome
 
 
@@ -78,8 +76,10 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
                       validators=[params.GE(0)], expertLevel=LEVEL_ADVANCED,
                       label="Box size (px)",
                       help="Box size stored with the output coordinates (the default extraction "
-                           "box), in pixels of the micrographs. 0 = 1.5 x the models' particle "
-                           "diameter, rounded up to an even number.")
+                           "box), in pixels of the micrographs. 0 = %g x the models' particle "
+                           "diameter, rounded up to an even number (a train or post-process run "
+                           "on these coordinates takes the diameter back as box / %g)."
+                           % (engine.BOX_FACTOR, engine.BOX_FACTOR))
         self._defineExtraConfigParam(form)
         form.addParallelSection(threads=1, mpi=0)
         self._defineStreamingParams(form)
@@ -103,7 +103,7 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
     # ================================================================== STEPS
     def prepareStep(self):
         for model in self._getModels():
-            errors = checkModelFolder(model.getPath())
+            errors = engine.checkModelFolder(model.getPath())
             if errors:
                 raise ValueError("; ".join(errors))
         self._writeEngineConfig("pick", self._engineConfig())
@@ -122,29 +122,21 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
         stems = self._stemsFor(items)
         readable = []
         for item in items:
-            micId, fn, _ = item
-            if os.path.splitext(fn)[1].lower() not in MRC_SUFFIXES:
-                self._skip(item, stems[micId], "is not an MRC file")
-                continue
-            problem = checkMrcHeader(fn)
+            problem = engine.checkMicrograph(item[1])
             if problem:
-                self._skip(item, stems[micId], problem)
-                continue
-            readable.append(item)
+                self._skip(item, stems[item[0]], problem)
+            else:
+                readable.append(item)
         if not readable:
             return
         # The batch folder keeps what the engine ran on: links with unique names, the @list,
         # the command line (the configuration is extra/cryounet_pick.json).
-        links = {}
-        for micId, fn, _ in readable:
-            links[micId] = linkFile(fn, os.path.join(batchDir, MICS_FOLDER,
-                                                     stems[micId] + ".mrc"))
-        listPath = os.path.join(batchDir, MICS_LIST % "pick")
-        writeMicrographList(listPath, [os.path.abspath(links[m]) for m, _, _ in readable])
+        listPath, links = self._linkMicrographs(readable, stems, "pick", os.path.join(batchDir, MICS_FOLDER),
+                                                os.path.join(batchDir, MICS_LIST % "pick"))
         picksDir = os.path.join(batchDir, "picks")
         args = ["--micrographs", "@" + os.path.abspath(listPath),
                 "--output", os.path.abspath(picksDir),
-                "--threshold", self._thresholdArg(),
+                "--threshold", engine.thresholdArgument(self._explicitThreshold()),
                 "--config", os.path.abspath(self._engineConfigPath("pick")),
                 "--device", self._getDeviceArg(),
                 # A batch whose micrographs are all unreadable must not stop a streaming run:
@@ -154,10 +146,10 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
             args += ["--model", os.path.abspath(model.getPath())]
         self._runEngine(CMD_PICK, args, "pick",
                         commandFile=os.path.join(batchDir, ENGINE_COMMAND % "pick"))
-        if not os.path.exists(os.path.join(picksDir, COORDS_INDEX)):
+        if not os.path.exists(os.path.join(picksDir, engine.COORDS_INDEX)):
             raise RuntimeError("cryounet pick did not complete batch %s: no %s in %s (see "
-                               "the run or job log)" % (tag, COORDS_INDEX, picksDir))
-        engineSkipped = self._engineSkipped(picksDir)
+                               "the run or job log)" % (tag, engine.COORDS_INDEX, picksDir))
+        engineSkipped = engine.readSkipped(picksDir)
 
         coordsDir = self._getExtraPath(COORDS_FOLDER)
         for item in readable:
@@ -171,17 +163,8 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
                 continue
             target = os.path.join(coordsDir, stems[micId] + ".star")
             shutil.move(produced, target)
-            count = len(read_coordinates(target))
+            count = len(engine.readCoordinates(target))
             self._writeRecord(item, stems[micId], coordinates=target, count=count)
-
-    @staticmethod
-    def _engineSkipped(picksDir):
-        """``{micrograph path: reason}`` from the engine's skipped.json (empty when absent)."""
-        path = os.path.join(picksDir, ENGINE_SKIPPED)
-        if not os.path.exists(path):
-            return {}
-        with open(path) as f:
-            return {entry["micrograph"]: entry["reason"] for entry in json.load(f)}
 
     def readCoordsFromMics(self, outputDir, micDoneList, outputCoords):
         outputCoords.setBoxSize(self._getBoxSize())
@@ -189,7 +172,7 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
             record = self._readRecord(mic.getObjId())
             if not record or not record.get("coordinates"):
                 continue
-            picks = read_coordinates(record["coordinates"])
+            picks = engine.readCoordinates(record["coordinates"])
             scores, spread = picks.scores, picks.uncertainty
             for i, (x, y) in enumerate(picks.xy):
                 coord = Coordinate()
@@ -206,7 +189,7 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
         for record in self._allRecords():
             if record.get("coordinates"):
                 entries.append((record["file"], record["coordinates"]))
-        write_star_index(self._getExtraPath(COORDS_FOLDER, COORDS_INDEX), entries)
+        engine.writeStarIndex(self._getExtraPath(COORDS_FOLDER, engine.COORDS_INDEX), entries)
         skipped = [r for r in self._allRecords() if r.get("skipped")]
         if skipped:
             self.warning("%d micrograph(s) were skipped: %s"
@@ -215,12 +198,12 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
 
     # ================================================================== INFO
     def _validate(self):
-        errors = self._extraConfigErrors()
         models = self._getModels()
         if not models:
-            return errors + ["Select at least one model."]
+            return ["Select at least one model."]
+        errors = self._engineConfigErrors()
         for model in models:
-            errors += checkModelFolder(model.getPath())
+            errors += engine.checkModelFolder(model.getPath())
         diameters = sorted({round(m.getDiameter() or 0, 1) for m in models})
         if len(diameters) > 1:
             errors.append("The models were trained for different particle diameters (%s px); "
@@ -299,17 +282,30 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
     def _getBoxSize(self):
         if self.boxSize.get():
             return self.boxSize.get()
-        return boxSizeFromDiameter(self.getModelDiameter())
+        return self._boxSizeForDiameter(self.getModelDiameter())
 
-    def _thresholdArg(self):
+    def _explicitThreshold(self):
+        """The form's threshold, or None for automatic (the engine's rule decides)."""
         threshold = self.threshold.get()
-        return "auto" if threshold == THRESHOLD_AUTO else "%.6f" % threshold
+        return None if threshold == THRESHOLD_AUTO else threshold
+
+    def getPickingThreshold(self, automatic=False):
+        """The threshold the engine picks at with this form, by the engine's own rule; with
+        ``automatic``, the one it would use with the automatic threshold (what the wizard
+        suggests).
+
+        Raises:
+            ValueError: a model folder or the extra engine options cannot be read.
+        """
+        return engine.pickingThreshold([m.getPath() for m in self._getModels()], bool(self.tta.get()),
+                                       None if automatic else self._explicitThreshold(),
+                                       self._getExtraConfig())
 
     def _engineConfig(self):
         pick = {"tta": bool(self.tta.get()), "batch_size": self.inferenceBatch.get()}
         if self.nmsDistance.get():
             pick["nms_radius"] = nmsFraction(self.nmsDistance.get(), self.getModelDiameter())
-        return mergeConfig({"pick": pick}, self._getExtraConfig())
+        return engine.mergeConfig({"pick": pick}, self._getExtraConfig())
 
     def _stemsFor(self, items):
         """Unique stems over every micrograph known so far (streaming-safe: a micrograph keeps
@@ -325,12 +321,12 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
 
     def _writeRecord(self, item, stem, coordinates=None, count=0, skipped=None):
         micId, fn, name = item
-        write_json(self._recordPath(micId), {"micId": micId, "micName": name, "file": fn,
-                                            "stem": stem, "coordinates": coordinates,
-                                            "count": count, "skipped": skipped})
+        engine.writeJson(self._recordPath(micId), {"micId": micId, "micName": name, "file": fn,
+                                                   "stem": stem, "coordinates": coordinates,
+                                                   "count": count, "skipped": skipped})
 
     def _skip(self, item, stem, reason):
-        self.warning("Micrograph %s %s: skipped." % (item[1], reason))
+        self.warning("Micrograph %s skipped: %s" % (item[1], reason))
         self._writeRecord(item, stem, skipped=reason)
 
     def _readRecord(self, micId):

@@ -7,10 +7,9 @@ from pyworkflow.protocol.constants import LEVEL_ADVANCED
 from pwem.objects import Coordinate
 from pwem.protocols import EMProtocol
 from pwem.protocols.protocol_particles_picking import ProtParticlePickingOutput
-from cryounet.io.coordinates import Picks, read_coordinates, write_star_index, write_star_picks
 
-from ..constants import (BOX_FACTOR, CMD_POSTPROCESS, COORDS_FOLDER, COORDS_INDEX, INPUT_PICKS_FOLDER,
-                         SPREAD_ATTR)
+from .. import engine
+from ..constants import CMD_POSTPROCESS, COORDS_FOLDER, INPUT_PICKS_FOLDER, SPREAD_ATTR
 from ..convert import chooseScoreAttribute, roundPosition, uniqueStems
 from .protocol_base import CryoUnetProtBase, listSome
 
@@ -47,7 +46,7 @@ class CryoUnetProtPostprocess(CryoUnetProtBase, EMProtocol):
                       label="Particle diameter (px)",
                       help="Particle diameter in pixels of the micrographs; the engine's "
                            "filters use it for their defaults. 0 = the box size of the input "
-                           "coordinates divided by %g (CryoUNet's box convention)." % BOX_FACTOR)
+                           "coordinates divided by %g (CryoUNet's box convention)." % engine.BOX_FACTOR)
 
         form.addSection(label="Filters")
         form.addParam("applyThreshold", params.BooleanParam, default=True,
@@ -102,17 +101,17 @@ class CryoUnetProtPostprocess(CryoUnetProtBase, EMProtocol):
                                                    listSome(missing)))
         stems = uniqueStems((mid, fn) for mid, fn, _ in items)
         listPath, _ = self._linkMicrographs(items, stems, "postprocess")
-        picksDir = self._getExtraPath(INPUT_PICKS_FOLDER)
         for micId, _, _ in items:
             group = groups[micId]
-            scores = group["scores"] if scoreAttr else None
-            spread = group["spread"] if spreadAttr else None
-            for attr, values in ((scoreAttr, scores), (spreadAttr, spread)):
-                if values is not None and any(v is None for v in values):
+            for attr, key in ((scoreAttr, "scores"), (spreadAttr, "spread")):
+                if attr and any(v is None for v in group[key]):
                     raise ValueError("Some coordinates of micrograph %s have no %s value."
                                      % (group["name"], attr))
-            write_star_picks(os.path.join(picksDir, stems[micId] + ".star"),
-                             Picks(group["xy"], scores, spread))
+        self._writeCoordinateFiles(
+            self._getExtraPath(INPUT_PICKS_FOLDER),
+            {stems[micId]: groups[micId]["xy"] for micId, _, _ in items},
+            {stems[micId]: groups[micId]["scores"] for micId, _, _ in items} if scoreAttr else None,
+            {stems[micId]: groups[micId]["spread"] for micId, _, _ in items} if spreadAttr else None)
         self._saveInputsInfo({"micrographs_list": listPath, "stems": {str(k): v for k, v in
                                                                       stems.items()},
                               "score_attribute": scoreAttr, "spread_attribute": spreadAttr,
@@ -156,7 +155,7 @@ class CryoUnetProtPostprocess(CryoUnetProtBase, EMProtocol):
             if stem is None:
                 continue
             path = os.path.join(outDir, stem + ".star")
-            picks = read_coordinates(path)
+            picks = engine.readCoordinates(path)
             scores, spread = picks.scores, picks.uncertainty
             entries.append((mic.getFileName(), path))
             for i, (x, y) in enumerate(picks.xy):
@@ -168,7 +167,7 @@ class CryoUnetProtPostprocess(CryoUnetProtBase, EMProtocol):
                 if spreadAttr and spread is not None:
                     setattr(coord, spreadAttr, Float(float(spread[i])))
                 output.append(coord)
-        write_star_index(os.path.join(outDir, COORDS_INDEX), entries)
+        engine.writeStarIndex(os.path.join(outDir, engine.COORDS_INDEX), entries)
         self._defineOutputs(outputCoordinates=output)
         self._defineSourceRelation(self.inputCoordinates, output)
 
@@ -259,8 +258,7 @@ class CryoUnetProtPostprocess(CryoUnetProtBase, EMProtocol):
         if self.particleDiameter.get():
             return self.particleDiameter.get()
         coordSet = self.inputCoordinates.get()
-        box = coordSet.getBoxSize() if coordSet is not None else None
-        return box / BOX_FACTOR if box else None
+        return self._diameterFromBoxSize(coordSet.getBoxSize() if coordSet is not None else None)
 
     def getScores(self):
         """Scores of the input coordinates (for the threshold wizard and the histogram)."""

@@ -5,13 +5,16 @@ import os
 import pyworkflow.protocol.params as params
 from pyworkflow.protocol.constants import LEVEL_ADVANCED
 from pwem.protocols import EMProtocol
-from cryounet.io.coordinates import Picks, write_star_picks
 
+from .. import engine
 from ..constants import CMD_REFINE, COORDS_FOLDER, MODEL_FOLDER
-from ..convert import (checkModelFolder, formatRefineHistory, mergeConfig, readModelInfo,
-                       readRefineHistory, samePixelSize, uniqueStems)
+from ..convert import formatRefineHistory, samePixelSize, uniqueStems
 from ..objects import CryoUNetModel
-from .protocol_base import CryoUnetProtBase, listSome
+from .protocol_base import CryoUnetProtBase
+
+
+#: Relative difference between the coordinates' implied diameter and the model's that is warned about.
+BOX_DIAMETER_TOLERANCE = 0.15
 
 
 class CryoUnetRefineOutputs(enum.Enum):
@@ -106,7 +109,7 @@ class CryoUnetProtRefine(CryoUnetProtBase, EMProtocol):
     # ================================================================== STEPS
     def convertInputStep(self):
         model = self.inputModel.get()
-        errors = checkModelFolder(model.getPath())
+        errors = engine.checkModelFolder(model.getPath())
         if errors:
             raise ValueError("; ".join(errors))
         coordSet = self.inputCoordinates.get()
@@ -133,18 +136,14 @@ class CryoUnetProtRefine(CryoUnetProtBase, EMProtocol):
             raise ValueError("No unlabelled micrographs left in %s after removing the labelled "
                              "ones." % unlabelledSet.getNameId())
         allItems = labelledItems + unlabelledItems
-        self._requireReadableMrc(allItems, "the input sets")
+        self._requireReadableMicrographs(allItems, "the input sets")
 
         stems = uniqueStems((mid, fn) for mid, fn, _ in allItems)
         labelledList, _ = self._linkMicrographs(labelledItems, stems, "labelled")
         unlabelledList, _ = self._linkMicrographs(unlabelledItems, stems, "unlabelled")
         coordsDir = self._getExtraPath(COORDS_FOLDER)
-        os.makedirs(coordsDir, exist_ok=True)
-        nParticles = 0
-        for micId, _, _ in labelledItems:
-            xy = groups[micId]["xy"]
-            write_star_picks(os.path.join(coordsDir, stems[micId] + ".star"), Picks(xy))
-            nParticles += len(xy)
+        nParticles = self._writeCoordinateFiles(
+            coordsDir, {stems[micId]: groups[micId]["xy"] for micId, _, _ in labelledItems})
         self._writeEngineConfig("refine", self._engineConfig())
         self._saveInputsInfo({"labelled_micrographs": len(labelledItems),
                               "unlabelled_micrographs": len(unlabelledItems),
@@ -165,11 +164,11 @@ class CryoUnetProtRefine(CryoUnetProtBase, EMProtocol):
                 "--config", os.path.abspath(self._engineConfigPath("refine")),
                 "--device", self._getDeviceArg()]
         self._runEngine(CMD_REFINE, args, "refine")
-        errors = checkModelFolder(output)
+        errors = engine.checkModelFolder(output)
         if errors:
             raise RuntimeError("cryounet refine finished without a usable model: %s"
                                % "; ".join(errors))
-        history = readRefineHistory(output)
+        history = engine.readRefineHistory(output)
         if not history:
             raise RuntimeError("cryounet refine wrote no refinement history in %s" % output)
         for line in formatRefineHistory(history):
@@ -178,7 +177,7 @@ class CryoUnetProtRefine(CryoUnetProtBase, EMProtocol):
     def createOutputStep(self):
         folder = self._getExtraPath(MODEL_FOLDER)
         model = CryoUNetModel(path=folder)
-        model.setFromInfo(readModelInfo(folder),
+        model.setFromInfo(engine.readModelInfo(folder),
                           samplingRate=self.inputModel.get().getSamplingRate())
         self._defineOutputs(outputModel=model)
         self._defineSourceRelation(self.inputModel, model)
@@ -187,16 +186,13 @@ class CryoUnetProtRefine(CryoUnetProtBase, EMProtocol):
 
     # ================================================================== INFO
     def _validate(self):
-        errors = self._extraConfigErrors()
+        errors = self._engineConfigErrors()
         model = self.inputModel.get()
         if model is not None:
-            errors += checkModelFolder(model.getPath())
+            errors += engine.checkModelFolder(model.getPath())
         unlabelled = self.inputUnlabelled.get()
         if unlabelled is not None:
-            nonMrc = self._nonMrcFiles(self._micrographItems(unlabelled))
-            if nonMrc:
-                errors.append("CryoUNet reads MRC micrographs only; these are not: %s"
-                              % listSome(nonMrc))
+            errors += self._nonMicrographErrors(unlabelled)
             side = self._smallestMicrographSide(unlabelled)
             if model is not None and side and model.getDiameter() >= side:
                 errors.append("The model's particle diameter (%.1f px) is not smaller than the "
@@ -220,6 +216,15 @@ class CryoUnetProtRefine(CryoUnetProtBase, EMProtocol):
                                 "its %.1f px diameter will not fit."
                                 % (label, micSet.getSamplingRate(), model.getSamplingRate(),
                                    model.getDiameter()))
+        coordSet = self.inputCoordinates.get()
+        boxDiameter = self._diameterFromBoxSize(coordSet.getBoxSize() if coordSet is not None else None)
+        if boxDiameter and model.getDiameter() and \
+                abs(boxDiameter - model.getDiameter()) > BOX_DIAMETER_TOLERANCE * model.getDiameter():
+            warnings.append("The labelled coordinates' box size (%s px) implies a particle diameter "
+                            "of %.1f px, but the model was trained for %.1f px: the refinement "
+                            "keeps the model's diameter. Check that the coordinates belong to "
+                            "these micrographs." % (coordSet.getBoxSize(), boxDiameter,
+                                                    model.getDiameter()))
         return warnings
 
     def _summary(self):
@@ -233,7 +238,7 @@ class CryoUnetProtRefine(CryoUnetProtBase, EMProtocol):
             summary.append("Refined model not ready yet.")
             return summary
         try:
-            summary += formatRefineHistory(readRefineHistory(self.outputModel.getPath()))
+            summary += formatRefineHistory(engine.readRefineHistory(self.outputModel.getPath()))
         except ValueError as exc:
             summary.append(str(exc))
         summary.append("Refined model: %s" % self.outputModel.describe())
@@ -242,7 +247,7 @@ class CryoUnetProtRefine(CryoUnetProtBase, EMProtocol):
     def _methods(self):
         if not hasattr(self, "outputModel"):
             return ["Refined model not ready yet."]
-        history = readRefineHistory(self.outputModel.getPath())
+        history = engine.readRefineHistory(self.outputModel.getPath())
         used = ", ".join(str(h.get("pseudo_positives")) for h in history if h.get("round"))
         return ["The CryoUNet model was refined by %d rounds of pseudo-labelled self-training "
                 "[Lee2013] on %d unlabelled micrographs (pseudo-labelled particles per round: "
@@ -265,4 +270,4 @@ class CryoUnetProtRefine(CryoUnetProtBase, EMProtocol):
                        "curriculum": bool(self.curriculum.get()),
                        "tta": bool(self.pseudoTta.get())},
         }
-        return mergeConfig(config, self._getExtraConfig())
+        return engine.mergeConfig(config, self._getExtraConfig())

@@ -5,16 +5,15 @@ import os
 import pyworkflow.protocol.params as params
 from pyworkflow.protocol.constants import LEVEL_ADVANCED, STEPS_PARALLEL
 from pwem.protocols import EMProtocol
-from cryounet.io.coordinates import Picks, write_star_picks
 
+from .. import engine
 from ..constants import (ARCH_ATTENTION_UNET, ARCH_UNET, ARCHITECTURES, AUGMENT_LIGHT,
                          AUGMENTATIONS, CMD_TRAIN, COORDS_FOLDER, DIAMETER_UNITS, LOSS_BCE,
                          LOSS_FOCAL, LOSS_FOCAL_DICE, LOSSES, MAX_ENSEMBLE, MODEL_FOLDER,
                          MODEL_MEMBER_FOLDER, UNIT_ANGSTROM, UNIT_PIXELS)
-from ..convert import (checkModelFolder, diameterInPixels, mergeConfig, readModelInfo,
-                       uniqueStems)
+from ..convert import diameterInPixels, uniqueStems
 from ..objects import CryoUNetModel
-from .protocol_base import CryoUnetProtBase, listSome
+from .protocol_base import CryoUnetProtBase
 
 #: Particles below which validation statistics are unreliable.
 FEW_PARTICLES = 30
@@ -70,9 +69,11 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
                       validators=[params.GE(0)],
                       label="Particle diameter",
                       help="Particle diameter in the unit above (pixels or Angstrom). 0 = the box "
-                           "size of the input coordinates (converted to pixels of the input "
-                           "micrographs). The wizard fills it from that box size. Give the "
-                           "longest dimension of the particle, not the extraction box.")
+                           "size of the input coordinates divided by %g (CryoUNet's box "
+                           "convention: its pick protocol writes boxes of %g x the diameter), "
+                           "converted to pixels of the input micrographs. The wizard fills it "
+                           "the same way. Give the longest dimension of the particle, not the "
+                           "extraction box." % (engine.BOX_FACTOR, engine.BOX_FACTOR))
 
         form.addSection(label="Training")
         form.addParam("architecture", params.EnumParam, choices=ARCHITECTURES, default=ARCH_UNET,
@@ -175,7 +176,7 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
         micSet = self.inputMicrographs.get()
         coordSet = self.inputCoordinates.get()
         items = self._micrographItems(micSet)
-        self._requireReadableMrc(items, micSet.getNameId())
+        self._requireReadableMicrographs(items, micSet.getNameId())
 
         groups = self._coordinateGroups(coordSet)
         mapping, byName = self._matchCoordinates(
@@ -189,29 +190,21 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
         if byName:
             self.info("Coordinates matched to micrographs by name (the ids differ).")
 
+        diameterErrors = self._diameterErrors()
+        if diameterErrors:
+            raise ValueError(diameterErrors[0])
         diameter = self._getDiameterPx()
-        if not diameter or diameter <= 0:
-            raise ValueError(self._diameterMissingMessage())
-        side = self._smallestMicrographSide(micSet)
-        if side and diameter >= side:
-            raise ValueError("Particle diameter %.1f px is not smaller than the micrographs "
-                             "(%d px): check the diameter and its unit." % (diameter, side))
-
-        scale = self._coordinateScale()
+        scale = self._coordinateScale(self.inputCoordinates.get(), self.inputMicrographs.get())
         stems = uniqueStems((mid, fn) for mid, fn, _ in items)
         # only labelled micrographs go to the engine (the others would be ignored by it)
         labelledIds = set(mapping.values())
         listPath, _ = self._linkMicrographs([i for i in items if i[0] in labelledIds], stems,
                                             "train")
         coordsDir = self._getExtraPath(COORDS_FOLDER)
-        os.makedirs(coordsDir, exist_ok=True)
-        nParticles = 0
-        labelled = []
-        for coordMicId, micId in mapping.items():
-            xy = [(x * scale, y * scale) for x, y in groups[coordMicId]["xy"]]
-            write_star_picks(os.path.join(coordsDir, stems[micId] + ".star"), Picks(xy))
-            nParticles += len(xy)
-            labelled.append(micId)
+        nParticles = self._writeCoordinateFiles(coordsDir, {
+            stems[micId]: [(x * scale, y * scale) for x, y in groups[coordMicId]["xy"]]
+            for coordMicId, micId in mapping.items()})
+        labelled = list(mapping.values())
         unmatched = len(groups) - len(mapping)
         if unmatched:
             self.warning("%d micrograph(s) of the coordinates are not in %s; their %s "
@@ -239,7 +232,7 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
                 "--config", os.path.abspath(self._engineConfigPath(self._memberTag(member))),
                 "--device", self._getDeviceArg()]
         self._runEngine(CMD_TRAIN, args, self._memberTag(member))
-        errors = checkModelFolder(output)
+        errors = engine.checkModelFolder(output)
         if errors:
             raise RuntimeError("cryounet train finished without a usable model: %s"
                                % "; ".join(errors))
@@ -249,11 +242,11 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
         outputs = {}
         for member in self._members():
             folder = self._getModelFolder(member)
-            errors = checkModelFolder(folder)
+            errors = engine.checkModelFolder(folder)
             if errors:
                 raise RuntimeError("; ".join(errors))
             model = CryoUNetModel(path=folder)
-            model.setFromInfo(readModelInfo(folder), samplingRate=sampling)
+            model.setFromInfo(engine.readModelInfo(folder), samplingRate=sampling)
             outputs[outputModelName(member)] = model
         self._defineOutputs(**outputs)
         for model in outputs.values():
@@ -267,20 +260,9 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
         coordSet = self.inputCoordinates.get()
         if micSet is None or coordSet is None:
             return errors
-        errors += self._extraConfigErrors()
+        errors += self._engineConfigErrors() + self._nonMicrographErrors(micSet)
         items = self._micrographItems(micSet)
-        nonMrc = self._nonMrcFiles(items)
-        if nonMrc:
-            errors.append("CryoUNet reads MRC micrographs only; these are not: %s"
-                          % listSome(nonMrc))
-        diameter = self._getDiameterPx()
-        if not diameter or diameter <= 0:
-            errors.append(self._diameterMissingMessage())
-        else:
-            side = self._smallestMicrographSide(micSet)
-            if side and diameter >= side:
-                errors.append("Particle diameter %.1f px is not smaller than the micrographs "
-                              "(%d px): check the diameter and its unit." % (diameter, side))
+        errors += self._diameterErrors()
         if coordSet.getSize() == 0:
             errors.append("The input coordinates are empty.")
         else:
@@ -386,16 +368,10 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
                       "valid_fraction": self.validFraction.get(),
                       "seed": self.seed.get() + member - 1},
         }
-        return mergeConfig(config, self._getExtraConfig())
+        return engine.mergeConfig(config, self._getExtraConfig())
 
-    def _coordinateScale(self):
-        """Factor from pixels of the coordinates' micrographs to pixels of the input ones."""
-        coordMics = self.inputCoordinates.get().getMicrographs()
-        coordSampling = coordMics.getSamplingRate() if coordMics is not None else None
-        micSampling = self.inputMicrographs.get().getSamplingRate()
-        if coordSampling and micSampling:
-            return coordSampling / micSampling
-        return 1.0
+    def _engineConfigs(self):
+        return [self._engineConfig(member) for member in self._members()]
 
     def _getDiameterPx(self):
         """Particle diameter in pixels of the input micrographs, or None when unknown."""
@@ -408,15 +384,21 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
                 return None
         coordSet = self.inputCoordinates.get()
         box = coordSet.getBoxSize() if coordSet is not None else None
-        if not box:
-            return None
-        return box * self._coordinateScale()
+        return self._diameterFromBoxSize(box * self._coordinateScale(coordSet, micSet)) if box else None
 
-    def _diameterMissingMessage(self):
-        if self.diameterUnit.get() == UNIT_ANGSTROM and self.particleDiameter.get():
-            return "The input micrographs have no sampling rate: give the diameter in pixels."
-        return ("Set the particle diameter: it is 0 and the input coordinates have no box size "
-                "to take it from.")
+    def _diameterErrors(self):
+        """Why the particle diameter cannot be used (unknown, or not smaller than the micrographs)."""
+        diameter = self._getDiameterPx()
+        if not diameter or diameter <= 0:
+            if self.diameterUnit.get() == UNIT_ANGSTROM and self.particleDiameter.get():
+                return ["The input micrographs have no sampling rate: give the diameter in pixels."]
+            return ["Set the particle diameter: it is 0 and the input coordinates have no box size "
+                    "to take it from."]
+        side = self._smallestMicrographSide(self.inputMicrographs.get())
+        if side and diameter >= side:
+            return ["Particle diameter %.1f px is not smaller than the micrographs (%d px): check "
+                    "the diameter and its unit." % (diameter, side)]
+        return []
 
     def _outputModels(self):
         models = []

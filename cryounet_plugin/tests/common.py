@@ -15,12 +15,16 @@ import numpy as np
 from pyworkflow.tests import BaseTest, setupTestProject
 from cryounet.io.coordinates import read_coordinates, read_star_index
 
-from cryounet_plugin.constants import COORDS_FOLDER, COORDS_INDEX, SCORE_ATTR, SPREAD_ATTR
+from cryounet_plugin import engine
+from cryounet_plugin.constants import COORDS_FOLDER, SCORE_ATTR, SPREAD_ATTR
+from cryounet_plugin.engine import COORDS_INDEX
 
 #: Simulated data: micrograph side, particle diameter (px), pixel size (A/px).
 SIM_SIZE = 256
 SIM_DIAMETER = 24
 SIM_PIXEL = 2.0
+#: Box size of the simulated coordinates: the engine's box for that diameter (36 px).
+SIM_BOX = engine.boxSizeFromDiameter(SIM_DIAMETER)
 
 #: Engine settings that make training take seconds on a CPU (tests only).
 TINY_ENGINE = {

@@ -159,18 +159,3 @@ def test_engine_command_line_quoting():
     _, args = Plugin.getEngineCommandLine("postprocess", ["--picks", "/x/50%"])
     assert shlex.split(args) == ["-m", "cryounet", "postprocess", "--picks", "/x/50%"]
 
-
-def test_choices_match_the_engine():
-    """Hard-coded choice lists (the GUI never imports torch) equal the engine's registries."""
-    from cryounet.training.augment import PRESETS
-    from cryounet.config import CryoUNetConfig, LossConfig
-    from cryounet.training.losses import build_loss
-    from cryounet.models.registry import ARCHITECTURES as ENGINE_ARCHITECTURES
-    from cryounet_plugin import constants as C
-    assert sorted(C.ARCHITECTURES) == sorted(ENGINE_ARCHITECTURES)
-    assert C.ARCHITECTURES[C.ARCH_UNET] == "unet"
-    assert C.ARCHITECTURES[C.ARCH_ATTENTION_UNET] == "attention_unet"
-    assert tuple(C.AUGMENTATIONS) == tuple(PRESETS)
-    for name in C.LOSSES:
-        build_loss(LossConfig(name=name))
-    assert set(C.ENGINE_SECTIONS) == set(CryoUNetConfig().to_dict())

@@ -17,7 +17,7 @@ import pytest
 from cryounet_plugin.constants import SCORE_ATTR
 from cryounet_plugin.protocols import (CryoUnetProtImportModel, CryoUnetProtPick,
                                        CryoUnetProtTrain)
-from cryounet_plugin.tests.common import (SIM_DIAMETER, CryoUnetTestBase,
+from cryounet_plugin.tests.common import (SIM_BOX, CryoUnetTestBase,
                                           assertCoordinatesMatchStar, simulate, tinyConfigJson,
                                           trainModelWithCli)
 
@@ -52,9 +52,9 @@ class TestCryoUnetFailures(CryoUnetTestBase):
                 shutil.copy(os.path.join(cls.simB + "_raw", name),
                             os.path.join(cls.simB, name.replace("mic_", "other_")))
         cls.micsA = cls.runProt(cls.importMicrographs(cls.simA))
-        cls.coordsA = cls.importCoordinates(cls.micsA, cls.simA, boxSize=SIM_DIAMETER)
+        cls.coordsA = cls.importCoordinates(cls.micsA, cls.simA, boxSize=SIM_BOX)
         cls.micsB = cls.runProt(cls.importMicrographs(cls.simB, pattern="other_*.mrc"))
-        cls.coordsB = cls.importCoordinates(cls.micsB, cls.simB, boxSize=SIM_DIAMETER)
+        cls.coordsB = cls.importCoordinates(cls.micsB, cls.simB, boxSize=SIM_BOX)
 
     def newTrain(self, mics, coords, **kwargs):
         kwargs.setdefault("epochs", 1)
@@ -98,13 +98,13 @@ class TestCryoUnetFailures(CryoUnetTestBase):
         folder = os.path.join(self.dataDir, "corrupt_train")
         shutil.copytree(self.simA, folder)
         mics = self.runProt(self.importMicrographs(folder))
-        coords = self.importCoordinates(mics, folder, boxSize=SIM_DIAMETER)
+        coords = self.importCoordinates(mics, folder, boxSize=SIM_BOX)
         truncate(os.path.join(folder, "mic_001.mrc"))
         prot = self.newTrain(mics, coords)
         self.runExpectingFailure(prot)
         message = prot.getErrorMessage()
         self.assertIn("Unreadable micrograph", message)
-        self.assertIn("mic_001.mrc is truncated", message)
+        self.assertIn("mic_001.mrc: truncated: ", message)
         self.assertNoOutputs(prot)
 
     def test_pick_skips_corrupt_micrographs(self):
@@ -144,7 +144,7 @@ class TestCryoUnetFailures(CryoUnetTestBase):
         self.assertIn("Micrographs picked: 2, skipped: 3", summary)
         with open(pick.getStdoutLog()) as handle:
             log = handle.read()
-        self.assertIn("mic_001.mrc is truncated", log)
+        self.assertIn("mic_001.mrc skipped: truncated: ", log)
         # The all-unreadable batch did not stop the streaming run: the engine listed both.
         skipped = os.path.join(pick._getExtraPath("batches", "batch_000003-000004", "picks"),
                                "skipped.json")

@@ -9,20 +9,26 @@ import time
 
 import numpy as np
 import pytest
+import json
+
 from cryounet.io.coordinates import read_coordinates
 
-from cryounet_plugin.constants import (COORDS_FOLDER, MODEL_CONFIG, RECORDS_FOLDER, SCORE_ATTR,
-                                       SPREAD_ATTR)
-from cryounet_plugin.convert import boxSizeFromDiameter, readJson
+from cryounet_plugin import engine
+from cryounet_plugin.constants import COORDS_FOLDER, RECORDS_FOLDER, SCORE_ATTR, SPREAD_ATTR
 from cryounet_plugin.objects import CryoUNetModel
 from cryounet_plugin.protocols import (CryoUnetProtImportModel, CryoUnetProtPick,
                                        CryoUnetProtPostprocess, CryoUnetProtRefine,
                                        CryoUnetProtTrain)
-from cryounet_plugin.tests.common import (SIM_DIAMETER, TINY_REFINE, CryoUnetTestBase,
+from cryounet_plugin.tests.common import (SIM_BOX, SIM_DIAMETER, TINY_REFINE, CryoUnetTestBase,
                                           assertCoordinatesMatchStar, copyMicrographs,
                                           simulate, tinyConfigJson)
 
 pytestmark = pytest.mark.scipion
+
+
+def readJson(path):
+    with open(path) as handle:
+        return json.load(handle)
 
 
 class FakeForm:
@@ -53,7 +59,7 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
                                     seed=2)
         cls.importMics = cls.runProt(cls.importMicrographs(cls.trainDir))
         cls.importCoords = cls.importCoordinates(cls.importMics, cls.trainDir,
-                                                 boxSize=SIM_DIAMETER)
+                                                 boxSize=SIM_BOX)
 
     # ------------------------------------------------------------------ train
     def test_01_train_ensemble(self):
@@ -76,7 +82,7 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
             self.assertIsInstance(model, CryoUNetModel)
             self.assertAlmostEqual(model.getDiameter(), SIM_DIAMETER, places=3)
             self.assertAlmostEqual(model.getSamplingRate(), 2.0)
-            cfg = readJson(os.path.join(model.getPath(), MODEL_CONFIG))
+            cfg = readJson(os.path.join(model.getPath(), engine.MODEL_CONFIG))
             self.assertAlmostEqual(model.getThreshold(), cfg["threshold"], places=6)
             self.assertAlmostEqual(model.getThresholdTta(), cfg["threshold_tta"], places=6)
             self.assertAlmostEqual(model.getF1(), cfg["validation"]["f1"], places=6)
@@ -132,7 +138,7 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
         records = pick._allRecords()
         self.assertEqual(sorted(r["micId"] for r in records), [1, 2, 3, 4])
         self.assertTrue(all(r["coordinates"] and not r["skipped"] for r in records), records)
-        self.assertEqual(output.getBoxSize(), boxSizeFromDiameter(SIM_DIAMETER))
+        self.assertEqual(output.getBoxSize(), SIM_BOX)
         self.assertGreater(output.getSize(), 0)
         batches = [step for step in pick.loadSteps()
                    if step.funcName.get() == "pickMicrographListStep"]
@@ -297,6 +303,29 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
         citations = "".join(self.train.citations())  # resolved through bibtex.py
         self.assertIn("Ronneberger et al.", citations)
         self.assertIn("Oktay et al.", citations)  # the ensemble alternates into attention_unet
+
+    # ------------------------------------------------------------------ the box/diameter rule
+    def test_09_train_on_own_picks_keeps_the_diameter(self):
+        """The loop the README recommends: train on CryoUNet's own picks with diameter 0. The
+        pick protocol writes box = 1.5 x diameter; train takes box / 1.5 back, so the new model
+        has the diameter of the one that picked (not 1.5 x it, as before the rule was shared)."""
+        prot = self.newProtocol(CryoUnetProtTrain, epochs=1, particleDiameter=0, useGpu=False,
+                                extraConfig=tinyConfigJson())
+        prot.inputMicrographs.set(self.streamImport)
+        prot.inputMicrographs.setExtended("outputMicrographs")
+        prot.inputCoordinates.set(self.pick)
+        prot.inputCoordinates.setExtended("outputCoordinates")
+        self.assertEqual(prot._getDiameterPx(), SIM_DIAMETER)
+        self.assertEqual(prot.validate(), [])
+        self.runProt(prot)
+        self.assertAlmostEqual(prot.outputModel.getDiameter(), self.train.outputModel.getDiameter(),
+                               places=3)
+        self.assertAlmostEqual(prot.outputModel.getDiameter(), SIM_DIAMETER, places=3)
+        # post-processing the same picks with diameter 0 uses the same rule
+        post = self.newProtocol(CryoUnetProtPostprocess, particleDiameter=0)
+        post.inputCoordinates.set(self.pick)
+        post.inputCoordinates.setExtended("outputCoordinates")
+        self.assertEqual(post._getDiameterPx(), SIM_DIAMETER)
 
     # ------------------------------------------------------------------ helpers
     def _pointer(self, prot, name):

@@ -12,7 +12,7 @@ import pytest
 from pyworkflow.constants import QUEUE_FOR_JOBS
 
 from cryounet_plugin.protocols import CryoUnetProtTrain
-from cryounet_plugin.tests.common import SIM_DIAMETER, CryoUnetTestBase, simulate, tinyConfigJson
+from cryounet_plugin.tests.common import SIM_BOX, SIM_DIAMETER, CryoUnetTestBase, simulate, tinyConfigJson
 
 pytestmark = pytest.mark.scipion
 
@@ -34,7 +34,7 @@ class TestCryoUnetQueue(CryoUnetTestBase):
         cls.queueName = os.environ["CRYOUNET_TEST_QUEUE_NAME"]
         sim = simulate(os.path.join(cls.dataDir, "sim"), micrographs=3, seed=21)
         cls.mics = cls.runProt(cls.importMicrographs(sim))
-        cls.coords = cls.importCoordinates(cls.mics, sim, boxSize=SIM_DIAMETER)
+        cls.coords = cls.importCoordinates(cls.mics, sim, boxSize=SIM_BOX)
 
     def newTrain(self, **kwargs):
         prot = self.newProtocol(CryoUnetProtTrain, epochs=1, extraConfig=tinyConfigJson(),

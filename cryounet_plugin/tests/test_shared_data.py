@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from cryounet_plugin import engine
 from cryounet_plugin.protocols import CryoUnetProtPick, CryoUnetProtPostprocess, CryoUnetProtTrain
 from cryounet_plugin.tests.common import (SHARED_DATA, CryoUnetTestBase,
                                           assertCoordinatesMatchStar, tinyConfigJson)
@@ -23,7 +24,7 @@ class TestCryoUnetRealData(CryoUnetTestBase):
         super().setUpClass()
         with open(os.path.join(DATASET, "meta.json")) as handle:
             cls.diameter = float(json.load(handle)["diameter_px"])
-        cls.box = int(round(cls.diameter))
+        cls.box = engine.boxSizeFromDiameter(cls.diameter)
         # pixel size not recorded: 1 A/px, sizes are in pixels anyway
         cls.trainMics = cls.runProt(cls.importMicrographs(os.path.join(DATASET, "train"),
                                                           samplingRate=1.0))
@@ -47,7 +48,7 @@ class TestCryoUnetRealData(CryoUnetTestBase):
         train.inputCoordinates.set(self.trainCoords)
         train.inputCoordinates.setExtended("outputCoordinates")
         self.runProt(train)
-        self.assertAlmostEqual(train.outputModel.getDiameter(), self.box, places=3)
+        self.assertAlmostEqual(train.outputModel.getDiameter(), self.diameter, places=3)
 
         pick = self.newProtocol(CryoUnetProtPick, useGpu=False, streamingBatchSize=0,
                                 threshold=0.2)
@@ -63,7 +64,7 @@ class TestCryoUnetRealData(CryoUnetTestBase):
             self.assertTrue(0 <= coord.getX() < 1024 and 0 <= coord.getY() < 1024)
 
         post = self.newProtocol(CryoUnetProtPostprocess, applyThreshold=False,
-                                edgeDistance=self.box / 2.0, maxPerMicrograph=50)
+                                edgeDistance=self.diameter / 2.0, maxPerMicrograph=50)
         post.inputCoordinates.set(pick)
         post.inputCoordinates.setExtended("outputCoordinates")
         self.runProt(post)

@@ -8,8 +8,7 @@ import numpy as np
 
 from cryounet_plugin.constants import UNIT_ANGSTROM, UNIT_PIXELS
 from cryounet_plugin.wizards.wizard_diameter import CryoUnetDiameterWizard, suggestDiameter
-from cryounet_plugin.wizards.wizard_threshold import (suggestThreshold, thresholdFromModels,
-                                                      thresholdFromScores)
+from cryounet_plugin.wizards.wizard_threshold import thresholdFromScores
 
 
 class FakeForm:
@@ -29,31 +28,28 @@ def _getter(value):
 
 
 def test_suggest_diameter():
-    # box of 64 px picked on micrographs of 1 A/px, training micrographs binned to 2 A/px
-    assert suggestDiameter(64, 1.0, 2.0, UNIT_PIXELS) == 32.0
-    assert suggestDiameter(64, 1.0, 2.0, UNIT_ANGSTROM) == 64.0
-    assert suggestDiameter(50, None, None, UNIT_PIXELS) == 50.0
-    assert suggestDiameter(50, None, 1.5, UNIT_ANGSTROM) == 75.0
+    """The box rule (diameter = box / 1.5), then units: a box of 96 px is a 64 px particle."""
+    # box of 96 px picked on micrographs of 1 A/px, training micrographs binned to 2 A/px
+    assert suggestDiameter(96, 1.0, 2.0, UNIT_PIXELS) == 32.0
+    assert suggestDiameter(96, 1.0, 2.0, UNIT_ANGSTROM) == 64.0
+    assert suggestDiameter(36, None, None, UNIT_PIXELS) == 24.0
+    assert suggestDiameter(75, None, 1.5, UNIT_ANGSTROM) == 75.0
     assert suggestDiameter(0, 1.0, 1.0) is None
     assert suggestDiameter(None, 1.0, 1.0) is None
     assert suggestDiameter(50, None, None, UNIT_ANGSTROM) is None
 
 
-def test_suggest_threshold():
-    assert thresholdFromModels([0.4, 0.6, None]) == 0.5
-    assert thresholdFromModels([None]) is None
+def test_threshold_from_scores():
     rng = np.random.default_rng(1)
     scores = np.concatenate([rng.uniform(0.05, 0.3, 300), rng.uniform(0.7, 1.0, 100)])
     value = thresholdFromScores(scores)
     assert 0.3 <= value <= 0.7
-    assert suggestThreshold([0.45], scores) == (0.45, "calibration")
-    assert suggestThreshold([], scores) == (value, "scores")
-    assert suggestThreshold([], [0.5]) == (None, None)
+    assert thresholdFromScores([0.5]) is None
 
 
 def test_diameter_wizard_on_fake_form():
     coordMics = SimpleNamespace(getSamplingRate=lambda: 1.0)
-    coords = SimpleNamespace(getBoxSize=lambda: 80, getMicrographs=lambda: coordMics)
+    coords = SimpleNamespace(getBoxSize=lambda: 120, getMicrographs=lambda: coordMics)
     mics = SimpleNamespace(getSamplingRate=lambda: 2.0)
     protocol = SimpleNamespace(inputCoordinates=_getter(coords), inputMicrographs=_getter(mics),
                                diameterUnit=_getter(UNIT_PIXELS))

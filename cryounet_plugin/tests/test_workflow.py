@@ -9,8 +9,9 @@ import sys
 import pytest
 from pyworkflow.project import Manager
 
-from cryounet_plugin.constants import COORDS_FOLDER, COORDS_INDEX
-from cryounet_plugin.tests.common import SIM_DIAMETER, simulate, tinyConfigJson
+from cryounet_plugin.constants import COORDS_FOLDER
+from cryounet_plugin.engine import COORDS_INDEX
+from cryounet_plugin.tests.common import SIM_BOX, SIM_DIAMETER, simulate, tinyConfigJson
 from cryounet_plugin.workflows.run_workflow import DEFAULT_WORKFLOW
 
 pytestmark = pytest.mark.scipion
@@ -37,7 +38,7 @@ def test_run_workflow_headless(tmp_path):
     name = "cryounet_workflow_test"
     cmd = [sys.executable, "-m", "cryounet_plugin.workflows.run_workflow",
            "--project", name, "--micrographs", data, "--sampling-rate", "2.0",
-           "--coordinates", data, "--box-size", str(SIM_DIAMETER), "--cpu",
+           "--coordinates", data, "--box-size", str(SIM_BOX), "--cpu",
            "--set", "train.epochs=1", "--set", "train.extraConfig=" + tinyConfigJson(),
            "--set", "pick.streamingBatchSize=0", "--set", "post-process.edgeDistance=12"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

@@ -9,12 +9,16 @@ import pyworkflow.protocol.params as params
 from pyworkflow.gui.plotter import Plotter
 from pyworkflow.viewer import DESKTOP_TKINTER, ProtocolViewer, Viewer
 
-from ..constants import BOX_FACTOR, SCORE_ATTR, THRESHOLD_AUTO
-from ..convert import readHistory, readValidationCurve
+from .. import engine
+from ..constants import SCORE_ATTR
 from ..objects import CryoUNetModel
 from ..protocols import (CryoUnetProtImportModel, CryoUnetProtPick, CryoUnetProtPostprocess,
                          CryoUnetProtRefine, CryoUnetProtTrain)
 from .plotting import plotPicks, plotPrecisionRecall, plotScoreHistogram, plotTrainingCurves
+
+
+#: Box size (px) assumed for drawing circles when a coordinate set has none.
+DEFAULT_BOX = 30
 
 
 def _plotter(title, figsize):
@@ -23,7 +27,7 @@ def _plotter(title, figsize):
 
 def trainingCurvesView(model):
     """Plotter with the loss and validation curves of a model (raises ValueError if none)."""
-    history = readHistory(model.getPath())
+    history = engine.readHistory(model.getPath())
     if not history:
         raise ValueError("%s has no training history (history.json)" % model.getPath())
     plotter = _plotter("CryoUNet training curves", (10, 4))
@@ -34,7 +38,7 @@ def trainingCurvesView(model):
 
 def precisionRecallView(model):
     """Plotter with the validation precision-recall curve of a model."""
-    curve = readValidationCurve(model.getPath())
+    curve = engine.readValidationCurve(model.getPath())
     if curve is None:
         raise ValueError("%s has no validation curve (validation_curve.json)" % model.getPath())
     plotter = _plotter("CryoUNet precision-recall", (5, 5))
@@ -136,12 +140,10 @@ class CryoUnetPicksViewer(ProtocolViewer):
     def getThreshold(self):
         if isinstance(self.protocol, CryoUnetProtPostprocess):
             return self.protocol.threshold.get() if self.protocol.applyThreshold.get() else None
-        threshold = self.protocol.threshold.get()
-        if threshold == THRESHOLD_AUTO:
-            models = self.protocol._getModels()
-            known = [m.getThreshold() for m in models if m.getThreshold() is not None]
-            return float(np.mean(known)) if known else None
-        return threshold
+        try:
+            return self.protocol.getPickingThreshold()
+        except ValueError:
+            return None
 
     def _scores(self, coords):
         attr = self.getScoreAttribute()
@@ -156,22 +158,19 @@ class CryoUnetPicksViewer(ProtocolViewer):
         return np.array(values, dtype=float)
 
     def _showPicks(self, paramName=None):
-        import mrcfile
         coordSet = self.getCoordinates()
         if coordSet is None:
             return [self.errorMessage("The run has no output coordinates yet.")]
-        mics = list(coordSet.getMicrographs().iterItems())
+        # Set iteration reuses one object: clone each micrograph to keep them apart.
+        mics = [mic.clone() for mic in coordSet.getMicrographs().iterItems()]
         if not mics:
             return [self.errorMessage("The coordinates have no micrographs.")]
         mic = mics[min(self.micIndex.get() or 1, len(mics)) - 1]
         coords = [c.clone() for c in coordSet.iterCoordinates(mic.getObjId())]
         try:
-            with mrcfile.open(mic.getFileName(), permissive=True) as handle:
-                image = np.asarray(handle.data, dtype=np.float32)
-        except (OSError, ValueError) as exc:
-            return [self.errorMessage("Cannot read %s: %s" % (mic.getFileName(), exc))]
-        if image.ndim == 3:
-            image = image[0]
+            image = np.asarray(engine.readMicrograph(mic.getFileName()), dtype=np.float32)
+        except ValueError as exc:
+            return [self.errorMessage("Cannot read %s" % exc)]
         xy = np.array([c.getPosition() for c in coords], dtype=float).reshape(-1, 2)
         diameter = self._diameter(coordSet)
         plotter = _plotter("CryoUNet picks: %s" % mic.getMicName(), (7, 7))
@@ -182,7 +181,7 @@ class CryoUnetPicksViewer(ProtocolViewer):
     def _diameter(self, coordSet):
         if isinstance(self.protocol, CryoUnetProtPick) and self.protocol.getModelDiameter():
             return self.protocol.getModelDiameter()
-        return (coordSet.getBoxSize() or 30) / BOX_FACTOR
+        return engine.diameterFromBoxSize(coordSet.getBoxSize() or DEFAULT_BOX)
 
     def _showHistogram(self, paramName=None):
         coordSet = self.getCoordinates()

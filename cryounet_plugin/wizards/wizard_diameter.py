@@ -1,12 +1,14 @@
-"""Particle-diameter wizard: suggests the diameter from the coordinates' box size."""
+"""Particle-diameter wizard: suggests the diameter from the coordinates' box size (the engine's
+box rule, as the train protocol applies it when the diameter is 0)."""
 from pyworkflow.wizard import Wizard
 
+from .. import engine
 from ..constants import UNIT_ANGSTROM, UNIT_PIXELS
 from ..protocols import CryoUnetProtTrain
 
 
 def suggestDiameter(boxSize, coordSampling, micSampling, unit=UNIT_PIXELS):
-    """Diameter suggested from the box size of a coordinate set.
+    """Diameter suggested from the box size of a coordinate set (box / BOX_FACTOR).
 
     Args:
         boxSize: box size of the coordinates, in pixels of the micrographs they were picked on.
@@ -19,18 +21,19 @@ def suggestDiameter(boxSize, coordSampling, micSampling, unit=UNIT_PIXELS):
     """
     if not boxSize or boxSize <= 0:
         return None
+    diameter = engine.diameterFromBoxSize(boxSize)  # pixels of the coordinates' micrographs
     if unit == UNIT_ANGSTROM:
         sampling = coordSampling or micSampling
         if not sampling or sampling <= 0:
             return None
-        return round(boxSize * sampling, 1)
+        return round(diameter * sampling, 1)
     scale = coordSampling / micSampling if coordSampling and micSampling else 1.0
-    return round(boxSize * scale, 1)
+    return round(diameter * scale, 1)
 
 
 class CryoUnetDiameterWizard(Wizard):
-    """Fill the particle diameter from the box size of the input coordinates, converted to the
-    selected unit (pixels of the input micrographs, or Angstrom)."""
+    """Fill the particle diameter from the box size of the input coordinates (box / BOX_FACTOR), converted
+    to the selected unit (pixels of the input micrographs, or Angstrom)."""
     _targets = [(CryoUnetProtTrain, ["particleDiameter"])]
 
     def show(self, form, *params):

@@ -18,12 +18,12 @@ import json
 import os
 import sys
 
+from cryounet_plugin.engine import BOX_FACTOR
+
 DEFAULT_WORKFLOW = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "cryounet_workflow.json")
 LABEL_MICROGRAPHS = "import micrographs"
 LABEL_COORDINATES = "import coordinates"
-LABEL_TRAIN = "train"
-LABEL_PICK = "pick"
 GPU_LABELS = ("train", "pick")
 
 
@@ -47,8 +47,8 @@ def parseArgs(argv=None):
     parser.add_argument("--coordinates-pattern", default="*.star",
                         help="coordinate file pattern (*.star)")
     parser.add_argument("--box-size", type=int, default=0,
-                        help="box size of the coordinates in pixels (about the particle "
-                             "diameter; used as the diameter when training)")
+                        help="box size of the coordinates in pixels (the extraction box; "
+                             "training takes the particle diameter as box / %g)" % BOX_FACTOR)
     device = parser.add_mutually_exclusive_group()
     device.add_argument("--gpus", default=None, help="GPU ids for training and picking ('0 1')")
     device.add_argument("--cpu", action="store_true", help="run on the CPU (slow)")

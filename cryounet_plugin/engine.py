@@ -1,0 +1,232 @@
+"""The plugin's one door to the CryoUNet engine.
+
+This is the only plugin module that imports ``cryounet``, and it imports only the engine's
+torch-free ground (``cryounet.config``, ``cryounet.errors`` and ``cryounet.io``), so Scipion's GUI
+never loads torch. Every rule the two halves share lives once, in the engine, and reaches the
+plugin here: file names of model and pick folders, the micrograph and coordinate suffixes, the MRC
+header check, the picking-threshold rule, the box/diameter rule, the choice lists of the forms, the
+validation of engine options and the engine command line.
+
+Nothing here imports Scipion. Functions use Scipion's camelCase and raise ``ValueError`` with the
+engine's own message for a bad file or value, as the protocols' form checks expect.
+"""
+import dataclasses
+import functools
+import json
+import shlex
+
+from cryounet import config as _config
+from cryounet.errors import CryoUNetError
+from cryounet.io import atomic as _atomic
+from cryounet.io import coordinates as _coordinates
+from cryounet.io import micrographs as _micrographs
+from cryounet.io import model_folder as _models
+from cryounet.io import mrc as _mrc
+from cryounet.io import picks_folder as _picks
+
+# ------------------------------------------------------------------ choice lists (engine config)
+ARCHITECTURES = list(_config.ARCHITECTURES)
+LOSSES = list(_config.LOSSES)
+AUGMENTATIONS = list(_config.AUGMENT_PRESETS)
+#: Sections of the engine configuration (what "extra engine options" may hold).
+CONFIG_SECTIONS = tuple(f.name for f in dataclasses.fields(_config.CryoUNetConfig))
+
+# ------------------------------------------------------------------ file names and suffixes
+ENGINE_MODULE = "cryounet"
+MODEL_CONFIG = _models.CONFIG_NAME
+MODEL_WEIGHTS = _models.WEIGHTS_NAME
+REFINE_HISTORY = _models.REFINE_HISTORY_NAME
+#: Files of a model folder a finished model does not need (a copy leaves them out).
+MODEL_RESUME_FILES = _models.RESUME_FILES
+#: Index of per-micrograph coordinate files in a pick folder (RELION 4/5 autopick layout).
+COORDS_INDEX = _coordinates.INDEX_NAME
+MICROGRAPH_SUFFIXES = _micrographs.MICROGRAPH_SUFFIXES
+COORDINATE_SUFFIXES = _coordinates.COORDINATE_SUFFIXES
+#: Box size = BOX_FACTOR x particle diameter, and back.
+BOX_FACTOR = _coordinates.BOX_FACTOR
+AUTO_THRESHOLD = _models.AUTO_THRESHOLD
+
+
+def _asValueError(function):
+    """Let an engine error reach the protocols as ValueError, with the engine's message."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except CryoUNetError as exc:
+            raise ValueError(str(exc)) from None
+    return wrapper
+
+
+# ================================================================== command line
+def engineCommandLine(python, subcommand, args, gpuPlaceholder=None):
+    """``(program, arguments)`` of ``<python> -m cryounet <subcommand> <args>``, shell-quoted.
+
+    When ``gpuPlaceholder`` (Scipion's ``%(GPU)s``) is among the arguments it is kept unquoted for
+    the step executor to fill in, and every other ``%`` is doubled (the executor %-formats the
+    arguments).
+    """
+    args = [str(a) for a in args]
+    hasGpu = gpuPlaceholder is not None and gpuPlaceholder in args
+    quoted = []
+    for arg in ["-m", ENGINE_MODULE, subcommand] + args:
+        if hasGpu and arg == gpuPlaceholder:
+            quoted.append("'%s'" % gpuPlaceholder)
+        else:
+            arg = shlex.quote(arg)
+            quoted.append(arg.replace("%", "%%") if hasGpu else arg)
+    return shlex.quote(str(python)), " ".join(quoted)
+
+
+def recordedCommandLine(python, subcommand, args, gpuPlaceholder=None, gpuId=0):
+    """The command line a run's ``.cmd`` record keeps: the same as :func:`engineCommandLine`, with
+    ``gpuId`` in place of the GPU placeholder, ready to paste into a shell."""
+    shown = [str(gpuId) if gpuPlaceholder is not None and str(a) == gpuPlaceholder else a for a in args]
+    return "%s %s\n" % engineCommandLine(python, subcommand, shown)
+
+
+# ================================================================== engine configuration
+def parseExtraConfig(text):
+    """The "extra engine options" JSON as a dict ({} for blank text), checked with the engine's own
+    configuration loader: an unknown section or key, a wrong type or a value out of range is a
+    ValueError naming it."""
+    text = (text or "").strip()
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError("extra engine options are not valid JSON (%s)" % exc) from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ValueError('extra engine options must be a JSON object of sections, such as '
+                         '{"train": {"patience": 5}}')
+    validateConfig(data, "extra engine options")
+    return data
+
+
+@_asValueError
+def validateConfig(config, source="engine configuration"):
+    """Check a (partial) engine configuration dict as the engine will when it runs."""
+    _config.CryoUNetConfig().updated(config, source=source)
+
+
+def mergeConfig(base, extra):
+    """A copy of ``base`` where the sections/keys of ``extra`` override (two levels deep)."""
+    merged = {section: dict(values) for section, values in base.items()}
+    for section, values in (extra or {}).items():
+        merged.setdefault(section, {}).update(values)
+    return merged
+
+
+# ================================================================== model folders
+def checkModelFolder(folder):
+    """Problems that make ``folder`` unusable as a CryoUNet model (an empty list when fine)."""
+    return _models.check_model_folder(folder or "")
+
+
+@_asValueError
+def readModelInfo(folder):
+    """Summary of a model folder's ``config.json``: dict with ``diameter`` (px), ``threshold``,
+    ``threshold_tta``, ``architecture``, ``precision``, ``recall``, ``f1``, ``ap`` (None when
+    unknown) and ``version``."""
+    info = _models.read_model_info(folder)
+    return {"diameter": info.diameter_px, "threshold": info.threshold,
+            "threshold_tta": info.threshold_tta, "architecture": info.architecture,
+            "precision": info.validation.get("precision"), "recall": info.validation.get("recall"),
+            "f1": info.validation.get("f1"), "ap": info.validation.get("ap"),
+            "version": info.cryounet_version}
+
+
+readHistory = _asValueError(_models.read_history)
+readRefineHistory = _asValueError(_models.read_refine_history)
+readValidationCurve = _asValueError(_models.read_validation_curve)
+
+
+@_asValueError
+def pickingThreshold(modelFolders, tta, explicit=None, extraConfig=None):
+    """The threshold ``cryounet pick`` will use with these models, by the engine's one rule: an
+    explicit value, else ``pick.threshold`` of the first model's configuration (with the extra
+    options), else the mean calibrated threshold (the one calibrated with test-time augmentation
+    when ``tta``)."""
+    infos = [_models.read_model_info(folder) for folder in modelFolders]
+    if not infos:
+        raise CryoUNetError("no model to take the threshold from")
+    configured = infos[0].config.updated(extraConfig or {}, "extra engine options").pick.threshold
+    return _models.picking_threshold(infos, tta, explicit, configured)
+
+
+def thresholdArgument(value):
+    """``--threshold`` value for a threshold (None = automatic)."""
+    return _models.format_threshold(value)
+
+
+# ================================================================== micrographs
+def isMicrographName(path):
+    return _micrographs.is_micrograph_name(path)
+
+
+def checkMicrograph(path):
+    """Why ``path`` cannot be picked or trained on (from its name and MRC header), or None."""
+    return _micrographs.check_micrograph_file(path)
+
+
+def micrographShape(path):
+    """``(ny, nx)`` of a micrograph, or None when it cannot be read."""
+    try:
+        return _mrc.micrograph_shape(path)
+    except CryoUNetError:
+        return None
+
+
+@_asValueError
+def readMicrograph(path):
+    """The 2D image of a micrograph (read-only, memory-mapped), after the engine's checks."""
+    return _mrc.read_micrograph(path)
+
+
+# ================================================================== coordinates
+@_asValueError
+def readCoordinates(path):
+    """Picks of a coordinate file (``.xy``, ``.scores``, ``.uncertainty``), by its suffix."""
+    return _coordinates.read_coordinates(path)
+
+
+def writeStarPicks(path, xy, scores=None, spread=None):
+    """Write one micrograph's picks as a RELION coordinate STAR file, atomically."""
+    _coordinates.write_star_picks(path, _coordinates.Picks(xy, scores, spread))
+
+
+def writeStarIndex(path, entries):
+    """Write the ``coordinates.star`` index: ``[(micrograph name, coordinate file), ...]``."""
+    _coordinates.write_star_index(path, entries)
+
+
+@_asValueError
+def findCoordinateFiles(folder, pattern="*"):
+    """Coordinate files in ``folder`` matching ``pattern``, keyed by stem (not the index)."""
+    return {stem: str(path) for stem, path in _coordinates.list_coordinate_files(folder, pattern).items()}
+
+
+@_asValueError
+def readSkipped(picksFolder):
+    """``{micrograph path: reason}`` from the engine's skipped.json in a pick folder ({} when absent)."""
+    return _picks.read_skipped(picksFolder)
+
+
+def boxSizeFromDiameter(diameterPx):
+    """Box size (px, even) CryoUNet gives picks of this particle diameter (px)."""
+    return _coordinates.box_size_for_diameter(diameterPx)
+
+
+def diameterFromBoxSize(boxPx):
+    """Particle diameter (px) implied by a coordinate box size (px), the inverse of the above."""
+    return _coordinates.diameter_for_box_size(boxPx)
+
+
+# ================================================================== files
+def writeJson(path, data):
+    _atomic.write_json(path, data)
+
+
+def writeTextAtomic(path, text):
+    _atomic.write_text_atomic(path, text)
