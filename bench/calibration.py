@@ -31,12 +31,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CANDIDATE_THRESHOLD, REPO  # noqa: E402
 
-from cryounet.inference.predict import Picker  # noqa: E402
+from cryounet.evaluation.metrics import MATCH_RADIUS, ThresholdCurve, evaluate, threshold_curve  # noqa: E402
+from cryounet.inference.picker import Picker  # noqa: E402
 from cryounet.io.coordinates import read_coordinates  # noqa: E402
 from cryounet.io.mrc import read_micrograph  # noqa: E402
-from cryounet.evaluation.metrics import ThresholdCurve, evaluate, threshold_curve  # noqa: E402
-from cryounet.io.model_folder import load_model  # noqa: E402
-from cryounet.training.loop import MATCH_RADIUS  # noqa: E402
+from cryounet.models.weights import load_model  # noqa: E402
 
 SPLITS = ("valid", "test", "train")
 PLATEAU = 0.02

@@ -3,8 +3,8 @@
 Scoring follows ../shared/data/README.md: the test micrographs are picked once with every candidate
 down to the engine's lowest reported score (so that best F1 and AP see the whole ranking), and
 precision/recall/F1 are taken at the model's calibrated ("auto") threshold, which selects exactly
-the picks that ``cryounet pick --threshold auto`` writes (the engine's own
-:func:`cryounet.io.model_folder.calibrated_threshold`).
+the picks that ``cryounet pick --threshold auto`` writes (the engine's own rule,
+:func:`cryounet.io.model_folder.picking_threshold`).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from cryounet.io.model_folder import calibrated_threshold, read_model_info
+from cryounet.io.model_folder import picking_threshold, read_model_info
 
 REPO = Path(__file__).resolve().parents[1]
 PY = [sys.executable, "-m", "cryounet"]
@@ -53,7 +53,8 @@ def pick_and_score(models: Sequence[Path], test_dir: Path, diameter: float, out:
     for model in models:
         cmd += ["--model", model]
     seconds, rss = run(cmd, log)
-    threshold = calibrated_threshold([read_model_info(m) for m in models], uses_tta(models, extra))
+    infos = [read_model_info(m) for m in models]
+    threshold = picking_threshold(infos, uses_tta(models, extra), configured=infos[0].config.pick.threshold)
     run(PY + ["evaluate", "--picks", out / "picks", "--truth", test_dir, "--diameter", diameter,
               "--threshold", f"{threshold:.6f}", "--json", out / "scores.json"], log)
     scores = json.loads((out / "scores.json").read_text())
