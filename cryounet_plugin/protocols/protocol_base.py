@@ -10,7 +10,7 @@ from pyworkflow.constants import BETA
 from .. import Plugin, engine
 from ..constants import (DEVICE_CPU, ENGINE_COMMAND, ENGINE_CONFIG, GPU_PLACEHOLDER,
                          INPUTS_INFO, MICS_FOLDER, MICS_LIST)
-from ..convert import matchMicrographs
+from ..convert import matchMicrographs, samePixelSize
 
 #: How many offending items an error message lists before "and N more".
 _LIST_LIMIT = 5
@@ -294,6 +294,17 @@ class CryoUnetProtBase:
                 return json.load(handle)
         except (OSError, ValueError):
             return {}
+
+    @staticmethod
+    def _pixelSizeWarnings(model, micSet, what="these micrographs"):
+        """A warning when ``micSet`` is not at the pixel size ``model`` was trained at (its
+        diameter in pixels would not fit)."""
+        if micSet is None or samePixelSize(model.getSamplingRate(), micSet.getSamplingRate()):
+            return []
+        return ["Model %s was trained on micrographs of %.3f A/px but %s have %.3f A/px: its %.1f px "
+                "particle diameter will not fit. Use micrographs at the training pixel size."
+                % (model.getObjLabel() or model.getObjId(), model.getSamplingRate(), what,
+                   micSet.getSamplingRate(), model.getDiameter())]
 
     def _gpuWarnings(self, what):
         if not self._usesGpuDevice():

@@ -13,7 +13,7 @@ from .. import engine
 from ..constants import (BATCHES_FOLDER, BOX_SIZE_AUTO, CMD_PICK, COORDS_FOLDER, ENGINE_COMMAND,
                          MICS_FOLDER, MICS_LIST, RECORDS_FOLDER, SCORE_ATTR, SPREAD_ATTR,
                          THRESHOLD_AUTO)
-from ..convert import nmsFraction, roundPosition, samePixelSize, uniqueStems
+from ..convert import nmsFraction, roundPosition, uniqueStems
 from .protocol_base import CryoUnetProtBase, listSome
 
 
@@ -216,17 +216,8 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
 
     def _warnings(self):
         warnings = self._gpuWarnings("Picking")
-        micSet = self.getInputMicrographs()
-        if micSet is None:
-            return warnings
         for model in self._getModels():
-            if not samePixelSize(model.getSamplingRate(), micSet.getSamplingRate()):
-                warnings.append("Model %s was trained on micrographs of %.3f A/px but these have "
-                                "%.3f A/px: its %.1f px particle diameter will not fit. Pick "
-                                "micrographs at the training pixel size."
-                                % (model.getObjLabel() or model.getObjId(),
-                                   model.getSamplingRate(), micSet.getSamplingRate(),
-                                   model.getDiameter()))
+            warnings += self._pixelSizeWarnings(model, self.getInputMicrographs())
         return warnings
 
     def _summary(self):

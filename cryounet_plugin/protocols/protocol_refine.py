@@ -8,7 +8,7 @@ from pwem.protocols import EMProtocol
 
 from .. import engine
 from ..constants import CMD_REFINE, COORDS_FOLDER, MODEL_FOLDER
-from ..convert import formatRefineHistory, samePixelSize, uniqueStems
+from ..convert import formatRefineHistory, uniqueStems
 from ..objects import CryoUNetModel
 from .protocol_base import CryoUnetProtBase
 
@@ -207,16 +207,10 @@ class CryoUnetProtRefine(CryoUnetProtBase, EMProtocol):
         model = self.inputModel.get()
         if model is None:
             return warnings
-        for label, micSet in (("unlabelled micrographs", self.inputUnlabelled.get()),
-                              ("labelled micrographs", self.inputCoordinates.get().getMicrographs()
-                               if self.inputCoordinates.get() is not None else None)):
-            if micSet is not None and not samePixelSize(model.getSamplingRate(),
-                                                        micSet.getSamplingRate()):
-                warnings.append("The %s have %.3f A/px but the model was trained at %.3f A/px: "
-                                "its %.1f px diameter will not fit."
-                                % (label, micSet.getSamplingRate(), model.getSamplingRate(),
-                                   model.getDiameter()))
         coordSet = self.inputCoordinates.get()
+        warnings += self._pixelSizeWarnings(model, self.inputUnlabelled.get(), "the unlabelled micrographs")
+        warnings += self._pixelSizeWarnings(model, coordSet.getMicrographs() if coordSet is not None else None,
+                                            "the labelled micrographs")
         boxDiameter = self._diameterFromBoxSize(coordSet.getBoxSize() if coordSet is not None else None)
         if boxDiameter and model.getDiameter() and \
                 abs(boxDiameter - model.getDiameter()) > BOX_DIAMETER_TOLERANCE * model.getDiameter():
