@@ -17,7 +17,8 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="GPLv3",
-    python_requires=">=3.8",
+    # 3.10: the configuration's types (float | None) are evaluated at run time.
+    python_requires=">=3.10",
     packages=find_packages(include=["cryounet", "cryounet.*", "cryounet_plugin", "cryounet_plugin.*"]),
     include_package_data=True,
     package_data={
@@ -38,7 +39,7 @@ setup(
     ],
     extras_require={
         "scipion": ["scipion-pyworkflow>=3.11", "scipion-em>=3.11"],
-        "test": ["pytest>=7", "scipion-pyworkflow>=3.11", "scipion-em>=3.11"],
+        "test": ["pytest>=7", "hypothesis>=6", "scipion-pyworkflow>=3.11", "scipion-em>=3.11"],
     },
     entry_points={
         "console_scripts": ["cryounet = cryounet.cli:main"],

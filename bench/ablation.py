@@ -101,7 +101,7 @@ def run_variant(name: str, root: Path, out: Path) -> dict:
             train_s += reused[1]
             continue
         train_s += run_s(py + ["train", "--micrographs", str(root / "train"), "--coordinates",
-                             str(root / "train"), "--output", str(model), "--seed", str(k)] + data
+                             str(root / "train"), "--output", str(model), "--overwrite", "--seed", str(k)] + data
                        + cfg_args, log)
         models.append(model)
     if options.get("_refine"):
@@ -109,7 +109,7 @@ def run_variant(name: str, root: Path, out: Path) -> dict:
         train_s += run_s(py + ["refine", "--model", str(models[0]), "--micrographs", str(root / "train"),
                              "--coordinates", str(root / "train"), "--unlabelled", str(root / "test"),
                              "--valid-micrographs", str(root / "valid"), "--valid-coordinates",
-                             str(root / "valid"), "--output", str(refined), "--device", "cpu",
+                             str(root / "valid"), "--output", str(refined), "--overwrite", "--device", "cpu",
                              "--quiet"], log)
         models = [refined]
     scores, _, _ = pick_and_score(models, root / "test", diameter, out, log,

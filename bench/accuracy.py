@@ -49,7 +49,7 @@ def main() -> int:
         model = out / "model"
         train_cmd = py + ["train", "--micrographs", str(root / "train"), "--coordinates", str(root / "train"),
                           "--valid-micrographs", str(root / "valid"), "--valid-coordinates", str(root / "valid"),
-                          "--diameter", str(diameter), "--output", str(model), "--device", "cpu",
+                          "--diameter", str(diameter), "--output", str(model), "--overwrite", "--device", "cpu",
                           "--seed", str(args.seed)]
         if args.config:
             train_cmd += ["--config", str(args.config)]

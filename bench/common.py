@@ -48,7 +48,7 @@ def uses_tta(models: Sequence[Path], extra: Sequence[str] = ()) -> bool:
 def pick_and_score(models: Sequence[Path], test_dir: Path, diameter: float, out: Path, log: Path,
                    extra: Sequence[str] = ()) -> tuple[dict, float, float]:
     """Pick ``test_dir`` with ``models`` and score it; returns (scores, pick seconds, pick RSS)."""
-    cmd = PY + ["pick", "--micrographs", test_dir, "--output", out / "picks", "--device", "cpu",
+    cmd = PY + ["pick", "--micrographs", test_dir, "--output", out / "picks", "--overwrite", "--device", "cpu",
                 "--quiet", "--threshold", str(CANDIDATE_THRESHOLD), *extra]
     for model in models:
         cmd += ["--model", model]
@@ -56,7 +56,7 @@ def pick_and_score(models: Sequence[Path], test_dir: Path, diameter: float, out:
     infos = [read_model_info(m) for m in models]
     threshold = picking_threshold(infos, uses_tta(models, extra), configured=infos[0].config.pick.threshold)
     run(PY + ["evaluate", "--picks", out / "picks", "--truth", test_dir, "--diameter", diameter,
-              "--threshold", f"{threshold:.6f}", "--json", out / "scores.json"], log)
+              "--threshold", f"{threshold:.6f}", "--json", out / "scores.json", "--overwrite"], log)
     scores = json.loads((out / "scores.json").read_text())
     scores["threshold"] = threshold
     return scores, seconds, rss

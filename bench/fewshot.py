@@ -40,7 +40,7 @@ def main() -> int:
             log.write_text("")
             cmd = py + ["train", "--micrographs", *map(str, mics), "--coordinates", str(root / "train"),
                         "--valid-micrographs", str(root / "valid"), "--valid-coordinates", str(root / "valid"),
-                        "--diameter", str(diameter), "--output", str(out / "model"), "--device", "cpu",
+                        "--diameter", str(diameter), "--output", str(out / "model"), "--overwrite", "--device", "cpu",
                         "--quiet"]
             if start == "init":
                 cmd += ["--init", init]

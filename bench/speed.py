@@ -46,26 +46,26 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
         mic_dir = work / "mic"
-        subprocess.run(py + ["simulate", "--output", str(mic_dir), "--micrographs", "1", "--size",
+        subprocess.run(py + ["simulate", "--overwrite", "--output", str(mic_dir), "--micrographs", "1", "--size",
                              str(args.size), "--diameter", str(args.diameter), "--particles", "300",
                              "--seed", "1", "--quiet"], check=True, cwd=REPO)
         model = args.model
         if model is None:
             train_dir = work / "train"
-            subprocess.run(py + ["simulate", "--output", str(train_dir), "--micrographs", "4", "--size",
+            subprocess.run(py + ["simulate", "--overwrite", "--output", str(train_dir), "--micrographs", "4", "--size",
                                  "1024", "--diameter", str(args.diameter), "--quiet"], check=True, cwd=REPO)
             cfg = work / "quick.json"
             cfg.write_text(json.dumps(QUICK_TRAIN))
             model = work / "model"
             subprocess.run(py + ["train", "--micrographs", str(train_dir), "--coordinates", str(train_dir),
-                                 "--diameter", str(args.diameter), "--output", str(model), "--config",
+                                 "--diameter", str(args.diameter), "--output", str(model), "--overwrite", "--config",
                                  str(cfg), "--device", "cpu", "--quiet"], check=True, cwd=REPO)
         for variant, extra in (("plain", ["--no-tta"]), ("tta", ["--tta"])):
             runs = []
             for i in range(args.repeat):
                 out = work / f"picks_{variant}_{i}"
                 runs.append(timed(py + ["pick", "--model", str(model), "--micrographs", str(mic_dir),
-                                        "--output", str(out), "--device", "cpu", "--quiet"] + extra))
+                                        "--output", str(out), "--overwrite", "--device", "cpu", "--quiet"] + extra))
             walls = sorted(w for w, _ in runs)
             n_picks = sum(1 for ln in (out / "mic_000.star").read_text().splitlines()
                           if ln[:1].isdigit())

@@ -1,15 +1,18 @@
 """The ``cryounet`` command line: one sub-command per module in :mod:`cryounet.commands`.
 
 Each command module exposes ``name``, ``help``, ``add_arguments(parser)`` and ``main(args) -> int``.
-User errors (:class:`~cryounet.errors.CryoUNetError`) are printed as one ``error:`` line and give
-exit code 2; anything else is a bug and keeps its traceback (exit code 1).
+User errors (:class:`~cryounet.errors.CryoUNetError`, OS errors, out of memory) are printed as one
+``error:`` line and give exit code 2; anything else is a bug: one line asking to report it (exit code
+1), with the traceback under ``--verbose``.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
+import traceback
 from typing import Sequence
 
 from cryounet import __version__
@@ -46,18 +49,56 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
     root.propagate = False
 
 
+#: Exit code of an expected failure (a bad file, value or environment), said in one line.
+EXIT_USER_ERROR = 2
+#: Exit code of an unexpected exception (a bug).
+EXIT_BUG = 1
+OUT_OF_MEMORY = ("out of memory (use smaller tiles or batches: pick.tile_size, pick.batch_size, "
+                 "train.batch_size, or --batch-size)")
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an operating-system error: the file(s) and the system's words."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno == errno.ENOSPC:
+        what = "no space left on the device (files already written are intact; free space and run again)"
+    files = [str(f) for f in (exc.filename, exc.filename2) if f is not None]
+    return f"{' -> '.join(files)}: {what}" if files else what
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Every expected failure (CryoUNetError, an OS error, running out of
+    memory) ends as one ``cryounet CMD: error: ...`` line and exit code 2; an unexpected exception
+    is a bug: one line asking to report it (exit code 1), with its traceback under ``--verbose``."""
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.quiet, args.verbose)
+    prefix = f"cryounet {args.command}"
     try:
         return int(args._main(args) or 0)
     except CryoUNetError as exc:
-        print(f"cryounet {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"{prefix}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:
+        print(f"{prefix}: error: {describe_os_error(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except MemoryError:
+        print(f"{prefix}: error: {OUT_OF_MEMORY}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print(f"cryounet {args.command}: interrupted", file=sys.stderr)
+        print(f"{prefix}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the boundary of the process: report, never hide
+        if type(exc).__name__ == "OutOfMemoryError":  # torch's GPU out of memory (torch is not imported here)
+            print(f"{prefix}: error: the GPU is {OUT_OF_MEMORY}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        if args.verbose:
+            traceback.print_exc()
+        print(f"{prefix}: internal error: {type(exc).__name__}: {exc}. This is a bug in CryoUNet "
+              f"{__version__}: please report it with the command line"
+              f"{'' if args.verbose else ' and the output of the same command with --verbose'}.",
+              file=sys.stderr)
+        return EXIT_BUG
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -300,6 +301,21 @@ class CryoUNetConfig:
         for key, (value, allowed) in choices.items():
             if value not in allowed:
                 raise CryoUNetError(f"{source}: {key} = {value!r} is not one of {', '.join(allowed)}")
+        for section in dataclasses.fields(self):
+            for item in dataclasses.fields(getattr(self, section.name)):
+                value = getattr(getattr(self, section.name), item.name)
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise CryoUNetError(f"{source}: {section.name}.{item.name} must be a finite number, got {value}")
+        for key, (value, limit) in self._upper_bounds().items():
+            if value > limit:
+                raise CryoUNetError(f"{source}: {key} = {value} is above the largest value CryoUNet accepts "
+                                    f"({limit})")
+        parameters = estimated_parameters(self.model)
+        if parameters > MAX_PARAMETERS:
+            raise CryoUNetError(f"{source}: a network with model.base_channels = {self.model.base_channels}, "
+                                f"model.depth = {self.model.depth} and model.blocks_per_level = "
+                                f"{self.model.blocks_per_level} would have about {parameters / 1e6:.0f} million "
+                                f"parameters, more than the {MAX_PARAMETERS / 1e6:.0f} million CryoUNet builds")
         positive = {
             "preprocess.working_diameter": self.preprocess.working_diameter,
             "target.positive_radius": self.target.positive_radius,
@@ -355,6 +371,33 @@ class CryoUNetConfig:
         if self.pick.tile_overlap >= self.pick.tile_size:
             raise CryoUNetError(f"{source}: pick.tile_overlap must be smaller than pick.tile_size")
 
+    def _upper_bounds(self) -> dict[str, tuple[float, float]]:
+        """``key: (value, largest accepted)``: every size is bounded before anything is built, so a
+        hostile or mistyped config fails at once instead of exhausting memory."""
+        return {
+            "preprocess.working_diameter": (self.preprocess.working_diameter, 256),
+            "model.base_channels": (self.model.base_channels, 128),
+            "model.depth": (self.model.depth, 6),
+            "model.blocks_per_level": (self.model.blocks_per_level, 8),
+            "train.epochs": (self.train.epochs, 100_000),
+            "train.steps_per_epoch": (self.train.steps_per_epoch, 1_000_000),
+            "train.batch_size": (self.train.batch_size, 4096),
+            "train.patch_size": (self.train.patch_size, 2048),
+            "train.learning_rate": (self.train.learning_rate, 1.0),
+            "train.weight_decay": (self.train.weight_decay, 1.0),
+            "train.warmup_epochs": (self.train.warmup_epochs, 100_000),
+            "train.num_threads": (self.train.num_threads, 4096),
+            "pick.tile_size": (self.pick.tile_size, 8192),
+            "pick.batch_size": (self.pick.batch_size, 4096),
+            "pick.min_score": (self.pick.min_score, 1.0),
+            "refine.rounds": (self.refine.rounds, 1000),
+            "refine.epochs_per_round": (self.refine.epochs_per_round, 100_000),
+            "refine.checkpoint_ensemble": (self.refine.checkpoint_ensemble, 1000),
+            "loss.pos_weight": (self.loss.pos_weight, 1e4),
+            "loss.focal_gamma": (self.loss.focal_gamma, 100.0),
+            "loss.dice_weight": (self.loss.dice_weight, 1e4),
+        }
+
     def updated(self, data: dict[str, Any], source: str = "config") -> "CryoUNetConfig":
         """A copy with the sections/keys of ``data`` overriding this config's values."""
         if not isinstance(data, dict):
@@ -367,6 +410,18 @@ class CryoUNetConfig:
             else:
                 merged[section] = values
         return type(self).from_dict(merged, source)
+
+
+#: Largest network CryoUNet builds (parameters); the default U-Net has about 0.5 million.
+MAX_PARAMETERS = 200_000_000
+
+
+def estimated_parameters(model: ModelConfig) -> int:
+    """An upper estimate of the U-Net's parameter count, from its sizes alone (nothing is built):
+    two 3 x 3 convolutions per block, ``blocks_per_level`` blocks per level, channels doubling per
+    level, encoder and decoder."""
+    per_level = sum(4 ** level for level in range(model.depth + 1))
+    return int(2 * 2 * 9 * model.base_channels ** 2 * max(1, model.blocks_per_level) * per_level * 2)
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -403,6 +458,8 @@ def _from_dict(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise CryoUNetError(f"{where}: expected an object, got {type(data).__name__}")
     hints = get_type_hints(cls)
+    if any(not isinstance(key, str) for key in data):
+        raise CryoUNetError(f"{where}: keys must be strings")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
@@ -429,6 +486,12 @@ def load_config(path: str | os.PathLike[str] | None, base: CryoUNetConfig | None
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CryoUNetError(f"{path}: config file does not exist") from None
+    except IsADirectoryError:
+        raise CryoUNetError(f"{path}: is a folder, not a JSON config file") from None
+    except UnicodeDecodeError:
+        raise CryoUNetError(f"{path}: not a text (UTF-8) file, so not a JSON config") from None
+    except OSError as exc:
+        raise CryoUNetError(f"{path}: cannot read the config ({exc.strerror or exc})") from None
     except json.JSONDecodeError as exc:
         raise CryoUNetError(f"{path}: not valid JSON ({exc})") from None
     return base.updated(data, source=str(path))

@@ -76,7 +76,10 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str,
 
     def run(*argv: object) -> tuple[int, str, str]:
         capsys.readouterr()  # drop anything printed before
-        rc = _cli([str(a) for a in argv])
+        try:
+            rc = _cli([str(a) for a in argv])
+        except SystemExit as exc:  # argparse refused an argument (its one-line error, exit 2)
+            rc = exc.code
         out, err = capsys.readouterr()
         return rc, out, err
 

@@ -25,6 +25,7 @@ from engine_helpers import REPO, TINY_CONFIG, SimData, error_line
 from cryounet.config import CryoUNetConfig
 from cryounet.cli import COMMANDS, build_parser
 from cryounet.io.coordinates import UNCERTAINTY_LABEL, Picks, read_coordinates, write_star_picks
+from cryounet.io.outputs import MARKER_NAME
 
 needs_no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
 
@@ -150,7 +151,7 @@ def test_train_config_file_problems(run_cli, sim_data: SimData, tmp_path: Path) 
 
 def test_train_zero_epochs(run_cli, sim_data: SimData, tiny_config_file: Path, tmp_path: Path) -> None:
     rc, _, err = run_cli(*_train_argv(sim_data, tmp_path / "m", tiny_config_file, "--epochs", 0))
-    assert rc == 2 and "train.epochs must be positive" in error_line(err, "train")
+    assert rc == 2 and "argument --epochs: expected a whole number >= 1, got '0'" in error_line(err, "train")
 
 
 def test_train_resume_without_checkpoint(run_cli, sim_data: SimData, tiny_config_file: Path,
@@ -198,14 +199,19 @@ def test_train_corrupt_coordinate_file(run_cli, sim_data: SimData, tiny_config_f
     assert rc == 2 and "mic_000.txt" in message and "line 2" in message
 
 
-def test_train_corrupt_micrograph(run_cli, sim_data: SimData, tmp_path: Path) -> None:
+def test_train_corrupt_micrograph(run_cli, sim_data: SimData, tiny_config_file: Path, tmp_path: Path) -> None:
     mics = _mic_folder(sim_data, tmp_path / "mics")
     (mics / "mic_001.mrc").write_bytes(b"\x00" * 100)
     shutil.copy(sim_data.star(0), mics)
     shutil.copy(sim_data.star(1), mics)
     rc, _, err = run_cli("train", "--micrographs", mics, "--coordinates", mics, "--diameter", 24,
-                         "--output", tmp_path / "m", "--device", "cpu")
-    assert rc == 2 and "mic_001.mrc" in error_line(err, "train")
+                         "--output", tmp_path / "m", "--device", "cpu", "--config", tiny_config_file)
+    # skipped with its reason (one unreadable micrograph does not end a training run)
+    assert rc == 0 and "skipping" in err and "mic_001.mrc: too small to be an MRC file" in err
+    (mics / "mic_000.mrc").write_bytes(b"\x00" * 100)
+    rc, _, err = run_cli("train", "--micrographs", mics, "--coordinates", mics, "--diameter", 24,
+                         "--output", tmp_path / "m2", "--device", "cpu", "--config", tiny_config_file)
+    assert rc == 2 and "none of the labelled micrographs could be read" in error_line(err, "train")
 
 
 def test_train_datasets_file_problems(run_cli, sim_data: SimData, tiny_config_file: Path,
@@ -300,8 +306,8 @@ def test_pick_corrupt_micrograph_skipped_others_picked(run_cli, tiny_model: Path
     assert rc == 0, err
     warnings = [ln for ln in err.splitlines() if "WARNING" in ln and "broken.mrc" in ln]
     assert len(warnings) == 1 and "skipping" in warnings[0]
-    assert sorted(p.name for p in out.iterdir()) == ["coordinates.star", "mic_000.star", "mic_002.star",
-                                                     "skipped.json"]
+    assert sorted(p.name for p in out.iterdir() if p.name != MARKER_NAME) == [
+        "coordinates.star", "mic_000.star", "mic_002.star", "skipped.json"]
     index = starfile.read(out / "coordinates.star", always_dict=True)["coordinate_files"]
     assert [Path(p).name for p in index["rlnMicrographName"]] == ["mic_000.mrc", "mic_002.mrc"]
     assert "1 skipped" in err
@@ -344,8 +350,9 @@ def test_pick_micrograph_smaller_than_particle(run_cli, tiny_model: Path, tmp_pa
     assert rc == 2 and "not smaller than the micrograph" in error_line(err, "pick")
 
 
-@pytest.mark.parametrize("extra, words", [(["--batch-size", "0"], "--batch-size"),
-                                          (["--diameter", "-3"], "--diameter must be positive")])
+@pytest.mark.parametrize("extra, words", [
+    (["--batch-size", "0"], "--batch-size"),
+    (["--diameter", "-3"], "argument --diameter: the diameter must be a particle diameter between 4")])
 def test_pick_bad_options(run_cli, tiny_model: Path, sim_data: SimData, tmp_path: Path,
                           extra: list[str], words: str) -> None:
     rc, _, err = run_cli("pick", "--model", tiny_model, "--micrographs", sim_data.micrographs[0],
@@ -401,9 +408,9 @@ def test_postprocess_output_same_as_picks(run_cli, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("extra, words", [
-    (["--diameter", "0"], "--diameter must be positive"),
-    (["--diameter", "20", "--nms-distance", "-1"], "must not be negative"),
-    (["--diameter", "20", "--max-per-micrograph", "-2"], "must not be negative"),
+    (["--diameter", "0"], "argument --diameter: the diameter must be a particle diameter between 4"),
+    (["--diameter", "20", "--nms-distance", "-1"], "argument --nms-distance: expected a number >= 0"),
+    (["--diameter", "20", "--max-per-micrograph", "-2"], "argument --max-per-micrograph: expected a whole number >= 0"),
     (["--diameter", "20", "--edge-distance", "5"], "--edge-distance needs --micrographs"),
 ])
 def test_postprocess_bad_options(run_cli, tmp_path: Path, extra: list[str], words: str) -> None:
@@ -439,7 +446,8 @@ def test_postprocess_filters(run_cli, sim_data: SimData, tmp_path: Path) -> None
                          "--micrographs", sim_data.micrographs[0], sim_data.micrographs[1],
                          "--max-per-micrograph", "5")
     assert rc == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["coordinates.star", "mic_000.star", "mic_001.star"]
+    assert sorted(p.name for p in out.iterdir() if p.name != MARKER_NAME) == ["coordinates.star", "mic_000.star",
+                                                                            "mic_001.star"]
     kept = read_coordinates(out / "mic_000.star")
     # (3, 100) is at the edge, (55, 50) suppressed by (50, 50), (100, 100) below threshold.
     np.testing.assert_allclose(kept.xy, [[50, 50]])
@@ -458,7 +466,8 @@ def test_evaluate_errors(run_cli, sim_data: SimData, tmp_path: Path) -> None:
     rc, _, err = run_cli("evaluate", "--picks", picks, "--truth", tmp_path / "nope", "--diameter", 24)
     assert rc == 2 and "ground-truth folder does not exist" in error_line(err, "evaluate")
     rc, _, err = run_cli("evaluate", "--picks", picks, "--truth", sim_data.folder, "--diameter", 0)
-    assert rc == 2 and "--diameter must be positive" in error_line(err, "evaluate")
+    assert rc == 2 and "argument --diameter: the diameter must be a particle diameter between 4" in \
+        error_line(err, "evaluate")
     other = tmp_path / "other"
     other.mkdir()
     write_star_picks(other / "zzz.star", Picks([[1, 1]]))
@@ -580,7 +589,7 @@ def test_end_to_end(run_cli, tmp_path: Path) -> None:
                          test_dir, "--output", picks, "--threshold", "0.3", "--device", "cpu")
     assert rc == 0, err
     assert "picked" in err
-    assert sorted(p.name for p in picks.iterdir()) == ["coordinates.star", "mic_000.star",
+    assert sorted(p.name for p in picks.iterdir() if p.name != MARKER_NAME) == ["coordinates.star", "mic_000.star",
                                                        "mic_001.star", "skipped.json"]
     assert json.loads((picks / "skipped.json").read_text()) == []
     total = 0
@@ -650,7 +659,7 @@ def _dataset(folder: Path, diameter: float, **extra) -> dict:
     return {"micrographs": str(folder), "coordinates": str(folder), "diameter": diameter, **extra}
 
 
-class _StopTraining(Exception):
+class _StopTraining(BaseException):  # not an Exception: passes the CLI's error boundary
     pass
 
 
@@ -724,9 +733,9 @@ def test_train_datasets_with_and_without_validation(run_cli, two_datasets, tmp_p
      '{"micrographs": "x", "coordinates": "y", "diameter": 24, "pixel_size": 1}]', [],
      "dataset 1 has unknown keys ['pixel_size']"),
     ('[{"micrographs": "x", "coordinates": "y", "diameter": "big"}]', [],
-     "dataset 0: diameter must be a positive number of pixels, got 'big'"),
+     "dataset 0: diameter must be a number of pixels, got 'big'"),
     ('[{"micrographs": "x", "coordinates": "y", "diameter": null}]', [],
-     "dataset 0: diameter must be a positive number of pixels"),
+     "dataset 0: diameter must be a number of pixels"),
     ('[{"micrographs": "x", "coordinates": "y", "diameter": 24}]', ["--micrographs", "x"],
      "--datasets replaces --micrographs/--coordinates/--diameter"),
     ('[{"micrographs": "x", "coordinates": "y", "diameter": 24}]', ["--coordinates", "y"],
@@ -754,7 +763,8 @@ def test_train_datasets_missing_file_and_bad_entry_paths(run_cli, two_datasets, 
     data = [_dataset(two_datasets["d24"], 0)]
     rc, _, err = run_cli("train", "--datasets", _write_json(tmp_path / "d.json", data),
                          "--output", tmp_path / "m", "--device", "cpu")
-    assert rc == 2 and "diameter must be a positive number of pixels" in error_line(err, "train")
+    assert rc == 2 and "diameter must be a particle diameter between 4 and 32768 pixels, got 0.0" in \
+        error_line(err, "train")
 
 
 def _bad_entry_run(run_cli, two_datasets, tmp_path: Path, **entry) -> tuple[int, str]:
@@ -782,7 +792,7 @@ def test_train_datasets_nan_diameter(run_cli, two_datasets, tmp_path: Path) -> N
 
 def test_train_datasets_boolean_diameter(run_cli, two_datasets, tmp_path: Path) -> None:
     rc, err = _bad_entry_run(run_cli, two_datasets, tmp_path, diameter=True)
-    assert rc == 2 and "diameter must be a positive number of pixels" in error_line(err, "train")
+    assert rc == 2 and "diameter must be a number of pixels, got True" in error_line(err, "train")
 
 
 def test_train_negative_seed(run_cli, sim_data: SimData, tmp_path: Path) -> None:
@@ -904,7 +914,8 @@ def test_pick_diameter_must_be_positive(run_cli, tiny_model: Path, sim_data: Sim
                                         tmp_path: Path, value: str) -> None:
     rc, _, err = run_cli("pick", "--model", tiny_model, "--micrographs", sim_data.micrographs[0],
                          "--output", tmp_path / "p", "--device", "cpu", "--diameter", value)
-    assert rc == 2 and f"--diameter must be positive, got {float(value)}" in error_line(err, "pick")
+    expected = f"the diameter must be a particle diameter between 4 and 32768 pixels, got {float(value)}"
+    assert rc == 2 and expected in error_line(err, "pick")
     assert not (tmp_path / "p").exists()
 
 

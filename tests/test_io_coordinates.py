@@ -86,12 +86,42 @@ def test_relion31_multi_block_star_with_optics(tmp_path: Path) -> None:
     np.testing.assert_allclose(picks.scores, [0.5, 0.75, 0.125])
 
 
-@pytest.mark.parametrize("text", ["", "\n\n",
-                                  "data_\n\nloop_\n_rlnCoordinateX #1\n_rlnCoordinateY #2\n"],
-                         ids=["empty", "blank-lines", "header-only"])
-def test_empty_star_is_no_picks(tmp_path: Path, text: str) -> None:
+def test_header_only_star_is_no_picks(tmp_path: Path) -> None:
+    """The coordinate loop without rows (what CryoUNet writes for a micrograph without picks)."""
+    text = "data_\n\nloop_\n_rlnCoordinateX #1\n_rlnCoordinateY #2\n"
     picks = read_coordinates(_write(tmp_path / "mic.star", text))
     assert len(picks) == 0 and picks.xy.shape == (0, 2)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "data_\n\n", "data_\n_rlnCoordinateX_note 1\n"],
+                         ids=["empty", "blank-lines", "data-block-only", "no-loop"])
+def test_star_without_a_coordinate_loop_is_refused(tmp_path: Path, text: str) -> None:
+    """Not silently zero particles (a labelled micrograph would be trained as background)."""
+    with pytest.raises(InputFileError, match="empty file|no _rlnCoordinateX|not a readable STAR"):
+        read_coordinates(_write(tmp_path / "mic.star", text))
+
+
+def test_one_particle_in_a_simple_block(tmp_path: Path) -> None:
+    picks = read_coordinates(_write(tmp_path / "one.star", "data_\n_rlnCoordinateX 12.5\n_rlnCoordinateY 7\n"))
+    assert picks.xy.tolist() == [[12.5, 7.0]]
+
+
+@pytest.mark.parametrize("text", ["1;2\n3;4\n", "x;y\n1;2\n3;4\n", "1\t2\n3\t4\n"],
+                         ids=["semicolon", "header", "tab"])
+def test_text_separators(tmp_path: Path, text: str) -> None:
+    assert read_coordinates(_write(tmp_path / "m.csv", text)).xy.tolist() == [[1, 2], [3, 4]]
+
+
+def test_only_one_header_line(tmp_path: Path) -> None:
+    with pytest.raises(InputFileError, match="line 2 is not numeric"):
+        read_coordinates(_write(tmp_path / "m.txt", "x y\nfoo bar\n1 2\n"))
+
+
+def test_duplicates_are_dropped_keeping_the_best_score(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="cryounet"):
+        picks = read_coordinates(_write(tmp_path / "d.csv", "1,2,0.5\n3,4,0.1\n1,2,0.9\n"))
+    assert picks.xy.tolist() == [[3, 4], [1, 2]] and picks.scores.tolist() == [0.1, 0.9]
+    assert "1 duplicated coordinate(s) ignored" in caplog.text
 
 
 def test_star_without_coordinate_loop_refused(tmp_path: Path) -> None:

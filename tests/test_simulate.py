@@ -218,7 +218,7 @@ def test_cli_simulate(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == [
-        "meta.json", "mic_000.mrc", "mic_000.star", "mic_001.mrc", "mic_001.star"]
+        ".cryounet-output.json", "meta.json", "mic_000.mrc", "mic_000.star", "mic_001.mrc", "mic_001.star"]
     meta = json.loads((out / "meta.json").read_text())
     assert meta["diameter_px"] == 24.0 and meta["n_micrographs"] == 2
 

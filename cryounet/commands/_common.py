@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
+from typing import Callable
 
-from cryounet.io.micrographs import MICROGRAPH_SUFFIXES
+from cryounet.errors import CryoUNetError
+from cryounet.io.micrographs import MICROGRAPH_SUFFIXES, check_diameter
 
 MICROGRAPHS_HELP = (f"micrographs: folders (all {', '.join('*' + s for s in MICROGRAPH_SUFFIXES)}), files, "
                     "globs (quote them) or @LIST.txt files with one path per line")
@@ -21,3 +24,38 @@ def show_progress(args: argparse.Namespace) -> bool:
     """Progress bars on an interactive terminal, unless --quiet (logs keep the per-epoch lines)."""
     return (not getattr(args, "quiet", False) and sys.stderr.isatty()
             and logging.getLogger("cryounet").level <= logging.INFO)
+
+
+def add_overwrite(parser: argparse.ArgumentParser, what: str = "the output folder") -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"write into {what} although it holds files: the outputs of an earlier run "
+                             "are removed first (without it, a folder that is not empty is refused)")
+
+
+# ---------------------------------------------------------------- checked argument types
+def _number(kind: type, check: Callable[[float], bool], requirement: str) -> Callable[[str], float]:
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {requirement}, got {text!r}") from None
+        if not (math.isfinite(value) and check(value)):
+            raise argparse.ArgumentTypeError(f"expected {requirement}, got {text!r}")
+        return value
+    convert.__name__ = requirement  # argparse names the type in its messages
+    return convert
+
+
+finite_number = _number(float, lambda v: True, "a finite number")
+non_negative = _number(float, lambda v: v >= 0, "a number >= 0")
+probability = _number(float, lambda v: 0 <= v <= 1, "a probability between 0 and 1")
+positive_int = _number(int, lambda v: v >= 1, "a whole number >= 1")
+non_negative_int = _number(int, lambda v: v >= 0, "a whole number >= 0")
+
+
+def diameter(text: str) -> float:
+    """argparse type of a particle diameter in pixels (see :func:`check_diameter`)."""
+    try:
+        return check_diameter(text, "the diameter")
+    except CryoUNetError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

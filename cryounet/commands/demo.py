@@ -6,7 +6,7 @@ import logging
 import time
 from pathlib import Path
 
-from cryounet.commands._common import add_device, show_progress
+from cryounet.commands._common import add_device, add_overwrite, diameter, non_negative_int, positive_int, show_progress
 
 name = "demo"
 help = ("simulate micrographs with known particles, train a model, pick held-out micrographs, write "
@@ -20,14 +20,19 @@ DEMO_CONFIG = {
 }
 
 
+#: What ``demo`` writes (what ``--overwrite`` removes from a folder without a marker).
+DEMO_PATTERNS = ("data", "model", "picks", "scores.json")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=Path("cryounet-demo"),
                         help="folder for the simulated data, model, picks and scores")
-    parser.add_argument("--micrographs", type=int, default=8, help="training micrographs to simulate")
-    parser.add_argument("--size", type=int, default=512, help="micrograph side in pixels")
-    parser.add_argument("--diameter", type=float, default=32.0, help="particle diameter in pixels")
-    parser.add_argument("--epochs", type=int, help="training epochs (default 12)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--micrographs", type=positive_int, default=8, help="training micrographs to simulate")
+    parser.add_argument("--size", type=positive_int, default=512, help="micrograph side in pixels")
+    parser.add_argument("--diameter", type=diameter, default=32.0, help="particle diameter in pixels")
+    parser.add_argument("--epochs", type=positive_int, help="training epochs (default 12)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
+    add_overwrite(parser)
     add_device(parser)
 
 
@@ -42,6 +47,7 @@ def main(args: argparse.Namespace) -> int:
     from cryounet.inference.picker import Picker
     from cryounet.io.atomic import write_json
     from cryounet.io.micrographs import expand_micrographs
+    from cryounet.io.outputs import claim_output_folder
     from cryounet.models.weights import load_model
     from cryounet.simulate import SimulationConfig, simulate_dataset
     from cryounet.training.data import load_labelled, split_validation
@@ -52,6 +58,7 @@ def main(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     out: Path = args.output
     device = resolve_device(args.device)
+    folder = claim_output_folder(out, "demo", overwrite=args.overwrite, patterns=DEMO_PATTERNS)
     sim = dict(size=args.size, diameter_px=args.diameter)
     train_dir, test_dir = out / "data" / "train", out / "data" / "test"
     simulate_dataset(SimulationConfig(n_micrographs=args.micrographs, seed=args.seed, **sim), train_dir)
@@ -74,6 +81,7 @@ def main(args: argparse.Namespace) -> int:
     write_json(out / "scores.json", {"precision": scores.precision, "recall": scores.recall,
                                      "f1": scores.f1, "ap": scores.ap, "threshold": summary.threshold,
                                      "best_epoch": result.best_epoch})
+    folder.complete()
     print(f"demo: precision={scores.precision:.3f} recall={scores.recall:.3f} f1={scores.f1:.3f} "
           f"ap={scores.ap:.3f} at threshold {summary.threshold:.3f} on {len(test_mics)} held-out "
           f"micrographs ({scores.n_truth} particles); STAR files in {out / 'picks'}; "

@@ -5,7 +5,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from cryounet.commands._common import MICROGRAPHS_HELP, add_device, show_progress
+from cryounet.commands._common import (MICROGRAPHS_HELP, add_device, add_overwrite, diameter, positive_int,
+                                      show_progress)
 from cryounet.io.model_folder import AUTO_THRESHOLD
 
 name = "pick"
@@ -22,11 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", default=AUTO_THRESHOLD,
                         help=f"probability threshold, or {AUTO_THRESHOLD} (default): the config's "
                              "pick.threshold when set, else the one calibrated at training")
-    parser.add_argument("--batch-size", type=int, help="tiles per forward pass")
+    parser.add_argument("--batch-size", type=positive_int, help="tiles per forward pass")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                         help="test-time augmentation over the 8 flips/rotations (default: the "
                              "model's pick.tta, on for models trained since 0.2)")
-    parser.add_argument("--diameter", type=float,
+    parser.add_argument("--diameter", type=diameter,
                         help="particle diameter in pixels (default: the one the model was trained "
                              "with; set it for a general model or a differently sampled dataset)")
     parser.add_argument("--allow-all-skipped", action="store_true",
@@ -34,26 +35,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "listed with its reason in OUTPUT/skipped.json); for pipelines")
     parser.add_argument("--config", type=Path,
                         help="JSON file whose 'pick' section overrides the models' pick settings")
+    add_overwrite(parser)
     add_device(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     from cryounet.config import load_config
     from cryounet.device import resolve_device
-    from cryounet.errors import CryoUNetError
     from cryounet.inference.batch import pick_micrographs
     from cryounet.inference.picker import Picker
     from cryounet.io.micrographs import expand_micrographs
     from cryounet.io.model_folder import parse_threshold
+    from cryounet.io.outputs import claim_output_folder
+    from cryounet.io.picks_folder import PICK_PATTERNS, check_stems
     from cryounet.models.weights import load_model
 
     threshold = parse_threshold(args.threshold)
     micrographs = expand_micrographs(args.micrographs)
     device = resolve_device(args.device)
     models = [load_model(path, device) for path in args.model]
+    check_stems(micrographs)
     if args.diameter is not None:
-        if not args.diameter > 0 or args.diameter == float("inf"):
-            raise CryoUNetError(f"--diameter must be positive, got {args.diameter}")
         for model in models:
             model.info.diameter_px = args.diameter
     cfg = models[0].info.config
@@ -61,14 +63,14 @@ def main(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, base=cfg)
     pick_cfg = cfg.pick
     if args.batch_size is not None:
-        if args.batch_size < 1:
-            raise CryoUNetError("--batch-size must be at least 1")
         pick_cfg.batch_size = args.batch_size
     if args.tta is not None:
         pick_cfg.tta = args.tta
     picker = Picker(models, pick_cfg, device)
+    folder = claim_output_folder(args.output, "pick", overwrite=args.overwrite, patterns=PICK_PATTERNS)
     summary = pick_micrographs(picker, micrographs, args.output, threshold, show_progress(args),
                                allow_all_skipped=args.allow_all_skipped)
+    folder.complete()
     logger.info("picked %d particles on %d micrograph(s) at threshold %.3f%s; STAR files in %s",
                 summary.total, len(summary.picked), summary.threshold,
                 f" ({len(summary.failed)} skipped)" if summary.failed else "", args.output)

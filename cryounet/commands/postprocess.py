@@ -5,7 +5,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from cryounet.commands._common import MICROGRAPHS_HELP
+from cryounet.commands._common import (MICROGRAPHS_HELP, add_overwrite, diameter, finite_number, non_negative,
+                                      non_negative_int)
 
 name = "postprocess"
 help = ("filter pick files: score threshold, non-maximum suppression distance, distance to the "
@@ -16,16 +17,17 @@ logger = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--picks", required=True, type=Path, help="folder of pick files (any format)")
     parser.add_argument("--output", required=True, type=Path, help="folder for the filtered STAR files")
-    parser.add_argument("--diameter", required=True, type=float, help="particle diameter in pixels")
-    parser.add_argument("--threshold", type=float, help="keep picks with at least this score")
-    parser.add_argument("--nms-distance", type=float,
+    parser.add_argument("--diameter", required=True, type=diameter, help="particle diameter in pixels")
+    parser.add_argument("--threshold", type=finite_number, help="keep picks with at least this score")
+    parser.add_argument("--nms-distance", type=non_negative,
                         help="minimum distance between picks in pixels (default: none)")
-    parser.add_argument("--edge-distance", type=float, default=0.0,
+    parser.add_argument("--edge-distance", type=non_negative, default=0.0,
                         help="drop picks closer than this to an edge, in pixels (needs --micrographs)")
-    parser.add_argument("--max-per-micrograph", type=int, default=0,
+    parser.add_argument("--max-per-micrograph", type=non_negative_int, default=0,
                         help="keep at most this many best-scoring picks per micrograph (0: no limit)")
     parser.add_argument("--micrographs", nargs="+",
                         help=f"{MICROGRAPHS_HELP}; gives the shapes for the edge filter")
+    add_overwrite(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -33,20 +35,17 @@ def main(args: argparse.Namespace) -> int:
     from cryounet.io.coordinates import INDEX_NAME, list_coordinate_files, read_coordinates, read_star_index
     from cryounet.io.micrographs import expand_micrographs
     from cryounet.io.mrc import micrograph_shape
-    from cryounet.io.picks_folder import warn_if_empty, write_picks
+    from cryounet.io.outputs import claim_output_folder
+    from cryounet.io.picks_folder import PICK_PATTERNS, check_picks_folder, check_stems, warn_if_empty, write_picks
     from cryounet.postprocess.filters import FilterConfig, filter_picks
 
-    if args.diameter <= 0:
-        raise CryoUNetError(f"--diameter must be positive, got {args.diameter}")
-    if args.edge_distance < 0 or args.max_per_micrograph < 0 or (args.nms_distance or 0) < 0:
-        raise CryoUNetError("distances and --max-per-micrograph must not be negative")
-    if not args.picks.is_dir():
-        raise CryoUNetError(f"{args.picks}: picks folder does not exist")
+    check_picks_folder(args.picks)
     if args.output.resolve() == args.picks.resolve():
         raise CryoUNetError("--output must differ from --picks (the input files would be overwritten)")
     files = list(list_coordinate_files(args.picks).values())
     if not files:
         raise CryoUNetError(f"{args.picks}: no pick files")
+    check_stems(files)
     mics = {}
     if args.micrographs:
         mics = {p.stem: p for p in expand_micrographs(args.micrographs)}
@@ -67,7 +66,9 @@ def main(args: argparse.Namespace) -> int:
         name = str(mic) if mic is not None else index.get(path.stem, f"{path.stem}.mrc")
         results.append((path.stem, name, kept))
         picked[path.stem] = len(kept)
+    folder = claim_output_folder(args.output, "postprocess", overwrite=args.overwrite, patterns=PICK_PATTERNS)
     write_picks(args.output, results)
+    folder.complete()
     warn_if_empty(picked)
     logger.info("kept %d of %d picks on %d micrograph(s); STAR files in %s",
                 sum(picked.values()), before, len(files), args.output)

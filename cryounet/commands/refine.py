@@ -5,7 +5,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from cryounet.commands._common import MICROGRAPHS_HELP, add_device, show_progress
+from cryounet.commands._common import (MICROGRAPHS_HELP, add_device, add_overwrite, non_negative_int, positive_int,
+                                      show_progress)
 
 name = "refine"
 help = ("refine a trained model by self-training on unlabelled micrographs (pseudo-labels with "
@@ -22,10 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, type=Path, help="folder for the refined model")
     parser.add_argument("--valid-micrographs", nargs="+", help=f"validation {MICROGRAPHS_HELP}")
     parser.add_argument("--valid-coordinates", type=Path, help="folder of validation coordinates")
-    parser.add_argument("--rounds", type=int, help="self-training rounds (overrides the config)")
-    parser.add_argument("--seed", type=int, help="random seed (overrides the config)")
+    parser.add_argument("--rounds", type=positive_int, help="self-training rounds (overrides the config)")
+    parser.add_argument("--seed", type=non_negative_int, help="random seed (overrides the config)")
     parser.add_argument("--config", type=Path,
                         help="JSON file overriding the model's config (e.g. its 'refine' section)")
+    add_overwrite(parser, "the model folder")
     add_device(parser)
 
 
@@ -34,8 +36,10 @@ def main(args: argparse.Namespace) -> int:
 
     from cryounet.config import load_config
     from cryounet.device import resolve_device
-    from cryounet.errors import CryoUNetError
+    from cryounet.errors import CryoUNetError, InputFileError
     from cryounet.io.micrographs import expand_micrographs
+    from cryounet.io.model_folder import MODEL_PATTERNS
+    from cryounet.io.outputs import claim_output_folder
     from cryounet.models.weights import load_model
     from cryounet.training.data import load_labelled, load_micrograph, split_validation
     from cryounet.training.refine import refine
@@ -58,7 +62,12 @@ def main(args: argparse.Namespace) -> int:
         unlabelled_paths += expand_micrographs(args.unlabelled)
     known = {it.name for it in items}
     unlabelled_paths = [p for p in dict.fromkeys(unlabelled_paths) if p.stem not in known]
-    unlabelled = [load_micrograph(path, diameter, cfg.preprocess) for path in unlabelled_paths]
+    unlabelled = []
+    for path in unlabelled_paths:
+        try:
+            unlabelled.append(load_micrograph(path, diameter, cfg.preprocess))
+        except InputFileError as exc:
+            logger.warning("skipping %s", exc)
     if args.valid_micrographs:
         valid, _ = load_labelled(expand_micrographs(args.valid_micrographs), args.valid_coordinates,
                                  diameter, cfg.preprocess)
@@ -66,8 +75,10 @@ def main(args: argparse.Namespace) -> int:
     else:
         train_items, valid = split_validation(items, cfg.train.valid_fraction,
                                               np.random.default_rng(cfg.train.seed))
+    folder = claim_output_folder(args.output, "refine", overwrite=args.overwrite, patterns=MODEL_PATTERNS)
     history = refine(model, train_items, valid, unlabelled, cfg, args.output, device,
                      show_progress(args))
+    folder.complete()
     for record in history[1:]:
         logger.info("round %d: %d pseudo-picks on %d micrograph(s), validation F1 %.3f",
                     record["round"], record["pseudo_positives"], record["micrographs_used"],

@@ -4,7 +4,12 @@ from __future__ import annotations
 import argparse
 import logging
 
+from cryounet.commands._common import add_overwrite, diameter, non_negative_int, positive_int
+
 logger = logging.getLogger(__name__)
+
+#: What ``simulate`` writes (what ``--overwrite`` removes from a folder without a marker).
+SIMULATED_PATTERNS = ("mic_*.mrc", "mic_*.star", "meta.json")
 
 name = "simulate"
 help = "write synthetic micrographs with known particle coordinates (for demos and tests)"
@@ -14,11 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``simulate`` options to ``parser``."""
     parser.add_argument("--output", metavar="DIR", required=True,
                         help="folder for mic_NNN.mrc, mic_NNN.star and meta.json")
-    parser.add_argument("--micrographs", metavar="N", type=int, default=6,
+    parser.add_argument("--micrographs", metavar="N", type=positive_int, default=6,
                         help="number of micrographs (default 6)")
-    parser.add_argument("--size", metavar="PX", type=int, default=None,
+    parser.add_argument("--size", metavar="PX", type=positive_int, default=None,
                         help="side of the square micrographs in pixels (default 512)")
-    parser.add_argument("--diameter", metavar="PX", type=float, default=None,
+    parser.add_argument("--diameter", metavar="PX", type=diameter, default=None,
                         help="particle diameter in pixels (default 32)")
     parser.add_argument("--particles", metavar="N", type=int, default=None,
                         help="particles per micrograph (default 40; fewer if they do not fit)")
@@ -26,8 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="signal variance / noise variance (default 0.05)")
     parser.add_argument("--pixel-size", metavar="A", type=float, default=None,
                         help="pixel size in Angstrom (default 2.0)")
-    parser.add_argument("--seed", metavar="N", type=int, default=None,
+    parser.add_argument("--seed", metavar="N", type=non_negative_int, default=None,
                         help="random seed; the same seed gives identical data (default 0)")
+    add_overwrite(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -35,6 +41,7 @@ def main(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from cryounet.io.outputs import claim_output_folder
     from cryounet.simulate import SimulationConfig, simulate_dataset
 
     overrides = {
@@ -47,7 +54,10 @@ def main(args: argparse.Namespace) -> int:
         "seed": args.seed,
     }
     cfg = SimulationConfig(**{key: value for key, value in overrides.items() if value is not None})
+    folder = claim_output_folder(args.output, "simulate", overwrite=args.overwrite,
+                                 patterns=SIMULATED_PATTERNS)
     paths = simulate_dataset(cfg, args.output)
+    folder.complete()
     meta = json.loads((Path(args.output) / "meta.json").read_text(encoding="utf-8"))
     total = sum(meta.get("particles", []))
     logger.info(

@@ -6,7 +6,8 @@ import logging
 import time
 from pathlib import Path
 
-from cryounet.commands._common import MICROGRAPHS_HELP, add_device, show_progress
+from cryounet.commands._common import (MICROGRAPHS_HELP, add_device, add_overwrite, diameter, non_negative_int,
+                                      positive_int, show_progress)
 
 name = "train"
 help = "train a model from micrographs and picks (STAR, BOX or CSV/TXT, matched by file stem)"
@@ -17,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--micrographs", nargs="+", help=f"training {MICROGRAPHS_HELP}")
     parser.add_argument("--coordinates", type=Path,
                         help="folder of coordinate files named like the micrographs")
-    parser.add_argument("--diameter", type=float, help="particle diameter in pixels")
+    parser.add_argument("--diameter", type=diameter, help="particle diameter in pixels")
     parser.add_argument("--datasets", type=Path,
                         help="JSON list of datasets to train on together, instead of --micrographs/"
                              "--coordinates/--diameter: [{\"micrographs\": [...], \"coordinates\": "
@@ -26,22 +27,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, type=Path, help="model folder to write")
     parser.add_argument("--valid-micrographs", nargs="+", help=f"validation {MICROGRAPHS_HELP}")
     parser.add_argument("--valid-coordinates", type=Path, help="folder of validation coordinates")
-    parser.add_argument("--epochs", type=int, help="maximum epochs (overrides the config)")
-    parser.add_argument("--seed", type=int, help="random seed (overrides the config)")
+    parser.add_argument("--epochs", type=positive_int, help="maximum epochs (overrides the config)")
+    parser.add_argument("--seed", type=non_negative_int, help="random seed (overrides the config)")
     parser.add_argument("--config", type=Path, help="JSON config file (see cryounet.config)")
     parser.add_argument("--init", help="start from the weights of this model folder, or 'general' "
                                        "for the starting model shipped with CryoUNet")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from OUTPUT/checkpoint.pt")
+    add_overwrite(parser, "the model folder")
     add_device(parser)
 
 
 def _datasets(args: argparse.Namespace) -> list[dict]:
     """The datasets to train on: from --datasets, or the one given by the plain arguments."""
     import json
-    import math
 
     from cryounet.errors import CryoUNetError
+    from cryounet.io.micrographs import check_diameter
 
     plain = [args.micrographs, args.coordinates, args.diameter]
     if args.datasets is None:
@@ -53,9 +55,14 @@ def _datasets(args: argparse.Namespace) -> list[dict]:
     if any(v is not None for v in plain):
         raise CryoUNetError("--datasets replaces --micrographs/--coordinates/--diameter; give one or the other")
     try:
-        data = json.loads(args.datasets.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CryoUNetError(f"{args.datasets}: cannot read the dataset list ({exc})") from None
+        data = json.loads(args.datasets.read_text(encoding="utf-8"))
+    except IsADirectoryError:
+        raise CryoUNetError(f"{args.datasets}: is a folder, not a JSON dataset list") from None
+    except UnicodeDecodeError:
+        raise CryoUNetError(f"{args.datasets}: not a text (UTF-8) file, so not a JSON dataset list") from None
+    except (OSError, ValueError) as exc:  # ValueError: invalid JSON
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise CryoUNetError(f"{args.datasets}: cannot read the dataset list ({reason})") from None
     known = {"micrographs", "coordinates", "diameter", "valid_micrographs", "valid_coordinates"}
     if not isinstance(data, list) or not data:
         raise CryoUNetError(f"{args.datasets}: expected a non-empty JSON list of datasets")
@@ -65,14 +72,9 @@ def _datasets(args: argparse.Namespace) -> list[dict]:
             raise CryoUNetError(f"{where} needs micrographs, coordinates, diameter")
         if set(entry) - known:
             raise CryoUNetError(f"{where} has unknown keys {sorted(set(entry) - known)}")
-        diameter = entry["diameter"]
-        try:
-            value = float(diameter) if not isinstance(diameter, bool) else math.nan
-        except (TypeError, ValueError):
-            value = math.nan
-        if not math.isfinite(value) or value <= 0:
-            raise CryoUNetError(f"{where}: diameter must be a positive number of pixels, got {diameter!r}")
-        entry["diameter"] = value
+        if isinstance(entry["diameter"], bool):
+            raise CryoUNetError(f"{where}: diameter must be a number of pixels, got {entry['diameter']!r}")
+        entry["diameter"] = check_diameter(entry["diameter"], f"{where}: diameter")
         for key in ("micrographs", "valid_micrographs"):
             value = entry.get(key)
             if isinstance(value, str):
@@ -93,13 +95,17 @@ def main(args: argparse.Namespace) -> int:
     from cryounet.device import resolve_device
     from cryounet.errors import CryoUNetError
     from cryounet.io.micrographs import expand_micrographs
-    from cryounet.io.model_folder import CONFIG_NAME, WEIGHTS_NAME, general_model_path, read_model_info
+    from cryounet.io.model_folder import (CONFIG_NAME, MODEL_PATTERNS, WEIGHTS_NAME, general_model_path,
+                                          read_model_info)
+    from cryounet.io.outputs import claim_output_folder
     from cryounet.training.data import load_labelled, split_validation
     from cryounet.training.loop import train
 
+    if args.resume and args.overwrite:
+        raise CryoUNetError("--resume continues the run in --output and --overwrite replaces it: give one")
     cfg = load_config(args.config)
     if args.resume and args.config is None and (args.output / CONFIG_NAME).is_file():
-        cfg = read_model_info(args.output).config
+        cfg = read_model_info(args.output, allow_incomplete=True).config
     if args.epochs is not None:
         cfg.train.epochs = args.epochs
     if args.seed is not None:
@@ -121,6 +127,8 @@ def main(args: argparse.Namespace) -> int:
             cfg.preprocess = init_info.config.preprocess
         init = init_dir / WEIGHTS_NAME
     device = resolve_device(args.device)
+    folder = claim_output_folder(args.output, "train", overwrite=args.overwrite, resume=args.resume,
+                                 patterns=MODEL_PATTERNS)
 
     train_items, valid = [], []
     rng = np.random.default_rng(cfg.train.seed)
@@ -144,8 +152,14 @@ def main(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     result = train(train_items, valid, cfg, args.diameter, args.output, device,
                    resume=args.resume, init_weights=init, progress=show_progress(args))
+    folder.complete()
     v = result.validation
     logger.info("done in %.1f min: best epoch %d, validation precision %.3f recall %.3f F1 %.3f "
                 "AP %.3f at threshold %.3f; model in %s", (time.monotonic() - t0) / 60,
                 result.best_epoch, v.precision, v.recall, v.f1, v.ap, v.threshold, args.output)
+    if v.best_f1 <= 0:
+        logger.warning("the model found none of the %d validation particles at any threshold "
+                       "(validation F1 0.000): check the particle diameter, that the coordinates belong "
+                       "to these micrographs, and that they are in pixels of them",
+                       sum(len(i.xy) for i in valid))
     return 0

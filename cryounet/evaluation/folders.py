@@ -11,6 +11,7 @@ from cryounet.errors import CryoUNetError
 from cryounet.evaluation.metrics import MATCH_RADIUS, average_precision, best_f1, evaluate
 from cryounet.io.coordinates import (COORDINATE_SUFFIXES, find_coordinate_file, list_coordinate_files,
                                      read_coordinates)
+from cryounet.io.picks_folder import check_picks_folder
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +47,9 @@ def evaluate_folders(picks_dir: Path, truth_dir: Path, diameter: float,
     score get score 1. ``threshold`` filters picks by score before precision/recall/F1 (AP and best
     F1 always use all picks).
     """
-    for folder, what in ((picks_dir, "picks"), (truth_dir, "ground-truth")):
-        if not Path(folder).is_dir():
-            raise CryoUNetError(f"{folder}: {what} folder does not exist")
+    check_picks_folder(picks_dir)
+    if not Path(truth_dir).is_dir():
+        raise CryoUNetError(f"{truth_dir}: ground-truth folder does not exist")
     if diameter <= 0:
         raise CryoUNetError(f"--diameter must be positive, got {diameter}")
     truth_files = list(list_coordinate_files(truth_dir).values())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -108,19 +109,38 @@ def read_coordinates(path: str | os.PathLike[str]) -> Picks:
         )
     if len(picks) and not np.isfinite(picks.xy).all():
         raise InputFileError(path, "coordinates contain NaN or infinite values")
-    return picks
+    return _without_duplicates(path, picks)
+
+
+def _without_duplicates(path: Path, picks: Picks) -> Picks:
+    """Drop repeated positions (keeping the best-scored copy), with a warning: a duplicated
+    ground-truth particle would count twice and halve recall."""
+    if len(picks) < 2:
+        return picks
+    order = np.argsort(-picks.scores, kind="stable") if picks.scores is not None else np.arange(len(picks))
+    _, first = np.unique(np.round(picks.xy[order], 3), axis=0, return_index=True)
+    if len(first) == len(picks):
+        return picks
+    logger.warning("%s: %d duplicated coordinate(s) ignored", path, len(picks) - len(first))
+    return picks.subset(np.sort(order[first]))
 
 
 def _read_star(path: Path) -> Picks:
+    import pandas as pd
     import starfile  # imported here: it pulls in pandas
 
+    if not path.read_text(errors="replace").strip():
+        raise InputFileError(path, "empty file, not a STAR coordinate file (a micrograph without "
+                             "particles is written as the _rlnCoordinateX/Y loop with no rows)")
     try:
         blocks = starfile.read(path, always_dict=True)
     except Exception as exc:  # starfile raises many types on malformed input
         raise InputFileError(path, f"not a readable STAR file ({exc})") from exc
     for block in blocks.values():
+        if isinstance(block, dict) and {"rlnCoordinateX", "rlnCoordinateY"} <= set(block):
+            block = pd.DataFrame([block])  # a one-particle file written as a simple block
         columns = getattr(block, "columns", None)
-        if columns is None:  # a simple (non-loop) block is a dict
+        if columns is None:  # another simple (non-loop) block
             continue
         if "rlnCoordinateX" in columns and "rlnCoordinateY" in columns:
             def column(*labels: str) -> np.ndarray:
@@ -134,15 +154,18 @@ def _read_star(path: Path) -> Picks:
             spread = column(UNCERTAINTY_LABEL)[:, 0] if UNCERTAINTY_LABEL in columns else None
             return Picks(xy, scores, spread)
     if not blocks or all(len(getattr(b, "columns", [])) == 0 for b in blocks.values()):
-        # An empty STAR file (header only) means a micrograph with no particles.
+        # The coordinate loop with no rows: a micrograph with no particles.
         text = path.read_text(errors="replace")
-        if "_rlnCoordinateX" in text or not text.strip():
+        if re.search(r"^\s*loop_", text, re.M) and re.search(r"^\s*_rlnCoordinateX", text, re.M) \
+                and re.search(r"^\s*_rlnCoordinateY", text, re.M):
             return Picks(np.zeros((0, 2)))
     raise InputFileError(path, "STAR file has no _rlnCoordinateX/_rlnCoordinateY loop")
 
 
 def _numeric_rows(path: Path, delimiter: str | None) -> list[list[float]]:
+    """The numeric rows of a text file; one header line (no number in it) may come first."""
     rows: list[list[float]] = []
+    seen_line = False
     for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -151,9 +174,11 @@ def _numeric_rows(path: Path, delimiter: str | None) -> list[list[float]]:
         try:
             rows.append([float(f) for f in fields if f.strip()])
         except ValueError:
-            if not rows and not any(_is_number(f) for f in fields):
+            if not seen_line and not any(_is_number(f) for f in fields):
+                seen_line = True
                 continue  # a header line before the first coordinates
             raise InputFileError(path, f"line {lineno} is not numeric: {line[:60]!r}") from None
+        seen_line = True
     return rows
 
 
@@ -176,8 +201,9 @@ def _read_box(path: Path) -> Picks:
 
 
 def _read_text(path: Path) -> Picks:
-    first = next((ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()), "")
-    delimiter = "," if "," in first else None
+    first = next((ln for ln in path.read_text(errors="replace").splitlines()
+                  if ln.strip() and not ln.lstrip().startswith("#")), "")
+    delimiter = next((d for d in (",", ";", "\t") if d in first), None)
     rows = _numeric_rows(path, delimiter)
     if not rows:
         return Picks(np.zeros((0, 2)))

@@ -7,10 +7,27 @@ from pathlib import Path
 from typing import Iterable
 
 from cryounet.errors import CryoUNetError
-from cryounet.io.mrc import check_mrc_header
+from cryounet.io.mrc import MAX_SIDE, check_mrc_header
 
 #: Suffixes of the micrograph files CryoUNet reads (MRC; a ``.mrcs`` must hold a single section).
 MICROGRAPH_SUFFIXES = (".mrc", ".mrcs")
+
+
+#: Smallest particle diameter (px) CryoUNet accepts: below this a particle is a few pixels of noise.
+MIN_DIAMETER_PX = 4.0
+
+
+def check_diameter(value: float, what: str = "--diameter") -> float:
+    """``value`` as a particle diameter in pixels: a finite number from :data:`MIN_DIAMETER_PX` up
+    to the largest micrograph side, else :class:`CryoUNetError` naming ``what``."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise CryoUNetError(f"{what} must be a number of pixels, got {value!r}") from None
+    if not (MIN_DIAMETER_PX <= value <= MAX_SIDE):  # also refuses NaN
+        raise CryoUNetError(f"{what} must be a particle diameter between {MIN_DIAMETER_PX:g} and "
+                            f"{MAX_SIDE} pixels, got {value}")
+    return value
 
 
 def is_micrograph_name(path: str | os.PathLike[str]) -> bool:

@@ -20,6 +20,7 @@ import numpy as np
 from cryounet import __version__
 from cryounet.config import CryoUNetConfig
 from cryounet.errors import CryoUNetError, InputFileError
+from cryounet.io.outputs import is_incomplete
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,10 @@ FORMAT_VERSION = 1
 REQUIRED_FILES = (CONFIG_NAME, WEIGHTS_NAME)
 #: Files of a model folder that a finished model does not need (a copy may leave them out).
 RESUME_FILES = (CHECKPOINT_NAME,)
+#: What ``train`` and ``refine`` write in a model folder (what ``--overwrite`` removes from a folder
+#: without a marker of :mod:`cryounet.io.outputs`).
+MODEL_PATTERNS = (WEIGHTS_NAME, CONFIG_NAME, HISTORY_NAME, CURVE_NAME, REFINE_HISTORY_NAME, CHECKPOINT_NAME,
+                  "round_*")
 
 
 @dataclass
@@ -129,11 +134,18 @@ def picking_threshold(infos: Sequence[ModelInfo], tta: bool, explicit: float | N
                           else info.threshold for info in infos]))
 
 
-def read_model_info(folder: str | os.PathLike[str]) -> ModelInfo:
-    """Read and check a model folder's ``config.json``."""
+def read_model_info(folder: str | os.PathLike[str], allow_incomplete: bool = False) -> ModelInfo:
+    """Read and check a model folder's ``config.json``.
+
+    A folder whose training or refinement did not complete (killed, out of disk, still running) is
+    refused unless ``allow_incomplete`` (``train --resume`` reads its own).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise InputFileError(folder, "model folder does not exist")
+    if not allow_incomplete and is_incomplete(folder):
+        raise InputFileError(folder, "model folder of a training run that did not finish (interrupted, "
+                             "or still running): continue it with cryounet train --resume, or train again")
     config_path = folder / CONFIG_NAME
     try:
         data = json.loads(config_path.read_text(encoding="utf-8"))

@@ -8,9 +8,10 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from cryounet.errors import InputFileError
+from cryounet.errors import CryoUNetError, InputFileError
 from cryounet.io.atomic import write_json
 from cryounet.io.coordinates import INDEX_NAME, Picks, write_star_index, write_star_picks
+from cryounet.io.outputs import is_incomplete
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +19,30 @@ logger = logging.getLogger(__name__)
 EMPTY_WARNING_FRACTION = 0.2
 #: Machine-readable list of the micrographs a picking run skipped, written in its output folder.
 SKIPPED_NAME = "skipped.json"
+
+
+#: What ``pick`` and ``postprocess`` write in a pick folder (what ``--overwrite`` removes from a folder
+#: without a marker of :mod:`cryounet.io.outputs`).
+PICK_PATTERNS = ("*.star", SKIPPED_NAME)
+
+
+def check_picks_folder(folder: str | os.PathLike[str]) -> Path:
+    """A pick folder to read: it exists, and the run that wrote it (if CryoUNet's) finished."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CryoUNetError(f"{folder}: picks folder does not exist")
+    if is_incomplete(folder):
+        raise CryoUNetError(f"{folder}: the run that writes this picks folder did not finish (interrupted, or "
+                            "still running); run it again (with --overwrite)")
+    return folder
+
+
+def check_stems(paths: Sequence[Path]) -> None:
+    """Refuse micrographs whose ``<stem>.star`` would be the folder's ``coordinates.star`` index."""
+    clash = [str(p) for p in paths if Path(p).stem == Path(INDEX_NAME).stem]
+    if clash:
+        raise CryoUNetError(f"{clash[0]}: its picks would be written as {Path(clash[0]).stem}.star, the "
+                            f"name of the pick folder's index; rename the micrograph")
 
 
 def warn_if_empty(picked: dict[str, int]) -> None:

@@ -56,6 +56,11 @@ def load_weights(network: nn.Module, path: str | os.PathLike[str]) -> None:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise InputFileError(path, f"not a readable safetensors file ({exc})") from None
+    broken = [name for name, tensor in state.items()
+              if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if broken:
+        raise InputFileError(path, f"weights contain NaN or infinite values ({', '.join(broken[:3])}); "
+                             "the model is unusable, retrain it")
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as exc:

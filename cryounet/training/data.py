@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from cryounet.config import CryoUNetConfig, PreprocessConfig
-from cryounet.errors import CryoUNetError
+from cryounet.errors import CryoUNetError, InputFileError
 from cryounet.io.coordinates import find_coordinate_file, read_coordinates
 from cryounet.io.mrc import read_micrograph
 from cryounet.preprocess import Scale, preprocess
@@ -70,13 +70,19 @@ def load_labelled(
         raise CryoUNetError(f"{coordinates}: coordinate folder does not exist")
     labelled: list[LabelledMicrograph] = []
     unlabelled: list[Path] = []
+    skipped: list[str] = []
     for path in micrographs:
         coord_file = find_coordinate_file(path.stem, coordinates)
         if coord_file is None:
             unlabelled.append(path)
             continue
         picks = read_coordinates(coord_file)
-        item = load_micrograph(path, diameter, cfg)
+        try:
+            item = load_micrograph(path, diameter, cfg)
+        except InputFileError as exc:
+            logger.warning("skipping %s", exc)
+            skipped.append(path.name)
+            continue
         ny, nx = item.scale.input_shape
         inside = (
             (picks.xy[:, 0] >= -0.5) & (picks.xy[:, 0] < nx - 0.5)
@@ -87,11 +93,19 @@ def load_labelled(
                            coord_file, int((~inside).sum()), len(inside), nx, ny)
         item.xy = item.scale.to_working(picks.xy[inside])
         labelled.append(item)
+    if not labelled and skipped:
+        raise CryoUNetError(f"none of the labelled micrographs could be read ({', '.join(skipped[:3])}; "
+                            "see the warnings above)")
     if not labelled:
         raise CryoUNetError(
             f"{coordinates}: no coordinate file matches any of the {len(micrographs)} micrographs "
             "(files are matched by name stem, e.g. mic_001.mrc <-> mic_001.star/.box/.csv)"
         )
+    empty = [item.name for item in labelled if len(item.xy) == 0]
+    if empty:
+        logger.warning("%d labelled micrograph(s) have a coordinate file without any particle (%s): they "
+                       "are trained as background only; remove their files unless they really hold no "
+                       "particles", len(empty), ", ".join(empty[:5]))
     if unlabelled:
         logger.info("%d micrograph(s) have no coordinate file and are not used for training: %s",
                     len(unlabelled), ", ".join(p.name for p in unlabelled[:5]))

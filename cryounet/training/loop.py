@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,13 +138,23 @@ def _resume(run: _Run, output: Path, device: torch.device) -> tuple[_Progress, d
     checkpoint_path = output / CHECKPOINT_NAME
     if not checkpoint_path.is_file():
         raise CryoUNetError(f"{checkpoint_path}: no checkpoint to resume from")
-    state = torch.load(checkpoint_path, map_location=device, weights_only=True)
-    run.network.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scheduler.load_state_dict(state["scheduler"])
-    start_epoch = int(state["epoch"]) + 1
-    progress = _Progress(read_json_list(output / HISTORY_NAME)[:start_epoch], float(state["best_f1"]),
-                         int(state["best_epoch"]), int(state["stale"]), start_epoch)
+    try:
+        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        run.network.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        start_epoch = int(state["epoch"]) + 1
+        best_f1, best_epoch, stale = float(state["best_f1"]), int(state["best_epoch"]), int(state["stale"])
+    except (RuntimeError, EOFError, KeyError, TypeError, ValueError, AttributeError, OSError,
+            pickle.UnpicklingError) as exc:
+        # torch.load: RuntimeError or UnpicklingError for a truncated, foreign or unsafe file (never
+        # executed: weights_only); load_state_dict: RuntimeError for another network or config.
+        detail = " ".join(str(exc).splitlines()[:2])[:200]
+        raise CryoUNetError(f"{checkpoint_path}: not a checkpoint of this training run (truncated, "
+                            f"foreign, or of another network or config: {type(exc).__name__}: {detail}); "
+                            "train again with --overwrite") from None
+    progress = _Progress(read_json_list(output / HISTORY_NAME)[:start_epoch], best_f1, best_epoch, stale,
+                         start_epoch)
     logger.info("resuming after epoch %d (best validation F1 %.3f at epoch %d)",
                 start_epoch, progress.best_f1, progress.best_epoch + 1)
     return progress, state.get("average")

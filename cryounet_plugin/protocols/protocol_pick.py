@@ -135,7 +135,7 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
                                                 os.path.join(batchDir, MICS_LIST % "pick"))
         picksDir = os.path.join(batchDir, "picks")
         args = ["--micrographs", "@" + os.path.abspath(listPath),
-                "--output", os.path.abspath(picksDir),
+                "--output", os.path.abspath(picksDir), "--overwrite",
                 "--threshold", engine.thresholdArgument(self._explicitThreshold()),
                 "--config", os.path.abspath(self._engineConfigPath("pick")),
                 "--device", self._getDeviceArg(),

@@ -121,7 +121,7 @@ class CryoUnetProtPostprocess(CryoUnetProtBase, EMProtocol):
     def postprocessStep(self):
         info = self._loadInputsInfo()
         args = ["--picks", os.path.abspath(self._getExtraPath(INPUT_PICKS_FOLDER)),
-                "--output", os.path.abspath(self._getExtraPath(COORDS_FOLDER)),
+                "--output", os.path.abspath(self._getExtraPath(COORDS_FOLDER)), "--overwrite",
                 "--diameter", "%.3f" % self._getDiameterPx(),
                 "--micrographs", "@" + os.path.abspath(info["micrographs_list"])]
         if self.applyThreshold.get():

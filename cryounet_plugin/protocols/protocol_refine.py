@@ -159,7 +159,7 @@ class CryoUnetProtRefine(CryoUnetProtBase, EMProtocol):
                 "--micrographs", "@" + os.path.abspath(info["labelled_list"]),
                 "--coordinates", os.path.abspath(info["coordinates_folder"]),
                 "--unlabelled", "@" + os.path.abspath(info["unlabelled_list"]),
-                "--output", os.path.abspath(output),
+                "--output", os.path.abspath(output), "--overwrite",
                 "--rounds", str(self.rounds.get()),
                 "--config", os.path.abspath(self._engineConfigPath("refine")),
                 "--device", self._getDeviceArg()]

@@ -228,7 +228,7 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
         args = ["--micrographs", "@" + os.path.abspath(info["micrographs_list"]),
                 "--coordinates", os.path.abspath(info["coordinates_folder"]),
                 "--diameter", "%.3f" % info["diameter_px"],
-                "--output", os.path.abspath(output),
+                "--output", os.path.abspath(output), "--overwrite",
                 "--config", os.path.abspath(self._engineConfigPath(self._memberTag(member))),
                 "--device", self._getDeviceArg()]
         self._runEngine(CMD_TRAIN, args, self._memberTag(member))

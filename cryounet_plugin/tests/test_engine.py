@@ -179,8 +179,9 @@ def test_star_without_scores_and_empty(tmp_path):
     xy = E.readCoordinates(str(empty)).xy
     assert xy.shape == (0, 2)
     blank = tmp_path / "blank.star"
-    blank.write_text("")
-    assert E.readCoordinates(str(blank)).xy.shape == (0, 2)
+    blank.write_text("")  # not CryoUNet's "no particles" (the loop without rows): refused, by name
+    with pytest.raises(ValueError, match="blank.star: empty file, not a STAR coordinate file"):
+        E.readCoordinates(str(blank))
 
 
 def test_star_errors(tmp_path):

@@ -107,6 +107,29 @@ class TestCryoUnetFailures(CryoUnetTestBase):
         self.assertIn("mic_001.mrc: truncated: ", message)
         self.assertNoOutputs(prot)
 
+    def test_engine_error_reaches_the_protocol(self):
+        """A failing engine run (here: model weights full of NaN) ends the protocol with the
+        engine's own one-line reason, not a traceback or "see the log"."""
+        modelDir = trainModelWithCli(self.simA, self.simA, os.path.join(self.dataDir, "nan_model"))
+        from safetensors.torch import load_file, save_file
+        import torch
+        weights = os.path.join(modelDir, "model.safetensors")
+        state = load_file(weights)
+        name = next(k for k, v in state.items() if v.is_floating_point())
+        state[name] = torch.full_like(state[name], float("nan"))
+        save_file(state, weights)
+        importModel = self.runProt(self.newProtocol(CryoUnetProtImportModel, modelFolder=modelDir,
+                                                    samplingRate=2.0, copyFiles=False))
+        pick = self.newProtocol(CryoUnetProtPick, useGpu=False, streamingBatchSize=0)
+        pick.inputMicrographs.set(self.micsA)
+        pick.inputMicrographs.setExtended("outputMicrographs")
+        pick.inputModels.append(self._pointer(importModel, "outputModel"))
+        self.runExpectingFailure(pick)
+        message = pick.getErrorMessage()
+        self.assertIn("cryounet pick failed: ", message)
+        self.assertIn("weights contain NaN or infinite values", message)
+        self.assertNotIn("Traceback", message)
+
     def test_pick_skips_corrupt_micrographs(self):
         modelDir = trainModelWithCli(self.simA, self.simA, os.path.join(self.dataDir, "model"))
         importModel = self.runProt(self.newProtocol(CryoUnetProtImportModel,
