@@ -71,6 +71,11 @@ class Plugin(pwem.Plugin):
         """Nothing to install: the engine is the ``cryounet`` package of this distribution."""
 
     @classmethod
+    def visibleGpuCount(cls):
+        """CUDA GPUs the engine's interpreter sees on this machine (None when it cannot tell)."""
+        return _countGpus(cls.getPython())
+
+    @classmethod
     def validateInstallation(cls):
         """Errors when CRYOUNET_PYTHON cannot run the engine (checked once per process)."""
         return list(_checkEngine(cls.getPython()))
@@ -99,6 +104,18 @@ class Plugin(pwem.Plugin):
         kwargs.setdefault("env", cls.getEnviron())
         kwargs.setdefault("numberOfMpi", 1)
         protocol.runJob(program, arguments, **kwargs)
+
+
+@functools.lru_cache(maxsize=8)
+def _countGpus(python):
+    """torch.cuda.device_count() in ``python`` (asked once per process: importing torch takes
+    seconds), or None when it cannot be run."""
+    code = "import torch; print(torch.cuda.device_count())"
+    try:
+        proc = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120)
+        return int(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
+        return None
 
 
 @functools.lru_cache(maxsize=8)

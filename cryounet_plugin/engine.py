@@ -213,6 +213,15 @@ def readSkipped(picksFolder):
     return _picks.read_skipped(picksFolder)
 
 
+def diameterErrors(diameterPx):
+    """Why the engine would refuse a particle diameter (px), as form errors ([] when fine)."""
+    try:
+        _micrographs.check_diameter(diameterPx, "The particle diameter")
+    except CryoUNetError as exc:
+        return [str(exc)]
+    return []
+
+
 def boxSizeFromDiameter(diameterPx):
     """Box size (px, even) CryoUNet gives picks of this particle diameter (px)."""
     return _coordinates.box_size_for_diameter(diameterPx)

@@ -8,9 +8,9 @@ from pyworkflow.protocol.constants import LEVEL_ADVANCED
 from pyworkflow.constants import BETA
 
 from .. import Plugin, engine
-from ..constants import (DEVICE_CPU, ENGINE_COMMAND, ENGINE_CONFIG, GPU_PLACEHOLDER,
-                         INPUTS_INFO, MICS_FOLDER, MICS_LIST)
-from ..convert import matchMicrographs, samePixelSize
+from ..constants import (DEVICE_CPU, DIAMETER_UNITS, ENGINE_COMMAND, ENGINE_CONFIG, GPU_PLACEHOLDER,
+                         INPUTS_INFO, MICS_FOLDER, MICS_LIST, UNIT_PIXELS)
+from ..convert import diameterInPixels, matchMicrographs, samePixelSize
 
 #: How many offending items an error message lists before "and N more".
 _LIST_LIMIT = 5
@@ -72,6 +72,31 @@ class CryoUnetProtBase:
                             "several steps at once (ensemble members, picking batches) give the "
                             "protocol one thread more than GPUs. On a queue, the job asks for "
                             "as many GPUs as listed here.")
+
+    def _defineDiameterParams(self, form, zeroMeans):
+        """'Diameter unit' and 'Particle diameter' (px or A; 0 = ``zeroMeans``)."""
+        form.addParam("diameterUnit", params.EnumParam, choices=DIAMETER_UNITS,
+                      default=UNIT_PIXELS, display=params.EnumParam.DISPLAY_HLIST,
+                      label="Diameter unit",
+                      help="Unit of the particle diameter below: pixels of the input "
+                           "micrographs, or Angstrom (converted with their sampling rate).")
+        form.addParam("particleDiameter", params.FloatParam, default=0,
+                      validators=[params.GE(0)],
+                      label="Particle diameter",
+                      help="Particle diameter in the unit above (pixels or Angstrom): the longest "
+                           "dimension of the particle, not the extraction box. 0 = %s" % zeroMeans)
+
+    def _diameterParamPx(self, micSet):
+        """The form's particle diameter in pixels of ``micSet``; 0 when not given, None when it is
+        in Angstrom and the micrographs have no sampling rate."""
+        value = self.particleDiameter.get() or 0
+        if value <= 0:
+            return 0
+        try:
+            return diameterInPixels(value, self.diameterUnit.get(),
+                                    micSet.getSamplingRate() if micSet is not None else None)
+        except ValueError:
+            return None
 
     def _defineExtraConfigParam(self, form):
         form.addParam("extraConfig", params.StringParam, default="",
@@ -310,6 +335,25 @@ class CryoUnetProtBase:
         if not self._usesGpuDevice():
             return ["%s runs on the CPU ('Use GPU' is No): expect it to be much slower than on "
                     "a GPU." % what]
+        if self.useQueue() and Plugin.visibleGpuCount() == 0:
+            return ["'Use GPU' is Yes and this machine has no CUDA GPU: the queue's nodes must have "
+                    "one (the job asks for %d)." % len(self.getGpuList())]
+        return []
+
+    def _gpuErrors(self):
+        """'Use GPU' = Yes where the run happens here (no queue) on a machine whose engine sees
+        no CUDA GPU: said when the form is validated, not when the engine fails."""
+        if not self._usesGpuDevice() or self.useQueue():
+            return []
+        count = Plugin.visibleGpuCount()
+        if count == 0:
+            return ["'Use GPU' is Yes but the CryoUNet engine (%s) sees no CUDA GPU on this machine: "
+                    "set 'Use GPU' to No to run on the CPU, or submit the run to a GPU queue."
+                    % Plugin.getPython()]
+        wanted = [int(g) for g in self.getGpuList() if str(g).isdigit()]
+        if count and wanted and max(wanted) >= count:
+            return ["'GPU IDs' lists GPU %d but this machine has %d CUDA GPU(s) (0 to %d)."
+                    % (max(wanted), count, count - 1)]
         return []
 
     def _engineConfigErrors(self):

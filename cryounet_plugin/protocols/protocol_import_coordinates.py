@@ -20,7 +20,7 @@ class CryoUnetProtImportCoordinates(CryoUnetProtBase, EMProtocol):
     (mic_001.star -> mic_001.mrc). Needs no other plugin, so the scripted CryoUNet workflow runs on
     a plain Scipion installation.
     """
-    _label = "import coordinates (STAR/BOX/CSV)"
+    _label = "CryoUNet import coordinates (STAR/BOX/CSV)"
     _possibleOutputs = ProtParticlePickingOutput
 
     def _defineParams(self, form):

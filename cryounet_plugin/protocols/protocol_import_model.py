@@ -21,7 +21,7 @@ class CryoUnetProtImportModel(CryoUnetProtBase, EMProtocol):
     command line, or shared by a colleague) into a model usable by the pick and refine
     protocols. The folder must hold model.safetensors and config.json.
     """
-    _label = "import model"
+    _label = "CryoUNet import model"
     _possibleOutputs = CryoUnetImportModelOutputs
 
     def _defineParams(self, form):

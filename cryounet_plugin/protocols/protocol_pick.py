@@ -1,5 +1,4 @@
 """Pick particles with one or several CryoUNet models, in streaming."""
-import json
 import os
 import shutil
 
@@ -14,6 +13,7 @@ from ..constants import (BATCHES_FOLDER, BOX_SIZE_AUTO, CMD_PICK, COORDS_FOLDER,
                          MICS_FOLDER, MICS_LIST, RECORDS_FOLDER, SCORE_ATTR, SPREAD_ATTR,
                          THRESHOLD_AUTO)
 from ..convert import nmsFraction, roundPosition, uniqueStems
+from .pick_records import allRecords, readRecord, writeRecord
 from .protocol_base import CryoUnetProtBase, listSome
 
 
@@ -31,7 +31,7 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
     micrograph and an index (coordinates.star) are written in extra/coordinates, ready for
     RELION or cryoSPARC import. Micrographs that cannot be read are skipped with a warning.
     """
-    _label = "pick"
+    _label = "CryoUNet pick"
 
     def __init__(self, **kwargs):
         ProtParticlePickingAuto.__init__(self, **kwargs)
@@ -46,6 +46,11 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
                       help="One CryoUNet model, or several (from an ensemble training or "
                            "different runs) to pick as an ensemble. All must be trained for the "
                            "same particle diameter (pixels) and the micrographs' pixel size.")
+        self._defineDiameterParams(
+            form, "the diameter the models were trained for (in pixels). Give it to pick particles "
+                  "of another size than the training ones, or micrographs of another pixel size: "
+                  "the engine scales the micrographs so that the particles have the size the "
+                  "models work at.")
 
         form.addSection(label="Picking")
         form.addParam("threshold", params.FloatParam, default=THRESHOLD_AUTO,
@@ -144,6 +149,8 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
                 "--allow-all-skipped"]
         for model in self._getModels():
             args += ["--model", os.path.abspath(model.getPath())]
+        if self.particleDiameter.get():
+            args += ["--diameter", "%.3f" % self.getPickDiameter()]
         self._runEngine(CMD_PICK, args, "pick",
                         commandFile=os.path.join(batchDir, ENGINE_COMMAND % "pick"))
         if not os.path.exists(os.path.join(picksDir, engine.COORDS_INDEX)):
@@ -201,11 +208,16 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
         models = self._getModels()
         if not models:
             return ["Select at least one model."]
-        errors = self._engineConfigErrors()
+        errors = self._gpuErrors() + self._engineConfigErrors()
         for model in models:
             errors += engine.checkModelFolder(model.getPath())
+        diameter = self.getPickDiameter()
+        if diameter is None:
+            errors.append("The input micrographs have no sampling rate: give the diameter in pixels.")
+        elif self.particleDiameter.get():
+            errors += engine.diameterErrors(diameter)
         diameters = sorted({round(m.getDiameter() or 0, 1) for m in models})
-        if len(diameters) > 1:
+        if len(diameters) > 1 and not self.particleDiameter.get():
             errors.append("The models were trained for different particle diameters (%s px); "
                           "an ensemble needs one diameter." % ", ".join(map(str, diameters)))
         threshold = self.threshold.get()
@@ -216,8 +228,14 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
 
     def _warnings(self):
         warnings = self._gpuWarnings("Picking")
+        if self.particleDiameter.get():
+            return warnings  # the diameter is given: the models' training pixel size does not matter
         for model in self._getModels():
             warnings += self._pixelSizeWarnings(model, self.getInputMicrographs())
+            if not model.getSamplingRate():
+                warnings.append("Model %s has no training pixel size: whether its %.1f px particle "
+                                "diameter fits these micrographs cannot be checked; give the particle "
+                                "diameter." % (model.getObjLabel() or model.getObjId(), model.getDiameter()))
         return warnings
 
     def _summary(self):
@@ -266,14 +284,14 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
     def _getModels(self):
         return [pointer.get() for pointer in self.inputModels if pointer.get() is not None]
 
-    def getModelDiameter(self):
+    def getPickDiameter(self):
+        """Particle diameter (px of the input micrographs) picked: the form's, else the models'."""
+        given = self._diameterParamPx(self.getInputMicrographs())
         models = self._getModels()
-        return models[0].getDiameter() if models else None
+        return given if given != 0 else (models[0].getDiameter() if models else None)
 
     def _getBoxSize(self):
-        if self.boxSize.get():
-            return self.boxSize.get()
-        return self._boxSizeForDiameter(self.getModelDiameter())
+        return self.boxSize.get() or self._boxSizeForDiameter(self.getPickDiameter())
 
     def _explicitThreshold(self):
         """The form's threshold, or None for automatic (the engine's rule decides)."""
@@ -295,7 +313,7 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
     def _engineConfig(self):
         pick = {"tta": bool(self.tta.get()), "batch_size": self.inferenceBatch.get()}
         if self.nmsDistance.get():
-            pick["nms_radius"] = nmsFraction(self.nmsDistance.get(), self.getModelDiameter())
+            pick["nms_radius"] = nmsFraction(self.nmsDistance.get(), self.getPickDiameter())
         return engine.mergeConfig({"pick": pick}, self._getExtraConfig())
 
     def _stemsFor(self, items):
@@ -307,37 +325,18 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
         stems = uniqueStems(known)
         return {mid: stems[mid] for mid, _, _ in items}
 
-    def _recordPath(self, micId):
-        return self._getExtraPath(RECORDS_FOLDER, "mic_%06d.json" % micId)
+    def _recordsFolder(self):
+        return self._getExtraPath(RECORDS_FOLDER)
 
     def _writeRecord(self, item, stem, coordinates=None, count=0, skipped=None):
-        micId, fn, name = item
-        engine.writeJson(self._recordPath(micId), {"micId": micId, "micName": name, "file": fn,
-                                                   "stem": stem, "coordinates": coordinates,
-                                                   "count": count, "skipped": skipped})
+        writeRecord(self._recordsFolder(), item, stem, coordinates, count, skipped)
 
     def _skip(self, item, stem, reason):
         self.warning("Micrograph %s skipped: %s" % (item[1], reason))
         self._writeRecord(item, stem, skipped=reason)
 
     def _readRecord(self, micId):
-        try:
-            with open(self._recordPath(micId)) as handle:
-                return json.load(handle)
-        except (OSError, ValueError):
-            return None
+        return readRecord(self._recordsFolder(), micId)
 
     def _allRecords(self):
-        folder = self._getExtraPath(RECORDS_FOLDER)
-        if not os.path.isdir(folder):
-            return []
-        records = []
-        for name in sorted(os.listdir(folder)):
-            if name.endswith(".json"):
-                try:
-                    with open(os.path.join(folder, name)) as handle:
-                        records.append(json.load(handle))
-                except (OSError, ValueError):
-                    continue
-        return records
-
+        return allRecords(self._recordsFolder())

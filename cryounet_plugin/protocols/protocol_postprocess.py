@@ -26,7 +26,7 @@ class CryoUnetProtPostprocess(CryoUnetProtBase, EMProtocol):
     iterate on it: run it, check the picks and the score histogram, change a value, run again.
     Writes a new coordinate set and RELION STAR files (extra/coordinates).
     """
-    _label = "post-process picks"
+    _label = "CryoUNet post-process picks"
     _possibleOutputs = ProtParticlePickingOutput
 
     # ================================================================== DEFINE params

@@ -30,7 +30,7 @@ class CryoUnetProtRefine(CryoUnetProtBase, EMProtocol):
     fine-tuned on them together with the labelled micrographs. The labelled micrographs also
     validate every round. The summary lists, per round, how many pseudo-labels were used.
     """
-    _label = "refine (pseudo-labels)"
+    _label = "CryoUNet refine (pseudo-labels)"
     _possibleOutputs = CryoUnetRefineOutputs
 
     # ================================================================== DEFINE params
@@ -186,7 +186,7 @@ class CryoUnetProtRefine(CryoUnetProtBase, EMProtocol):
 
     # ================================================================== INFO
     def _validate(self):
-        errors = self._engineConfigErrors()
+        errors = self._gpuErrors() + self._engineConfigErrors()
         model = self.inputModel.get()
         if model is not None:
             errors += engine.checkModelFolder(model.getPath())

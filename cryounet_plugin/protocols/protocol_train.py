@@ -8,10 +8,10 @@ from pwem.protocols import EMProtocol
 
 from .. import engine
 from ..constants import (ARCH_ATTENTION_UNET, ARCH_UNET, ARCHITECTURES, AUGMENT_LIGHT,
-                         AUGMENTATIONS, CMD_TRAIN, COORDS_FOLDER, DIAMETER_UNITS, LOSS_BCE,
+                         AUGMENTATIONS, CMD_TRAIN, COORDS_FOLDER, LOSS_BCE,
                          LOSS_FOCAL, LOSS_FOCAL_DICE, LOSSES, MAX_ENSEMBLE, MODEL_FOLDER,
-                         MODEL_MEMBER_FOLDER, UNIT_ANGSTROM, UNIT_PIXELS)
-from ..convert import diameterInPixels, uniqueStems
+                         MODEL_MEMBER_FOLDER, UNIT_ANGSTROM)
+from ..convert import uniqueStems
 from ..objects import CryoUNetModel
 from .protocol_base import CryoUnetProtBase
 
@@ -38,7 +38,7 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
     size K > 1, K networks are trained with different seeds (and optionally architectures); the
     picking protocol averages them and reports their disagreement.
     """
-    _label = "train"
+    _label = "CryoUNet train"
     _possibleOutputs = CryoUnetTrainOutputs
 
     def __init__(self, **kwargs):
@@ -60,20 +60,11 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
                            "micrograph id (or by name when the ids differ) and rescaled when "
                            "their micrographs have another pixel size. Pick every particle of a "
                            "labelled micrograph: unpicked particles count as background.")
-        form.addParam("diameterUnit", params.EnumParam, choices=DIAMETER_UNITS,
-                      default=UNIT_PIXELS, display=params.EnumParam.DISPLAY_HLIST,
-                      label="Diameter unit",
-                      help="Unit of the particle diameter below: pixels of the input "
-                           "micrographs, or Angstrom (converted with their sampling rate).")
-        form.addParam("particleDiameter", params.FloatParam, default=0,
-                      validators=[params.GE(0)],
-                      label="Particle diameter",
-                      help="Particle diameter in the unit above (pixels or Angstrom). 0 = the box "
-                           "size of the input coordinates divided by %g (CryoUNet's box "
-                           "convention: its pick protocol writes boxes of %g x the diameter), "
-                           "converted to pixels of the input micrographs. The wizard fills it "
-                           "the same way. Give the longest dimension of the particle, not the "
-                           "extraction box." % (engine.BOX_FACTOR, engine.BOX_FACTOR))
+        self._defineDiameterParams(
+            form, "the box size of the input coordinates divided by %g (CryoUNet's box convention: "
+                  "its pick protocol writes boxes of %g x the diameter), converted to pixels of the "
+                  "input micrographs. The wizard fills it the same way."
+                  % (engine.BOX_FACTOR, engine.BOX_FACTOR))
 
         form.addSection(label="Training")
         form.addParam("architecture", params.EnumParam, choices=ARCHITECTURES, default=ARCH_UNET,
@@ -260,7 +251,7 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
         coordSet = self.inputCoordinates.get()
         if micSet is None or coordSet is None:
             return errors
-        errors += self._engineConfigErrors() + self._nonMicrographErrors(micSet)
+        errors += self._gpuErrors() + self._engineConfigErrors() + self._nonMicrographErrors(micSet)
         items = self._micrographItems(micSet)
         errors += self._diameterErrors()
         if coordSet.getSize() == 0:
@@ -376,12 +367,9 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
     def _getDiameterPx(self):
         """Particle diameter in pixels of the input micrographs, or None when unknown."""
         micSet = self.inputMicrographs.get()
-        value = self.particleDiameter.get() or 0
-        if value > 0:
-            try:
-                return diameterInPixels(value, self.diameterUnit.get(), micSet.getSamplingRate())
-            except ValueError:
-                return None
+        given = self._diameterParamPx(micSet)
+        if given != 0:
+            return given
         coordSet = self.inputCoordinates.get()
         box = coordSet.getBoxSize() if coordSet is not None else None
         return self._diameterFromBoxSize(box * self._coordinateScale(coordSet, micSet)) if box else None

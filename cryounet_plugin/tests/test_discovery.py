@@ -42,7 +42,7 @@ def test_protocols_found_and_complete(domain, name):
     assert name in protocols, "protocol %s not discovered" % name
     cls = protocols[name]
     assert cls._package.__name__ == PLUGIN
-    assert cls._label and not cls.isBase()
+    assert cls._label.startswith("CryoUNet ") and not cls.isBase()  # readable in the protocol tree
     assert cls._possibleOutputs is not None
     for method in ("_validate", "_warnings", "_summary", "_methods", "_citations"):
         assert method in vars(cls), "%s does not define %s" % (name, method)

@@ -107,6 +107,25 @@ class TestCryoUnetFailures(CryoUnetTestBase):
         self.assertIn("mic_001.mrc: truncated: ", message)
         self.assertNoOutputs(prot)
 
+    def test_use_gpu_without_a_gpu_is_a_form_error(self):
+        """'Use GPU' = Yes (the default) on a machine without CUDA fails at validation, naming the
+        parameter, instead of failing in the engine after the run started."""
+        from cryounet_plugin import Plugin
+        if Plugin.visibleGpuCount():
+            pytest.skip("this machine has a CUDA GPU")
+        prot = self.newTrain(self.micsA, self.coordsA)
+        prot.useGpu.set(True)
+        errors = prot.validate()
+        self.assertTrue(any("'Use GPU' is Yes but the CryoUNet engine" in e and "set 'Use GPU' to No" in e
+                            for e in errors), errors)
+        prot._useQueue.set(True)  # on a queue the nodes may have GPUs: a warning only
+        self.assertFalse(any("Use GPU" in e for e in prot.validate()), prot.validate())
+        self.assertTrue(any("the queue's nodes must have one" in w for w in prot.warnings()))
+        pick = self.newProtocol(CryoUnetProtPick, useGpu=True)
+        pick.inputMicrographs.set(self.micsA)
+        pick.inputMicrographs.setExtended("outputMicrographs")
+        self.assertEqual(pick._gpuErrors()[0].split(" but ")[0], "'Use GPU' is Yes")
+
     def test_engine_error_reaches_the_protocol(self):
         """A failing engine run (here: model weights full of NaN) ends the protocol with the
         engine's own one-line reason, not a traceback or "see the log"."""

@@ -256,6 +256,19 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
             save(viewer._showPicks(), "picks_%s" % prot.getObjId())
             save(viewer._showHistogram(), "hist_%s" % prot.getObjId())
         self.assertEqual(len(saved), 8)
+        # the picks viewer draws the micrograph asked for (it drew the last one, whatever the number)
+        viewer = CryoUnetPicksViewer(project=self.proj, protocol=self.pick)
+        viewer.setProtocol(self.pick)
+        titles, images = [], []
+        for number in (1, 3):
+            viewer.micIndex.set(number)
+            (view,) = viewer._showPicks()
+            axes = view.getFigure().axes[0]
+            titles.append(axes.get_title())
+            images.append(np.asarray(axes.get_images()[0].get_array()))
+        mics = [m.getMicName() for m in self.pick.outputCoordinates.getMicrographs().iterItems()]
+        self.assertEqual([t.split(" (")[0] for t in titles], [mics[0], mics[2]])
+        self.assertFalse(np.array_equal(images[0], images[1]))
 
     # ------------------------------------------------------------------ wizards
     def test_07_wizards(self):
@@ -326,6 +339,28 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
         post.inputCoordinates.set(self.pick)
         post.inputCoordinates.setExtended("outputCoordinates")
         self.assertEqual(post._getDiameterPx(), SIM_DIAMETER)
+
+    def test_10_pick_with_a_particle_diameter(self):
+        """The particle diameter at pick time (px or A) reaches the engine as --diameter and sets
+        the box; without it the pixel-size check applies; a value the engine refuses is a form error."""
+        pick = self.newProtocol(CryoUnetProtPick, useGpu=False, streamingBatchSize=0, particleDiameter=96,
+                                diameterUnit=1, tta=False)  # 96 A = 48 px at 2 A/px
+        pick.inputMicrographs.set(self.streamImport)
+        pick.inputMicrographs.setExtended("outputMicrographs")
+        pick.inputModels.append(self._pointer(self.train, "outputModel"))
+        self.assertEqual(pick.getPickDiameter(), 48.0)
+        self.assertEqual(pick.validate(), [])
+        self.runProt(pick)
+        commands = [open(os.path.join(root, name)).read()
+                    for root, _, files in os.walk(pick._getExtraPath("batches")) for name in files
+                    if name.endswith(".cmd")]
+        self.assertTrue(commands and all("--diameter 48.000" in c for c in commands), commands)
+        self.assertEqual(pick.outputCoordinates.getBoxSize(), engine.boxSizeFromDiameter(48))
+        tiny = self.newProtocol(CryoUnetProtPick, useGpu=False, particleDiameter=2)
+        tiny.inputMicrographs.set(self.streamImport)
+        tiny.inputMicrographs.setExtended("outputMicrographs")
+        tiny.inputModels.append(self._pointer(self.train, "outputModel"))
+        self.assertTrue(any("between 4 and" in e for e in tiny.validate()), tiny.validate())
 
     # ------------------------------------------------------------------ helpers
     def _pointer(self, prot, name):

@@ -179,8 +179,8 @@ class CryoUnetPicksViewer(ProtocolViewer):
         return [plotter]
 
     def _diameter(self, coordSet):
-        if isinstance(self.protocol, CryoUnetProtPick) and self.protocol.getModelDiameter():
-            return self.protocol.getModelDiameter()
+        if isinstance(self.protocol, CryoUnetProtPick) and self.protocol.getPickDiameter():
+            return self.protocol.getPickDiameter()
         return engine.diameterFromBoxSize(coordSet.getBoxSize() or DEFAULT_BOX)
 
     def _showHistogram(self, paramName=None):
