@@ -10,8 +10,9 @@ from cryounet.errors import CryoUNetError
 logger = logging.getLogger(__name__)
 
 
-def resolve_device(spec: str | None) -> torch.device:
-    """Turn a ``--device`` value into a :class:`torch.device` and log what is used.
+def resolve_device(spec: str | None, threads: int = 0) -> torch.device:
+    """Turn a ``--device`` value into a :class:`torch.device` and log what is used; ``threads`` > 0
+    sets torch's CPU threads (``--threads``).
 
     Accepted: ``auto`` (a CUDA GPU when present, else the CPU, said in the log), ``cpu``, ``cuda``,
     ``cuda:N``, or a bare GPU index ``N`` / list ``"N M"`` (as Scipion's ``%(GPU)s`` gives; the first
@@ -20,6 +21,8 @@ def resolve_device(spec: str | None) -> torch.device:
     Raises:
         CryoUNetError: a GPU was asked for and is not available, or the value is not understood.
     """
+    if threads > 0:
+        torch.set_num_threads(threads)
     spec = "auto" if spec is None else spec.strip().lower()
     if spec == "auto":
         if torch.cuda.is_available():

@@ -72,6 +72,17 @@ AUGMENT_NONE = AUGMENTATIONS.index("none")
 AUGMENT_LIGHT = AUGMENTATIONS.index("light")
 AUGMENT_STRONG = AUGMENTATIONS.index("strong")
 
+#: Where training starts (the train protocol's "Start from").
+START_CHOICES = ["automatic", "scratch", "general model", "a model"]
+START_AUTO = 0
+START_SCRATCH = 1
+START_GENERAL = 2
+START_MODEL = 3
+#: "automatic" starts from the general model below this many labelled micrographs. Measured
+#: (BENCHMARKS.md, few picks): with 1 labelled micrograph a start from another set's model gained
+#: +0.018 / +0.029 F1 on the two CryoPPP sets; with 4, --init general gained nothing (3 seeds).
+GENERAL_START_BELOW = 2
+
 DIAMETER_UNITS = ["pixels", "Angstrom"]
 UNIT_PIXELS = 0
 UNIT_ANGSTROM = 1

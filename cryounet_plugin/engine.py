@@ -13,6 +13,7 @@ engine's own message for a bad file or value, as the protocols' form checks expe
 import dataclasses
 import functools
 import json
+import os
 import shlex
 
 from cryounet import config as _config
@@ -22,6 +23,7 @@ from cryounet.io import coordinates as _coordinates
 from cryounet.io import micrographs as _micrographs
 from cryounet.io import model_folder as _models
 from cryounet.io import mrc as _mrc
+from cryounet.io import outputs as _outputs
 from cryounet.io import picks_folder as _picks
 
 # ------------------------------------------------------------------ choice lists (engine config)
@@ -45,6 +47,8 @@ COORDINATE_SUFFIXES = _coordinates.COORDINATE_SUFFIXES
 #: Box size = BOX_FACTOR x particle diameter, and back.
 BOX_FACTOR = _coordinates.BOX_FACTOR
 AUTO_THRESHOLD = _models.AUTO_THRESHOLD
+#: ``cryounet train --init`` value of the general model shipped with the engine.
+GENERAL_MODEL = "general"
 
 
 def _asValueError(function):
@@ -135,6 +139,13 @@ def readModelInfo(folder):
             "precision": info.validation.get("precision"), "recall": info.validation.get("recall"),
             "f1": info.validation.get("f1"), "ap": info.validation.get("ap"),
             "version": info.cryounet_version}
+
+
+def resumableTraining(folder):
+    """True when ``folder`` holds an interrupted ``cryounet train`` run that ``--resume`` continues."""
+    marker = _outputs.read_marker(folder)
+    return bool(marker and marker.get("command") == "train" and not marker.get("complete")
+                and os.path.isfile(os.path.join(folder, _models.CHECKPOINT_NAME)))
 
 
 readHistory = _asValueError(_models.read_history)

@@ -964,3 +964,16 @@ def test_pick_uses_tta_by_default_and_no_tta_turns_it_off(run_cli, tiny_model: P
                              tmp_path / f"auto_{key}", "--device", "cpu", *extra)
         assert rc == 0, err
         assert f"at threshold {info[key]:.3f}" in caplog.text + err
+
+
+def test_threads_option_sets_torch_threads(run_cli, tiny_model: Path, sim_data: SimData, tmp_path: Path) -> None:
+    before = torch.get_num_threads()
+    try:
+        rc, _, err = run_cli("pick", "--model", tiny_model, "--micrographs", sim_data.micrographs[0], "--output",
+                             tmp_path / "p", "--device", "cpu", "--threads", "1", "--no-tta")
+        assert rc == 0 and "using device cpu (1 threads)" in err
+        rc, _, err = run_cli("pick", "--model", tiny_model, "--micrographs", sim_data.micrographs[0], "--output",
+                             tmp_path / "q", "--threads", "-1")
+        assert rc == 2 and "argument --threads" in error_line(err, "pick")
+    finally:
+        torch.set_num_threads(before)

@@ -18,6 +18,9 @@ def add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto",
                         help="auto (GPU if present, else CPU, logged), cpu, cuda, cuda:N or a GPU "
                              "index N; asking for a GPU that is absent is an error")
+    parser.add_argument("--threads", type=non_negative_int, default=0, metavar="N",
+                        help="CPU threads for torch (default 0: torch's own choice, every core); a "
+                             "queue job or a shared node should give what it was allotted")
 
 
 def show_progress(args: argparse.Namespace) -> bool:

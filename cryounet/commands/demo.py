@@ -57,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
         raise CryoUNetError("--micrographs must be at least 2 (one is held out for validation)")
     t0 = time.monotonic()
     out: Path = args.output
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, args.threads)
     folder = claim_output_folder(out, "demo", overwrite=args.overwrite, patterns=DEMO_PATTERNS)
     sim = dict(size=args.size, diameter_px=args.diameter)
     train_dir, test_dir = out / "data" / "train", out / "data" / "test"

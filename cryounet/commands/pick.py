@@ -52,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
 
     threshold = parse_threshold(args.threshold)
     micrographs = expand_micrographs(args.micrographs)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, args.threads)
     models = [load_model(path, device) for path in args.model]
     check_stems(micrographs)
     if args.diameter is not None:

@@ -48,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
         raise CryoUNetError("--valid-micrographs and --valid-coordinates go together")
     if args.output.resolve() == args.model.resolve():
         raise CryoUNetError("--output must differ from --model (the input model would be overwritten)")
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, args.threads)
     model = load_model(args.model, device)
     cfg = load_config(args.config, base=model.info.config)
     if args.rounds is not None:

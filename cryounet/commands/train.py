@@ -126,7 +126,9 @@ def main(args: argparse.Namespace) -> int:
             logger.info("--init: using the preprocessing of %s", init_dir)
             cfg.preprocess = init_info.config.preprocess
         init = init_dir / WEIGHTS_NAME
-    device = resolve_device(args.device)
+    if args.threads:
+        cfg.train.num_threads = args.threads
+    device = resolve_device(args.device, args.threads)
     folder = claim_output_folder(args.output, "train", overwrite=args.overwrite, resume=args.resume,
                                  patterns=MODEL_PATTERNS)
 

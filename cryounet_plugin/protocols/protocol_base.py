@@ -9,7 +9,7 @@ from pyworkflow.constants import BETA
 
 from .. import Plugin, engine
 from ..constants import (DEVICE_CPU, DIAMETER_UNITS, ENGINE_COMMAND, ENGINE_CONFIG, GPU_PLACEHOLDER,
-                         INPUTS_INFO, MICS_FOLDER, MICS_LIST, UNIT_PIXELS)
+                         INPUTS_INFO, MICS_FOLDER, MICS_LIST, UNIT_ANGSTROM, UNIT_PIXELS)
 from ..convert import diameterInPixels, matchMicrographs, samePixelSize
 
 #: How many offending items an error message lists before "and N more".
@@ -98,6 +98,19 @@ class CryoUnetProtBase:
         except ValueError:
             return None
 
+    def _particleDiameterErrors(self, diameter, micSet, missing):
+        """Why a particle diameter (px) cannot be used: unknown (``missing``, or no sampling rate for
+        a diameter in Angstrom), out of the engine's range, or not smaller than the micrographs."""
+        if diameter is None or diameter <= 0:
+            if self.diameterUnit.get() == UNIT_ANGSTROM and self.particleDiameter.get():
+                return ["The input micrographs have no sampling rate: give the diameter in pixels."]
+            return [missing]
+        side = self._smallestMicrographSide(micSet) if micSet is not None else None
+        if side and diameter >= side:
+            return ["Particle diameter %.1f px is not smaller than the micrographs (%d px): check "
+                    "the diameter and its unit." % (diameter, side)]
+        return engine.diameterErrors(diameter)
+
     def _defineExtraConfigParam(self, form):
         form.addParam("extraConfig", params.StringParam, default="",
                       expertLevel=LEVEL_ADVANCED,
@@ -117,6 +130,17 @@ class CryoUnetProtBase:
 
     def _usesGpuDevice(self):
         return bool(self.usesGpu() and self.getGpuList())
+
+    def _engineThreads(self, parallelSteps=1):
+        """``--threads`` of each engine run: the protocol's threads shared by the steps that run at
+        once (Scipion runs up to threads - 1 steps in parallel), at least 1, so that a queue job
+        uses the cores it asked for (torch would take every core of the node). A local run left at
+        the default of 1 thread gets 0: torch's own choice (every core of this machine)."""
+        threads = max(1, self.numberOfThreads.get() or 1)
+        if threads == 1 and not self.useQueue():
+            return 0
+        concurrent = 1 if threads == 1 else max(1, min(parallelSteps, threads - 1))
+        return max(1, threads // concurrent)
 
     def _getDeviceArg(self):
         """``--device`` value: the GPU placeholder the executor fills in, or ``cpu``."""

@@ -144,6 +144,7 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
                 "--threshold", engine.thresholdArgument(self._explicitThreshold()),
                 "--config", os.path.abspath(self._engineConfigPath("pick")),
                 "--device", self._getDeviceArg(),
+                "--threads", str(self._engineThreads(self.numberOfThreads.get())),
                 # A batch whose micrographs are all unreadable must not stop a streaming run:
                 # the engine lists every skipped micrograph with its reason in skipped.json.
                 "--allow-all-skipped"]
@@ -211,11 +212,8 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
         errors = self._gpuErrors() + self._engineConfigErrors()
         for model in models:
             errors += engine.checkModelFolder(model.getPath())
-        diameter = self.getPickDiameter()
-        if diameter is None:
-            errors.append("The input micrographs have no sampling rate: give the diameter in pixels.")
-        elif self.particleDiameter.get():
-            errors += engine.diameterErrors(diameter)
+        if self.particleDiameter.get():
+            errors += self._particleDiameterErrors(self.getPickDiameter(), self.getInputMicrographs(), "")
         diameters = sorted({round(m.getDiameter() or 0, 1) for m in models})
         if len(diameters) > 1 and not self.particleDiameter.get():
             errors.append("The models were trained for different particle diameters (%s px); "

@@ -97,6 +97,7 @@ class CryoUnetProtRefine(CryoUnetProtBase, EMProtocol):
                       help="Peak learning rate of the fine-tuning (lower than for training "
                            "from scratch, so the model does not forget).")
         self._defineExtraConfigParam(form)
+        form.addParallelSection(threads=1, mpi=0)
 
     # ================================================================== INSERT steps
     def _insertAllSteps(self):
@@ -162,7 +163,7 @@ class CryoUnetProtRefine(CryoUnetProtBase, EMProtocol):
                 "--output", os.path.abspath(output), "--overwrite",
                 "--rounds", str(self.rounds.get()),
                 "--config", os.path.abspath(self._engineConfigPath("refine")),
-                "--device", self._getDeviceArg()]
+                "--device", self._getDeviceArg(), "--threads", str(self._engineThreads())]
         self._runEngine(CMD_REFINE, args, "refine")
         errors = engine.checkModelFolder(output)
         if errors:

@@ -125,6 +125,18 @@ def test_picking_threshold_rule(tmp_path):
         E.pickingThreshold([str(tmp_path / "missing")], tta=True)
 
 
+def test_resumable_training(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    assert not E.resumableTraining(str(folder))
+    (folder / ".cryounet-output.json").write_text('{"command": "train", "complete": false}')
+    assert not E.resumableTraining(str(folder))  # no checkpoint yet: nothing to resume
+    (folder / "checkpoint.pt").write_bytes(b"x")
+    assert E.resumableTraining(str(folder))
+    (folder / ".cryounet-output.json").write_text('{"command": "train", "complete": true}')
+    assert not E.resumableTraining(str(folder))
+
+
 def test_check_micrograph(tmp_path):
     good = str(tmp_path / "good.mrc")
     with mrcfile.new(good) as handle:

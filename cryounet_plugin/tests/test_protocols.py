@@ -362,6 +362,31 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
         tiny.inputModels.append(self._pointer(self.train, "outputModel"))
         self.assertTrue(any("between 4 and" in e for e in tiny.validate()), tiny.validate())
 
+    def test_11_train_from_a_previous_model(self):
+        from cryounet_plugin.constants import START_AUTO, START_MODEL
+        prot = self.newProtocol(CryoUnetProtTrain, epochs=1, useGpu=False, startFrom=START_MODEL,
+                                extraConfig=tinyConfigJson())
+        prot.inputMicrographs.set(self.importMics)
+        prot.inputMicrographs.setExtended("outputMicrographs")
+        prot.inputCoordinates.set(self.importCoords)
+        prot.inputCoordinates.setExtended("outputCoordinates")
+        self.assertIn("Choose the starting model (Start from = a model).", prot.validate())
+        prot.initModel.set(self.train)
+        prot.initModel.setExtended("outputModel")
+        self.assertEqual(prot.validate(), [])
+        self.runProt(prot)
+        with open(prot._getExtraPath("cryounet_train.cmd")) as handle:
+            command = handle.read()
+        self.assertIn("--init %s" % os.path.abspath(self.train.outputModel.getPath()), command)
+        self.assertIn("--overwrite", command)
+        # automatic: the general model with one labelled micrograph, scratch with more (measured)
+        prot.startFrom.set(START_AUTO)
+        self.assertEqual(prot._initArgs(1), ["--init", "general"])
+        self.assertEqual(prot._initArgs(5), [])
+        # the first training (5 labelled micrographs, automatic) started from scratch
+        with open(self.train._getExtraPath("cryounet_train_1.cmd")) as handle:
+            self.assertNotIn("--init", handle.read())
+
     # ------------------------------------------------------------------ helpers
     def _pointer(self, prot, name):
         from pyworkflow.object import Pointer

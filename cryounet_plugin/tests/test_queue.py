@@ -51,6 +51,15 @@ class TestCryoUnetQueue(CryoUnetTestBase):
         submit.update(JOB_SCRIPT="job.sh", JOB_COMMAND="true")
         return prot.getHostConfig().getSubmitTemplate() % submit
 
+    def test_engine_threads_follow_the_protocol(self):
+        prot = self.newTrain(ensembleSize=2, useGpu=False)
+        self.assertEqual(prot._engineThreads(2), 0)  # local, default: torch's own choice
+        prot.numberOfThreads.set(5)  # 4 steps at once at most, 2 members: 2 threads each
+        self.assertEqual(prot._engineThreads(2), 2)
+        prot.numberOfThreads.set(1)
+        prot._useQueue.set(True)  # a queue job of 1 thread: 1
+        self.assertEqual(prot._engineThreads(2), 1)
+
     def test_job_asks_for_the_protocol_gpus(self):
         """The GPU request of a job follows the protocol's GPU list (no GPU needed to check)."""
         prot = self.newTrain(gpuList="0 1", useGpu=True)
@@ -84,5 +93,8 @@ class TestCryoUnetQueue(CryoUnetTestBase):
         self.assertIn("-m cryounet train", script)
         # GPU ids are renumbered from 0 inside a queued job
         self.assertIn("--device '0'" if useGpu else "--device cpu", script)
+        # the engine uses the threads the job asked for (1), not every core of the node
+        self.assertIn("#TESTQUEUE --cpus-per-task=1", script)
+        self.assertIn("--threads 1", script)
         with open(jobs[0][:-len(".job")] + ".rc") as handle:
             self.assertEqual(handle.read().strip(), "0")
