@@ -98,3 +98,21 @@ def spots_micrograph() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     image = gaussian_blobs((256, 256), xy, 4.0, 10.0) + rng.normal(0, 0.1, (256, 256))
     return image.astype(np.float32), xy
+
+
+def train_interrupted_after_one_epoch(run_cli, monkeypatch, argv) -> int:
+    """Run ``cryounet train`` in-process, interrupted (as by Ctrl-C) right after the first checkpoint
+    is saved; returns the exit code (130). The monkeypatch is undone before returning."""
+    from cryounet.training import loop
+
+    real_save = loop._save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "_save_checkpoint", save_then_die)
+    try:
+        return run_cli(*argv)[0]
+    finally:
+        monkeypatch.undo()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine_helpers import SimData, error_line
+from engine_helpers import SimData, error_line, train_interrupted_after_one_epoch
 
 from cryounet.io.coordinates import read_coordinates, write_star_picks, Picks
 from cryounet.io.outputs import MARKER_NAME
@@ -82,18 +82,8 @@ def test_train_refuses_an_existing_model(run_cli, tiny_model: Path, sim_data: Si
 def test_an_interrupted_training_is_refused_by_pick_then_resumed(run_cli, sim_data: SimData,
                                                                  tiny_config_file: Path, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from cryounet.training import loop
-
     model = tmp_path / "model"
-    real_save = loop._save_checkpoint
-
-    def save_then_die(*args, **kwargs):  # the process dies right after the first checkpoint
-        real_save(*args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "_save_checkpoint", save_then_die)
-    rc, _, _ = run_cli(*_train_argv(sim_data, model, tiny_config_file))
-    monkeypatch.undo()
+    rc = train_interrupted_after_one_epoch(run_cli, monkeypatch, _train_argv(sim_data, model, tiny_config_file))
     assert rc == 130 and (model / "model.safetensors").is_file()  # weights of epoch 1 exist...
     rc, _, err = _pick(run_cli, model, sim_data.micrographs[0], tmp_path / "picks")
     assert rc == 2 and "training run that did not finish" in error_line(err, "pick")  # ...but are refused
@@ -231,18 +221,9 @@ def test_disk_full_is_one_line_and_keeps_the_previous_files(run_cli, tiny_model:
 @pytest.mark.parametrize("damage", ["truncated", "foreign", "other-network"])
 def test_resume_from_a_bad_checkpoint(run_cli, sim_data: SimData, tiny_config_file: Path, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch, damage: str) -> None:
-    from cryounet.training import loop
-
     model = tmp_path / "model"
-    real_save = loop._save_checkpoint
-
-    def save_then_die(*args, **kwargs):
-        real_save(*args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "_save_checkpoint", save_then_die)
-    assert run_cli(*_train_argv(sim_data, model, tiny_config_file))[0] == 130
-    monkeypatch.undo()
+    assert train_interrupted_after_one_epoch(run_cli, monkeypatch, _train_argv(sim_data, model,
+                                                                               tiny_config_file)) == 130
     checkpoint = model / "checkpoint.pt"
     if damage == "truncated":
         checkpoint.write_bytes(checkpoint.read_bytes()[:500])

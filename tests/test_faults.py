@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine_helpers import REPO, SimData, error_line
+from engine_helpers import REPO, SimData, error_line, train_interrupted_after_one_epoch
 
 from cryounet.io.outputs import MARKER_NAME
 
@@ -164,17 +164,8 @@ def test_a_failing_write_leaves_the_previous_file_intact(tmp_path: Path, sim_dat
     model = tmp_path / "model"
     argv = ["train", "--micrographs", sim_data.folder, "--coordinates", sim_data.folder, "--diameter",
             sim_data.diameter, "--output", model, "--config", tiny_config_file, "--device", "cpu", "--quiet"]
-    from cryounet.training import loop
-
-    real_save = loop._save_checkpoint
-
-    def save_then_die(*args, **kwargs):
-        real_save(*args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "_save_checkpoint", save_then_die)
-    assert run_cli(*argv)[0] == 130  # one epoch done: checkpoint, weights and JSON files exist
-    monkeypatch.undo()
+    # one epoch done: checkpoint, weights and JSON files exist
+    assert train_interrupted_after_one_epoch(run_cli, monkeypatch, argv) == 130
     target = {"checkpoint": "checkpoint.pt", "weights": "model.safetensors", "json": "history.json"}[what]
     before = _digest(model / target)
     real_replace = os.replace
