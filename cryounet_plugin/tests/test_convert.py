@@ -71,3 +71,18 @@ def test_choose_score_attribute():
         C.chooseScoreAttribute(["_a", "_b"])
     with pytest.raises(ValueError, match="no attribute _c"):
         C.chooseScoreAttribute(["_a"], "_c")
+
+
+def test_link_and_list(tmp_path):
+    """The protocols' base helpers that hand micrographs to the engine."""
+    import os
+
+    from cryounet_plugin.protocols.protocol_base import linkFile, writeMicrographList
+
+    source = tmp_path / "src.mrc"
+    source.write_text("x")
+    link = linkFile(str(source), str(tmp_path / "links" / "a.mrc"))
+    assert os.path.realpath(link) == str(source.resolve())
+    linkFile(str(source), link)  # idempotent
+    writeMicrographList(str(tmp_path / "list.txt"), ["/a/1.mrc", "/b/2.mrc"])
+    assert (tmp_path / "list.txt").read_text() == "/a/1.mrc\n/b/2.mrc\n"
