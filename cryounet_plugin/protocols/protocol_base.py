@@ -12,6 +12,8 @@ from ..constants import (DEVICE_CPU, DIAMETER_UNITS, ENGINE_COMMAND, ENGINE_CONF
                          INPUTS_INFO, MICS_FOLDER, MICS_LIST, UNIT_ANGSTROM, UNIT_PIXELS)
 from ..convert import diameterInPixels, matchMicrographs, samePixelSize
 
+#: What pyworkflow's queue executor says when a job submission is refused.
+QUEUE_REFUSED = "Failed to submit to queue"
 #: How many offending items an error message lists before "and N more".
 _LIST_LIMIT = 5
 
@@ -172,13 +174,24 @@ class CryoUnetProtBase:
         try:
             Plugin.runCryounet(self, subcommand, args)
         except Exception as exc:
+            if QUEUE_REFUSED in str(exc):  # the engine never ran: say so, not "cryounet failed"
+                raise RuntimeError("The queue did not accept the job of cryounet %s (check the queue "
+                                   "parameters, e.g. the GPUs asked for): %s" % (subcommand, exc)) from exc
             reason = self._findEngineError(subcommand)
             raise EngineError(subcommand, reason, exc) from exc
 
+    def _engineLogs(self):
+        """This run's logs, then the output files of its queue jobs (``*.out``/``*.err`` beside the
+        job scripts, where a hosts.conf template that uses JOB_LOGS sends them), oldest first."""
+        folder = self._getLogsPath()
+        jobs = [os.path.join(folder, name) for name in os.listdir(folder)
+                if name.endswith((".out", ".err"))] if os.path.isdir(folder) else []
+        return [self.getStdoutLog(), self.getStderrLog()] + sorted(jobs, key=os.path.getmtime)
+
     def _engineLogLines(self, marker):
-        """Lines of this run's logs (stdout and stderr) containing ``marker``."""
+        """Lines of this run's logs and job outputs containing ``marker`` (the newest last)."""
         found = []
-        for log in (self.getStdoutLog(), self.getStderrLog()):
+        for log in self._engineLogs():
             try:
                 with open(log, errors="replace") as handle:
                     found += [line.strip() for line in handle if marker in line]

@@ -51,6 +51,37 @@ class TestCryoUnetQueue(CryoUnetTestBase):
         submit.update(JOB_SCRIPT="job.sh", JOB_COMMAND="true")
         return prot.getHostConfig().getSubmitTemplate() % submit
 
+    def test_engine_error_of_a_queue_job_and_a_refused_submission(self):
+        """In one-job-per-step mode the engine's error line is in the job's .out/.err (where the
+        hosts.conf template sends JOB_LOGS): the protocol reports it. A refused submission is said
+        to be one, not an engine failure."""
+        import time
+        from unittest import mock
+        from cryounet_plugin import Plugin
+        from cryounet_plugin.protocols.protocol_base import EngineError
+        prot = self.newTrain()
+        prot.setWorkingDir(os.path.join(self.dataDir, "queue_logs"))
+        logs = prot._getLogsPath()
+        os.makedirs(logs, exist_ok=True)
+        with open(os.path.join(logs, "cryounet-1-1.err"), "w") as handle:
+            handle.write("cryounet train: error: an older attempt\n")
+        time.sleep(0.05)
+        with open(os.path.join(logs, "cryounet-1-2.err"), "w") as handle:
+            handle.write("cryounet train: error: pick.tile_overlap must be smaller than pick.tile_size\n")
+        self.assertEqual(prot._findEngineError("train"),
+                         "pick.tile_overlap must be smaller than pick.tile_size")
+        with mock.patch.object(Plugin, "runCryounet", side_effect=Exception("job failed (exit 2)")):
+            with self.assertRaises(EngineError) as failed:
+                prot._runEngine("train", ["--device", "cpu"], "train")
+        self.assertIn("cryounet train failed: pick.tile_overlap must be smaller", str(failed.exception))
+        refused = Exception("Failed to submit to queue. JOBID is not valid. sbatch: error: Invalid gres")
+        with mock.patch.object(Plugin, "runCryounet", side_effect=refused):
+            with self.assertRaises(RuntimeError) as failed:
+                prot._runEngine("train", ["--device", "cpu"], "train")
+        self.assertNotIsInstance(failed.exception, EngineError)
+        self.assertIn("The queue did not accept the job of cryounet train", str(failed.exception))
+        self.assertIn("Invalid gres", str(failed.exception))
+
     def test_engine_threads_follow_the_protocol(self):
         prot = self.newTrain(ensembleSize=2, useGpu=False)
         self.assertEqual(prot._engineThreads(2), 0)  # local, default: torch's own choice
