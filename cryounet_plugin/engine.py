@@ -43,10 +43,8 @@ MODEL_RESUME_FILES = _models.RESUME_FILES
 #: Index of per-micrograph coordinate files in a pick folder (RELION 4/5 autopick layout).
 COORDS_INDEX = _coordinates.INDEX_NAME
 MICROGRAPH_SUFFIXES = _micrographs.MICROGRAPH_SUFFIXES
-COORDINATE_SUFFIXES = _coordinates.COORDINATE_SUFFIXES
 #: Box size = BOX_FACTOR x particle diameter, and back.
 BOX_FACTOR = _coordinates.BOX_FACTOR
-AUTO_THRESHOLD = _models.AUTO_THRESHOLD
 #: ``cryounet train --init`` value of the general model shipped with the engine.
 GENERAL_MODEL = "general"
 

@@ -359,14 +359,12 @@ def test_duplicated_ground_truth_does_not_halve_recall(run_cli, tiny_model: Path
                                                        tmp_path: Path) -> None:
     picks = tmp_path / "picks"
     assert _pick(run_cli, tiny_model, sim_data.micrographs[0], picks)[0] == 0
-    truth = tmp_path / "truth"
-    truth.mkdir()
-    original = read_coordinates(sim_data.folder / f"{sim_data.micrographs[0].stem}.star")
-    write_star_picks(truth / f"{sim_data.micrographs[0].stem}.star", Picks(np.concatenate([original.xy] * 2)))
-    shutil.copy(sim_data.folder / f"{sim_data.micrographs[0].stem}.star", tmp_path / "once.star")
-    once, twice = tmp_path / "t1", truth
+    star = f"{sim_data.micrographs[0].stem}.star"
+    once, twice = tmp_path / "once", tmp_path / "twice"
     once.mkdir()
-    shutil.copy(tmp_path / "once.star", once / f"{sim_data.micrographs[0].stem}.star")
+    twice.mkdir()
+    shutil.copy(sim_data.folder / star, once / star)
+    write_star_picks(twice / star, Picks(np.concatenate([read_coordinates(once / star).xy] * 2)))
     results = []
     for folder in (once, twice):
         rc, out, err = run_cli("evaluate", "--picks", picks, "--truth", folder, "--diameter", sim_data.diameter)

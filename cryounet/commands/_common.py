@@ -51,7 +51,6 @@ def _number(kind: type, check: Callable[[float], bool], requirement: str) -> Cal
 
 finite_number = _number(float, lambda v: True, "a finite number")
 non_negative = _number(float, lambda v: v >= 0, "a number >= 0")
-probability = _number(float, lambda v: 0 <= v <= 1, "a probability between 0 and 1")
 positive_int = _number(int, lambda v: v >= 1, "a whole number >= 1")
 non_negative_int = _number(int, lambda v: v >= 0, "a whole number >= 0")
 

@@ -110,12 +110,7 @@ def claim_output_folder(folder: str | os.PathLike[str], command: str, overwrite:
     path = Path(folder)
     if path.exists() and not path.is_dir():
         raise CryoUNetError(f"{path}: output path is an existing file, not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CryoUNetError(f"{path}: cannot create the output folder ({exc.strerror or exc})") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise CryoUNetError(f"{path}: the output folder is not writable")
+    _writable_folder(path, "the output folder")
     marker = read_marker(path)
     entries = sorted(p.name for p in path.iterdir() if p.name != MARKER_NAME)
     if resume:
@@ -152,10 +147,15 @@ def check_output_file(path: str | os.PathLike[str], overwrite: bool = False) -> 
         raise CryoUNetError(f"{path}: is a folder, not a file")
     if path.exists() and not overwrite:
         raise CryoUNetError(f"{path}: file exists; give --overwrite to replace it")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CryoUNetError(f"{path.parent}: cannot create the folder ({exc.strerror or exc})") from None
-    if not os.access(path.parent, os.W_OK | os.X_OK):
-        raise CryoUNetError(f"{path.parent}: folder is not writable")
+    _writable_folder(path.parent, "the folder")
     return path
+
+
+def _writable_folder(path: Path, what: str) -> None:
+    """Create ``path`` when missing and check that files can be written in it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CryoUNetError(f"{path}: cannot create {what} ({exc.strerror or exc})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise CryoUNetError(f"{path}: {what} is not writable")
