@@ -7,7 +7,9 @@ so they are set here, at collection start, before any test module imports it:
   installation's data);
 * ``SCIPION_HOSTS``: an absolute ``hosts.conf`` generated in that folder. Its ``localhost`` host
   defines a small "queue" whose submit command runs the job script locally in the background and
-  keeps a copy of it, so the queue tests exercise Scipion's real submission code;
+  keeps a copy of it, so the queue tests exercise Scipion's real submission code, and a queue
+  ``slurm`` submitted with sbatch to the one-node SLURM that ``.ci/run`` starts (``.ci/start-slurm``);
+* ``CRYOUNET_MODELS``: an empty model library in that folder;
 * ``SCIPION_DOMAIN=pwem``; ``SCIPION_STEPS_CHECK_SEC=1`` and ``SCIPION_EM_NEW_FILE_CHECK_SEC=1``
   (streaming and file-import polling every second instead of every 5-10 s).
 
@@ -29,11 +31,20 @@ _HOSTS = os.path.join(_TMP_ROOT, "hosts.conf")
 
 #: Queue name of the local background "queue" defined in the generated hosts.conf.
 TEST_QUEUE_NAME = "local_background"
+#: Queue name of the real SLURM partition (``.ci/start-slurm`` starts a one-node SLURM).
+SLURM_QUEUE_NAME = "slurm"
+#: SLURM's first job id there (FirstJobId): ids from it on are SLURM's, smaller ones are the
+#: local queue's process ids (pid_max is at most 4194304).
+SLURM_FIRST_JOB_ID = 50000000
 
 _SUBMIT_SH = """#!/bin/bash
-# Test queue: run the job script in the background and keep a copy of it (job id = this PID).
+# Test queues. slurm: sbatch (SLURM reads the #SBATCH lines). Else: run the job script in the
+# background and keep a copy of it (job id = this PID).
 set -e
-script="$1"
+if [ "$1" = "%(slurm)s" ]; then
+    exec sbatch --parsable "$2"
+fi
+script="$2"
 rec="%(queue)s"
 mkdir -p "$rec"
 id=$$
@@ -44,25 +55,41 @@ echo "$id"
 """
 
 _CHECK_SH = """#!/bin/bash
-# Test queue: a job is finished once its exit-code file exists (an empty answer means finished).
-[ -e "%(queue)s/$1.rc" ] || echo "running"
+# Test queues (an empty answer means finished). SLURM: the job is listed while it is queued or
+# running. Local: finished once its exit-code file exists.
+if [ "$1" -ge %(first_slurm_id)d ]; then
+    squeue -h -j "$1" 2>/dev/null
+else
+    [ -e "%(queue)s/$1.rc" ] || echo "running"
+fi
+"""
+
+_CANCEL_SH = """#!/bin/bash
+if [ "$1" -ge %(first_slurm_id)d ]; then scancel "$1"; else kill "$1" 2>/dev/null || true; fi
 """
 
 _HOSTS_CONF = """[localhost]
 PARALLEL_COMMAND = mpirun -np %%_(JOB_NODES)d --map-by node %%_(COMMAND)s
 NAME = %(queue_name)s
 MANDATORY = 0
-SUBMIT_COMMAND = bash %(submit)s %%_(JOB_SCRIPT)s
+SUBMIT_COMMAND = bash %(submit)s %%_(JOB_QUEUE)s %%_(JOB_SCRIPT)s
 CHECK_COMMAND = bash %(check)s %%_(JOB_ID)s
-CANCEL_COMMAND = echo cancel %%_(JOB_ID)s
+CANCEL_COMMAND = bash %(cancel)s %%_(JOB_ID)s
 SUBMIT_TEMPLATE = #!/bin/bash
     ### Job name: %%_(JOB_NAME)s
     #TESTQUEUE --gpus=%%_(GPU_COUNT)s
     #TESTQUEUE --cpus-per-task=%%_(JOB_THREADS)s
     #TESTQUEUE --mem=%%_(JOB_MEMORY)sM
+    #SBATCH --job-name=scipion-%%_(JOB_NAME)s
+    #SBATCH --partition=cpu
+    #SBATCH --gres=gpu:%%_(GPU_COUNT)s
+    #SBATCH --cpus-per-task=%%_(JOB_THREADS)s
+    #SBATCH --mem=%%_(JOB_MEMORY)sM
+    #SBATCH --output=%%_(JOB_LOGS)s.out
+    #SBATCH --error=%%_(JOB_LOGS)s.err
     export PATH=%(bindir)s:$PATH
     %%_(JOB_COMMAND)s
-QUEUES = {"%(queue_name)s": [["JOB_MEMORY", "2048", "Memory (MB)", "Memory requested for the job"]]}
+QUEUES = {"%(queue_name)s": [["JOB_MEMORY", "2048", "Memory (MB)", "Memory requested for the job"]], "%(slurm)s": [["JOB_MEMORY", "1024", "Memory (MB)", "Memory requested for the job"]]}
 QUEUES_DEFAULT = {"JOB_GPUS": "0"}
 """
 
@@ -79,9 +106,13 @@ def _setup_scipion_environment():
     os.makedirs(_QUEUE_DIR, exist_ok=True)
     submit = os.path.join(_TMP_ROOT, "queue_submit.sh")
     check = os.path.join(_TMP_ROOT, "queue_check.sh")
-    _write(submit, _SUBMIT_SH % {"queue": _QUEUE_DIR}, executable=True)
-    _write(check, _CHECK_SH % {"queue": _QUEUE_DIR}, executable=True)
-    _write(_HOSTS, _HOSTS_CONF % {"queue_name": TEST_QUEUE_NAME, "submit": submit, "check": check,
+    cancel = os.path.join(_TMP_ROOT, "queue_cancel.sh")
+    names = {"queue": _QUEUE_DIR, "slurm": SLURM_QUEUE_NAME, "first_slurm_id": SLURM_FIRST_JOB_ID}
+    _write(submit, _SUBMIT_SH % names, executable=True)
+    _write(check, _CHECK_SH % names, executable=True)
+    _write(cancel, _CANCEL_SH % names, executable=True)
+    _write(_HOSTS, _HOSTS_CONF % {"queue_name": TEST_QUEUE_NAME, "slurm": SLURM_QUEUE_NAME,
+                                  "submit": submit, "check": check, "cancel": cancel,
                                   "bindir": os.path.dirname(sys.executable)})
     os.environ["SCIPION_USER_DATA"] = _USER_DATA
     os.environ["SCIPION_HOSTS"] = _HOSTS
@@ -89,8 +120,11 @@ def _setup_scipion_environment():
     os.environ["SCIPION_PYTHON"] = sys.executable
     os.environ["SCIPION_STEPS_CHECK_SEC"] = "1"
     os.environ["SCIPION_EM_NEW_FILE_CHECK_SEC"] = "1"
+    # The site's model library (CRYOUNET_MODELS) of the tests: empty until a test puts models there.
+    os.environ["CRYOUNET_MODELS"] = os.path.join(_TMP_ROOT, "models")
     os.environ["CRYOUNET_TEST_QUEUE_DIR"] = _QUEUE_DIR
     os.environ["CRYOUNET_TEST_QUEUE_NAME"] = TEST_QUEUE_NAME
+    os.environ["CRYOUNET_TEST_SLURM_QUEUE"] = SLURM_QUEUE_NAME
     # The protocol subprocesses must find the interpreter running the tests first on PATH
     # (pyworkflow launches them with "python3").
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")

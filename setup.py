@@ -1,49 +1,64 @@
-"""Packaging for scipion-em-cryounet: the CryoUNet engine (``cryounet``) and its Scipion plugin."""
+"""Packaging for ``cryounet``, the CryoUNet engine (the Scipion plugin is ``scipion-em-cryounet/``).
+
+The base install holds what the Scipion plugin reads in Scipion's own environment (configuration,
+file rules, MRC/STAR/model-folder I/O) and needs no PyTorch. ``cryounet[engine]`` adds what training
+and picking need. PyTorch is in that extra as a range, so a site installs its own build (the CPU
+wheel, or a CUDA build) first and pip keeps it.
+"""
 import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
-# The version lives in cryounet_plugin/__init__.py only; read it without importing (that needs pwem).
+# The version lives in cryounet/__init__.py only; read it as text (importing is not needed).
 VERSION = re.search(
-    r'^__version__\s*=\s*"([^"]+)"', (HERE / "cryounet_plugin" / "__init__.py").read_text(), re.M
+    r'^__version__\s*=\s*"([^"]+)"', (HERE / "cryounet" / "__init__.py").read_text(), re.M
 ).group(1)
 
+ENGINE = [
+    "torch>=2.1,<3",
+    "albumentations==2.0.8",
+    "opencv-python-headless>=4.9,<4.12",
+    "tqdm>=4.60",
+]
+SCIPION = ["scipion-pyworkflow>=3.11", "scipion-em>=3.11"]
+
 setup(
-    name="scipion-em-cryounet",
+    name="cryounet",
     version=VERSION,
-    description="CryoUNet: U-Net particle picking for cryo-EM, with a Scipion 3 plugin",
+    description="CryoUNet: U-Net particle picking for cryo-EM micrographs (engine and command line)",
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
-    license="GPLv3",
+    license="GPL-3.0-or-later",
+    license_files=["LICENSE"],
+    url="https://github.com/cryounet/cryounet",
+    project_urls={
+        "Source": "https://github.com/cryounet/cryounet",
+        "Issues": "https://github.com/cryounet/cryounet/issues",
+    },
     # 3.10: the configuration's types (float | None) are evaluated at run time.
     python_requires=">=3.10",
-    packages=find_packages(include=["cryounet", "cryounet.*", "cryounet_plugin", "cryounet_plugin.*"]),
+    packages=find_packages(include=["cryounet", "cryounet.*"]),
     include_package_data=True,
-    package_data={
-        "cryounet_plugin": ["protocols.conf", "*.png", "workflows/*.json"],
-        "cryounet": ["weights/*/*.safetensors", "weights/*/*.json"],
-    },
+    package_data={"cryounet": ["weights/*/*.safetensors", "weights/*/*.json", "weights/README*"]},
     install_requires=[
-        # GPU sites bring their own CUDA build of torch; the README installs the CPU 2.13.0 wheel first.
-        "torch>=2.1,<3",
+        # Scipion's pins: numpy 1.26.1, scipy <= 1.10.0, mrcfile <= 1.4.3.
         "numpy>=1.24,<2",
         "scipy>=1.9,<=1.10.0",
         "mrcfile>=1.4,<=1.4.3",
         "starfile>=0.5",
-        "albumentations==2.0.8",
-        "opencv-python-headless>=4.9,<4.12",
         "safetensors>=0.4",
-        "tqdm>=4.60",
     ],
     extras_require={
-        "scipion": ["scipion-pyworkflow>=3.11", "scipion-em>=3.11"],
-        "test": ["pytest>=7", "hypothesis>=6", "scipion-pyworkflow>=3.11", "scipion-em>=3.11"],
+        "engine": ENGINE,
+        # Scipion plugin tests need the plugin too: pip install -e ./scipion-em-cryounet
+        "test": ENGINE + SCIPION + ["pytest>=7", "hypothesis>=6"],
     },
-    entry_points={
-        "console_scripts": ["cryounet = cryounet.cli:main"],
-        "pyworkflow.plugin": ["cryounet_plugin = cryounet_plugin"],
-    },
-    classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering"],
+    entry_points={"console_scripts": ["cryounet = cryounet.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: GNU General Public License v3 or later (GPLv3+)",
+        "Topic :: Scientific/Engineering :: Bio-Informatics",
+    ],
 )

@@ -53,6 +53,9 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
 EXIT_USER_ERROR = 2
 #: Exit code of an unexpected exception (a bug).
 EXIT_BUG = 1
+#: Top-level modules of the ``engine`` extra: the base install (the torch-free part Scipion's own
+#: environment holds) lacks them.
+ENGINE_MODULES = frozenset({"torch", "albumentations", "cv2", "tqdm"})
 OUT_OF_MEMORY = ("out of memory (use smaller tiles or batches: pick.tile_size, pick.batch_size, "
                  "train.batch_size, or --batch-size)")
 
@@ -66,16 +69,34 @@ def describe_os_error(exc: OSError) -> str:
     return f"{' -> '.join(files)}: {what}" if files else what
 
 
+def missing_engine(exc: ModuleNotFoundError) -> str:
+    """The one line for an environment that holds only the engine's torch-free base."""
+    return (f"{sys.executable} has the CryoUNet base install without the engine's dependencies "
+            f"(no module {exc.name!r}): install them with pip install 'cryounet[engine]' (a GPU site "
+            f"installs its CUDA build of torch first), or run cryounet from the environment that has them")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. Every expected failure (CryoUNetError, an OS error, running out of
     memory) ends as one ``cryounet CMD: error: ...`` line and exit code 2; an unexpected exception
     is a bug: one line asking to report it (exit code 1), with its traceback under ``--verbose``."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in ENGINE_MODULES:
+            raise
+        print(f"cryounet: error: {missing_engine(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
     setup_logging(args.quiet, args.verbose)
     prefix = f"cryounet {args.command}"
     try:
         return int(args._main(args) or 0)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in ENGINE_MODULES:
+            raise
+        print(f"{prefix}: error: {missing_engine(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except CryoUNetError as exc:
         print(f"{prefix}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

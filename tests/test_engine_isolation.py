@@ -41,3 +41,37 @@ def test_importing_every_engine_module_leaves_scipion_out() -> None:
     assert result["scipion"] == []
     # ``import cryounet`` alone is cheap: no torch, no Scipion.
     assert result["after_package_import"] == []
+
+
+_WITHOUT_TORCH = r"""
+import sys
+class _NoEngineDeps:
+    # Behave as an environment with the base install only: torch cannot be found.
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torch":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, _NoEngineDeps())
+from cryounet.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_the_command_line_without_torch_says_what_to_install(tmp_path) -> None:
+    """The base install (Scipion's environment) has no torch: running a command there is one clear
+    line naming the missing module and the extra to install, not a traceback."""
+    def run(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", _WITHOUT_TORCH, *argv], cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
+
+    sim = tmp_path / "sim"
+    # Simulation is numpy only: it works in the base install.
+    assert run("simulate", "--output", str(sim), "--micrographs", "2", "--size", "128",
+               "--quiet").returncode == 0
+    proc = run("train", "--micrographs", str(sim), "--coordinates", str(sim), "--diameter", "32",
+               "--output", str(tmp_path / "model"), "--epochs", "1")
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("cryounet train: error:") and "no module 'torch'" in last, last
+    assert "cryounet[engine]" in last
+    assert not (tmp_path / "model" / "model.safetensors").exists()

@@ -185,3 +185,23 @@ def test_model_folder_readers_and_checks(tmp_path: Path, tiny_model: Path) -> No
     (bad / "history.json").write_text("[1, 2]")
     with pytest.raises(InputFileError, match="history.json: training history should be a JSON list of records"):
         read_history(bad)
+
+
+def test_list_model_folders_keeps_only_usable_models(tmp_path: Path) -> None:
+    """A site's model library: finished model folders are listed by name, sorted; an unfinished
+    copy, a folder without weights, a stray file and an absent library are not."""
+    from cryounet.io.model_folder import check_model_folder, list_model_folders
+    library = tmp_path / "models"
+    _saved(library / "ribosome_2A")
+    _saved(library / "apoferritin")
+    (library / "empty").mkdir()
+    _saved(library / "broken")
+    (library / "broken" / WEIGHTS_NAME).write_bytes(b"not safetensors")
+    _saved(library / "truncated")
+    weights = (library / "truncated" / WEIGHTS_NAME).read_bytes()
+    (library / "truncated" / WEIGHTS_NAME).write_bytes(weights[:-100])
+    (library / "notes.txt").write_text("not a model")
+    assert list_model_folders(library) == ["apoferritin", "ribosome_2A"]
+    problems = check_model_folder(library / "truncated")
+    assert len(problems) == 1 and "is incomplete or damaged" in problems[0] and WEIGHTS_NAME in problems[0]
+    assert list_model_folders(tmp_path / "absent") == []

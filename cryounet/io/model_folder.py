@@ -194,9 +194,52 @@ def check_model_folder(folder: str | os.PathLike[str]) -> list[str]:
         return missing
     try:
         read_model_info(folder)
+        check_weights_file(folder / WEIGHTS_NAME)
     except CryoUNetError as exc:
         return [str(exc)]
     return []
+
+
+#: Largest safetensors JSON header accepted (a CryoUNet header is a few kB).
+_MAX_HEADER_BYTES = 16 * 1024 * 1024
+
+
+def check_weights_file(path: Path) -> None:
+    """Check, without torch, that ``path`` is a complete safetensors file: an 8-byte header length,
+    a JSON header, and tensor data that ends exactly at the end of the file (a truncated copy or
+    another kind of file fails here, before any network is built).
+
+    Raises:
+        InputFileError: naming the file and what is wrong.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 2 <= length <= min(_MAX_HEADER_BYTES, size - 8):
+            raise InputFileError(path, "is not a safetensors weights file (bad header)")
+        try:
+            header = json.loads(handle.read(length).decode("utf-8"))
+            ends = [int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"]
+        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, TypeError,
+                ValueError, IndexError):
+            raise InputFileError(path, "is not a safetensors weights file (unreadable header)") from None
+    if not ends:
+        raise InputFileError(path, "holds no tensors")
+    if max(ends) != size - 8 - length:
+        raise InputFileError(path, f"is incomplete or damaged: its tensors need {max(ends) + 8 + length} "
+                                   f"bytes, the file has {size}")
+
+
+def list_model_folders(root: str | os.PathLike[str]) -> list[str]:
+    """Names of the usable model folders directly inside ``root`` (a site's model library), sorted;
+    folders that are not models, or are unfinished or damaged, are left out. An absent ``root``
+    holds none."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(child.name for child in root.iterdir()
+                  if child.is_dir() and not check_model_folder(child))
 
 
 #: Folder (inside the package) of the general starting model, trained on several datasets.

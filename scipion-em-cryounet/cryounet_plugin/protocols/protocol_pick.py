@@ -8,11 +8,12 @@ from pyworkflow.protocol.constants import LEVEL_ADVANCED, STEPS_PARALLEL
 from pwem.objects import Coordinate
 from pwem.protocols import ProtParticlePickingAuto
 
-from .. import engine
+from .. import Plugin, engine
 from ..constants import (BATCHES_FOLDER, BOX_SIZE_AUTO, CMD_PICK, COORDS_FOLDER, ENGINE_COMMAND,
-                         MICS_FOLDER, MICS_LIST, RECORDS_FOLDER, SCORE_ATTR, SPREAD_ATTR,
-                         THRESHOLD_AUTO)
+                         MICS_FOLDER, MICS_LIST, MODEL_SOURCES, MODELS_GENERAL, MODELS_INPUT,
+                         MODELS_LIBRARY, RECORDS_FOLDER, SCORE_ATTR, SPREAD_ATTR, THRESHOLD_AUTO)
 from ..convert import nmsFraction, roundPosition, uniqueStems
+from ..objects import CryoUNetModel
 from .pick_records import allRecords, readRecord, writeRecord
 from .protocol_base import CryoUnetProtBase, listSome
 
@@ -41,8 +42,20 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
     def _defineParams(self, form):
         ProtParticlePickingAuto._defineParams(self, form)
         self._defineDeviceParams(form)
+        form.addParam("modelSource", params.EnumParam, choices=MODEL_SOURCES, default=MODELS_INPUT,
+                      display=params.EnumParam.DISPLAY_HLIST, important=True, label="Models",
+                      help="trained or imported: CryoUNet models of this project (train, refine or "
+                           "import model runs). general model: the model shipped with CryoUNet, "
+                           "trained on several public datasets; give the particle diameter below. "
+                           "models folder: a model of your site's library (the CRYOUNET_MODELS "
+                           "folder), chosen by name; the wizard lists them.")
+        form.addParam("libraryModel", params.StringParam, default="", condition="modelSource == %d"
+                      % MODELS_LIBRARY, label="Model name",
+                      help="Name of a model folder inside CRYOUNET_MODELS (the wizard lists the "
+                           "usable ones).")
         form.addParam("inputModels", params.MultiPointerParam, pointerClass="CryoUNetModel",
-                      important=True, label="Models",
+                      condition="modelSource == %d" % MODELS_INPUT, allowsNull=True,
+                      label="Input models",
                       help="One CryoUNet model, or several (from an ensemble training or "
                            "different runs) to pick as an ensemble. All must be trained for the "
                            "same particle diameter (pixels) and the micrographs' pixel size.")
@@ -206,7 +219,10 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
 
     # ================================================================== INFO
     def _validate(self):
-        models = self._getModels()
+        try:
+            models = self._getModels()
+        except ValueError as exc:
+            return [str(exc)]
         if not models:
             return ["Select at least one model."]
         errors = self._gpuErrors() + self._engineConfigErrors()
@@ -228,7 +244,7 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
         warnings = self._gpuWarnings("Picking")
         if self.particleDiameter.get():
             return warnings  # the diameter is given: the models' training pixel size does not matter
-        for model in self._getModels():
+        for model in self._modelsIfValid():
             warnings += self._pixelSizeWarnings(model, self.getInputMicrographs())
             if not model.getSamplingRate():
                 warnings.append("Model %s has no training pixel size: whether its %.1f px particle "
@@ -241,7 +257,7 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
         micSet = self.getInputMicrographs()
         if micSet is not None:
             summary.append("Input micrographs: %d" % micSet.getSize())
-        models = self._getModels()
+        models = self._modelsIfValid()
         summary.append("Models: %d (%s), threshold %s." % (
             len(models), "ensemble" if len(models) > 1 else "single model",
             "automatic (calibrated)" if self.threshold.get() == THRESHOLD_AUTO
@@ -266,7 +282,7 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
         output = getattr(self, "outputCoordinates", None)
         if output is None:
             return ["Output coordinates not ready yet."]
-        models = self._getModels()
+        models = self._modelsIfValid()
         return ["%d particles were picked from %d micrographs with CryoUNet [Ronneberger2015] "
                 "using %s, at %s threshold%s."
                 % (output.getSize(), len([r for r in self._allRecords() if r.get("coordinates")]),
@@ -280,12 +296,30 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
 
     # ================================================================== UTILS
     def _getModels(self):
+        """The models picking uses, as CryoUNetModel objects (built from the folder for the general
+        model and the models folder).
+
+        Raises:
+            ValueError: the general model or the named library model is not there.
+        """
+        source = self.modelSource.get()
+        if source == MODELS_GENERAL:
+            return [modelFromFolder(engine.generalModelFolder(), "general model")]
+        if source == MODELS_LIBRARY:
+            return [modelFromLibrary(self.libraryModel.get())]
         return [pointer.get() for pointer in self.inputModels if pointer.get() is not None]
+
+    def _modelsIfValid(self):
+        """The models, or none when they cannot be found (said by the form's validation)."""
+        try:
+            return self._getModels()
+        except ValueError:
+            return []
 
     def getPickDiameter(self):
         """Particle diameter (px of the input micrographs) picked: the form's, else the models'."""
         given = self._diameterParamPx(self.getInputMicrographs())
-        models = self._getModels()
+        models = self._modelsIfValid()
         return given if given != 0 else (models[0].getDiameter() if models else None)
 
     def _getBoxSize(self):
@@ -338,3 +372,29 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
 
     def _allRecords(self):
         return allRecords(self._recordsFolder())
+
+
+def modelFromFolder(folder, label):
+    """A CryoUNetModel (not stored in the project) describing the model folder ``folder``."""
+    errors = engine.checkModelFolder(folder)
+    if errors:
+        raise ValueError("; ".join(errors))
+    model = CryoUNetModel(path=folder)
+    model.setFromInfo(engine.readModelInfo(folder))
+    model.setObjLabel(label)
+    return model
+
+
+def modelFromLibrary(name):
+    """The model called ``name`` in the CRYOUNET_MODELS folder.
+
+    Raises:
+        ValueError: no name, or no usable model of that name (the message lists the usable ones).
+    """
+    root = Plugin.getModelsFolder()
+    available = engine.listModelFolders(root)
+    if not name or name not in available:
+        raise ValueError("%s: there is no model %r in the models folder %s (CRYOUNET_MODELS). "
+                         "Usable models there: %s." % ("Model name", name or "", root,
+                                                       ", ".join(available) or "none"))
+    return modelFromFolder(os.path.join(root, name), name)

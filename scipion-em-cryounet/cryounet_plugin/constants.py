@@ -8,8 +8,21 @@ reached through :mod:`cryounet_plugin.engine`. Nothing here imports Scipion, so 
 from .engine import ARCHITECTURES, AUGMENTATIONS, LOSSES  # noqa: F401 (the form lists)
 
 # ------------------------------------------------------------------ plugin variables
-#: Interpreter that runs the engine (``<python> -m cryounet``); default: the one Scipion runs in.
+#: Interpreter that runs the engine (``<python> -m cryounet``); default: the engine environment's
+#: (``scipion3 installb cryounet``) when installed, else the one Scipion runs in.
 CRYOUNET_PYTHON = "CRYOUNET_PYTHON"
+#: Folder of the engine environment ``defineBinaries`` creates (relative to Scipion's EM_ROOT).
+CRYOUNET_HOME = "CRYOUNET_HOME"
+#: What pip installs as PyTorch in the engine environment (a requirement and pip options).
+CRYOUNET_TORCH = "CRYOUNET_TORCH"
+#: Default of CRYOUNET_TORCH: the release the engine is tested with. PyPI's Linux wheel of it is a
+#: CUDA build; a CPU-only site adds ``--index-url https://download.pytorch.org/whl/cpu``.
+DEFAULT_TORCH = "torch==2.13.0"
+#: Name of the engine environment as a Scipion binary (``scipion3 installb cryounet``).
+ENGINE_BINARY = "cryounet"
+#: Its interpreter and its installation marker, relative to CRYOUNET_HOME.
+ENGINE_ENV_PYTHON = "venv/bin/python"
+ENGINE_ENV_DONE = "engine_installed"
 #: Folder holding CryoUNet model folders (browsed by the import-model protocol).
 CRYOUNET_MODELS = "CRYOUNET_MODELS"
 #: Default of CRYOUNET_MODELS, relative to Scipion's EM_ROOT (software/em).
@@ -82,6 +95,12 @@ START_MODEL = 3
 #: (BENCHMARKS.md, few picks): with 1 labelled micrograph a start from another set's model gained
 #: +0.018 / +0.029 F1 on the two CryoPPP sets; with 4, --init general gained nothing (3 seeds).
 GENERAL_START_BELOW = 2
+
+#: Where the pick protocol's models come from.
+MODEL_SOURCES = ["trained or imported", "general model", "models folder"]
+MODELS_INPUT = 0
+MODELS_GENERAL = 1
+MODELS_LIBRARY = 2
 
 DIAMETER_UNITS = ["pixels", "Angstrom"]
 UNIT_PIXELS = 0

@@ -179,6 +179,12 @@ class CryoUnetProtBase:
                                    "parameters, e.g. the GPUs asked for): %s" % (subcommand, exc)) from exc
             reason = self._findEngineError(subcommand)
             raise EngineError(subcommand, reason, exc) from exc
+        # A queue job that ends is "done" to Scipion whatever its exit code: the engine's own
+        # completion mark on its output folder tells whether it finished.
+        output = args[args.index("--output") + 1] if "--output" in args else None
+        if output and not engine.runCompleted(output):
+            raise EngineError(subcommand, self._findEngineError(subcommand),
+                              "the engine did not finish %s" % output)
 
     def _engineLogs(self):
         """This run's logs, then the output files of its queue jobs (``*.out``/``*.err`` beside the

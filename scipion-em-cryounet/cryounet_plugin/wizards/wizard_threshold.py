@@ -22,10 +22,10 @@ class CryoUnetThresholdWizard(Wizard):
     def show(self, form, *params):
         protocol = form.protocol
         if isinstance(protocol, CryoUnetProtPick):
-            if not protocol._getModels():
-                form.showWarning("Select the model(s) first.")
-                return
             try:
+                if not protocol._getModels():
+                    form.showWarning("Select the model(s) first.")
+                    return
                 value = round(protocol.getPickingThreshold(automatic=True), 3)
             except ValueError as exc:
                 form.showWarning(str(exc))

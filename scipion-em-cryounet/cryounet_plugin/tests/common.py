@@ -37,7 +37,7 @@ TINY_ENGINE = {
 TINY_REFINE = {"refine": {"tta": False}, "train": {"num_threads": 1}}
 
 #: Where the real CryoPPP excerpts live (relative to the repository root), when present.
-SHARED_DATA = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..",
+SHARED_DATA = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "..",
                                             "shared", "data"))
 
 
@@ -95,8 +95,11 @@ class CryoUnetTestBase(BaseTest):
     # ------------------------------------------------------------------ launching
     @classmethod
     def runProt(cls, prot):
-        """Launch and wait; fail with the run's log tail when it does not finish."""
+        """Launch and wait (also for a protocol sent to a queue as one job, which launching does not
+        wait for); fail with the run's log tail when it does not finish."""
         cls.proj.launchProtocol(prot, wait=True)
+        if prot.isActive():
+            cls.waitFor(prot)
         if not prot.isFinished():
             raise AssertionError("%s did not finish (%s): %s\n%s" % (
                 prot.getRunName(), prot.getStatus(), prot.getErrorMessage(), logTail(prot)))
@@ -105,6 +108,8 @@ class CryoUnetTestBase(BaseTest):
     @classmethod
     def runExpectingFailure(cls, prot):
         cls.proj.launchProtocol(prot, wait=True)
+        if prot.isActive():
+            cls.waitFor(prot)
         if not prot.isFailed():
             raise AssertionError("%s should have failed but is %s\n%s"
                                  % (prot.getRunName(), prot.getStatus(), logTail(prot)))

@@ -6,6 +6,7 @@ protocol parameter over as a JSON configuration file written in the run's extra 
 """
 import functools
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -15,26 +16,42 @@ import pyworkflow.utils as pwutils
 from pyworkflow.config import VarTypes
 
 from . import engine
-from .constants import CRYOUNET_MODELS, CRYOUNET_PYTHON, DEFAULT_MODELS_FOLDER, GPU_PLACEHOLDER
+from .constants import (CRYOUNET_HOME, CRYOUNET_MODELS, CRYOUNET_PYTHON, CRYOUNET_TORCH,
+                        DEFAULT_MODELS_FOLDER, DEFAULT_TORCH, ENGINE_BINARY, ENGINE_ENV_DONE,
+                        ENGINE_ENV_PYTHON, GPU_PLACEHOLDER)
 
+#: Released together with the engine (``cryounet``) of the same version, which it requires.
 __version__ = "0.3.0"
-_logo = None
+_logo = "cryounet_logo.png"
 _references = ["Ronneberger2015"]
 
 
 class Plugin(pwem.Plugin):
-    _url = "https://github.com/cryounet/scipion-em-cryounet"
+    _url = "https://github.com/cryounet/cryounet"
     _supportedVersions = [__version__]
 
     @classmethod
     def _defineVariables(cls):
+        cls._defineEmVar(
+            CRYOUNET_HOME, "%s-%s" % (ENGINE_BINARY, __version__),
+            description="Folder of the CryoUNet engine environment (a Python venv with PyTorch and "
+                        "the engine) that 'scipion3 installb %s' creates." % ENGINE_BINARY,
+            var_type=VarTypes.FOLDER)
         cls._defineVar(
-            CRYOUNET_PYTHON, sys.executable,
+            CRYOUNET_PYTHON, "",
             description="Python interpreter that runs the CryoUNet engine (python -m cryounet). "
-                        "Default: the interpreter Scipion runs in (pip install "
-                        "scipion-em-cryounet installs both). Point it at another environment's "
-                        "python, e.g. one with a CUDA build of PyTorch.",
+                        "Empty (default): the engine environment's (CRYOUNET_HOME/%s) once "
+                        "installed, else the interpreter Scipion runs in. Set it to use an engine "
+                        "installed elsewhere, e.g. a conda environment on the GPU nodes."
+                        % ENGINE_ENV_PYTHON,
             var_type=VarTypes.PATH)
+        cls._defineVar(
+            CRYOUNET_TORCH, DEFAULT_TORCH,
+            description="pip requirement (and options) of PyTorch in the engine environment, read "
+                        "by 'scipion3 installb %s'. Default %s (PyPI's Linux build uses CUDA); for "
+                        "a CPU-only site add --index-url https://download.pytorch.org/whl/cpu, for "
+                        "another CUDA version the matching index." % (ENGINE_BINARY, DEFAULT_TORCH),
+            var_type=VarTypes.STRING)
         cls._defineEmVar(
             CRYOUNET_MODELS, DEFAULT_MODELS_FOLDER,
             description="Folder holding CryoUNet model folders (model.safetensors + config.json); "
@@ -44,8 +61,20 @@ class Plugin(pwem.Plugin):
     # ------------------------------------------------------------------ environment
     @classmethod
     def getPython(cls):
-        """Interpreter running the engine (CRYOUNET_PYTHON)."""
-        return cls.getVar(CRYOUNET_PYTHON) or sys.executable
+        """Interpreter running the engine: CRYOUNET_PYTHON when set, else the engine environment's
+        when installed, else Scipion's own."""
+        python = cls.getVar(CRYOUNET_PYTHON)
+        if python:
+            return python
+        home = cls.getEngineHome()
+        if home and os.path.isfile(os.path.join(home, ENGINE_ENV_DONE)):
+            return os.path.join(home, ENGINE_ENV_PYTHON)
+        return sys.executable
+
+    @classmethod
+    def getEngineHome(cls):
+        """Folder of the engine environment (CRYOUNET_HOME)."""
+        return cls.getVar(CRYOUNET_HOME)
 
     @classmethod
     def getModelsFolder(cls):
@@ -68,7 +97,15 @@ class Plugin(pwem.Plugin):
 
     @classmethod
     def defineBinaries(cls, env):
-        """Nothing to install: the engine is the ``cryounet`` package of this distribution."""
+        """The engine environment (``scipion3 installb cryounet``): a venv in CRYOUNET_HOME with
+        PyTorch as CRYOUNET_TORCH says, then the engine with its ``engine`` extra, from the
+        checkout Scipion's ``cryounet`` came from (editable) or the released version; it counts
+        as installed once the engine imports torch there. Scipion's own environment then needs
+        no PyTorch."""
+        env.addPackage(ENGINE_BINARY, version=__version__, tar="void.tgz",
+                       commands=[(engineInstallCommand(cls.getVar(CRYOUNET_TORCH) or DEFAULT_TORCH,
+                                                       engine.engineSource()), ENGINE_ENV_DONE)],
+                       default=True)
 
     @classmethod
     def visibleGpuCount(cls):
@@ -106,6 +143,30 @@ class Plugin(pwem.Plugin):
         protocol.runJob(program, arguments, **kwargs)
 
 
+def engineInstallCommand(torchSpec, source, python=None):
+    """Shell command, run in the engine environment's folder, that creates it: a venv made by
+    ``python`` (Scipion's own by default), ``pip install <torchSpec>``, the engine with its
+    ``engine`` extra from ``source`` (a source folder, installed editable, or a requirement such as
+    ``cryounet==0.3.0``), a check that the engine and torch import, and the marker file."""
+    python = shlex.quote(python or sys.executable)
+    venvPython = shlex.quote(ENGINE_ENV_PYTHON)
+    if os.path.isdir(source):
+        engineSpec = "-e %s" % shlex.quote(source.rstrip("/") + "[engine]")
+    else:
+        name, _, version = source.partition("==")
+        engineSpec = shlex.quote("%s[engine]%s" % (name, "==" + version if version else ""))
+    check = shlex.quote("import torch, cryounet.training.loop; print('CryoUNet engine', "
+                        "cryounet.__version__, 'with torch', torch.__version__)")
+    return " && ".join([
+        "%s -m venv venv" % python,
+        "%s -m pip install --upgrade pip" % venvPython,
+        "%s -m pip install %s" % (venvPython, torchSpec),
+        "%s -m pip install %s" % (venvPython, engineSpec),
+        "%s -c %s" % (venvPython, check),
+        "touch %s" % ENGINE_ENV_DONE,
+    ])
+
+
 @functools.lru_cache(maxsize=8)
 def _countGpus(python):
     """torch.cuda.device_count() in ``python`` (asked once per process: importing torch takes
@@ -127,12 +188,13 @@ def _checkEngine(python):
     try:
         proc = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return ("CryoUNet: the interpreter %s=%s cannot be run (%s). Set %s to a python that has "
-                "the cryounet package (pip install scipion-em-cryounet)."
-                % (CRYOUNET_PYTHON, python, exc, CRYOUNET_PYTHON),)
+        return ("CryoUNet: the engine's interpreter %s cannot be run (%s). Create the engine "
+                "environment (scipion3 installb %s) or set %s to a python that has the engine."
+                % (python, exc, ENGINE_BINARY, CRYOUNET_PYTHON),)
     if proc.returncode != 0:
         missing = proc.stdout.strip() or proc.stderr.strip()[-200:]
-        return ("CryoUNet: %s=%s does not provide: %s. Install the engine there "
-                "(pip install scipion-em-cryounet) or point %s at the right interpreter."
-                % (CRYOUNET_PYTHON, python, missing, CRYOUNET_PYTHON),)
+        return ("CryoUNet: the engine's interpreter %s does not provide: %s. Create the engine "
+                "environment (scipion3 installb %s), install the engine there (pip install "
+                "'cryounet[engine]'), or set %s to the right interpreter."
+                % (python, missing, ENGINE_BINARY, CRYOUNET_PYTHON),)
     return ()

@@ -387,6 +387,48 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
         with open(self.train._getExtraPath("cryounet_train_1.cmd")) as handle:
             self.assertNotIn("--init", handle.read())
 
+    def test_12_pick_with_the_general_model_or_a_library_model(self):
+        """No import step: the general model shipped with the engine, or a model of the site's
+        CRYOUNET_MODELS folder chosen by name (the wizard lists the usable ones)."""
+        import shutil
+        from cryounet_plugin import Plugin
+        from cryounet_plugin.constants import MODELS_GENERAL, MODELS_LIBRARY
+        from cryounet_plugin.wizards import CryoUnetLibraryModelWizard
+
+        general = self.newProtocol(CryoUnetProtPick, useGpu=False, modelSource=MODELS_GENERAL,
+                                   tta=False, streamingBatchSize=0)
+        general.inputMicrographs.set(self.streamImport)
+        general.inputMicrographs.setExtended("outputMicrographs")
+        self.assertEqual(general.validate(), [])
+        # the general model knows no pixel size: without a particle diameter the form says so
+        self.assertTrue(any("give the particle diameter" in w for w in general.warnings()))
+        general.particleDiameter.set(SIM_DIAMETER)
+        self.assertFalse(any("pixel size" in w for w in general.warnings()))
+        self.runProt(general)
+        self.assertIsNotNone(general.outputCoordinates)
+        commands = [open(os.path.join(root, name)).read()
+                    for root, _, files in os.walk(general._getExtraPath("batches")) for name in files
+                    if name.endswith(".cmd")]
+        self.assertTrue(commands and all("--model %s" % engine.generalModelFolder() in c
+                                         for c in commands), commands)
+
+        library = Plugin.getModelsFolder()
+        os.makedirs(library, exist_ok=True)
+        pick = self.newProtocol(CryoUnetProtPick, useGpu=False, modelSource=MODELS_LIBRARY,
+                                libraryModel="sim_model", tta=False, streamingBatchSize=0)
+        pick.inputMicrographs.set(self.streamImport)
+        pick.inputMicrographs.setExtended("outputMicrographs")
+        form = FakeForm(pick)
+        CryoUnetLibraryModelWizard().show(form)
+        self.assertIn("holds no usable CryoUNet model", form.messages[0])
+        self.assertTrue(any("there is no model 'sim_model'" in e and "none" in e for e in pick.validate()))
+        shutil.copytree(self.train.outputModel.getPath(), os.path.join(library, "sim_model"))
+        CryoUnetLibraryModelWizard().show(form)
+        self.assertEqual(form.values, {"libraryModel": "sim_model"})
+        self.assertEqual(pick.validate(), [])
+        self.runProt(pick)
+        self.assertGreater(pick.outputCoordinates.getSize(), 0)
+
     # ------------------------------------------------------------------ helpers
     def _pointer(self, prot, name):
         from pyworkflow.object import Pointer

@@ -17,9 +17,11 @@ PLUGIN = "cryounet_plugin"
 PROTOCOLS = ["CryoUnetProtTrain", "CryoUnetProtRefine", "CryoUnetProtPick",
              "CryoUnetProtPostprocess", "CryoUnetProtImportModel",
              "CryoUnetProtImportCoordinates"]
-WIZARDS = ["CryoUnetDiameterWizard", "CryoUnetThresholdWizard"]
+WIZARDS = ["CryoUnetDiameterWizard", "CryoUnetLibraryModelWizard", "CryoUnetThresholdWizard"]
 VIEWERS = ["CryoUnetModelViewer", "CryoUnetTrainingViewer", "CryoUnetPicksViewer"]
+#: The plugin's distribution folder (scipion-em-cryounet/) and the repository root (the engine's).
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO_ROOT = os.path.dirname(ROOT)
 
 
 @pytest.fixture(scope="module")
@@ -130,17 +132,46 @@ def test_version_is_a_double_quoted_literal():
     assert match and match.group(1) == cryounet_plugin.__version__
 
 
+def test_plugin_and_engine_are_released_together():
+    """The plugin requires exactly the engine of its own version, and the installed metadata say so
+    (one distribution per top-level package: Scipion's plugin manager maps a distribution to its
+    first package)."""
+    from importlib import metadata
+
+    import cryounet_plugin
+    from cryounet_plugin import engine
+    assert cryounet_plugin.__version__ == engine.VERSION
+    with open(os.path.join(ROOT, "pyproject.toml")) as handle:
+        pins = re.findall(r'"cryounet==([^"]+)"', handle.read())
+    assert pins == [engine.VERSION]
+    plugin = metadata.distribution("scipion-em-cryounet")
+    assert plugin.version == cryounet_plugin.__version__
+    assert "cryounet==%s" % engine.VERSION in plugin.requires
+    assert plugin.read_text("top_level.txt").split() == [PLUGIN]
+    assert not any(r.startswith("torch") for r in plugin.requires)
+    assert [e.value for e in plugin.entry_points if e.group == "pyworkflow.plugin"] == [PLUGIN]
+    engine_dist = metadata.distribution("cryounet")
+    assert engine_dist.version == engine.VERSION
+    base = [r for r in engine_dist.requires if "extra ==" not in r]
+    assert base and not any(r.startswith("torch") for r in base)
+    assert os.path.isfile(os.path.join(REPO_ROOT, "LICENSE"))
+    assert os.path.isfile(os.path.join(ROOT, PLUGIN, cryounet_plugin._logo))
+
+
 def test_plugin_variables_and_installation():
     import cryounet_plugin
     from cryounet_plugin import Plugin, _checkEngine
     from cryounet_plugin.constants import CRYOUNET_MODELS, CRYOUNET_PYTHON
     variables = Plugin.getVars()
-    assert variables[CRYOUNET_PYTHON] == os.environ.get(CRYOUNET_PYTHON, sys.executable)
+    assert variables[CRYOUNET_PYTHON] == os.environ.get(CRYOUNET_PYTHON, "")
+    # No engine environment in the tests' Scipion: the engine runs in the interpreter Scipion runs in.
+    assert Plugin.getPython() == os.environ.get(CRYOUNET_PYTHON) or sys.executable
     assert variables[CRYOUNET_MODELS].endswith(os.environ.get(CRYOUNET_MODELS,
                                                               "cryounet-models"))
     assert Plugin.validateInstallation() == []
     errors = _checkEngine("/nonexistent/python3")
     assert errors and "cannot be run" in errors[0] and CRYOUNET_PYTHON in errors[0]
+    assert "scipion3 installb cryounet" in errors[0]
     errors = _checkEngine("/bin/false")
     assert errors and "does not provide" in errors[0]
     assert cryounet_plugin._references == ["Ronneberger2015"]
@@ -159,3 +190,42 @@ def test_engine_command_line_quoting():
     _, args = Plugin.getEngineCommandLine("postprocess", ["--picks", "/x/50%"])
     assert shlex.split(args) == ["-m", "cryounet", "postprocess", "--picks", "/x/50%"]
 
+
+
+def test_the_engine_environment_is_used_once_installed(tmp_path, monkeypatch):
+    """CRYOUNET_PYTHON empty: the engine environment's python once its marker exists (a half-made
+    environment is not used), and an explicit CRYOUNET_PYTHON wins over both."""
+    from cryounet_plugin import Plugin
+    from cryounet_plugin.constants import (CRYOUNET_HOME, CRYOUNET_PYTHON, ENGINE_ENV_DONE,
+                                           ENGINE_ENV_PYTHON)
+    monkeypatch.setitem(Plugin._vars, CRYOUNET_PYTHON, "")
+    monkeypatch.setitem(Plugin._vars, CRYOUNET_HOME, str(tmp_path))
+    (tmp_path / "venv" / "bin").mkdir(parents=True)
+    assert Plugin.getPython() == sys.executable
+    (tmp_path / ENGINE_ENV_DONE).write_text("")
+    assert Plugin.getPython() == str(tmp_path / ENGINE_ENV_PYTHON)
+    monkeypatch.setitem(Plugin._vars, CRYOUNET_PYTHON, "/opt/conda/envs/cryounet/bin/python")
+    assert Plugin.getPython() == "/opt/conda/envs/cryounet/bin/python"
+
+
+def test_engine_install_command(tmp_path):
+    """The engine environment: venv, the configured torch, the engine with its extra (editable from a
+    checkout, else the release), an import check, then the marker, each step only after the last."""
+    from cryounet_plugin import engineInstallCommand
+    from cryounet_plugin.constants import ENGINE_ENV_DONE
+    command = engineInstallCommand("torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu",
+                                   str(tmp_path), python="/usr/bin/python3")
+    steps = command.split(" && ")
+    assert steps[0] == "/usr/bin/python3 -m venv venv"
+    assert steps[2].endswith("pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu")
+    assert shlex.split(steps[3])[-2:] == ["-e", "%s[engine]" % tmp_path]
+    assert "import torch, cryounet.training.loop" in shlex.split(steps[4])[-1]
+    assert steps[-1] == "touch %s" % ENGINE_ENV_DONE
+    released = engineInstallCommand("torch==2.13.0", "cryounet==0.3.0")
+    assert shlex.split(released.split(" && ")[3])[-1] == "cryounet[engine]==0.3.0"
+
+
+def test_engine_source_is_this_checkout():
+    """Installed with pip install -e (as here), the engine environment installs from this checkout."""
+    from cryounet_plugin import engine
+    assert os.path.samefile(engine.engineSource(), REPO_ROOT)

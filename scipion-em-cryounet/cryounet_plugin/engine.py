@@ -16,6 +16,8 @@ import json
 import os
 import shlex
 
+import cryounet as _cryounet
+from cryounet import __version__ as VERSION
 from cryounet import config as _config
 from cryounet.errors import CryoUNetError
 from cryounet.io import atomic as _atomic
@@ -47,6 +49,8 @@ MICROGRAPH_SUFFIXES = _micrographs.MICROGRAPH_SUFFIXES
 BOX_FACTOR = _coordinates.BOX_FACTOR
 #: ``cryounet train --init`` value of the general model shipped with the engine.
 GENERAL_MODEL = "general"
+#: Distribution name of the engine (the engine environment installs ``<it>[engine]``).
+ENGINE_DISTRIBUTION = "cryounet"
 
 
 def _asValueError(function):
@@ -137,6 +141,39 @@ def readModelInfo(folder):
             "precision": info.validation.get("precision"), "recall": info.validation.get("recall"),
             "f1": info.validation.get("f1"), "ap": info.validation.get("ap"),
             "version": info.cryounet_version}
+
+
+def generalModelFolder():
+    """Model folder of the general model shipped with the engine (pickable as it is, and the
+    training start ``--init general``).
+
+    Raises:
+        ValueError: this installation of the engine has no general model.
+    """
+    return str(_asValueError(_models.general_model_path)())
+
+
+def listModelFolders(root):
+    """Names of the usable model folders in ``root`` (the CRYOUNET_MODELS library), sorted."""
+    return _models.list_model_folders(root) if root else []
+
+
+def engineSource():
+    """What the engine environment installs: the engine's source tree when Scipion's ``cryounet``
+    runs from one (a checkout installed with ``pip install -e``), else the released ``cryounet`` of
+    this version. The ``engine`` extra is added by the caller."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(_cryounet.__file__)))
+    if os.path.isfile(os.path.join(root, "setup.py")):
+        return root
+    return "%s==%s" % (ENGINE_DISTRIBUTION, VERSION)
+
+
+def runCompleted(folder):
+    """True when an engine command marked ``folder`` (its ``--output``) complete: its last write.
+    A queue job that died, or an engine that failed where the queue does not report exit codes,
+    leaves it unmarked."""
+    marker = _outputs.read_marker(folder)
+    return bool(marker and marker.get("complete") is True)
 
 
 def resumableTraining(folder):
