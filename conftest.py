@@ -89,7 +89,8 @@ SUBMIT_TEMPLATE = #!/bin/bash
     #SBATCH --error=%%_(JOB_LOGS)s.err
     export PATH=%(bindir)s:$PATH
     %%_(JOB_COMMAND)s
-QUEUES = {"%(queue_name)s": [["JOB_MEMORY", "2048", "Memory (MB)", "Memory requested for the job"]], "%(slurm)s": [["JOB_MEMORY", "1024", "Memory (MB)", "Memory requested for the job"]]}
+QUEUES = {"%(queue_name)s": [["JOB_MEMORY", "2048", "Memory (MB)", "Memory requested for the job"]],
+    "%(slurm)s": [["JOB_MEMORY", "1024", "Memory (MB)", "Memory requested for the job"]]}
 QUEUES_DEFAULT = {"JOB_GPUS": "0"}
 """
 

@@ -20,7 +20,7 @@ import pytest
 
 from engine_helpers import REPO, SimData, error_line, train_interrupted_after_one_epoch
 
-from cryounet.io.outputs import MARKER_NAME
+from cryounet.io.outputs import MARKER_NAME, is_incomplete
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
@@ -90,11 +90,14 @@ def test_training_killed_at_a_random_point_resumes_to_the_same_weights(
     if not killed:
         pytest.skip(f"the run ended within {time.monotonic() - start:.1f} s, before the kill")
     if (out / "model.safetensors").exists():
-        # weights of an earlier epoch exist, but the folder is refused as unfinished
         picked = _run("pick", "--model", out, "--micrographs", sim_data.micrographs[0], "--output",
                       tmp_path / "picks", "--device", "cpu", "--quiet")
-        assert picked.returncode == 2
-        assert "training run that did not finish" in error_line(picked.stderr, "pick")
+        if is_incomplete(out):
+            # weights of an earlier epoch exist, but the folder is refused as unfinished
+            assert picked.returncode == 2
+            assert "training run that did not finish" in error_line(picked.stderr, "pick")
+        else:  # the kill landed after the run's last write (its completion mark): a usable model
+            assert picked.returncode == 0, picked.stderr
     again = "--resume" if (out / "checkpoint.pt").exists() else "--overwrite"
     proc = _run(*_train_argv(sim_data, out, fault_config), again)
     assert proc.returncode == 0, proc.stderr
@@ -116,7 +119,7 @@ def test_pick_killed_at_a_random_point_is_refused_then_rerun_identically(
     out = tmp_path / "picks"
     proc = _start(*argv, "--output", out)
     killed = _kill_during(proc, out, float(np.random.default_rng(7).uniform(0.0, 0.5)))
-    if killed:
+    if killed and is_incomplete(out):  # (a kill after the run's completion mark interrupts nothing)
         post = _run("postprocess", "--picks", out, "--output", tmp_path / "post", "--diameter", 24)
         assert post.returncode == 2 and "did not finish" in error_line(post.stderr, "postprocess")
         refused = _run(*argv, "--output", out)

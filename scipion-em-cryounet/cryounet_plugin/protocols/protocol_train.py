@@ -1,5 +1,4 @@
 """Train CryoUNet picking networks (one, or an ensemble) from micrographs and coordinates."""
-import enum
 import os
 
 import pyworkflow.protocol.params as params
@@ -20,13 +19,14 @@ from .protocol_base import CryoUnetProtBase
 FEW_PARTICLES = 30
 
 
-class CryoUnetTrainOutputs(enum.Enum):
-    outputModel = CryoUNetModel
-
-
 def outputModelName(member):
     """Output name of ensemble member ``member`` (1-based): outputModel, outputModel2, ..."""
     return "outputModel" if member == 1 else "outputModel%d" % member
+
+
+#: Every output an ensemble can have (a dict: an Enum would make outputModel2.. aliases of
+#: outputModel, all having the same class).
+TRAIN_OUTPUTS = {outputModelName(member): CryoUNetModel for member in range(1, MAX_ENSEMBLE + 1)}
 
 
 class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
@@ -40,7 +40,7 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
     picking protocol averages them and reports their disagreement.
     """
     _label = "CryoUNet train"
-    _possibleOutputs = CryoUnetTrainOutputs
+    _possibleOutputs = TRAIN_OUTPUTS
 
     def __init__(self, **kwargs):
         EMProtocol.__init__(self, **kwargs)

@@ -229,3 +229,15 @@ def test_engine_source_is_this_checkout():
     """Installed with pip install -e (as here), the engine environment installs from this checkout."""
     from cryounet_plugin import engine
     assert os.path.samefile(engine.engineSource(), REPO_ROOT)
+
+
+def test_every_ensemble_output_is_declared():
+    """outputModel, outputModel2 ... outputModel<MAX_ENSEMBLE> are possible outputs of training, each
+    its own name (so the GUI can offer them to a pick form before the run ends)."""
+    from cryounet_plugin.constants import MAX_ENSEMBLE
+    from cryounet_plugin.objects import CryoUNetModel
+    from cryounet_plugin.protocols import CryoUnetProtTrain
+    prot = CryoUnetProtTrain()
+    declared = dict(prot.iterOutputAttributes(includePossible=True))
+    assert list(declared) == ["outputModel"] + ["outputModel%d" % k for k in range(2, MAX_ENSEMBLE + 1)]
+    assert set(declared.values()) == {CryoUNetModel}

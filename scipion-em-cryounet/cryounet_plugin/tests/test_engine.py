@@ -273,8 +273,10 @@ def writeModel(folder, **overrides):
     cfg.update(overrides)
     with open(os.path.join(folder, "config.json"), "w") as handle:
         json.dump(cfg, handle)
+    # the smallest complete safetensors file: its header (one float32 tensor), then the tensor
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
     with open(os.path.join(folder, "model.safetensors"), "wb") as handle:
-        handle.write(b"\0" * 16)
+        handle.write(len(header).to_bytes(8, "little") + header + b"\0" * 4)
     return folder
 
 
@@ -286,6 +288,9 @@ def test_read_model_info(tmp_path):
                     "f1": 0.75, "ap": 0.77, "version": "0.1.0"}
     assert E.checkModelFolder(folder) == []
     assert E.readModelInfo(writeModel(str(tmp_path / "t"), threshold_tta=0.3))["threshold_tta"] == 0.3
+    with open(os.path.join(folder, "model.safetensors"), "wb") as handle:
+        handle.write(b"\0" * 16)  # not weights: refused by the form, before any engine run
+    assert "is not a safetensors weights file" in E.checkModelFolder(folder)[0]
 
 
 def test_model_folder_problems(tmp_path):
