@@ -55,7 +55,7 @@ setup(
         # Scipion plugin tests need the plugin too: pip install -e ./scipion-em-cryounet
         "test": ENGINE + SCIPION + ["pytest>=7", "hypothesis>=6"],
     },
-    entry_points={"console_scripts": ["cryounet = cryounet.cli:main"]},
+    entry_points={"console_scripts": ["cryounet = cryounet.__main__:run"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "License :: OSI Approved :: GNU General Public License v3 or later (GPLv3+)",

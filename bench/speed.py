@@ -1,12 +1,14 @@
-"""Speed benchmark: pick one 4096 x 4096 float32 micrograph on the CPU.
+"""Speed benchmark: pick real-size (4096 x 4096 float32) micrographs on the CPU, swept over particle
+diameters, with and without test-time augmentation, one micrograph and a batch.
 
-Makes the micrograph with ``cryounet simulate`` (particle diameter ``--diameter``, 128 px by default,
-i.e. a 16 px working particle as in Topaz's usual downsampling by 8), trains a small model on
-simulated micrographs with the same diameter unless ``--model`` is given (not timed), then times the
-real ``cryounet pick`` command in its own process: wall time (including start-up, reading and
-writing) and peak RSS. Prints one line per variant (plain, and with test-time augmentation).
+For each diameter a micrograph is made with ``cryounet simulate`` and a small model is trained on
+simulated micrographs of that diameter unless ``--model`` is given (not timed). Each run is the real
+``cryounet pick`` command in its own process: wall time (start-up, reading, writing included) and
+peak RSS. One line per (diameter, TTA, batch size); the batch line also gives seconds per
+micrograph. The working image is diameter / 16 times smaller than the micrograph (the default
+working particle of 16 px): 50 px particles give a 1310 px working image, 300 px a 218 px one.
 
-    python bench/speed.py [--diameter 128] [--model MODEL_DIR] [--repeat 3]
+    python bench/speed.py [--diameters 50 80 108 150 200 300] [--batch 20] [--repeat 3]
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+PY = [sys.executable, "-m", "cryounet"]
 QUICK_TRAIN = {"train": {"epochs": 3, "steps_per_epoch": 20}}
 
 
@@ -34,45 +37,63 @@ def timed(cmd: list[str]) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024
 
 
+def quiet(cmd: list[str]) -> None:
+    subprocess.run(cmd + ["--quiet"], check=True, cwd=REPO)
+
+
+def prepare(work: Path, diameter: float, size: int, batch: int, model: Path | None) -> tuple[Path, Path, Path]:
+    """(one-micrograph folder, batch folder, model folder) for one diameter."""
+    one = work / f"d{diameter:g}" / "one"
+    quiet(PY + ["simulate", "--overwrite", "--output", str(one), "--micrographs", "1", "--size", str(size),
+                "--diameter", str(diameter), "--particles", "300", "--seed", "1"])
+    many = work / f"d{diameter:g}" / "batch"
+    many.mkdir(parents=True, exist_ok=True)
+    for i in range(batch):  # the same micrograph under several names: the work per micrograph is real
+        link = many / f"mic_{i:03d}.mrc"
+        if not link.exists():
+            link.symlink_to(one / "mic_000.mrc")
+    if model is None:
+        train = work / f"d{diameter:g}" / "train"
+        quiet(PY + ["simulate", "--overwrite", "--output", str(train), "--micrographs", "4", "--size", "1024",
+                    "--diameter", str(diameter)])
+        cfg = work / "quick.json"
+        cfg.write_text(json.dumps(QUICK_TRAIN))
+        model = work / f"d{diameter:g}" / "model"
+        quiet(PY + ["train", "--micrographs", str(train), "--coordinates", str(train), "--diameter", str(diameter),
+                    "--output", str(model), "--overwrite", "--config", str(cfg), "--device", "cpu"])
+    return one, many, model
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--diameter", type=float, default=128.0, help="particle diameter in px")
+    parser.add_argument("--diameters", type=float, nargs="+", default=[50, 80, 108, 150, 200, 300],
+                        help="particle diameters in px")
     parser.add_argument("--size", type=int, default=4096, help="micrograph side in px")
-    parser.add_argument("--model", type=Path, help="model folder (default: train a small one)")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs per variant (min reported)")
+    parser.add_argument("--batch", type=int, default=20, help="micrographs in the batch runs (0: none)")
+    parser.add_argument("--model", type=Path, help="model folder (default: train a small one per diameter)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs of one micrograph (min and median)")
     parser.add_argument("--workdir", type=Path, help="keep files here (default: a temp folder)")
+    parser.add_argument("--extra", nargs="*", default=[], help="more arguments for cryounet pick")
     args = parser.parse_args()
-    py = [sys.executable, "-m", "cryounet"]
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
-        mic_dir = work / "mic"
-        subprocess.run(py + ["simulate", "--overwrite", "--output", str(mic_dir), "--micrographs", "1", "--size",
-                             str(args.size), "--diameter", str(args.diameter), "--particles", "300",
-                             "--seed", "1", "--quiet"], check=True, cwd=REPO)
-        model = args.model
-        if model is None:
-            train_dir = work / "train"
-            subprocess.run(py + ["simulate", "--overwrite", "--output", str(train_dir), "--micrographs", "4", "--size",
-                                 "1024", "--diameter", str(args.diameter), "--quiet"], check=True, cwd=REPO)
-            cfg = work / "quick.json"
-            cfg.write_text(json.dumps(QUICK_TRAIN))
-            model = work / "model"
-            subprocess.run(py + ["train", "--micrographs", str(train_dir), "--coordinates", str(train_dir),
-                                 "--diameter", str(args.diameter), "--output", str(model), "--overwrite", "--config",
-                                 str(cfg), "--device", "cpu", "--quiet"], check=True, cwd=REPO)
-        for variant, extra in (("plain", ["--no-tta"]), ("tta", ["--tta"])):
-            runs = []
-            for i in range(args.repeat):
-                out = work / f"picks_{variant}_{i}"
-                runs.append(timed(py + ["pick", "--model", str(model), "--micrographs", str(mic_dir),
-                                        "--output", str(out), "--overwrite", "--device", "cpu", "--quiet"] + extra))
-            walls = sorted(w for w, _ in runs)
-            n_picks = sum(1 for ln in (out / "mic_000.star").read_text().splitlines()
-                          if ln[:1].isdigit())
-            print(f"speed {variant}: {args.size}x{args.size} float32 micrograph, diameter "
-                  f"{args.diameter:g} px, CPU x{os.cpu_count()}: wall min {walls[0]:.2f} s, median "
-                  f"{walls[len(walls) // 2]:.2f} s, peak RSS {max(r for _, r in runs):.0f} MiB, "
-                  f"{n_picks} picks", flush=True)
+        for diameter in args.diameters:
+            one, many, model = prepare(work, diameter, args.size, args.batch, args.model)
+            for variant, flag in (("plain", "--no-tta"), ("tta", "--tta")):
+                base = PY + ["pick", "--model", str(model), "--overwrite", "--device", "cpu", "--quiet", flag,
+                             *args.extra]
+                runs = [timed(base + ["--micrographs", str(one), "--output", str(work / "picks_one")])
+                        for _ in range(args.repeat)]
+                walls = sorted(w for w, _ in runs)
+                n_picks = sum(1 for ln in (work / "picks_one" / "mic_000.star").read_text().splitlines()
+                              if ln[:1].isdigit())
+                print(f"speed {variant} d={diameter:g}px: 1 x {args.size}x{args.size}, CPU x{os.cpu_count()}: "
+                      f"wall min {walls[0]:.2f} s, median {walls[len(walls) // 2]:.2f} s, peak RSS "
+                      f"{max(r for _, r in runs):.0f} MiB, {n_picks} picks", flush=True)
+                if args.batch:
+                    wall, rss = timed(base + ["--micrographs", str(many), "--output", str(work / "picks_batch")])
+                    print(f"speed {variant} d={diameter:g}px: batch of {args.batch}: wall {wall:.1f} s, "
+                          f"{wall / args.batch:.2f} s per micrograph, peak RSS {rss:.0f} MiB", flush=True)
     return 0
 
 

@@ -5,4 +5,4 @@ The engine is pure PyTorch/numpy and never imports Scipion. Importing this packa
 """
 #: Version of the engine; the Scipion plugin (scipion-em-cryounet/) is released with the same number
 #: and requires exactly this engine version.
-__version__ = "0.3.0"
+__version__ = "0.4.0"

@@ -11,14 +11,16 @@ import argparse
 import errno
 import importlib
 import logging
+import os
 import sys
 import traceback
 from typing import Sequence
 
 from cryounet import __version__
 from cryounet.errors import CryoUNetError
+from cryounet.process import MALLOC_SETTINGS
 
-COMMANDS = ("train", "refine", "pick", "evaluate", "postprocess", "simulate", "demo")
+COMMANDS = ("train", "refine", "pick", "merge", "evaluate", "postprocess", "simulate", "demo")
 
 logger = logging.getLogger("cryounet")
 
@@ -89,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cryounet: error: {missing_engine(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     setup_logging(args.quiet, args.verbose)
+    logger.debug("allocator settings: %s", ", ".join(
+        f"{k}={os.environ.get(k, 'glibc default')}" for k in MALLOC_SETTINGS))
     prefix = f"cryounet {args.command}"
     try:
         return int(args._main(args) or 0)

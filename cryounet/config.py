@@ -197,7 +197,11 @@ class PickConfig:
             micrographs; it raised AP on CryoPPP-10947 and changed nothing on 10028).
         edge_exclusion: picks closer than this (fraction of diameter) to an edge are dropped; 0.5
             keeps only particles lying wholly inside the micrograph (extractable boxes).
-        tile_size: side of an inference tile in working pixels.
+        tile_size: largest side of one forward pass, in working pixels: a working image that fits
+            is predicted whole (the fastest), a larger one in the fewest equal tiles that fit.
+            Peak memory grows with tile_size**2 x batch_size (1152, batch 1: about 1.2 GB on the
+            CPU with test-time augmentation); raise it on a large GPU. A setting of the machine
+            that picks: ``cryounet pick`` does not take it (nor batch_size) from the model folder.
         tile_overlap: overlap between tiles in working pixels (half is discarded on each side).
         batch_size: tiles per forward pass.
         tta: average over the 8 flips/rotations (test-time augmentation); on by default because
@@ -215,15 +219,19 @@ class PickConfig:
     threshold: float | None = None
     nms_radius: float = 0.4
     edge_exclusion: float = 0.5
-    tile_size: int = 512
+    tile_size: int = 1152
     tile_overlap: int = 64
-    batch_size: int = 4
+    batch_size: int = 1
     tta: bool = True
     min_score: float = 0.05
     opening_radius: float = 0.0
     min_component_area: float = 0.0
     max_component_area: float = 0.0
     component_level: float = 0.5
+
+
+#: Settings of the machine that picks, not of the model: a model folder's values are not used.
+PICK_MACHINE_SETTINGS = ("tile_size", "batch_size")
 
 
 @dataclass

@@ -61,3 +61,15 @@ def diameter(text: str) -> float:
         return check_diameter(text, "the diameter")
     except CryoUNetError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def shard(text: str) -> tuple[int, int]:
+    """argparse type of ``K/N``: shard K (1-based) of N."""
+    k, sep, n = text.partition("/")
+    try:
+        k_i, n_i = int(k), int(n)
+    except ValueError:
+        k_i = n_i = 0
+    if not sep or not 1 <= k_i <= n_i:
+        raise argparse.ArgumentTypeError(f"expected K/N with 1 <= K <= N (shard K of N), got {text!r}")
+    return k_i, n_i

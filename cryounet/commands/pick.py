@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from cryounet.commands._common import (MICROGRAPHS_HELP, add_device, add_overwrite, diameter, positive_int,
-                                      show_progress)
+                                      shard, show_progress)
 from cryounet.io.model_folder import AUTO_THRESHOLD
 
 name = "pick"
@@ -35,30 +35,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "listed with its reason in OUTPUT/skipped.json); for pipelines")
     parser.add_argument("--config", type=Path,
                         help="JSON file whose 'pick' section overrides the models' pick settings")
+    parser.add_argument("--shard", type=shard, metavar="K/N",
+                        help="pick only shard K of N of the micrograph list (every N-th from the K-th): "
+                             "run N of these (e.g. one queue job each, into N output folders), then "
+                             "cryounet merge --picks THEM --output ONE")
     add_overwrite(parser)
     add_device(parser)
 
 
 def main(args: argparse.Namespace) -> int:
-    from cryounet.config import load_config
+    from cryounet.config import PICK_MACHINE_SETTINGS, PickConfig, load_config
     from cryounet.device import resolve_device
     from cryounet.inference.batch import pick_micrographs
     from cryounet.inference.picker import Picker
     from cryounet.io.micrographs import expand_micrographs
     from cryounet.io.model_folder import parse_threshold
     from cryounet.io.outputs import claim_output_folder
-    from cryounet.io.picks_folder import PICK_PATTERNS, check_stems
+    from cryounet.io.picks_folder import PICK_PATTERNS, check_stems, select_shard
     from cryounet.models.weights import load_model
 
     threshold = parse_threshold(args.threshold)
     micrographs = expand_micrographs(args.micrographs)
+    if args.shard is not None:
+        total = len(micrographs)
+        micrographs = select_shard(micrographs, *args.shard)
+        logger.info("shard %d/%d: %d of %d micrographs", *args.shard, len(micrographs), total)
     device = resolve_device(args.device, args.threads)
     models = [load_model(path, device) for path in args.model]
     check_stems(micrographs)
     if args.diameter is not None:
         for model in models:
             model.info.diameter_px = args.diameter
-    cfg = models[0].info.config
+    # The models' picking rules (threshold, NMS, ...) apply; the memory settings are this machine's.
+    cfg = models[0].info.config.updated({"pick": {name: getattr(PickConfig(), name)
+                                                  for name in PICK_MACHINE_SETTINGS}})
     if args.config is not None:
         cfg = load_config(args.config, base=cfg)
     pick_cfg = cfg.pick

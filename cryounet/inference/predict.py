@@ -1,8 +1,10 @@
-"""Tiled full-micrograph prediction with optional test-time augmentation.
+"""Full-micrograph prediction with optional test-time augmentation, tiled only when needed.
 
-Memory is bounded by the tile size: a working-scale image is cut into overlapping tiles whose
-starts are multiples of the network's pooling factor (so every tile sees the same pooling grid as
-the whole image); each tile contributes only its centre, away from the zero-padded tile borders.
+Memory is bounded by the largest tile side: a working-scale image that fits is done in one pass
+(the fastest: no pixel is computed twice); a larger one is cut into the fewest overlapping tiles of
+equal size that fit, so the overlap computed twice stays small. Tile starts are multiples of the
+network's pooling factor (every tile sees the same pooling grid as the whole image), and each tile
+contributes only its centre, away from the tile borders.
 """
 from __future__ import annotations
 
@@ -24,6 +26,18 @@ def _tile_starts(length: int, tile: int, step: int) -> list[int]:
     if starts[-1] + tile < length:
         starts.append(length - tile)
     return starts
+
+
+def _axis_tiles(length: int, largest: int, overlap: int, multiple: int) -> tuple[list[int], int]:
+    """``(starts, size)`` of the fewest tiles of one size, at most ``largest``, that cover
+    ``length`` with at least ``overlap`` pixels shared by neighbours (all multiples of
+    ``multiple``, as ``length`` and ``largest`` are)."""
+    if length <= largest:
+        return [0], length
+    count = -(-(length - overlap) // (largest - overlap))
+    size = min(largest, -(-(length + (count - 1) * overlap) // (count * multiple)) * multiple)
+    step = max(multiple, ((size - overlap) // multiple) * multiple)
+    return _tile_starts(length, size, step), size
 
 
 def _pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
@@ -75,7 +89,8 @@ def predict_probability(
     Args:
         network: model in eval mode, on ``device``.
         image: normalised ``(ny, nx)`` float32 image.
-        tile_size: tile side (rounded up to the pooling multiple); images that fit are done whole.
+        tile_size: largest tile side (rounded up to the pooling multiple): images that fit are
+            done whole, larger ones in the fewest equal tiles that fit.
         overlap: pixels shared by neighbouring tiles; half is discarded on each side.
         batch_size: tiles per forward pass.
         tta: average the 8 flips/rotations.
@@ -88,7 +103,6 @@ def predict_probability(
     m = _multiple(network)
     tile = int(np.ceil(tile_size / m) * m)
     overlap = min(int(overlap), tile - m)
-    step = max(m, ((tile - overlap) // m) * m)
     if ny <= tile and nx <= tile:
         batch = torch.from_numpy(image)[None, None].to(device)
         return _forward_probability(network, batch, tta)[0, 0].float().cpu().numpy()
@@ -97,8 +111,7 @@ def predict_probability(
     # never leave the padded image and see exactly the same values as a whole-image pass.
     padded = _pad_to_multiple(image, m)
     py, px = padded.shape
-    ys, xs = _tile_starts(py, tile, step), _tile_starts(px, tile, step)
-    th, tw = min(tile, py), min(tile, px)
+    (ys, th), (xs, tw) = _axis_tiles(py, tile, overlap, m), _axis_tiles(px, tile, overlap, m)
     out = np.zeros((ny, nx), dtype=np.float32)
     half = overlap // 2
 

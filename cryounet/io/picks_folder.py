@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -87,3 +88,61 @@ def read_skipped(folder: str | os.PathLike[str]) -> dict[str, str]:
         return {str(entry["micrograph"]): str(entry["reason"]) for entry in entries}
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise InputFileError(path, f"not a list of skipped micrographs ({exc})") from None
+
+
+def select_shard(paths: Sequence[Path], k: int, n: int) -> list[Path]:
+    """Shard ``k`` (1-based) of ``n`` of a micrograph list: every n-th micrograph from the k-th, so
+    the shards are disjoint, together hold every micrograph once, and each takes a share of every
+    part of the list (collection order: the shards stay balanced when sizes drift)."""
+    return list(paths[k - 1::n])
+
+
+@dataclass
+class MergePlan:
+    """What merging pick folders writes: ``(STAR file, stem, micrograph name)`` per micrograph, and
+    the skipped micrographs with their reasons."""
+
+    files: list[tuple[Path, str, str]]
+    skipped: dict[str, str]
+
+
+def plan_merge(folders: Sequence[Path]) -> MergePlan:
+    """Check and list the finished pick folders (the shards of one picking) to merge; writes nothing.
+
+    Raises:
+        CryoUNetError: a folder is missing or unfinished, or two folders hold the same micrograph.
+    """
+    from cryounet.io.coordinates import read_star_index
+
+    owner: dict[str, Path] = {}
+    plan = MergePlan([], {})
+    for folder in folders:
+        folder = check_picks_folder(folder)
+        index = folder / INDEX_NAME
+        if not index.is_file():
+            raise CryoUNetError(f"{folder}: not a pick folder (no {INDEX_NAME})")
+        for stem, micrograph in read_star_index(index).items():
+            if stem in owner:
+                raise CryoUNetError(f"{stem}.star is in both {owner[stem]} and {folder}: the shards "
+                                    "overlap (pick each shard of one list, --shard K/N)")
+            if not (folder / f"{stem}.star").is_file():
+                raise CryoUNetError(f"{folder}: its index names {stem}.star, which is missing")
+            owner[stem] = folder
+            plan.files.append((folder / f"{stem}.star", stem, micrograph))
+        plan.skipped.update(read_skipped(folder))
+    return plan
+
+
+def write_merge(plan: MergePlan, output: Path) -> None:
+    """Write a merged pick folder: every STAR file (atomically), one ``skipped.json``, then the one
+    ``coordinates.star`` index over all of them."""
+    from cryounet.io.atomic import write_bytes_atomic
+
+    output.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for star, stem, micrograph in plan.files:
+        target = output / f"{stem}.star"
+        write_bytes_atomic(target, star.read_bytes())
+        entries.append((micrograph, str(target)))
+    write_skipped(output, plan.skipped)
+    write_star_index(output / INDEX_NAME, entries)

@@ -21,7 +21,7 @@ from .constants import (CRYOUNET_HOME, CRYOUNET_MODELS, CRYOUNET_PYTHON, CRYOUNE
                         ENGINE_ENV_PYTHON, GPU_PLACEHOLDER)
 
 #: Released together with the engine (``cryounet``) of the same version, which it requires.
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 _logo = "cryounet_logo.png"
 _references = ["Ronneberger2015"]
 
@@ -147,7 +147,7 @@ def engineInstallCommand(torchSpec, source, python=None):
     """Shell command, run in the engine environment's folder, that creates it: a venv made by
     ``python`` (Scipion's own by default), ``pip install <torchSpec>``, the engine with its
     ``engine`` extra from ``source`` (a source folder, installed editable, or a requirement such as
-    ``cryounet==0.3.0``), a check that the engine and torch import, and the marker file."""
+    ``cryounet==0.4.0``), a check that the engine and torch import, and the marker file."""
     python = shlex.quote(python or sys.executable)
     venvPython = shlex.quote(ENGINE_ENV_PYTHON)
     if os.path.isdir(source):

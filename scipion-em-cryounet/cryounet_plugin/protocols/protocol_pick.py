@@ -86,10 +86,11 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
                            "micrograph: +0.01 to +0.02 F1 on the CryoPPP benchmarks, about 3 times "
                            "the picking time. The automatic threshold is then the one "
                            "calibrated with it at training.")
-        form.addParam("inferenceBatch", params.IntParam, default=4, validators=[params.Positive],
+        form.addParam("inferenceBatch", params.IntParam, default=1, validators=[params.Positive],
                       expertLevel=LEVEL_ADVANCED, label="Tiles per GPU batch",
-                      help="Micrograph tiles processed together by the network. Lower it if the "
-                           "GPU runs out of memory; raise it to use a large GPU fully.")
+                      help="Micrograph tiles processed together by the network (a micrograph is "
+                           "cut into tiles only when its working image exceeds pick.tile_size). "
+                           "Raise it to use a large GPU fully; 1 keeps memory lowest.")
         form.addParam("boxSize", params.IntParam, default=BOX_SIZE_AUTO,
                       validators=[params.GE(0)], expertLevel=LEVEL_ADVANCED,
                       label="Box size (px)",

@@ -16,6 +16,8 @@ import sys
 
 import pytest
 
+from cryounet_plugin.engine import VERSION
+
 pytestmark = [pytest.mark.scipion, pytest.mark.slow]
 
 PLUGIN_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -73,13 +75,13 @@ def test_installp_devel_creates_the_engine_environment(tmp_path):
     result = json.loads(answer.read_text())
     assert result["dirName"] == "cryounet_plugin"
     assert result["plugin"] == "cryounet_plugin.Plugin"
-    assert result["binaries"] == ["cryounet-0.3.0"]
-    engine_home = home / "software" / "em" / "cryounet-0.3.0"
+    assert result["binaries"] == ["cryounet-%s" % VERSION]
+    engine_home = home / "software" / "em" / ("cryounet-%s" % VERSION)
     assert result["python"] == str(engine_home / "venv" / "bin" / "python")
     assert result["installation"] == []
     # Scipion's own environment has no PyTorch; the engine environment has it and runs the engine.
     assert result["torch_here"] is False
     assert (engine_home / "engine_installed").is_file()
     version = _run([result["python"], "-m", "cryounet", "--version"], env).stdout.strip()
-    assert version == "cryounet 0.3.0"
+    assert version == "cryounet %s" % VERSION
     shutil.rmtree(tmp_path, ignore_errors=True)
