@@ -65,7 +65,9 @@ fi
 """
 
 _CANCEL_SH = """#!/bin/bash
-if [ "$1" -ge %(first_slurm_id)d ]; then scancel "$1"; else kill "$1" 2>/dev/null || true; fi
+# SLURM: scancel. Local: nothing (its job id is the PID of a submit script long gone, which the
+# system may have given to another process since).
+if [ "$1" -ge %(first_slurm_id)d ]; then scancel "$1"; else echo "cancel $1"; fi
 """
 
 _HOSTS_CONF = """[localhost]

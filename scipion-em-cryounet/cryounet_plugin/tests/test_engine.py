@@ -329,7 +329,7 @@ def test_extra_config():
                           ('{"train": 3}', "must be a JSON object of sections"),
                           ('{"train": {"epochz": 3}}', "unknown key\\(s\\) epochz"),
                           ('{"train": {"epochs": "many"}}', "expected an integer"),
-                          ('{"pick": {"tile_overlap": 600}}', "tile_overlap must be smaller")):
+                          ('{"pick": {"tile_overlap": 1200}}', "tile_overlap must be smaller")):
         with pytest.raises(ValueError, match=message):
             E.parseExtraConfig(text)
     base = {"train": {"epochs": 40, "seed": 0}, "model": {"depth": 3}}
