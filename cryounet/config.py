@@ -199,7 +199,7 @@ class PickConfig:
             keeps only particles lying wholly inside the micrograph (extractable boxes).
         tile_size: largest side of one forward pass, in working pixels: a working image that fits
             is predicted whole (the fastest), a larger one in the fewest equal tiles that fit.
-            Peak memory grows with tile_size**2 x batch_size (1152, batch 1: about 1.2 GB on the
+            Peak memory grows with tile_size**2 x batch_size (1152, batch 1: about 1.3 GB on the
             CPU with test-time augmentation); raise it on a large GPU. A setting of the machine
             that picks: ``cryounet pick`` does not take it (nor batch_size) from the model folder.
         tile_overlap: overlap between tiles in working pixels (half is discarded on each side).

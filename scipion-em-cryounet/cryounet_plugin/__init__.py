@@ -54,8 +54,9 @@ class Plugin(pwem.Plugin):
             var_type=VarTypes.STRING)
         cls._defineEmVar(
             CRYOUNET_MODELS, DEFAULT_MODELS_FOLDER,
-            description="Folder holding CryoUNet model folders (model.safetensors + config.json); "
-                        "the import-model protocol starts browsing there.",
+            description="Your site's library of CryoUNet model folders (model.safetensors + "
+                        "config.json): the pick form picks with one of them by name, and the "
+                        "import-model protocol points there.",
             var_type=VarTypes.FOLDER)
 
     # ------------------------------------------------------------------ environment
