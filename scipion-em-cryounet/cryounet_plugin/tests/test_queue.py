@@ -129,3 +129,32 @@ class TestCryoUnetQueue(CryoUnetTestBase):
         self.assertIn("--threads 1", script)
         with open(jobs[0][:-len(".job")] + ".rc") as handle:
             self.assertEqual(handle.read().strip(), "0")
+
+
+def test_the_readme_cluster_hosts_conf_renders_a_slurm_job(tmp_path):
+    """The hosts.conf of the README's cluster guide loads in Scipion and renders, for a training on
+    2 GPUs in the gpu queue, a job script with the #SBATCH lines the guide promises."""
+    import re
+    from pwem import Domain
+    from pyworkflow.protocol.hosts import HostConfig
+    Domain.getProtocols()  # the Domain gives the protocol classes their plugin (the job's PLUGIN_MODULE)
+    readme = os.path.join(os.path.dirname(__file__), "..", "..", "..", "README.md")
+    with open(readme) as handle:
+        text = handle.read()
+    block = re.search(r"### On a cluster \(SLURM\).*?```ini\n(.*?)```", text, re.S).group(1)
+    conf = tmp_path / "hosts.conf"
+    conf.write_text(block)
+    host = HostConfig.load(str(conf))["localhost"]
+    assert set(host.getQueueSystem().getQueues()) == {"gpu", "cpu"}
+    prot = CryoUnetProtTrain(gpuList="0 1", useGpu=True, numberOfThreads=3)
+    prot.setHostConfig(host)
+    prot._useQueue.set(True)
+    prot.setQueueParams(["gpu", {"JOB_MEMORY": "16384", "JOB_HOURS": "12", QUEUE_FOR_JOBS: "Y"}])
+    submit = dict(host.getQueuesDefault())
+    submit.update(prot.getSubmitDict())
+    submit.update(JOB_SCRIPT="job.sh", JOB_COMMAND="python3 pw_protocol_run.py ...", JOB_LOGS="logs/job1")
+    script = host.getSubmitTemplate() % submit
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --gres=gpu:2", "#SBATCH --cpus-per-task=3",
+                 "#SBATCH --mem=16384M", "#SBATCH --time=12:00:00", "#SBATCH --error=logs/job1.err"):
+        assert line in script, script
+    assert host.getSubmitCommand() % {"JOB_SCRIPT": "job.sh"} == "sbatch --parsable job.sh"
