@@ -4,7 +4,7 @@ import os
 import pyworkflow.object as pwobj
 from pwem.objects import EMObject
 
-from .engine import MODEL_WEIGHTS
+from .engine import MODEL_WEIGHTS, readModelInfo
 
 
 class CryoUNetModel(EMObject):
@@ -98,6 +98,17 @@ class CryoUNetModel(EMObject):
 
     def setEngineVersion(self, value):
         self._engineVersion.set(value)
+
+    @classmethod
+    def fromFolder(cls, folder, samplingRate=None):
+        """The model written in ``folder``, described by its ``config.json``.
+
+        Raises:
+            ValueError: the folder's configuration cannot be read (the engine's message).
+        """
+        model = cls(path=folder)
+        model.setFromInfo(readModelInfo(folder), samplingRate=samplingRate)
+        return model
 
     def setFromInfo(self, info, samplingRate=None):
         """Fill the attributes from :func:`cryounet_plugin.engine.readModelInfo`."""

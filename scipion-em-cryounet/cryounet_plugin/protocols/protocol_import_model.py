@@ -57,8 +57,7 @@ class CryoUnetProtImportModel(CryoUnetProtBase, EMProtocol):
             folder = self._getExtraPath(MODEL_FOLDER)
             shutil.copytree(source, folder, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns(*engine.MODEL_RESUME_FILES))
-        model = CryoUNetModel(path=folder)
-        model.setFromInfo(engine.readModelInfo(folder), samplingRate=self.samplingRate.get() or None)
+        model = CryoUNetModel.fromFolder(folder, samplingRate=self.samplingRate.get() or None)
         self._defineOutputs(outputModel=model)
 
     def _validate(self):

@@ -380,8 +380,7 @@ def modelFromFolder(folder, label):
     errors = engine.checkModelFolder(folder)
     if errors:
         raise ValueError("; ".join(errors))
-    model = CryoUNetModel(path=folder)
-    model.setFromInfo(engine.readModelInfo(folder))
+    model = CryoUNetModel.fromFolder(folder)
     model.setObjLabel(label)
     return model
 

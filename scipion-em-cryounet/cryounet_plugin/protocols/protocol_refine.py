@@ -177,9 +177,7 @@ class CryoUnetProtRefine(CryoUnetProtBase, EMProtocol):
 
     def createOutputStep(self):
         folder = self._getExtraPath(MODEL_FOLDER)
-        model = CryoUNetModel(path=folder)
-        model.setFromInfo(engine.readModelInfo(folder),
-                          samplingRate=self.inputModel.get().getSamplingRate())
+        model = CryoUNetModel.fromFolder(folder, samplingRate=self.inputModel.get().getSamplingRate())
         self._defineOutputs(outputModel=model)
         self._defineSourceRelation(self.inputModel, model)
         self._defineSourceRelation(self.inputCoordinates, model)

@@ -256,9 +256,7 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
             errors = engine.checkModelFolder(folder)
             if errors:
                 raise RuntimeError("; ".join(errors))
-            model = CryoUNetModel(path=folder)
-            model.setFromInfo(engine.readModelInfo(folder), samplingRate=sampling)
-            outputs[outputModelName(member)] = model
+            outputs[outputModelName(member)] = CryoUNetModel.fromFolder(folder, samplingRate=sampling)
         self._defineOutputs(**outputs)
         for model in outputs.values():
             self._defineSourceRelation(self.inputMicrographs, model)
