@@ -71,11 +71,19 @@ def describe_os_error(exc: OSError) -> str:
     return f"{' -> '.join(files)}: {what}" if files else what
 
 
-def missing_engine(exc: ModuleNotFoundError) -> str:
-    """The one line for an environment that holds only the engine's torch-free base."""
-    return (f"{sys.executable} has the CryoUNet base install without the engine's dependencies "
-            f"(no module {exc.name!r}): install them with pip install 'cryounet[engine]' (a GPU site "
-            f"installs its CUDA build of torch first), or run cryounet from the environment that has them")
+def is_engine_module(exc: ModuleNotFoundError) -> bool:
+    """True when the missing module is one of the ``engine`` extra's."""
+    return (exc.name or "").split(".")[0] in ENGINE_MODULES
+
+
+def report_missing_engine(exc: ModuleNotFoundError, prefix: str) -> int:
+    """The one error line (and exit code) of an environment that holds only the engine's torch-free
+    base."""
+    print(f"{prefix}: error: {sys.executable} has the CryoUNet base install without the engine's "
+          f"dependencies (no module {exc.name!r}): install them with pip install 'cryounet[engine]' (a "
+          f"GPU site installs its CUDA build of torch first), or run cryounet from the environment "
+          f"that has them", file=sys.stderr)
+    return EXIT_USER_ERROR
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,21 +94,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser()
         args = parser.parse_args(argv)
     except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] not in ENGINE_MODULES:
+        if not is_engine_module(exc):
             raise
-        print(f"cryounet: error: {missing_engine(exc)}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return report_missing_engine(exc, "cryounet")
     setup_logging(args.quiet, args.verbose)
     logger.debug("allocator settings: %s", ", ".join(
         f"{k}={os.environ.get(k, 'glibc default')}" for k in MALLOC_SETTINGS))
     prefix = f"cryounet {args.command}"
     try:
         return int(args._main(args) or 0)
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] not in ENGINE_MODULES:
-            raise
-        print(f"{prefix}: error: {missing_engine(exc)}", file=sys.stderr)
-        return EXIT_USER_ERROR
     except CryoUNetError as exc:
         print(f"{prefix}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -114,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prefix}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the boundary of the process: report, never hide
+        if isinstance(exc, ModuleNotFoundError) and is_engine_module(exc):
+            return report_missing_engine(exc, prefix)
         if type(exc).__name__ == "OutOfMemoryError":  # torch's GPU out of memory (torch is not imported here)
             print(f"{prefix}: error: the GPU is {OUT_OF_MEMORY}", file=sys.stderr)
             return EXIT_USER_ERROR

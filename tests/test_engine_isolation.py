@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -45,10 +46,11 @@ def test_importing_every_engine_module_leaves_scipion_out() -> None:
 
 _WITHOUT_TORCH = r"""
 import sys
+import os
 class _NoEngineDeps:
-    # Behave as an environment with the base install only: torch cannot be found.
+    # Behave as an environment without the module CRYOUNET_TEST_MISSING (torch: the base install only).
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "torch":
+        if name.split(".")[0] == os.environ.get("CRYOUNET_TEST_MISSING", "torch"):
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 sys.meta_path.insert(0, _NoEngineDeps())
 from cryounet.cli import main
@@ -59,8 +61,9 @@ sys.exit(main(sys.argv[1:]))
 def test_the_command_line_without_torch_says_what_to_install(tmp_path) -> None:
     """The base install (Scipion's environment) has no torch: running a command there is one clear
     line naming the missing module and the extra to install, not a traceback."""
-    def run(*argv: str) -> subprocess.CompletedProcess:
+    def run(*argv: str, missing: str = "torch") -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-c", _WITHOUT_TORCH, *argv], cwd=REPO,
+                              env={**os.environ, "CRYOUNET_TEST_MISSING": missing},
                               capture_output=True, text=True, timeout=300)
 
     sim = tmp_path / "sim"
@@ -75,3 +78,9 @@ def test_the_command_line_without_torch_says_what_to_install(tmp_path) -> None:
     assert last.startswith("cryounet train: error:") and "no module 'torch'" in last, last
     assert "cryounet[engine]" in last
     assert not (tmp_path / "model" / "model.safetensors").exists()
+    # A module the base install does have, missing all the same, is a bug: said as one, no traceback.
+    proc = run("train", "--micrographs", str(sim), "--coordinates", str(sim), "--diameter", "32",
+               "--output", str(tmp_path / "model2"), "--epochs", "1", missing="safetensors")
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "internal error: ModuleNotFoundError" in proc.stderr.strip().splitlines()[-1]
