@@ -7,7 +7,7 @@ those a user sees. Prints one line per set and writes a JSON next to the chosen 
 
     python bench/accuracy.py [--data ../shared/data] [--sets cryoppp-10028 ...] [--seed 0]
                              [--config FILE.json] [--init general|MODEL] [--output bench/results/accuracy]
-                             [--label NAME]
+                             [--label NAME] [--threads N]
 """
 from __future__ import annotations
 
@@ -32,6 +32,9 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "accuracy")
     parser.add_argument("--label", default="default", help="name of this configuration in the output")
     parser.add_argument("--seed", type=int, default=0, help="training seed (run-to-run spread)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for training and picking (0: every core; the thread count "
+                        "changes the numerics, so its spread is measured like the seed's)")
     args = parser.parse_args()
     if not args.data.is_dir():
         print(f"accuracy: no data folder {args.data}; nothing to measure")
@@ -51,14 +54,18 @@ def main() -> int:
                           "--valid-micrographs", str(root / "valid"), "--valid-coordinates", str(root / "valid"),
                           "--diameter", str(diameter), "--output", str(model), "--overwrite", "--device", "cpu",
                           "--seed", str(args.seed)]
+        if args.threads:
+            train_cmd += ["--threads", str(args.threads)]
         if args.config:
             train_cmd += ["--config", str(args.config)]
         if args.init:
             train_cmd += ["--init", args.init]
         train_s, train_rss = run(train_cmd, log)
-        scores, pick_s, pick_rss = pick_and_score([model], root / "test", diameter, out, log)
+        pick_extra = ["--threads", str(args.threads)] if args.threads else []
+        scores, pick_s, pick_rss = pick_and_score([model], root / "test", diameter, out, log, pick_extra)
         history = json.loads((model / "history.json").read_text())
-        row = {"set": name, "label": args.label, "seed": args.seed, "init": args.init, **scores,
+        row = {"set": name, "label": args.label, "seed": args.seed, "threads": args.threads, "init": args.init,
+               **scores,
                "train_seconds": train_s, "train_peak_rss_mib": train_rss, "pick_seconds": pick_s,
                "pick_peak_rss_mib": pick_rss,
                "epochs_run": len(history), "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s)"}

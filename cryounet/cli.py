@@ -97,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not is_engine_module(exc):
             raise
         return report_missing_engine(exc, "cryounet")
+    args._argv = list(sys.argv[1:] if argv is None else argv)
     setup_logging(args.quiet, args.verbose)
     logger.debug("allocator settings: %s", ", ".join(
         f"{k}={os.environ.get(k, 'glibc default')}" for k in MALLOC_SETTINGS))

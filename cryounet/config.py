@@ -46,11 +46,15 @@ class PreprocessConfig:
             ``diameter / working_diameter`` (never upsampled).
         normalisation: ``robust`` (median and MAD, clipped) or ``standard`` (mean and std).
         clip: values are clipped to +-``clip`` after normalisation (0 disables).
+        lowpass_sigma: Gaussian low-pass filter of the working image, sigma as a fraction of the
+            particle diameter (0 disables; 0.05 = 0.8 working pixels at the default working
+            diameter). Measured on CryoPPP before being offered as a default (BENCHMARKS.md).
     """
 
     working_diameter: float = 16.0
     normalisation: str = "robust"
     clip: float = 5.0
+    lowpass_sigma: float = 0.0
 
 
 @dataclass
@@ -192,9 +196,12 @@ class PickConfig:
 
     Attributes:
         threshold: probability threshold; None = the threshold calibrated at training.
-        nms_radius: minimum distance between picks, as a fraction of the particle diameter
-            (0.4 rather than 0.5 keeps touching and slightly overlapping neighbours in crowded
-            micrographs; it raised AP on CryoPPP-10947 and changed nothing on 10028).
+        nms_radius: minimum distance between picks, as a fraction of the particle diameter.
+            0.15, with the saddle test below up to 0.4, keeps touching and overlapping neighbours
+            in crowded micrographs: against plain NMS at 0.4 (the default up to 0.4.0) it raised
+            AP on CryoPPP-10947 by 0.026 (3 models) and changed nothing on 10028
+            (BENCHMARKS.md, "Crowded particles"). Models trained before store 0.4 and pick as
+            they did.
         edge_exclusion: picks closer than this (fraction of diameter) to an edge are dropped; 0.5
             keeps only particles lying wholly inside the micrograph (extractable boxes).
         tile_size: largest side of one forward pass, in working pixels: a working image that fits
@@ -214,10 +221,16 @@ class PickConfig:
             ``component_level`` whose area (in units of the particle's disk area) is outside this
             range are removed before peak finding (0 disables each bound).
         component_level: probability level defining the connected regions.
+        saddle_ratio / saddle_radius: separation of touching particles. With ``saddle_ratio`` > 0,
+            a peak closer than ``saddle_radius`` (fraction of diameter) to a better pick, but not
+            closer than ``nms_radius``, is kept only if the map between the two drops below
+            ``saddle_ratio`` times the lower peak: a second maximum on the same blob is dropped, a
+            neighbour behind a saddle is kept. It acts only when ``saddle_radius`` > ``nms_radius``
+            (``saddle_ratio`` 0: plain NMS at ``nms_radius``).
     """
 
     threshold: float | None = None
-    nms_radius: float = 0.4
+    nms_radius: float = 0.15
     edge_exclusion: float = 0.5
     tile_size: int = 1152
     tile_overlap: int = 64
@@ -228,6 +241,8 @@ class PickConfig:
     min_component_area: float = 0.0
     max_component_area: float = 0.0
     component_level: float = 0.5
+    saddle_ratio: float = 0.8
+    saddle_radius: float = 0.4
 
 
 #: Settings of the machine that picks, not of the model: a model folder's values are not used.
@@ -352,6 +367,7 @@ class CryoUNetConfig:
             "train.ema_decay": self.train.ema_decay,
             "train.calibration_tolerance": self.train.calibration_tolerance,
             "pick.component_level": self.pick.component_level,
+            "pick.saddle_ratio": self.pick.saddle_ratio,
         }
         for key, value in fractions.items():
             if not 0 <= value <= 1:
@@ -366,11 +382,14 @@ class CryoUNetConfig:
         if self.pick.threshold is not None and not 0 <= self.pick.threshold <= 1:
             raise CryoUNetError(f"{source}: pick.threshold must be between 0 and 1 (or null)")
         for key in ("nms_radius", "edge_exclusion", "tile_overlap", "opening_radius",
-                    "min_component_area", "max_component_area"):
+                    "min_component_area", "max_component_area", "saddle_radius"):
             if not getattr(self.pick, key) >= 0:  # also refuses NaN
                 raise CryoUNetError(f"{source}: pick.{key} must not be negative")
         if self.train.seed < 0:
             raise CryoUNetError(f"{source}: train.seed must not be negative, got {self.train.seed}")
+        if not 0 <= self.preprocess.lowpass_sigma <= 1:
+            raise CryoUNetError(f"{source}: preprocess.lowpass_sigma must be between 0 and 1 (a fraction "
+                                f"of the particle diameter), got {self.preprocess.lowpass_sigma}")
         for key in ("positive_start", "positive_end", "negative_start", "negative_end"):
             if not 0 < getattr(self.refine, key) < 1:
                 raise CryoUNetError(f"{source}: refine.{key} must be between 0 and 1 (exclusive)")

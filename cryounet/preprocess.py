@@ -116,4 +116,14 @@ def preprocess(image: np.ndarray, diameter: float, cfg: PreprocessConfig) -> tup
     if scale.working_shape != scale.input_shape:
         wy, wx = scale.working_shape
         data = cv2.resize(data, (wx, wy), interpolation=cv2.INTER_AREA)
+    data = lowpass(data, cfg.lowpass_sigma * cfg.working_diameter)
     return normalise(data, cfg), scale
+
+
+def lowpass(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian low-pass of a working image (``sigma`` in its pixels; 0 returns it unchanged);
+    the border is reflected, so edges keep their level."""
+    if sigma <= 0:
+        return image
+    return cv2.GaussianBlur(np.ascontiguousarray(image, dtype=np.float32), (0, 0), sigmaX=sigma, sigmaY=sigma,
+                            borderType=cv2.BORDER_REFLECT_101)

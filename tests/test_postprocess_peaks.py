@@ -8,7 +8,7 @@ from engine_helpers import gaussian_blobs
 
 from cryounet.io.coordinates import Picks
 from cryounet.postprocess.filters import FilterConfig, filter_picks
-from cryounet.postprocess.peaks import disk_footprint, find_peaks, nms
+from cryounet.postprocess.peaks import disk_footprint, find_peaks, find_separated_peaks, nms, saddle_nms, valleys
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -208,3 +208,140 @@ def test_component_level_defines_the_regions() -> None:
     assert out.max() == 0.0
     # Above every value: no region, nothing removed.
     np.testing.assert_array_equal(clean_probability(prob, 10.0, min_area=0.5, level=0.95), prob)
+
+
+# ------------------------------------------------------------- touching particles (saddle NMS)
+def _two_blobs(gap: float, sigma: float, amplitudes=(0.9, 0.8), size: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    """Two Gaussian blobs ``gap`` px apart on a horizontal line, as a float32 map, and their centres."""
+    centres = np.array([[20.0, 24.0], [20.0 + gap, 24.0]])
+    return gaussian_blobs((size, size), centres, sigma, amplitudes).astype(np.float32), centres
+
+
+def test_saddle_nms_separates_touching_blobs_that_plain_nms_merges() -> None:
+    # Diameter 16 (the working diameter): blobs 5 px apart (0.31 d) with a deep valley between.
+    prob, centres = _two_blobs(5.0, 1.2)
+    merged, _ = find_peaks(prob, 0.4 * 16, 0.1)
+    assert len(merged) == 1
+    xy, scores = find_separated_peaks(prob, 0.15 * 16, 0.1, 0.4 * 16, 0.8)
+    assert len(xy) == 2
+    np.testing.assert_allclose(xy, centres, atol=0.3)
+    assert scores[0] > scores[1]  # best first
+
+
+def test_saddle_nms_keeps_one_pick_on_a_blob_without_a_dip() -> None:
+    # Two wide blobs 5 px apart melt into one ridge whose two maxima (0.98, 0.97) are separated
+    # by a dip to 0.94 only: one particle.
+    prob, _ = _two_blobs(5.0, 2.2, (0.9, 0.88))
+    plain, _ = find_peaks(prob, 0.15 * 16, 0.1)
+    assert len(plain) == 2  # plain NMS at the small radius keeps both maxima
+    xy, _ = find_separated_peaks(prob, 0.15 * 16, 0.1, 0.4 * 16, 0.8)
+    assert len(xy) == 1
+
+
+def test_saddle_ratio_sets_how_deep_the_valley_must_be() -> None:
+    prob, _ = _two_blobs(5.0, 1.6)
+    xy, heights = find_peaks(prob, 2.0, 0.1)
+    ratio = float(valleys(prob, xy[:1], xy[1:], 41)[0]) / heights.min()
+    assert 0.4 < ratio < 0.8  # the valley between the two peaks, relative to the lower one
+    assert len(find_separated_peaks(prob, 2.0, 0.1, 8.0, ratio + 0.05)[0]) == 2  # dip deep enough
+    assert len(find_separated_peaks(prob, 2.0, 0.1, 8.0, ratio - 0.05)[0]) == 1  # not deep enough
+
+
+def test_saddle_nms_never_keeps_peaks_closer_than_the_nms_distance() -> None:
+    prob, _ = _two_blobs(5.0, 1.0)
+    assert len(find_separated_peaks(prob, 2.0, 0.1, 8.0, 0.8)[0]) == 2
+    assert len(find_separated_peaks(prob, 5.5, 0.1, 8.0, 0.8)[0]) == 1  # the hard floor wins
+
+
+def test_saddle_nms_leaves_distant_peaks_alone() -> None:
+    prob, _ = _two_blobs(12.0, 4.0)  # wide blobs whose valley hardly dips, but 12 px apart
+    xy, _ = find_separated_peaks(prob, 2.0, 0.1, 8.0, 0.1)  # even a ratio that merges almost all
+    assert len(xy) == 2
+
+
+@pytest.mark.parametrize("ratio, saddle", [(0.0, 8.0), (0.8, 2.0), (0.8, 1.0)])
+def test_without_the_saddle_test_peaks_are_those_of_find_peaks(ratio: float, saddle: float) -> None:
+    prob = gaussian_blobs((60, 60), np.array([[10.0, 10.0], [15.0, 11.0], [40.0, 40.0], [43.0, 44.0]]), 1.5,
+                          [0.9, 0.7, 0.8, 0.85]).astype(np.float32)
+    xy, scores = find_separated_peaks(prob, 2.0, 0.05, saddle, ratio)
+    ref_xy, ref_scores = find_peaks(prob, 2.0, 0.05)
+    np.testing.assert_array_equal(xy, ref_xy)
+    np.testing.assert_array_equal(scores, ref_scores)
+
+
+def test_saddle_nms_edge_cases() -> None:
+    # Empty map, one pixel, a single pick, no pairs.
+    xy, scores = find_separated_peaks(np.zeros((20, 20), np.float32), 2.0, 0.05, 8.0, 0.8)
+    assert xy.shape == (0, 2) and scores.shape == (0,)
+    xy, scores = find_separated_peaks(np.full((1, 1), 0.7, np.float32), 2.0, 0.05, 8.0, 0.8)
+    np.testing.assert_allclose(xy, [[0.0, 0.0]])
+    np.testing.assert_allclose(scores, [0.7])
+    assert saddle_nms(np.zeros((0, 2)), np.zeros(0), np.zeros((4, 4)), 2.0, 8.0, 0.8).tolist() == []
+    assert saddle_nms(np.array([[1.0, 1.0]]), np.array([0.5]), np.zeros((4, 4)), 2.0, 8.0, 0.8).tolist() == [0]
+
+
+def test_a_flat_map_is_one_plateau() -> None:
+    # Every pixel of a flat map is a maximum and no two have a valley between them: the picks are
+    # those of plain NMS at the saddle distance, all with the same score.
+    flat = np.full((30, 40), 0.6, np.float32)
+    xy, scores = find_separated_peaks(flat, 2.0, 0.05, 8.0, 0.8)
+    ref_xy, _ = find_peaks(flat, 8.0, 0.05)
+    np.testing.assert_array_equal(xy, ref_xy)
+    np.testing.assert_allclose(scores, 0.6)
+    gaps = np.hypot(*(xy[:, None] - xy[None]).transpose(2, 0, 1))
+    assert gaps[np.triu_indices(len(xy), 1)].min() >= 8.0 - 1e-6
+
+
+def test_valleys_samples_the_segment() -> None:
+    prob = np.zeros((5, 9), np.float32)
+    prob[2, :] = [1.0, 0.9, 0.8, 0.3, 0.2, 0.3, 0.8, 0.9, 1.0]
+    low = valleys(prob, np.array([[0.0, 2.0], [0.0, 2.0]]), np.array([[8.0, 2.0], [2.0, 2.0]]), 17)
+    np.testing.assert_allclose(low, [0.2, 0.8], atol=1e-6)
+
+
+def test_candidate_peaks_saddle_options_scale_with_the_diameter() -> None:
+    from cryounet.config import PickConfig
+    from cryounet.postprocess.peaks import candidate_peaks
+
+    # Diameter 16, as above; at diameter 32 the same map's peaks are 0.16 d apart, inside the
+    # nms_radius of 0.2 d: one pick.
+    prob, _ = _two_blobs(5.0, 1.2)
+    pick = PickConfig(edge_exclusion=0.0, nms_radius=0.15, saddle_radius=0.4, saddle_ratio=0.8)
+    assert len(candidate_peaks(prob, 16.0, pick, 0.1)[0]) == 2
+    assert len(candidate_peaks(prob, 32.0, PickConfig(edge_exclusion=0.0, nms_radius=0.2, saddle_radius=0.4,
+                                                      saddle_ratio=0.8), 0.1)[0]) == 1
+
+
+
+def test_the_default_separates_and_older_models_pick_as_before() -> None:
+    from cryounet.config import CryoUNetConfig, PickConfig
+    from cryounet.postprocess.peaks import candidate_peaks
+
+    prob, _ = _two_blobs(5.0, 1.2)
+    default = PickConfig(edge_exclusion=0.0)
+    assert (default.nms_radius, default.saddle_radius, default.saddle_ratio) == (0.15, 0.4, 0.8)
+    assert len(candidate_peaks(prob, 16.0, default, 0.1)[0]) == 2
+    # A model folder written before the saddle options stores nms_radius 0.4 and no saddle keys:
+    # with saddle_radius 0.4 the test never acts, so its picks are plain NMS at 0.4, as before.
+    old = CryoUNetConfig.from_dict({"pick": {"nms_radius": 0.4, "edge_exclusion": 0.0}}).pick
+    xy, scores = candidate_peaks(prob, 16.0, old, 0.1)
+    ref_xy, ref_scores = find_peaks(prob, 6.4, 0.1)
+    np.testing.assert_array_equal(xy, ref_xy)
+    np.testing.assert_array_equal(scores, ref_scores)
+    assert len(xy) == 1
+
+
+@pytest.mark.parametrize("pick, message", [
+    ({"saddle_ratio": -0.1}, "pick.saddle_ratio must be between 0 and 1"),
+    ({"saddle_ratio": 1.5}, "pick.saddle_ratio must be between 0 and 1"),
+    ({"saddle_radius": -0.1}, "pick.saddle_radius must not be negative"),
+    ({"saddle_radius": float("nan")}, "pick.saddle_radius must be a finite number"),
+])
+def test_saddle_options_are_validated(pick: dict, message: str) -> None:
+    from cryounet.config import CryoUNetConfig
+    from cryounet.errors import CryoUNetError
+
+    with pytest.raises(CryoUNetError, match=message.replace(".", "[.]")):
+        CryoUNetConfig().updated({"pick": pick})
+    for good in ({"saddle_ratio": 0.0}, {"saddle_ratio": 1.0}, {"saddle_radius": 0.0}):
+        CryoUNetConfig().updated({"pick": good})

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cryounet.config import PreprocessConfig
+from cryounet.config import CryoUNetConfig, PreprocessConfig
 from cryounet.errors import CryoUNetError
-from cryounet.preprocess import (Scale, downsample_factor, normalise, preprocess, working_scale)
+from cryounet.preprocess import Scale, downsample_factor, lowpass, normalise, preprocess, working_scale
 
 
 # ------------------------------------------------------------------------------- coordinates
@@ -115,3 +115,30 @@ def test_preprocess_accepts_integer_input_and_keeps_small_particles_at_full_size
     out, scale = preprocess(image, 10.0, PreprocessConfig(working_diameter=16))
     assert out.shape == (40, 60) and out.dtype == np.float32
     assert scale.input_shape == scale.working_shape == (40, 60)
+
+
+def test_lowpass_off_is_the_identity_and_on_removes_high_frequencies() -> None:
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=(64, 64)).astype(np.float32)
+    assert lowpass(noise, 0) is noise
+    smooth = lowpass(noise, 1.5)
+    assert smooth.shape == noise.shape and smooth.dtype == np.float32
+    # pixel-to-pixel differences (high frequencies) shrink; the mean level stays
+    assert np.abs(np.diff(smooth, axis=1)).mean() < 0.3 * np.abs(np.diff(noise, axis=1)).mean()
+    assert abs(float(smooth.mean()) - float(noise.mean())) < 0.05
+    flat = np.full((8, 8), 3.0, dtype=np.float32)
+    np.testing.assert_allclose(lowpass(flat, 2.0), flat, rtol=1e-6)  # reflected border: no edge dip
+
+
+def test_preprocess_applies_the_lowpass_in_working_pixels() -> None:
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(128, 128)).astype(np.float32)
+    plain, _ = preprocess(image, 16.0, PreprocessConfig(clip=0))
+    blurred, _ = preprocess(image, 16.0, PreprocessConfig(clip=0, lowpass_sigma=0.1))
+    assert np.abs(np.diff(blurred, axis=0)).mean() < 0.5 * np.abs(np.diff(plain, axis=0)).mean()
+
+
+@pytest.mark.parametrize("sigma", [-0.1, 1.5, float("nan")])
+def test_lowpass_sigma_out_of_range_is_refused(sigma: float) -> None:
+    with pytest.raises(CryoUNetError, match="preprocess.lowpass_sigma"):
+        CryoUNetConfig.from_dict({"preprocess": {"lowpass_sigma": sigma}})

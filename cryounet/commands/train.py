@@ -36,6 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue an interrupted run from OUTPUT/checkpoint.pt")
     add_overwrite(parser, "the model folder")
     add_device(parser)
+    parser.add_argument("--devices", metavar="LIST",
+                        help="data-parallel training, one process per device: GPU indices (0,1 or "
+                             "\"0 1\"; NCCL) or cpu entries (cpu,cpu; gloo), launched with torchrun on "
+                             "this node; replaces --device. Under a torchrun started by a job script "
+                             "(any number of nodes), each process takes its entry by local rank")
 
 
 def _datasets(args: argparse.Namespace) -> list[dict]:
@@ -88,18 +93,50 @@ def _datasets(args: argparse.Namespace) -> list[dict]:
     return data
 
 
+def _launch(args: argparse.Namespace, devices: list[str], cfg) -> int:
+    """Run this command in one torchrun process per device, after claiming the output folder (the
+    processes write into it; it is marked complete when they all succeeded)."""
+    import os
+    import subprocess
+
+    from cryounet.errors import CryoUNetError
+    from cryounet.io.model_folder import MODEL_PATTERNS
+    from cryounet.io.outputs import claim_output_folder
+    from cryounet.training import distributed
+
+    distributed.check_devices(devices)
+    if cfg.train.batch_size % len(devices):
+        raise CryoUNetError(f"train.batch_size {cfg.train.batch_size} cannot be shared out equally by "
+                            f"{len(devices)} devices: make it a multiple of {len(devices)}")
+    folder = claim_output_folder(args.output, "train", overwrite=args.overwrite, resume=args.resume,
+                                 patterns=MODEL_PATTERNS)
+    env = dict(os.environ)
+    env[distributed.CLAIMED_OUTPUT_VARIABLE] = str(args.output.resolve())
+    threads = distributed.process_threads(args.threads, len(devices))
+    env.setdefault("OMP_NUM_THREADS", str(threads))
+    argv = [a for a in args._argv if a != "--overwrite"]
+    if devices[0] == "cpu" and not args.threads:
+        argv += ["--threads", str(threads)]
+    command = distributed.launch_command(argv, len(devices))
+    logger.info("data-parallel training on %s: %s", ",".join(devices), " ".join(command))
+    code = subprocess.run(command, env=env, check=False).returncode
+    if code != 0:
+        raise CryoUNetError(f"data-parallel training failed (torchrun exit code {code}; the failing "
+                            f"process's error is above); {args.output} keeps its checkpoint: continue "
+                            "with --resume and the same --devices")
+    folder.complete()
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
-    import numpy as np
+    import os
 
     from cryounet.config import load_config
     from cryounet.device import resolve_device
     from cryounet.errors import CryoUNetError
-    from cryounet.io.micrographs import expand_micrographs
-    from cryounet.io.model_folder import (CONFIG_NAME, MODEL_PATTERNS, WEIGHTS_NAME, general_model_path,
+    from cryounet.io.model_folder import (CONFIG_NAME, WEIGHTS_NAME, general_model_path,
                                           read_model_info)
-    from cryounet.io.outputs import claim_output_folder
-    from cryounet.training.data import load_labelled, split_validation
-    from cryounet.training.loop import train
+    from cryounet.training import distributed
 
     if args.resume and args.overwrite:
         raise CryoUNetError("--resume continues the run in --output and --overwrite replaces it: give one")
@@ -126,11 +163,46 @@ def main(args: argparse.Namespace) -> int:
             logger.info("--init: using the preprocessing of %s", init_dir)
             cfg.preprocess = init_info.config.preprocess
         init = init_dir / WEIGHTS_NAME
+    devices = distributed.parse_devices(args.devices) if args.devices else None
+    if devices and len(devices) > 1 and not distributed.in_torchrun():
+        return _launch(args, devices, cfg)
     if args.threads:
         cfg.train.num_threads = args.threads
-    device = resolve_device(args.device, args.threads)
-    folder = claim_output_folder(args.output, "train", overwrite=args.overwrite, resume=args.resume,
-                                 patterns=MODEL_PATTERNS)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0")) if distributed.in_torchrun() else 0
+    spec = distributed.process_device(devices, args.device, local_rank) \
+        if distributed.in_torchrun() or devices else args.device
+    device = resolve_device(spec, args.threads)
+    world = distributed.from_environment(device)
+    try:
+        return _train_here(args, cfg, datasets, init, device, world)
+    finally:
+        world.close()
+
+
+def _train_here(args: argparse.Namespace, cfg, datasets: list[dict], init: Path | None, device,
+                world) -> int:
+    """Train in this process (alone, or as one rank of a data-parallel run)."""
+    import os
+
+    import numpy as np
+
+    from cryounet.errors import CryoUNetError
+    from cryounet.io.micrographs import expand_micrographs
+    from cryounet.io.model_folder import MODEL_PATTERNS
+    from cryounet.io.outputs import OutputFolder, claim_output_folder
+    from cryounet.training import distributed
+    from cryounet.training.data import load_labelled, split_validation
+    from cryounet.training.loop import train
+
+    claimed = os.environ.get(distributed.CLAIMED_OUTPUT_VARIABLE)
+    folder: OutputFolder | None = None
+    if claimed is not None and Path(claimed) == args.output.resolve():
+        pass  # claimed by the `--devices` launch that started this process; it marks completion
+    elif world.is_main:
+        folder = claim_output_folder(args.output, "train", overwrite=args.overwrite, resume=args.resume,
+                                     patterns=MODEL_PATTERNS)
+    if not world.is_main:
+        logging.getLogger("cryounet").setLevel(logging.WARNING)  # rank 0 tells the story
 
     train_items, valid = [], []
     rng = np.random.default_rng(cfg.train.seed)
@@ -153,8 +225,12 @@ def main(args: argparse.Namespace) -> int:
         raise CryoUNetError("the validation micrographs have no picks; F1 cannot be computed")
     t0 = time.monotonic()
     result = train(train_items, valid, cfg, args.diameter, args.output, device,
-                   resume=args.resume, init_weights=init, progress=show_progress(args))
-    folder.complete()
+                   resume=args.resume, init_weights=init, progress=show_progress(args) and world.is_main,
+                   world=world)
+    if not world.is_main:
+        return 0
+    if folder is not None:
+        folder.complete()
     v = result.validation
     logger.info("done in %.1f min: best epoch %d, validation precision %.3f recall %.3f F1 %.3f "
                 "AP %.3f at threshold %.3f; model in %s", (time.monotonic() - t0) / 60,

@@ -1,5 +1,6 @@
 """From probability maps to candidate picks: map clean-up, peak finding, sub-pixel refinement,
-non-maximum suppression and the edge exclusion every pick uses."""
+non-maximum suppression (optionally saddle-aware, to separate touching particles) and the edge
+exclusion every pick uses."""
 from __future__ import annotations
 
 import numpy as np
@@ -34,6 +35,67 @@ def nms(xy: np.ndarray, scores: np.ndarray, distance: float) -> np.ndarray:
     return np.asarray(keep, dtype=np.int64)
 
 
+def saddle_nms(xy: np.ndarray, scores: np.ndarray, prob: np.ndarray, distance: float,
+               saddle_distance: float, ratio: float) -> np.ndarray:
+    """Greedy NMS that separates touching particles: indices kept, best score first.
+
+    A peak closer than ``distance`` to a better kept one is dropped, as in :func:`nms`. One closer
+    than ``saddle_distance`` (but not than ``distance``) is dropped only when the map does not dip
+    between the two: its lowest value on the segment joining them (:func:`valleys`) is at least
+    ``ratio`` times the lower of their ``scores`` (peak values). Two maxima on one ridge or plateau
+    are one particle; two maxima with a saddle between them are two touching particles.
+    """
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    scores = np.asarray(scores, dtype=np.float64)
+    if ratio <= 0 or saddle_distance <= distance:
+        return nms(xy, scores, distance)
+    order = np.argsort(-scores, kind="stable")
+    if len(order) < 2:
+        return order
+    prob = np.asarray(prob, dtype=np.float32)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    tree = cKDTree(xy)
+    suppressed = np.zeros(len(xy), dtype=bool)
+    keep = []
+    for i in order:
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        near = np.asarray(tree.query_ball_point(xy[i], saddle_distance - 1e-9), dtype=np.int64)
+        near = near[(rank[near] > rank[i]) & ~suppressed[near]]
+        if len(near):
+            suppressed[near[_same_particle(prob, xy[i], xy[near], scores[near], distance, ratio)]] = True
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _same_particle(prob: np.ndarray, kept: np.ndarray, others: np.ndarray, heights: np.ndarray,
+                   distance: float, ratio: float) -> np.ndarray:
+    """Which of ``others`` (lower peaks of values ``heights``) belong to the particle of the kept
+    peak at ``kept``: closer than ``distance``, or no valley below ``ratio * heights`` between."""
+    gaps = np.hypot(*(others - kept).T)
+    samples = max(3, int(np.ceil(2 * gaps.max())) + 1)  # about two per pixel
+    low = valleys(prob, np.broadcast_to(kept, others.shape), others, samples)
+    return (gaps <= distance - 1e-9) | (low >= ratio * heights)
+
+
+def valleys(prob: np.ndarray, a: np.ndarray, b: np.ndarray, samples: int) -> np.ndarray:
+    """Lowest map value on each segment from ``a[k]`` to ``b[k]`` (``(K, 2)`` x/y px), from
+    ``samples`` evenly spaced bilinear samples, the end points included."""
+    t = np.linspace(0.0, 1.0, samples)[None, :]
+    x = a[:, :1] + t * (b[:, :1] - a[:, :1])
+    y = a[:, 1:] + t * (b[:, 1:] - a[:, 1:])
+    values = ndimage.map_coordinates(prob, [y.ravel(), x.ravel()], order=1, mode="nearest")
+    return values.reshape(x.shape).min(axis=1)
+
+
+def local_maxima(prob: np.ndarray, radius: float, min_value: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(ys, xs)`` of the pixels that are the maximum of the disk of ``radius`` px around them
+    (:func:`disk_footprint`) and at least ``min_value``."""
+    local_max = ndimage.maximum_filter(prob, footprint=disk_footprint(radius), mode="nearest")
+    return np.nonzero((prob >= local_max) & (prob >= min_value))
+
+
 def find_peaks(prob: np.ndarray, nms_distance: float, min_score: float) -> tuple[np.ndarray, np.ndarray]:
     """Local maxima of a probability map, at least ``nms_distance`` apart.
 
@@ -43,14 +105,22 @@ def find_peaks(prob: np.ndarray, nms_distance: float, min_score: float) -> tuple
         ``(xy, scores)``: ``(N, 2)`` x/y in the map's pixels and the map value at each peak, best
         first.
     """
+    return find_separated_peaks(prob, nms_distance, min_score)
+
+
+def find_separated_peaks(prob: np.ndarray, nms_distance: float, min_score: float,
+                         saddle_distance: float = 0.0, saddle_ratio: float = 0.0
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`find_peaks`, with the saddle test of :func:`saddle_nms` for peaks closer than
+    ``saddle_distance`` (``saddle_ratio`` 0, or ``saddle_distance`` <= ``nms_distance``: plain NMS,
+    exactly :func:`find_peaks`)."""
     prob = np.asarray(prob, dtype=np.float32)
-    local_max = ndimage.maximum_filter(prob, footprint=disk_footprint(nms_distance / 2), mode="nearest")
-    ys, xs = np.nonzero((prob >= local_max) & (prob >= min_score))
+    ys, xs = local_maxima(prob, nms_distance / 2, min_score)
     if len(ys) == 0:
         return np.zeros((0, 2)), np.zeros(0)
     scores = prob[ys, xs].astype(np.float64)
     xy = _refine(prob, ys, xs)
-    keep = nms(xy, scores, nms_distance)
+    keep = saddle_nms(xy, scores, prob, nms_distance, saddle_distance, saddle_ratio)
     return xy[keep], scores[keep]
 
 
@@ -104,7 +174,6 @@ def clean_probability(prob: np.ndarray, diameter: float, opening_radius: float =
     return out
 
 
-
 def candidate_peaks(prob: np.ndarray, diameter: float, pick: PickConfig, min_score: float
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Peaks of a working-scale map after map clean-up, NMS and edge exclusion.
@@ -118,7 +187,8 @@ def candidate_peaks(prob: np.ndarray, diameter: float, pick: PickConfig, min_sco
     if pick.opening_radius > 0 or pick.min_component_area > 0 or pick.max_component_area > 0:
         prob = clean_probability(prob, diameter, pick.opening_radius, pick.min_component_area,
                                  pick.max_component_area, pick.component_level)
-    xy, scores = find_peaks(prob, pick.nms_radius * diameter, min_score)
+    xy, scores = find_separated_peaks(prob, pick.nms_radius * diameter, min_score,
+                                      pick.saddle_radius * diameter, pick.saddle_ratio)
     if pick.edge_exclusion > 0 and len(xy):
         d = pick.edge_exclusion * diameter
         ny, nx = prob.shape

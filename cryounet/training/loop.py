@@ -29,6 +29,7 @@ from cryounet.models.registry import build_model
 from cryounet.models.weights import load_weights, save_model
 from cryounet.training.augment import build_augmenter
 from cryounet.training.data import LabelledMicrograph, PatchSampler
+from cryounet.training.distributed import Distributed
 from cryounet.training.losses import build_loss
 from cryounet.training.targets import describe_negatives
 from cryounet.training.validation import Validation, mine_hard_negatives, validate
@@ -105,6 +106,10 @@ class _Run:
     loss_fn: Any
     patch: int
     average: WeightAverage | None = None
+    #: What the optimiser steps through: DistributedDataParallel around ``network`` in a run of
+    #: several processes, else ``network`` itself (None: the same).
+    trained: nn.Module | None = None
+    world: Distributed = field(default_factory=Distributed)
 
     @property
     def evaluated(self) -> nn.Module:
@@ -145,6 +150,7 @@ def _resume(run: _Run, output: Path, device: torch.device) -> tuple[_Progress, d
         run.scheduler.load_state_dict(state["scheduler"])
         start_epoch = int(state["epoch"]) + 1
         best_f1, best_epoch, stale = float(state["best_f1"]), int(state["best_epoch"]), int(state["stale"])
+        written_by = int(state.get("world_size", 1))
     except (RuntimeError, EOFError, KeyError, TypeError, ValueError, AttributeError, OSError,
             pickle.UnpicklingError) as exc:
         # torch.load: RuntimeError or UnpicklingError for a truncated, foreign or unsafe file (never
@@ -153,6 +159,10 @@ def _resume(run: _Run, output: Path, device: torch.device) -> tuple[_Progress, d
         raise CryoUNetError(f"{checkpoint_path}: not a checkpoint of this training run (truncated, "
                             f"foreign, or of another network or config: {type(exc).__name__}: {detail}); "
                             "train again with --overwrite") from None
+    if written_by != run.world.world_size:
+        raise CryoUNetError(f"{checkpoint_path}: written by a run of {written_by} training process(es), "
+                            f"resumed with {run.world.world_size}: resume with the same --devices (the "
+                            "global batch is shared out by the number of processes)")
     progress = _Progress(read_json_list(output / HISTORY_NAME)[:start_epoch], best_f1, best_epoch, stale,
                          start_epoch)
     logger.info("resuming after epoch %d (best validation F1 %.3f at epoch %d)",
@@ -173,14 +183,16 @@ def _train_epoch(run: _Run, train_items: Sequence[LabelledMicrograph], cfg: Cryo
         logger.debug("epoch %d: %d hard negatives mined", epoch + 1, sum(len(h) for h in hard))
     sampler = PatchSampler(list(train_items), cfg, run.patch, rng, hard)
     augment = build_augmenter(cfg.augment, seed=int(rng.integers(2**31)))
-    run.network.train()
+    trained = run.trained if run.trained is not None else run.network
+    trained.train()
     losses: list[float] = []
     bar = tqdm(range(tc.steps_per_epoch), desc=f"epoch {epoch + 1}/{tc.epochs}", leave=False,
                disable=not progress, unit="step")
     for _ in bar:
-        batch = [augment(*sampler.sample()) for _ in range(tc.batch_size)]
+        # Every process draws the whole global batch from the same streams and trains on its share.
+        batch = run.world.shard([augment(*sampler.sample()) for _ in range(tc.batch_size)])
         images, targets, weights = (torch.from_numpy(np.stack(a))[:, None].to(device) for a in zip(*batch))
-        loss = run.loss_fn(run.network(images), targets, weights)
+        loss = run.loss_fn(trained(images), targets, weights)
         if not torch.isfinite(loss):
             raise CryoUNetError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); "
                                 "lower train.learning_rate")
@@ -195,12 +207,13 @@ def _train_epoch(run: _Run, train_items: Sequence[LabelledMicrograph], cfg: Cryo
     return losses
 
 
-def _epoch_record(epoch: int, losses: Sequence[float], validation: Validation, run: _Run,
+def _epoch_record(epoch: int, train_loss: float, validation: Validation, run: _Run,
                   seconds: float) -> dict[str, Any]:
-    """The ``history.json`` entry of one epoch."""
+    """The ``history.json`` entry of one epoch (``train_loss``: the mean step loss, over all
+    processes of a data-parallel run)."""
     return {
         "epoch": epoch + 1,
-        "train_loss": float(np.mean(losses)),
+        "train_loss": train_loss,
         "valid_loss": validation.loss,
         "valid_precision": validation.precision,
         "valid_recall": validation.recall,
@@ -255,6 +268,7 @@ def train(
     resume: bool = False,
     init_weights: Path | None = None,
     progress: bool = True,
+    world: Distributed | None = None,
 ) -> TrainResult:
     """Train a model and write its folder (best weights, config with threshold, history, curve).
 
@@ -268,13 +282,23 @@ def train(
         resume: continue from ``output/checkpoint.pt``.
         init_weights: safetensors weights to start from (same architecture).
         progress: show a tqdm progress bar.
+        world: this process's place in a data-parallel run (:mod:`cryounet.training.distributed`);
+            only its rank 0 validates and writes, and its result alone carries the validation.
     """
     tc = cfg.train
     if tc.num_threads > 0:
         torch.set_num_threads(tc.num_threads)
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
+    world = world or Distributed()
+    if tc.batch_size % world.world_size:
+        raise CryoUNetError(f"train.batch_size {tc.batch_size} cannot be shared out equally by "
+                            f"{world.world_size} training processes: make it a multiple of "
+                            f"{world.world_size}")
+    if world.is_main:
+        output.mkdir(parents=True, exist_ok=True)
     run = _build_run(cfg, device, init_weights)
+    run.world = world
+    run.trained = world.wrap(run.network, device)
     state, resumed_average = _resume(run, output, device) if resume else (_Progress(), None)
     if tc.ema_decay > 0:
         run.average = WeightAverage(run.network, tc.ema_decay)
@@ -283,43 +307,69 @@ def train(
     logger.info("training %s on %d micrograph(s) (%d picks), validating on %d (%d picks); %s",
                 cfg.model.architecture, len(train_items), sum(len(i.xy) for i in train_items),
                 len(valid_items), sum(len(i.xy) for i in valid_items), describe_negatives(cfg.target))
+    if world.enabled:
+        logger.info("data-parallel over %d processes: %d of the %d patches of each step per process",
+                    world.world_size, tc.batch_size // world.world_size, tc.batch_size)
     t_start = time.monotonic()
     stopped_early = False
     for epoch in range(state.start_epoch, tc.epochs):
         t_epoch = time.monotonic()
         losses = _train_epoch(run, train_items, cfg, epoch, device, progress)
-        validation = validate(run.evaluated, valid_items, cfg, device, run.loss_fn)
-        record = _epoch_record(epoch, losses, validation, run, time.monotonic() - t_epoch)
-        state.history.append(record)
-        out_of_time = tc.time_limit_minutes > 0 and time.monotonic() - t_start > 60 * tc.time_limit_minutes
-        keep = _select(state, validation, tc, epoch, out_of_time)
-        if keep:
-            save_model(output, run.evaluated, ModelInfo(cfg, diameter_px, validation.threshold,
-                                                        validation.metrics()))
-            write_json(output / CURVE_NAME, validation.curve.as_dict())
-        logger.info("epoch %d/%d: loss %.4f, validation P %.3f R %.3f F1 %.3f AP %.3f at threshold "
-                    "%.3f%s (%.0f s)", epoch + 1, tc.epochs, record["train_loss"],
-                    validation.precision, validation.recall, validation.f1, validation.ap,
-                    validation.threshold, " *kept*" if keep else "", record["seconds"])
-        write_json(output / HISTORY_NAME, state.history)
-        _save_checkpoint(output / CHECKPOINT_NAME, run.network, run.optimizer, run.scheduler, epoch,
-                         state.best_f1, state.best_epoch, state.stale,
-                         None if run.average is None else run.average.network)
-        if tc.selection == "best" and tc.patience > 0 and state.stale >= tc.patience:
+        train_loss = world.mean(float(np.mean(losses)), device)
+        world.sync_buffers(run.network)
+        if run.average is not None:
+            world.sync_buffers(run.average.network)
+        early, out_of_time = False, False
+        if world.is_main:
+            early, out_of_time = _end_epoch(run, state, epoch, train_loss, valid_items, cfg, diameter_px,
+                                            output, device, time.monotonic() - t_epoch,
+                                            tc.time_limit_minutes > 0
+                                            and time.monotonic() - t_start > 60 * tc.time_limit_minutes)
+        if world.decision(early, device):
             logger.info("early stopping: no better validation F1 for %d epochs", state.stale)
             stopped_early = True
             break
-        if out_of_time:
+        if world.decision(out_of_time, device):
             logger.info("stopping: time limit of %g minutes reached", tc.time_limit_minutes)
             stopped_early = True
             break
+    if not world.is_main:
+        return TrainResult(state.best_epoch + 1, None, state.history, stopped_early)
     best = _finish(run, state, valid_items, cfg, diameter_px, output, device)
     return TrainResult(state.best_epoch + 1, best, state.history, stopped_early)
 
 
+def _end_epoch(run: _Run, state: _Progress, epoch: int, train_loss: float,
+               valid_items: Sequence[LabelledMicrograph], cfg: CryoUNetConfig, diameter_px: float,
+               output: Path, device: torch.device, seconds: float, out_of_time: bool) -> tuple[bool, bool]:
+    """Validate an epoch, keep its weights when chosen, write history and checkpoint (the writing
+    process only); returns (stop early, out of time)."""
+    tc = cfg.train
+    validation = validate(run.evaluated, valid_items, cfg, device, run.loss_fn)
+    record = _epoch_record(epoch, train_loss, validation, run, seconds)
+    state.history.append(record)
+    keep = _select(state, validation, tc, epoch, out_of_time)
+    if keep:
+        save_model(output, run.evaluated, ModelInfo(cfg, diameter_px, validation.threshold,
+                                                    validation.metrics()))
+        write_json(output / CURVE_NAME, validation.curve.as_dict())
+    logger.info("epoch %d/%d: loss %.4f, validation P %.3f R %.3f F1 %.3f AP %.3f at threshold "
+                "%.3f%s (%.0f s)", epoch + 1, tc.epochs, record["train_loss"],
+                validation.precision, validation.recall, validation.f1, validation.ap,
+                validation.threshold, " *kept*" if keep else "", record["seconds"])
+    write_json(output / HISTORY_NAME, state.history)
+    _save_checkpoint(output / CHECKPOINT_NAME, run.network, run.optimizer, run.scheduler, epoch,
+                     state.best_f1, state.best_epoch, state.stale,
+                     None if run.average is None else run.average.network, run.world.world_size)
+    early = tc.selection == "best" and tc.patience > 0 and state.stale >= tc.patience
+    return early, out_of_time
+
+
 def _save_checkpoint(path: Path, network: nn.Module, optimizer, scheduler, epoch: int,
-                     best_f1: float, best_epoch: int, stale: int, average: nn.Module | None) -> None:
+                     best_f1: float, best_epoch: int, stale: int, average: nn.Module | None,
+                     world_size: int = 1) -> None:
     state = {
+        "world_size": world_size,
         "model": network.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),

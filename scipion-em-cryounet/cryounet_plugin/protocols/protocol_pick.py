@@ -78,8 +78,11 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
                       label="Minimum distance (px)",
                       help="Picks closer than this many pixels (of the micrographs) are merged, "
                            "keeping the best-scoring one (non-maximum suppression). 0 = the "
-                           "model's default (0.4 of the particle diameter for models trained "
-                           "since CryoUNet 0.2, half of it before).")
+                           "model's default: for models trained after CryoUNet 0.4.0, 0.15 of the "
+                           "particle diameter, and up to 0.4 only for neighbours separated by a "
+                           "valley of the probability map (touching particles); 0.4 for models "
+                           "of CryoUNet 0.2 to 0.4.0, half of it before. A value here is plain "
+                           "non-maximum suppression at that distance.")
         form.addParam("tta", params.BooleanParam, default=True,
                       label="Test-time augmentation",
                       help="Average the predictions over the 8 flips/rotations of each "
@@ -347,6 +350,7 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
         pick = {"tta": bool(self.tta.get()), "batch_size": self.inferenceBatch.get()}
         if self.nmsDistance.get():
             pick["nms_radius"] = nmsFraction(self.nmsDistance.get(), self.getPickDiameter())
+            pick["saddle_ratio"] = 0.0  # the form's distance is plain non-maximum suppression
         return engine.mergeConfig({"pick": pick}, self._getExtraConfig())
 
     def _stemsFor(self, items):

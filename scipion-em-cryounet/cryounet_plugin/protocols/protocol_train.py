@@ -6,7 +6,7 @@ from pyworkflow.protocol.constants import LEVEL_ADVANCED, STEPS_PARALLEL
 from pwem.protocols import EMProtocol
 
 from .. import engine
-from ..constants import (ARCH_ATTENTION_UNET, ARCH_UNET, ARCHITECTURES, AUGMENT_LIGHT,
+from ..constants import (DEVICE_CPU, ARCH_ATTENTION_UNET, ARCH_UNET, ARCHITECTURES, AUGMENT_LIGHT,
                          AUGMENTATIONS, CMD_TRAIN, COORDS_FOLDER, LOSS_BCE,
                          LOSS_FOCAL, LOSS_FOCAL_DICE, LOSSES, MAX_ENSEMBLE, MODEL_FOLDER,
                          MODEL_MEMBER_FOLDER, GENERAL_START_BELOW, START_AUTO, START_CHOICES,
@@ -122,6 +122,14 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
                            "probabilities (more robust) and reports their spread as an "
                            "uncertainty per particle. With several GPUs and threads, members "
                            "train in parallel." % MAX_ENSEMBLE)
+        form.addParam("dataParallel", params.BooleanParam, default=True,
+                      label="Data-parallel on several GPUs",
+                      help="Yes: a training step given several GPUs trains its network on all of "
+                           "them at once (torchrun, one process per GPU; the batch is shared out, "
+                           "so it must be a multiple of the GPUs). Scipion gives one step all the "
+                           "'GPU IDs' when the protocol has 1 thread, and shares them among the steps "
+                           "running at once otherwise; on a queue, the step's job asks for its GPUs. "
+                           "No: each step uses its first GPU.")
         form.addParam("mixArchitectures", params.BooleanParam, default=False,
                       condition="ensembleSize > 1",
                       label="Alternate architectures",
@@ -167,6 +175,11 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
                       help="Loss weight (0-1) of pixels far from every pick, which are treated "
                            "as background. Lower it (e.g. 0.3) when the labelled micrographs are "
                            "not exhaustively picked (positive-unlabelled learning).")
+        form.addParam("cpuProcesses", params.IntParam, default=1, validators=[params.Range(1, 64)],
+                      expertLevel=LEVEL_ADVANCED, label="Training processes on the CPU",
+                      help="With 'Use GPU' = No: train each network in this many data-parallel "
+                           "processes (torchrun, gloo), sharing the protocol's threads; for CPU-only "
+                           "clusters. 1 = one process.")
         self._defineExtraConfigParam(form)
         form.addParallelSection(threads=1, mpi=0)
 
@@ -235,8 +248,8 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
                 "--coordinates", os.path.abspath(info["coordinates_folder"]),
                 "--diameter", "%.3f" % info["diameter_px"],
                 "--output", os.path.abspath(output),
-                "--config", os.path.abspath(self._engineConfigPath(self._memberTag(member))),
-                "--device", self._getDeviceArg(), "--threads", str(self._engineThreads(len(self._members())))]
+                "--config", os.path.abspath(self._engineConfigPath(self._memberTag(member)))]
+        args += self._trainDeviceArgs()
         if engine.resumableTraining(output):  # Continue after an interruption
             self.info("Resuming the interrupted training in %s." % output)
             args.append("--resume")
@@ -247,6 +260,31 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
         if errors:
             raise RuntimeError("cryounet train finished without a usable model: %s"
                                % "; ".join(errors))
+
+    def _trainDeviceArgs(self):
+        """``--device``/``--devices`` and ``--threads`` of a training step: all the step's GPUs
+        (data-parallel), its first GPU, or the CPU in one or more processes (each with its share
+        of the step's threads)."""
+        threads = self._engineThreads(len(self._members()))
+        if self._usesGpuDevice():
+            option = "--devices" if self.dataParallel.get() else "--device"
+            return [option, self._getDeviceArg(), "--threads", str(threads)]
+        processes = self.cpuProcesses.get() or 1
+        if processes == 1:
+            return ["--device", DEVICE_CPU, "--threads", str(threads)]
+        perProcess = max(1, threads // processes) if threads else 0
+        return ["--devices", ",".join([DEVICE_CPU] * processes), "--threads", str(perProcess)]
+
+    def _trainProcesses(self):
+        """Processes each training step runs in, where the form fixes it (None: it depends on
+        how Scipion shares the GPUs among parallel steps)."""
+        if not self._usesGpuDevice():
+            return self.cpuProcesses.get() or 1
+        if not self.dataParallel.get():
+            return 1
+        if (self.numberOfThreads.get() or 1) <= 1:
+            return len(self.getGpuList())
+        return None
 
     def createOutputStep(self):
         sampling = self.inputMicrographs.get().getSamplingRate()
@@ -275,7 +313,7 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
             errors += (["Choose the starting model (Start from = a model)."] if model is None
                        else engine.checkModelFolder(model.getPath()))
         items = self._micrographItems(micSet)
-        errors += self._diameterErrors()
+        errors += self._diameterErrors() + self._processErrors()
         if coordSet.getSize() == 0:
             errors.append("The input coordinates are empty.")
         else:
@@ -284,6 +322,21 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
                 errors.append("None of the input micrographs has coordinates in the input "
                               "coordinates (matched by micrograph id or name).")
         return errors
+
+    def _processErrors(self):
+        """A batch that the training processes of a step cannot share out equally."""
+        processes = self._trainProcesses()
+        if not processes or processes == 1:
+            return []
+        try:
+            batch = self._engineConfig(1)["train"]["batch_size"]
+        except (ValueError, KeyError, TypeError):
+            return []  # said by the configuration's own check
+        if batch % processes:
+            return ["Batch size %d cannot be shared out equally by the %d training processes of a step "
+                    "(%s): make it a multiple of %d." % (batch, processes, "GPUs" if self._usesGpuDevice()
+                                                        else "CPU processes", processes)]
+        return []
 
     def _warnings(self):
         warnings = self._gpuWarnings("Training")

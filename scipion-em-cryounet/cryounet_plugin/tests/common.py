@@ -6,8 +6,10 @@ micrographs with known particle centres, written as ``mic_NNN.mrc`` + ``mic_NNN.
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -196,3 +198,40 @@ def copyMicrographs(source, target, names):
     os.makedirs(target, exist_ok=True)
     for name in names:
         shutil.copy(os.path.join(source, name), os.path.join(target, name))
+
+
+# ---------------------------------------------------------------------- fault injection
+#: CRYOUNET_PYTHON wrapper that kills, once, the engine run whose micrograph list names
+#: $KILL_STEM: it starts the engine ($REAL_PYTHON), waits for its first STAR file (or its end),
+#: then SIGKILLs it and itself. Removing $KILL_FLAG disarms it; other runs go straight through.
+KILL_ONCE_WRAPPER = textwrap.dedent("""\
+    #!/bin/bash
+    # Kill the engine run whose micrograph list names $KILL_STEM, once (while $KILL_FLAG exists).
+    list=""; out=""; prev=""
+    for a in "$@"; do
+      [ "$prev" = "--micrographs" ] && list="${a#@}"
+      [ "$prev" = "--output" ] && out="$a"
+      prev="$a"
+    done
+    if [ -e "$KILL_FLAG" ] && [ -n "$list" ] && grep -q "$KILL_STEM" "$list"; then
+      rm -f "$KILL_FLAG"
+      "$REAL_PYTHON" "$@" &
+      engine=$!
+      for i in $(seq 1 600); do
+        ls "$out"/*.star >/dev/null 2>&1 && break
+        kill -0 $engine 2>/dev/null || break
+        sleep 0.05
+      done
+      kill -9 $engine 2>/dev/null
+      kill -9 $$
+    fi
+    exec "$REAL_PYTHON" "$@"
+    """)
+
+
+def writeKillOnceWrapper(path):
+    """Write :data:`KILL_ONCE_WRAPPER` to ``path`` (executable); returns the path."""
+    with open(path, "w") as handle:
+        handle.write(KILL_ONCE_WRAPPER)
+    os.chmod(path, os.stat(path).st_mode | stat.S_IEXEC)
+    return path

@@ -11,6 +11,7 @@ import os
 import pytest
 from pyworkflow.constants import QUEUE_FOR_JOBS
 
+from cryounet_plugin.constants import GPU_PLACEHOLDER
 from cryounet_plugin.protocols import CryoUnetProtTrain
 from cryounet_plugin.tests.common import SIM_BOX, SIM_DIAMETER, CryoUnetTestBase, simulate, tinyConfigJson
 
@@ -105,6 +106,32 @@ class TestCryoUnetQueue(CryoUnetTestBase):
         self.assertEqual(prot.getSubmitDict()["GPU_COUNT"], 0)
         self.assertIn("#TESTQUEUE --gpus=0", self.renderTemplate(prot))
 
+    def test_training_on_several_gpus_is_one_data_parallel_engine_run(self):
+        """GPU IDs '0 1' with one thread: the one training step gets both GPUs and hands them all
+        to the engine (``--devices``: torchrun, one process per GPU); its job asks for 2 GPUs."""
+        prot = self.newTrain(gpuList="0 1", useGpu=True)
+        prot.setHostConfig(self.proj.getHostConfig("localhost"))
+        prot._useQueue.set(True)
+        prot.setQueueParams([self.queueName, {"JOB_MEMORY": "1024", QUEUE_FOR_JOBS: "Y"}])
+        self.assertEqual(prot._trainDeviceArgs()[:2], ["--devices", GPU_PLACEHOLDER])
+        self.assertEqual(prot.getSubmitDict()["GPU_COUNT"], 2)
+        self.assertIn("#TESTQUEUE --gpus=2", self.renderTemplate(prot))
+        self.assertEqual(prot._processErrors(), [])
+        prot.extraConfig.set('{"train": {"batch_size": 7}}')
+        self.assertEqual(prot._processErrors(), [
+            "Batch size 7 cannot be shared out equally by the 2 training processes of a step (GPUs): "
+            "make it a multiple of 2."])
+        prot.dataParallel.set(False)  # each step its first GPU, as before
+        self.assertEqual(prot._trainDeviceArgs()[:2], ["--device", GPU_PLACEHOLDER])
+        self.assertEqual(prot._processErrors(), [])
+
+    def test_cpu_training_processes_share_the_threads(self):
+        prot = self.newTrain(useGpu=False, cpuProcesses=2, numberOfThreads=4)
+        prot._useQueue.set(True)
+        self.assertEqual(prot._trainDeviceArgs(), ["--devices", "cpu,cpu", "--threads", "2"])
+        prot.cpuProcesses.set(1)
+        self.assertEqual(prot._trainDeviceArgs(), ["--device", "cpu", "--threads", "4"])
+
     def test_train_through_queue_per_step_jobs(self):
         useGpu = cudaAvailable()
         before = set(glob.glob(os.path.join(self.queueDir, "*.job")))
@@ -123,7 +150,7 @@ class TestCryoUnetQueue(CryoUnetTestBase):
         self.assertIn("#TESTQUEUE --gpus=%d" % (1 if useGpu else 0), script)
         self.assertIn("-m cryounet train", script)
         # GPU ids are renumbered from 0 inside a queued job
-        self.assertIn("--device '0'" if useGpu else "--device cpu", script)
+        self.assertIn("--devices '0'" if useGpu else "--device cpu", script)
         # the engine uses the threads the job asked for (1), not every core of the node
         self.assertIn("#TESTQUEUE --cpus-per-task=1", script)
         self.assertIn("--threads 1", script)

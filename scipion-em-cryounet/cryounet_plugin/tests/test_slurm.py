@@ -123,6 +123,33 @@ class TestCryoUnetSlurm(CryoUnetTestBase):
         self.assertIn("The queue did not accept the job of cryounet pick", message)
         self.assertIn("gres", message)
 
+    def test_4_data_parallel_training_as_one_torchrun_job(self):
+        """2 training processes (gloo on the CPU) in one SLURM job per step: the job asks for the
+        protocol's 2 threads, the engine starts torchrun inside it, and rank 0's model is the
+        protocol's output."""
+        train = self.newProtocol(CryoUnetProtTrain, epochs=2, useGpu=False, cpuProcesses=2,
+                                 numberOfThreads=2, extraConfig=tinyConfigJson())
+        train.inputMicrographs.set(self.mics)
+        train.inputMicrographs.setExtended("outputMicrographs")
+        train.inputCoordinates.set(self.coords)
+        train.inputCoordinates.setExtended("outputCoordinates")
+        self.runProt(self.queued(train, perStep=True))
+        self.assertTrue(os.path.exists(train.outputModel.getWeightsFile()))
+        scripts = self.jobScripts(train)
+        self.assertEqual(len(scripts), 1, scripts)  # the training step is the one job
+        with open(scripts[0]) as handle:
+            script = handle.read()
+        self.assertIn("#SBATCH --cpus-per-task=2", script)
+        self.assertIn("-m cryounet train", script)
+        self.assertIn("--devices cpu,cpu --threads 1", script)
+        with open(scripts[0][:-len(".job")] + ".err") as handle:
+            log = handle.read()
+        for line in ("torch.distributed.run --standalone --nproc-per-node=2", "process 1 of 2",
+                     "process 2 of 2", "gloo backend", "data-parallel over 2 processes"):
+            self.assertIn(line, log)
+        with open(os.path.join(train.outputModel.getPath(), "history.json")) as handle:
+            self.assertEqual([r["epoch"] for r in json.load(handle)], [1, 2])
+
     def pointer(self, prot, name=None):
         from pyworkflow.object import Pointer
         return Pointer(prot, extended=name) if name else Pointer(prot)
