@@ -444,6 +444,14 @@ class CryoUNetConfig:
 MAX_PARAMETERS = 200_000_000
 
 
+def check_batch_shared(batch_size: int, processes: int, what: str = "training processes") -> None:
+    """Refuse a global batch that ``processes`` data-parallel processes cannot share out equally
+    (each trains on ``batch_size / processes`` patches of every step)."""
+    if processes > 1 and batch_size % processes:
+        raise CryoUNetError(f"train.batch_size {batch_size} cannot be shared out equally by {processes} "
+                            f"{what}: make it a multiple of {processes}")
+
+
 def estimated_parameters(model: ModelConfig) -> int:
     """An upper estimate of the U-Net's parameter count, from its sizes alone (nothing is built):
     two 3 x 3 convolutions per block, ``blocks_per_level`` blocks per level, channels doubling per

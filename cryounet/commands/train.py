@@ -99,15 +99,14 @@ def _launch(args: argparse.Namespace, devices: list[str], cfg) -> int:
     import os
     import subprocess
 
+    from cryounet.config import check_batch_shared
     from cryounet.errors import CryoUNetError
     from cryounet.io.model_folder import MODEL_PATTERNS
     from cryounet.io.outputs import claim_output_folder
     from cryounet.training import distributed
 
     distributed.check_devices(devices)
-    if cfg.train.batch_size % len(devices):
-        raise CryoUNetError(f"train.batch_size {cfg.train.batch_size} cannot be shared out equally by "
-                            f"{len(devices)} devices: make it a multiple of {len(devices)}")
+    check_batch_shared(cfg.train.batch_size, len(devices), "devices")
     folder = claim_output_folder(args.output, "train", overwrite=args.overwrite, resume=args.resume,
                                  patterns=MODEL_PATTERNS)
     env = dict(os.environ)

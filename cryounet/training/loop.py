@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cryounet.config import CryoUNetConfig, TrainConfig
+from cryounet.config import CryoUNetConfig, TrainConfig, check_batch_shared
 from cryounet.errors import CryoUNetError
 from cryounet.io.atomic import atomic_path, write_json
 from cryounet.io.model_folder import (CHECKPOINT_NAME, CURVE_NAME, HISTORY_NAME, WEIGHTS_NAME, ModelInfo,
@@ -290,10 +290,7 @@ def train(
         torch.set_num_threads(tc.num_threads)
     output = Path(output)
     world = world or Distributed()
-    if tc.batch_size % world.world_size:
-        raise CryoUNetError(f"train.batch_size {tc.batch_size} cannot be shared out equally by "
-                            f"{world.world_size} training processes: make it a multiple of "
-                            f"{world.world_size}")
+    check_batch_shared(tc.batch_size, world.world_size)
     if world.is_main:
         output.mkdir(parents=True, exist_ok=True)
     run = _build_run(cfg, device, init_weights)

@@ -116,6 +116,16 @@ def validateConfig(config, source="engine configuration"):
     _config.CryoUNetConfig().updated(config, source=source)
 
 
+def batchSharingErrors(batchSize, processes, what):
+    """The engine's refusal of a batch that ``processes`` training processes cannot share out
+    equally, as a list of messages (empty when it can)."""
+    try:
+        _config.check_batch_shared(batchSize, processes, what)
+    except CryoUNetError as exc:
+        return [str(exc)]
+    return []
+
+
 def mergeConfig(base, extra):
     """A copy of ``base`` where the sections/keys of ``extra`` override (two levels deep)."""
     merged = {section: dict(values) for section, values in base.items()}

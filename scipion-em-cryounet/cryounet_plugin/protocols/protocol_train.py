@@ -332,11 +332,8 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
             batch = self._engineConfig(1)["train"]["batch_size"]
         except (ValueError, KeyError, TypeError):
             return []  # said by the configuration's own check
-        if batch % processes:
-            return ["Batch size %d cannot be shared out equally by the %d training processes of a step "
-                    "(%s): make it a multiple of %d." % (batch, processes, "GPUs" if self._usesGpuDevice()
-                                                        else "CPU processes", processes)]
-        return []
+        return engine.batchSharingErrors(batch, processes, "training processes of a step (%s)"
+                                         % ("GPUs" if self._usesGpuDevice() else "CPU processes"))
 
     def _warnings(self):
         warnings = self._gpuWarnings("Training")

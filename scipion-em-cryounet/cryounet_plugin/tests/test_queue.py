@@ -119,8 +119,8 @@ class TestCryoUnetQueue(CryoUnetTestBase):
         self.assertEqual(prot._processErrors(), [])
         prot.extraConfig.set('{"train": {"batch_size": 7}}')
         self.assertEqual(prot._processErrors(), [
-            "Batch size 7 cannot be shared out equally by the 2 training processes of a step (GPUs): "
-            "make it a multiple of 2."])
+            "train.batch_size 7 cannot be shared out equally by 2 training processes of a step (GPUs): "
+            "make it a multiple of 2"])
         prot.dataParallel.set(False)  # each step its first GPU, as before
         self.assertEqual(prot._trainDeviceArgs()[:2], ["--device", GPU_PLACEHOLDER])
         self.assertEqual(prot._processErrors(), [])
