@@ -64,6 +64,15 @@ def main() -> int:
         pick_extra = ["--threads", str(args.threads)] if args.threads else []
         scores, pick_s, pick_rss = pick_and_score([model], root / "test", diameter, out, log, pick_extra)
         history = json.loads((model / "history.json").read_text())
+        folds = sorted(model.glob("fold_*"))
+        if folds:
+            # With train.calibration_folds the fold models are there too: score the main model and
+            # its folds as one ensemble (threshold: the mean of their thresholds), for the record.
+            ens_out = out / "fold-ensemble"
+            ens_out.mkdir(exist_ok=True)
+            ens, _, _ = pick_and_score([model, *folds], root / "test", diameter, ens_out, log, pick_extra)
+            scores["fold_ensemble"] = {k: ens[k] for k in ("precision", "recall", "f1", "best_f1", "ap",
+                                                           "threshold")}
         row = {"set": name, "label": args.label, "seed": args.seed, "threads": args.threads, "init": args.init,
                **scores,
                "train_seconds": train_s, "train_peak_rss_mib": train_rss, "pick_seconds": pick_s,
@@ -74,6 +83,10 @@ def main() -> int:
               f"F1={scores['f1']:.3f} bestF1={scores['best_f1']:.3f} AP={scores['ap']:.3f} "
               f"train={train_s / 60:.1f}min ({len(history)} epochs) peakRSS={train_rss:.0f}MiB "
               f"pick={pick_s:.1f}s", flush=True)
+        if folds:
+            ens = scores["fold_ensemble"]
+            print(f"accuracy {args.label} {name} ensemble of main + {len(folds)} fold models: "
+                  f"F1={ens['f1']:.3f} bestF1={ens['best_f1']:.3f} AP={ens['ap']:.3f}", flush=True)
     # Runs of other sets under the same label (e.g. one process per set) keep their rows.
     summary = args.output / args.label / "results.json"
     if summary.is_file():

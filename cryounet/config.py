@@ -158,6 +158,13 @@ class TrainConfig:
         calibration_tolerance: the picking threshold is calibrated on validation as the middle of
             the thresholds whose F1 is within this of the best (0 = the threshold of the best F1
             itself). Model selection still uses the best F1.
+        calibration_folds: 0 calibrates the threshold on the validation micrographs alone. K >= 2
+            cross-fits it over every labelled micrograph (:mod:`cryounet.training.crossfit`): the
+            validation micrographs are one fold, the training micrographs are shared out into the
+            other K - 1, a fold model is trained for each of those (K - 1 more trainings, kept in
+            ``fold_J``), and the threshold comes from all folds' picks, each fold picked by the
+            model that did not train on it. K = 1 + the number of training micrographs is
+            leave-one-micrograph-out.
         valid_fraction: fraction of training micrographs held out for validation when no
             validation set is given (at least one; with a single micrograph, its bottom strip).
         seed: random seed (sampling, augmentation, initialisation).
@@ -182,6 +189,7 @@ class TrainConfig:
     patience: int = 10
     selection: str = "best"
     calibration_tolerance: float = 0.02
+    calibration_folds: int = 0
     valid_fraction: float = 0.2
     seed: int = 0
     ema_decay: float = 0.0
@@ -386,6 +394,9 @@ class CryoUNetConfig:
                     "min_component_area", "max_component_area", "saddle_radius"):
             if not getattr(self.pick, key) >= 0:  # also refuses NaN
                 raise CryoUNetError(f"{source}: pick.{key} must not be negative")
+        if self.train.calibration_folds < 0 or self.train.calibration_folds == 1:
+            raise CryoUNetError(f"{source}: train.calibration_folds must be 0 (calibrate on validation "
+                                f"alone) or at least 2 folds, got {self.train.calibration_folds}")
         if self.train.seed < 0:
             raise CryoUNetError(f"{source}: train.seed must not be negative, got {self.train.seed}")
         if not 0 <= self.preprocess.lowpass_sigma <= 1:
@@ -415,6 +426,7 @@ class CryoUNetConfig:
             "train.weight_decay": (self.train.weight_decay, 1.0),
             "train.warmup_epochs": (self.train.warmup_epochs, 100_000),
             "train.num_threads": (self.train.num_threads, 4096),
+            "train.calibration_folds": (self.train.calibration_folds, 1000),
             "pick.tile_size": (self.pick.tile_size, 8192),
             "pick.batch_size": (self.pick.batch_size, 4096),
             "pick.min_score": (self.pick.min_score, 1.0),

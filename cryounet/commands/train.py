@@ -187,9 +187,10 @@ def _train_here(args: argparse.Namespace, cfg, datasets: list[dict], init: Path 
 
     from cryounet.errors import CryoUNetError
     from cryounet.io.micrographs import expand_micrographs
-    from cryounet.io.model_folder import MODEL_PATTERNS
+    from cryounet.io.model_folder import CHECKPOINT_NAME, MODEL_PATTERNS
     from cryounet.io.outputs import OutputFolder, claim_output_folder
     from cryounet.training import distributed
+    from cryounet.training.crossfit import apply_cross_fitted, make_folds, train_folds
     from cryounet.training.data import load_labelled, split_validation
     from cryounet.training.loop import train
 
@@ -223,14 +224,24 @@ def _train_here(args: argparse.Namespace, cfg, datasets: list[dict], init: Path 
     if sum(len(i.xy) for i in valid) == 0:
         raise CryoUNetError("the validation micrographs have no picks; F1 cannot be computed")
     t0 = time.monotonic()
+    folds = make_folds(train_items, valid, cfg.train.calibration_folds) if cfg.train.calibration_folds else []
+    resume = args.resume
+    if folds:
+        # The fold models first: an interrupted run then always resumes the main model last.
+        train_folds(folds, cfg, args.diameter, args.output, device, resume=args.resume, init_weights=init,
+                    progress=show_progress(args) and world.is_main, world=world)
+        resume = args.resume and (args.output / CHECKPOINT_NAME).is_file()
+        logger.info("main model: training on %d micrograph(s)", len(train_items))
     result = train(train_items, valid, cfg, args.diameter, args.output, device,
-                   resume=args.resume, init_weights=init, progress=show_progress(args) and world.is_main,
+                   resume=resume, init_weights=init, progress=show_progress(args) and world.is_main,
                    world=world)
     if not world.is_main:
         return 0
+    v = result.validation
+    if folds:
+        v = apply_cross_fitted(args.output, folds, valid, cfg, device)
     if folder is not None:
         folder.complete()
-    v = result.validation
     logger.info("done in %.1f min: best epoch %d, validation precision %.3f recall %.3f F1 %.3f "
                 "AP %.3f at threshold %.3f; model in %s", (time.monotonic() - t0) / 60,
                 result.best_epoch, v.precision, v.recall, v.f1, v.ap, v.threshold, args.output)

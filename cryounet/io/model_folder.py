@@ -40,8 +40,10 @@ REQUIRED_FILES = (CONFIG_NAME, WEIGHTS_NAME)
 RESUME_FILES = (CHECKPOINT_NAME,)
 #: What ``train`` and ``refine`` write in a model folder (what ``--overwrite`` removes from a folder
 #: without a marker of :mod:`cryounet.io.outputs`).
+#: Cross-fitting fold models of ``train.calibration_folds`` (each a model folder of its own).
+FOLD_PREFIX = "fold_"
 MODEL_PATTERNS = (WEIGHTS_NAME, CONFIG_NAME, HISTORY_NAME, CURVE_NAME, REFINE_HISTORY_NAME, CHECKPOINT_NAME,
-                  "round_*")
+                  "round_*", FOLD_PREFIX + "*")
 
 
 @dataclass
@@ -56,6 +58,10 @@ class ModelInfo:
     #: are smoother, so their best threshold differs); None when not calibrated.
     threshold_tta: float | None = None
     validation_tta: dict[str, float] = field(default_factory=dict)
+    #: How the thresholds were calibrated when not on the validation micrographs alone (cross-fitted
+    #: over folds, :mod:`cryounet.training.crossfit`): numbers of folds, micrographs and picks, and
+    #: the validation-only thresholds it replaced. Empty otherwise.
+    calibration: dict[str, float] = field(default_factory=dict)
     #: CryoUNet version that wrote the folder (this one for a model being trained).
     cryounet_version: str = __version__
     #: Where it was read from (for messages; not stored).
@@ -78,6 +84,8 @@ class ModelInfo:
         if self.threshold_tta is not None:
             data["threshold_tta"] = self.threshold_tta
             data["validation_tta"] = self.validation_tta
+        if self.calibration:
+            data["calibration"] = self.calibration
         return data
 
 
@@ -171,6 +179,7 @@ def read_model_info(folder: str | os.PathLike[str], allow_incomplete: bool = Fal
             validation={k: float(v) for k, v in dict(data.get("validation", {})).items()},
             threshold_tta=None if data.get("threshold_tta") is None else float(data["threshold_tta"]),
             validation_tta={k: float(v) for k, v in dict(data.get("validation_tta", {})).items()},
+            calibration={k: float(v) for k, v in dict(data.get("calibration", {})).items()},
             cryounet_version=str(data.get("cryounet_version", "")),
             source=str(folder),
         )

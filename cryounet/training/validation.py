@@ -2,7 +2,7 @@
 hard-negative mining on the training micrographs."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -36,38 +36,75 @@ class Validation:
                 "best_f1": self.best_f1}
 
 
+@dataclass
+class Candidates:
+    """Every candidate pick (score >= ``pick.min_score``) of some labelled micrographs, with their
+    annotated picks: what a threshold is calibrated on (working pixels)."""
+
+    preds: list[np.ndarray] = field(default_factory=list)
+    scores: list[np.ndarray] = field(default_factory=list)
+    truths: list[np.ndarray] = field(default_factory=list)
+    diameters: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+
+    def extend(self, other: "Candidates") -> "Candidates":
+        """Pool ``other``'s micrographs into these (returns self)."""
+        for name in ("preds", "scores", "truths", "diameters", "losses"):
+            getattr(self, name).extend(getattr(other, name))
+        return self
+
+    @property
+    def n_truth(self) -> int:
+        return int(sum(len(t) for t in self.truths))
+
+
 @torch.no_grad()
-def validate(network: nn.Module, items: Sequence[LabelledMicrograph], cfg: CryoUNetConfig,
-             device: torch.device, loss_fn=None, tta: bool = False) -> Validation:
-    """Pick every validation micrograph and calibrate the threshold on the pooled F1 curve
-    (middle of the near-best plateau, ``train.calibration_tolerance``), with test-time
-    augmentation when ``tta``."""
+def pick_candidates(network: nn.Module, items: Sequence[LabelledMicrograph], cfg: CryoUNetConfig,
+                    device: torch.device, loss_fn=None, tta: bool = False) -> Candidates:
+    """Pick every micrograph of ``items`` with ``network`` (test-time augmentation when ``tta``),
+    keeping every candidate; with ``loss_fn``, also the loss of each probability map."""
     network.eval()
-    preds, scores, truths, losses = [], [], [], []
+    found = Candidates()
     for item in items:
         prob = predict_probability(network, item.image, cfg.pick.tile_size, cfg.pick.tile_overlap,
                                    cfg.pick.batch_size, tta, device)
         xy, s = candidate_peaks(prob, item.diameter, cfg.pick, cfg.pick.min_score)
-        preds.append(xy)
-        scores.append(s)
-        truths.append(item.xy)
+        found.preds.append(xy)
+        found.scores.append(s)
+        found.truths.append(item.xy)
+        found.diameters.append(float(item.diameter))
         if loss_fn is not None:
             target, weight = make_targets(item.image.shape, item.xy, item.diameter, cfg.target)
             logit = torch.logit(torch.from_numpy(prob).clamp(1e-6, 1 - 1e-6))[None, None]
-            losses.append(float(loss_fn(logit, torch.from_numpy(target)[None, None],
-                                        torch.from_numpy(weight)[None, None])))
-    radius = MATCH_RADIUS * float(np.mean([it.diameter for it in items]))
+            found.losses.append(float(loss_fn(logit, torch.from_numpy(target)[None, None],
+                                              torch.from_numpy(weight)[None, None])))
+    return found
+
+
+def calibrate(found: Candidates, tolerance: float) -> Validation:
+    """The threshold calibrated on the pooled F1 curve of ``found`` (middle of the near-best
+    plateau, :meth:`ThresholdCurve.calibrated_index`), with P/R/F1 there, best F1, AP and mean loss."""
+    preds, scores, truths = found.preds, found.scores, found.truths
+    radius = MATCH_RADIUS * float(np.mean(found.diameters))
     curve = threshold_curve(preds, scores, truths, radius)
     if len(curve.thresholds) == 0:
         result = evaluate([np.zeros((0, 2))] * len(truths), truths, radius)
         threshold, best = 0.5, result.f1
     else:
-        threshold = float(curve.thresholds[curve.calibrated_index(cfg.train.calibration_tolerance)])
+        threshold = float(curve.thresholds[curve.calibrated_index(tolerance)])
         result = evaluate([p[s >= threshold] for p, s in zip(preds, scores)], truths, radius)
         best = float(curve.f1.max())
     ap = average_precision(preds, scores, truths, radius)
     return Validation(curve, threshold, result.precision, result.recall, result.f1, ap,
-                      float(np.mean(losses)) if losses else float("nan"), best)
+                      float(np.mean(found.losses)) if found.losses else float("nan"), best)
+
+
+def validate(network: nn.Module, items: Sequence[LabelledMicrograph], cfg: CryoUNetConfig,
+             device: torch.device, loss_fn=None, tta: bool = False) -> Validation:
+    """Pick every validation micrograph and calibrate the threshold on the pooled F1 curve
+    (middle of the near-best plateau, ``train.calibration_tolerance``), with test-time
+    augmentation when ``tta``."""
+    return calibrate(pick_candidates(network, items, cfg, device, loss_fn, tta), cfg.train.calibration_tolerance)
 
 
 @torch.no_grad()
