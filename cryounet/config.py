@@ -236,6 +236,11 @@ class PickConfig:
             ``saddle_ratio`` times the lower peak: a second maximum on the same blob is dropped, a
             neighbour behind a saddle is kept. It acts only when ``saddle_radius`` > ``nms_radius``
             (``saddle_ratio`` 0: plain NMS at ``nms_radius``).
+        precision: arithmetic of the network's forward passes when picking: ``float32`` (the
+            default; what thresholds are calibrated with), ``bfloat16`` (autocast on the CPU or a
+            GPU: faster where the processor has bfloat16 instructions, probabilities within a few
+            thousandths) or ``float16`` (autocast, CUDA GPUs only). Probabilities are always
+            accumulated in float32. A setting of the machine that picks, like ``tile_size``.
     """
 
     threshold: float | None = None
@@ -252,10 +257,13 @@ class PickConfig:
     component_level: float = 0.5
     saddle_ratio: float = 0.8
     saddle_radius: float = 0.4
+    precision: str = "float32"
 
 
 #: Settings of the machine that picks, not of the model: a model folder's values are not used.
-PICK_MACHINE_SETTINGS = ("tile_size", "batch_size")
+PICK_MACHINE_SETTINGS = ("tile_size", "batch_size", "precision")
+#: Values of ``pick.precision``.
+PRECISIONS = ("float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -407,6 +415,9 @@ class CryoUNetConfig:
                 raise CryoUNetError(f"{source}: refine.{key} must be between 0 and 1 (exclusive)")
         if not self.refine.max_entropy >= 0:
             raise CryoUNetError(f"{source}: refine.max_entropy must not be negative")
+        if self.pick.precision not in PRECISIONS:
+            raise CryoUNetError(f"{source}: pick.precision must be one of {', '.join(PRECISIONS)}, "
+                                f"got {self.pick.precision!r}")
         if self.pick.tile_overlap >= self.pick.tile_size:
             raise CryoUNetError(f"{source}: pick.tile_overlap must be smaller than pick.tile_size")
 
@@ -462,6 +473,29 @@ def check_batch_shared(batch_size: int, processes: int, what: str = "training pr
     if processes > 1 and batch_size % processes:
         raise CryoUNetError(f"train.batch_size {batch_size} cannot be shared out equally by {processes} "
                             f"{what}: make it a multiple of {processes}")
+
+
+def held_out_count(micrographs: int, fraction: float) -> int:
+    """How many of ``micrographs`` labelled micrographs are held out for validation when no
+    validation set is given: ``fraction`` of them, at least one, and never all (a single
+    micrograph gives a validation strip of itself instead: 0 here)."""
+    if micrographs < 2:
+        return 0
+    return min(micrographs - 1, max(1, int(round(fraction * micrographs))))
+
+
+def check_calibration_folds(folds: int, training_micrographs: int) -> None:
+    """Refuse ``train.calibration_folds`` that the training micrographs cannot fill: each fold
+    besides the validation fold holds out at least one of them."""
+    if folds == 0:
+        return
+    if folds < 2:
+        raise CryoUNetError(f"train.calibration_folds must be 0 (calibrate on validation alone) or at least "
+                            f"2 folds, got {folds}")
+    if training_micrographs < folds - 1:
+        raise CryoUNetError(f"train.calibration_folds = {folds} needs at least {folds - 1} training "
+                            f"micrographs (one per fold besides the validation fold), there are "
+                            f"{training_micrographs}: use at most {training_micrographs + 1} folds")
 
 
 def estimated_parameters(model: ModelConfig) -> int:

@@ -379,6 +379,18 @@ def test_pick_incompatible_ensemble(run_cli, tiny_model: Path, sim_data: SimData
     assert rc == 2 and "cannot be combined" in error_line(err, "pick")
 
 
+def test_pick_precision(run_cli, tiny_model: Path, sim_data: SimData, tmp_path: Path) -> None:
+    rc, _, err = run_cli("pick", "--model", tiny_model, "--micrographs", sim_data.micrographs[0],
+                         "--output", tmp_path / "p16", "--device", "cpu", "--precision", "float16")
+    assert rc == 2 and "float16 needs a CUDA GPU" in error_line(err, "pick")
+    assert not list((tmp_path / "p16").glob("*.star"))
+    rc, _, err = run_cli("pick", "--model", tiny_model, "--micrographs", sim_data.micrographs[0],
+                         "--output", tmp_path / "bf16", "--device", "cpu", "--precision", "bfloat16")
+    assert rc == 0, err
+    assert "forward passes in bfloat16" in err
+    assert (tmp_path / "bf16" / f"{sim_data.micrographs[0].stem}.star").is_file()
+
+
 @needs_no_gpu
 def test_pick_gpu_requested_and_absent(run_cli, tiny_model: Path, sim_data: SimData,
                                        tmp_path: Path) -> None:

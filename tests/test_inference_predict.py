@@ -13,7 +13,7 @@ from engine_helpers import loaded_model as _loaded
 from cryounet.config import CryoUNetConfig, ModelConfig, PickConfig
 from cryounet.errors import CryoUNetError
 from cryounet.inference.picker import Picker, peaks_to_picks
-from cryounet.inference.predict import _dihedral, _dihedral_inverse, predict_probability
+from cryounet.inference.predict import _dihedral, _dihedral_inverse, forward_precision, predict_probability
 from cryounet.models import build_model
 from cryounet.preprocess import Scale
 
@@ -123,6 +123,40 @@ def test_tta_with_tiles() -> None:
     whole = predict_probability(net, image, tile_size=1024, overlap=0, tta=True)
     tiled = predict_probability(net, image, tile_size=128, overlap=96, tta=True)
     assert np.abs(whole - tiled).max() < 1e-4
+
+
+# ------------------------------------------------------------------------------------- precision
+def test_bfloat16_forward_passes_stay_close_to_float32_and_return_float32() -> None:
+    net = _random_net(depth=2, seed=14)
+    image = _image((160, 144), seed=15)
+    reference = predict_probability(net, image, tta=True)
+    with forward_precision("cpu", "bfloat16"):
+        low = predict_probability(net, image, tta=True)
+    assert low.dtype == np.float32
+    assert 0 < np.abs(low - reference).max() < 0.02  # bfloat16 really ran, and stayed close
+    with forward_precision("cpu", "float32"):
+        same = predict_probability(net, image, tta=True)
+    assert np.array_equal(same, reference)
+
+
+def test_float16_needs_a_gpu_and_unknown_precisions_are_refused() -> None:
+    with pytest.raises(CryoUNetError, match="float16 needs a CUDA GPU.*use bfloat16"):
+        with forward_precision("cpu", "float16"):
+            pass
+    with pytest.raises(CryoUNetError, match="unknown pick.precision"):
+        with forward_precision("cpu", "int8"):
+            pass
+    with pytest.raises(CryoUNetError, match="pick.precision must be one of float32, bfloat16, float16"):
+        CryoUNetConfig().updated({"pick": {"precision": "half"}}).validate("test")
+
+
+def test_picker_uses_the_configured_precision() -> None:
+    net = _random_net(depth=2, seed=16)
+    micrograph = _image((128, 128), seed=17)
+    plain = Picker([_loaded(net, diameter=16.0)], PickConfig(tta=False))
+    low = Picker([_loaded(net, diameter=16.0)], PickConfig(tta=False, precision="bfloat16"))
+    a, b = plain.probability(micrograph)[0], low.probability(micrograph)[0]
+    assert 0 < np.abs(a - b).max() < 0.02
 
 
 # ------------------------------------------------------------------------------------- picking

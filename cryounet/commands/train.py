@@ -128,8 +128,6 @@ def _launch(args: argparse.Namespace, devices: list[str], cfg) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    import os
-
     from cryounet.config import load_config
     from cryounet.device import resolve_device
     from cryounet.errors import CryoUNetError
@@ -167,9 +165,9 @@ def main(args: argparse.Namespace) -> int:
         return _launch(args, devices, cfg)
     if args.threads:
         cfg.train.num_threads = args.threads
-    local_rank = int(os.environ.get("LOCAL_RANK", "0")) if distributed.in_torchrun() else 0
-    spec = distributed.process_device(devices, args.device, local_rank) \
-        if distributed.in_torchrun() or devices else args.device
+    ranks = distributed.environment_ranks()
+    spec = distributed.process_device(devices, args.device, ranks[2] if ranks else 0) \
+        if ranks is not None or devices else args.device
     device = resolve_device(spec, args.threads)
     world = distributed.from_environment(device)
     try:

@@ -11,7 +11,7 @@ import torch
 
 from cryounet.config import PickConfig
 from cryounet.errors import CryoUNetError
-from cryounet.inference.predict import predict_probability
+from cryounet.inference.predict import forward_precision, predict_probability
 from cryounet.io.coordinates import Picks
 from cryounet.io.model_folder import picking_threshold
 from cryounet.models.weights import LoadedModel
@@ -63,11 +63,12 @@ class Picker:
 
     def probability(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Mean probability over the ensemble (and its standard deviation when > 1 model)."""
-        maps = [
-            predict_probability(m.network, image, self.pick.tile_size, self.pick.tile_overlap,
-                                self.pick.batch_size, self.pick.tta, self.device)
-            for m in self.models
-        ]
+        with forward_precision(self.device, self.pick.precision):
+            maps = [
+                predict_probability(m.network, image, self.pick.tile_size, self.pick.tile_overlap,
+                                    self.pick.batch_size, self.pick.tta, self.device)
+                for m in self.models
+            ]
         if len(maps) == 1:
             return maps[0], None
         stack = np.stack(maps)

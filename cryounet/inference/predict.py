@@ -8,9 +8,14 @@ contributes only its centre, away from the tile borders.
 """
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import numpy as np
 import torch
 from torch import nn
+
+from cryounet.errors import CryoUNetError
 
 
 def _multiple(network: nn.Module) -> int:
@@ -64,13 +69,38 @@ def _dihedral_inverse(x: torch.Tensor, k: int) -> torch.Tensor:
     return x
 
 
+@contextlib.contextmanager
+def forward_precision(device: torch.device | str, precision: str = "float32") -> Iterator[None]:
+    """Autocast the forward passes inside to ``precision`` (``pick.precision``): nothing for
+    ``float32``, ``bfloat16`` on the CPU or a GPU, ``float16`` on a CUDA GPU only."""
+    check_precision(device, precision)
+    if precision == "float32":
+        yield
+        return
+    dtype = torch.bfloat16 if precision == "bfloat16" else torch.float16
+    with torch.autocast(torch.device(device).type, dtype=dtype):
+        yield
+
+
+def check_precision(device: torch.device | str, precision: str) -> None:
+    """Refuse a ``pick.precision`` the device cannot run (before any micrograph is read)."""
+    device_type = torch.device(device).type
+    if precision not in ("float32", "bfloat16", "float16"):
+        raise CryoUNetError(f"unknown pick.precision {precision!r} (float32, bfloat16 or float16)")
+    if precision == "float16" and device_type != "cuda":
+        raise CryoUNetError(f"pick.precision float16 needs a CUDA GPU, and this pick runs on {device_type}; "
+                            "use bfloat16 on the CPU (or float32)")
+
+
 @torch.no_grad()
 def _forward_probability(network: nn.Module, batch: torch.Tensor, tta: bool) -> torch.Tensor:
+    """Sigmoid of the network's output (mean over the 8 symmetries when ``tta``), in float32
+    whatever the arithmetic of the forward pass."""
     if not tta:
-        return torch.sigmoid(network(batch))
-    total = torch.zeros_like(batch)
+        return torch.sigmoid(network(batch).float())
+    total = torch.zeros(batch.shape, dtype=torch.float32, device=batch.device)
     for k in range(8):
-        total += _dihedral_inverse(torch.sigmoid(network(_dihedral(batch, k))), k)
+        total += _dihedral_inverse(torch.sigmoid(network(_dihedral(batch, k)).float()), k)
     return total / 8
 
 

@@ -3,6 +3,8 @@ non-maximum suppression (optionally saddle-aware, to separate touching particles
 exclusion every pick uses."""
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
@@ -17,13 +19,11 @@ def disk_footprint(radius: float) -> np.ndarray:
     return (xx**2 + yy**2) <= max(radius, 1.0) ** 2 + 1e-9
 
 
-def nms(xy: np.ndarray, scores: np.ndarray, distance: float) -> np.ndarray:
-    """Greedy non-maximum suppression: indices kept, best score first, none closer than
-    ``distance`` to a better one."""
-    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    if distance <= 0 or len(order) < 2:
-        return order
+def _greedy_suppression(xy: np.ndarray, order: np.ndarray, radius: float,
+                        belongs: Callable[[int, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """The greedy skeleton of every NMS here: walk ``order`` (best first), keep each peak not yet
+    suppressed and suppress the not yet suppressed peaks within ``radius`` of it, or only those
+    that ``belongs(kept, near)`` marks (a boolean mask over ``near``)."""
     tree = cKDTree(xy)
     suppressed = np.zeros(len(xy), dtype=bool)
     keep = []
@@ -31,8 +31,22 @@ def nms(xy: np.ndarray, scores: np.ndarray, distance: float) -> np.ndarray:
         if suppressed[i]:
             continue
         keep.append(i)
-        suppressed[tree.query_ball_point(xy[i], distance - 1e-9)] = True
+        near = np.asarray(tree.query_ball_point(xy[i], radius - 1e-9), dtype=np.int64)
+        near = near[~suppressed[near]]
+        if belongs is not None and len(near):
+            near = near[belongs(i, near)]
+        suppressed[near] = True
     return np.asarray(keep, dtype=np.int64)
+
+
+def nms(xy: np.ndarray, scores: np.ndarray, distance: float) -> np.ndarray:
+    """Greedy non-maximum suppression: indices kept, best score first, none closer than
+    ``distance`` to a better one."""
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    if distance <= 0 or len(order) < 2:
+        return order
+    return _greedy_suppression(xy, order, distance)
 
 
 def saddle_nms(xy: np.ndarray, scores: np.ndarray, prob: np.ndarray, distance: float,
@@ -55,18 +69,15 @@ def saddle_nms(xy: np.ndarray, scores: np.ndarray, prob: np.ndarray, distance: f
     prob = np.asarray(prob, dtype=np.float32)
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
-    tree = cKDTree(xy)
-    suppressed = np.zeros(len(xy), dtype=bool)
-    keep = []
-    for i in order:
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        near = np.asarray(tree.query_ball_point(xy[i], saddle_distance - 1e-9), dtype=np.int64)
-        near = near[(rank[near] > rank[i]) & ~suppressed[near]]
-        if len(near):
-            suppressed[near[_same_particle(prob, xy[i], xy[near], scores[near], distance, ratio)]] = True
-    return np.asarray(keep, dtype=np.int64)
+
+    def belongs(kept: int, near: np.ndarray) -> np.ndarray:
+        mask = rank[near] > rank[kept]  # only lower peaks are tested against the kept one
+        if mask.any():
+            lower = near[mask]
+            mask[mask] = _same_particle(prob, xy[kept], xy[lower], scores[lower], distance, ratio)
+        return mask
+
+    return _greedy_suppression(xy, order, saddle_distance, belongs)
 
 
 def _same_particle(prob: np.ndarray, kept: np.ndarray, others: np.ndarray, heights: np.ndarray,

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 
-from cryounet.config import CryoUNetConfig
+from cryounet.config import CryoUNetConfig, check_calibration_folds
 from cryounet.errors import CryoUNetError
 from cryounet.io.atomic import write_json
 from cryounet.io.model_folder import CHECKPOINT_NAME, CONFIG_NAME, FOLD_PREFIX, WEIGHTS_NAME, read_model_info
@@ -52,10 +52,7 @@ def make_folds(train_items: Sequence[LabelledMicrograph], valid_items: Sequence[
     micrographs round-robin; each fold model trains on all other labelled micrographs."""
     if k < 2:
         raise CryoUNetError(f"train.calibration_folds must be at least 2 to cross-fit, got {k}")
-    if len(train_items) < k - 1:
-        raise CryoUNetError(f"train.calibration_folds = {k} needs at least {k - 1} training micrographs "
-                            f"(one per fold besides the validation fold), there are {len(train_items)}: "
-                            f"use at most {len(train_items) + 1} folds")
+    check_calibration_folds(k, len(train_items))
     folds = []
     for j in range(1, k):
         held = [item for i, item in enumerate(train_items) if i % (k - 1) == j - 1]

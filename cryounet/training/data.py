@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cryounet.config import CryoUNetConfig, PreprocessConfig
+from cryounet.config import CryoUNetConfig, PreprocessConfig, held_out_count
 from cryounet.errors import CryoUNetError, InputFileError
 from cryounet.io.coordinates import find_coordinate_file, read_coordinates
 from cryounet.io.mrc import read_micrograph
@@ -123,7 +123,7 @@ def split_validation(
     if not 0 < fraction < 1:
         raise CryoUNetError(f"train.valid_fraction must be between 0 and 1, got {fraction}")
     if len(items) >= 2:
-        n_valid = min(len(items) - 1, max(1, int(round(fraction * len(items)))))
+        n_valid = held_out_count(len(items), fraction)
         order = rng.permutation(len(items))
         valid = [items[i] for i in sorted(order[:n_valid])]
         train = [items[i] for i in sorted(order[n_valid:])]

@@ -148,16 +148,25 @@ def in_torchrun() -> bool:
     return all(name in os.environ for name in TORCHRUN_VARIABLES)
 
 
-def from_environment(device: torch.device) -> Distributed:
-    """This process's :class:`Distributed` from torchrun's variables (a single process without
-    them); joins the process group (NCCL on a GPU, gloo on the CPU) when there are several."""
+def environment_ranks() -> tuple[int, int, int] | None:
+    """``(rank, world size, local rank)`` from torchrun's variables; None outside a torchrun."""
     if not in_torchrun():
-        return Distributed()
+        return None
     try:
         rank, world, local = (int(os.environ[name]) for name in TORCHRUN_VARIABLES)
     except ValueError:
         raise CryoUNetError("torchrun's RANK, WORLD_SIZE and LOCAL_RANK are not whole numbers: "
                             + ", ".join(f"{n}={os.environ[n]!r}" for n in TORCHRUN_VARIABLES)) from None
+    return rank, world, local
+
+
+def from_environment(device: torch.device) -> Distributed:
+    """This process's :class:`Distributed` from torchrun's variables (a single process without
+    them); joins the process group (NCCL on a GPU, gloo on the CPU) when there are several."""
+    ranks = environment_ranks()
+    if ranks is None:
+        return Distributed()
+    rank, world, local = ranks
     state = Distributed(rank, world, local)
     if state.enabled and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"

@@ -126,6 +126,18 @@ def batchSharingErrors(batchSize, processes, what):
     return []
 
 
+def calibrationFoldErrors(folds, labelledMicrographs, validFraction):
+    """The engine's refusal of ``train.calibration_folds`` that the training micrographs left after
+    the validation split cannot fill, as a list of messages (empty when they can)."""
+    training = labelledMicrographs - _config.held_out_count(labelledMicrographs, validFraction)
+    try:
+        _config.check_calibration_folds(folds, training)
+    except CryoUNetError as exc:
+        return ["%s (of %d labelled micrographs, %d are held out for validation)"
+                % (exc, labelledMicrographs, labelledMicrographs - training)]
+    return []
+
+
 def mergeConfig(base, extra):
     """A copy of ``base`` where the sections/keys of ``extra`` override (two levels deep)."""
     merged = {section: dict(values) for section, values in base.items()}

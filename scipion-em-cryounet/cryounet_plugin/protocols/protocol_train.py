@@ -175,6 +175,17 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
                       help="Loss weight (0-1) of pixels far from every pick, which are treated "
                            "as background. Lower it (e.g. 0.3) when the labelled micrographs are "
                            "not exhaustively picked (positive-unlabelled learning).")
+        form.addParam("calibrationFolds", params.IntParam, default=0, validators=[params.GE(0)],
+                      expertLevel=LEVEL_ADVANCED, label="Calibration folds",
+                      help="0: the picking threshold is calibrated on the validation micrographs "
+                           "alone. K >= 2: cross-fitted over every labelled micrograph: the "
+                           "validation micrographs are one fold, the training micrographs are shared "
+                           "out into the other K - 1, one more network is trained per fold (K - 1 "
+                           "more trainings per network) and the threshold comes from all folds, "
+                           "each picked by a network that did not train on it. K = 1 + the number of "
+                           "training micrographs is leave-one-micrograph-out. Steadier thresholds "
+                           "when few micrographs are labelled, at K times the training time "
+                           "(BENCHMARKS.md).")
         form.addParam("cpuProcesses", params.IntParam, default=1, validators=[params.Range(1, 64)],
                       expertLevel=LEVEL_ADVANCED, label="Training processes on the CPU",
                       help="With 'Use GPU' = No: train each network in this many data-parallel "
@@ -321,7 +332,18 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
             if not mapping:
                 errors.append("None of the input micrographs has coordinates in the input "
                               "coordinates (matched by micrograph id or name).")
+            else:
+                errors += self._calibrationFoldErrors(len(mapping))
         return errors
+
+    def _calibrationFoldErrors(self, labelled):
+        """Calibration folds that the training micrographs left after the validation split cannot fill."""
+        try:
+            train = self._engineConfig(1)["train"]
+            return engine.calibrationFoldErrors(int(train["calibration_folds"]), labelled,
+                                                float(train["valid_fraction"]))
+        except (ValueError, KeyError, TypeError):
+            return []  # said by the configuration's own check
 
     def _processErrors(self):
         """A batch that the training processes of a step cannot share out equally."""
@@ -429,6 +451,7 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
                       "batch_size": self.batchSize.get(), "patch_size": self.patchSize.get(),
                       "learning_rate": self.learningRate.get(), "patience": self.patience.get(),
                       "valid_fraction": self.validFraction.get(),
+                      "calibration_folds": self.calibrationFolds.get(),
                       "seed": self.seed.get() + member - 1},
         }
         return engine.mergeConfig(config, self._getExtraConfig())

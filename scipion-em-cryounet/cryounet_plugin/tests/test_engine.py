@@ -125,6 +125,16 @@ def test_picking_threshold_rule(tmp_path):
         E.pickingThreshold([str(tmp_path / "missing")], tta=True)
 
 
+def test_calibration_fold_errors_use_the_engines_split_rule():
+    # 5 labelled micrographs at a 0.2 validation fraction: 1 held out, 4 to share into folds
+    assert E.calibrationFoldErrors(0, 5, 0.2) == []
+    assert E.calibrationFoldErrors(5, 5, 0.2) == []
+    errors = E.calibrationFoldErrors(6, 5, 0.2)
+    assert len(errors) == 1 and "use at most 5 folds" in errors[0] and "1 are held out" in errors[0]
+    # half held out: 5 of 10 train, so 6 folds at most
+    assert E.calibrationFoldErrors(6, 10, 0.5) == [] and E.calibrationFoldErrors(7, 10, 0.5)
+
+
 def test_resumable_training(tmp_path):
     folder = tmp_path / "model"
     folder.mkdir()

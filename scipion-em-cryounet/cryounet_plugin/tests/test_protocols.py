@@ -430,6 +430,31 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
         self.assertGreater(pick.outputCoordinates.getSize(), 0)
 
     # ------------------------------------------------------------------ helpers
+    def test_13_train_with_cross_fitted_calibration(self):
+        prot = self.newProtocol(CryoUnetProtTrain, epochs=1, useGpu=False, validFraction=0.2,
+                                calibrationFolds=6, extraConfig=tinyConfigJson())
+        prot.inputMicrographs.set(self.importMics)
+        prot.inputMicrographs.setExtended("outputMicrographs")
+        prot.inputCoordinates.set(self.importCoords)
+        prot.inputCoordinates.setExtended("outputCoordinates")
+        # 5 labelled micrographs, 1 held out for validation: at most 1 + 4 folds
+        errors = prot.validate()
+        self.assertEqual(len(errors), 1, errors)
+        self.assertIn("use at most 5 folds (of 5 labelled micrographs, 1 are held out", errors[0])
+        prot.calibrationFolds.set(3)
+        self.assertEqual(prot.validate(), [])
+        self.runProt(prot)
+        folder = prot.outputModel.getPath()
+        cfg = readJson(os.path.join(folder, engine.MODEL_CONFIG))
+        self.assertEqual(cfg["calibration"]["folds"], 3)
+        self.assertEqual(cfg["calibration"]["micrographs"], 5)
+        self.assertEqual(readJson(prot._getExtraPath("cryounet_train.json"))["train"]["calibration_folds"], 3)
+        for fold in ("fold_1", "fold_2"):
+            self.assertEqual(engine.checkModelFolder(os.path.join(folder, fold)), [])
+        # the output carries the cross-fitted thresholds
+        self.assertAlmostEqual(prot.outputModel.getThreshold(), cfg["threshold"], places=6)
+        self.assertAlmostEqual(prot.outputModel.getThresholdTta(), cfg["threshold_tta"], places=6)
+
     def _pointer(self, prot, name):
         from pyworkflow.object import Pointer
         return Pointer(prot, extended=name)
