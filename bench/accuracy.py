@@ -66,12 +66,13 @@ def main() -> int:
         history = json.loads((model / "history.json").read_text())
         folds = sorted(model.glob("fold_*"))
         if folds:
-            # With train.calibration_folds the fold models are there too: score the main model and
-            # its folds as one ensemble (threshold: the mean of their thresholds), for the record.
-            ens_out = out / "fold-ensemble"
-            ens_out.mkdir(exist_ok=True)
-            ens, _, _ = pick_and_score([model, *folds], root / "test", diameter, ens_out, log, pick_extra)
-            scores["fold_ensemble"] = {k: ens[k] for k in ("precision", "recall", "f1", "best_f1", "ap",
+            # With train.calibration_folds, `cryounet pick` uses the fold networks too (pick.folds):
+            # the row above scores that ensemble; score the main network alone as well.
+            main_out = out / "main-network"
+            main_out.mkdir(exist_ok=True)
+            main, _, _ = pick_and_score([model], root / "test", diameter, main_out, log,
+                                        pick_extra + ["--no-folds"])
+            scores["main_network"] = {k: main[k] for k in ("precision", "recall", "f1", "best_f1", "ap",
                                                            "threshold")}
         row = {"set": name, "label": args.label, "seed": args.seed, "threads": args.threads, "init": args.init,
                **scores,
@@ -84,9 +85,9 @@ def main() -> int:
               f"train={train_s / 60:.1f}min ({len(history)} epochs) peakRSS={train_rss:.0f}MiB "
               f"pick={pick_s:.1f}s", flush=True)
         if folds:
-            ens = scores["fold_ensemble"]
-            print(f"accuracy {args.label} {name} ensemble of main + {len(folds)} fold models: "
-                  f"F1={ens['f1']:.3f} bestF1={ens['best_f1']:.3f} AP={ens['ap']:.3f}", flush=True)
+            main = scores["main_network"]
+            print(f"accuracy {args.label} {name} main network alone (without its {len(folds)} fold "
+                  f"networks): F1={main['f1']:.3f} bestF1={main['best_f1']:.3f} AP={main['ap']:.3f}", flush=True)
     # Runs of other sets under the same label (e.g. one process per set) keep their rows.
     summary = args.output / args.label / "results.json"
     if summary.is_file():

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from cryounet.io.model_folder import picking_threshold, read_model_info
+from cryounet.io.model_folder import picking_members, picking_threshold, read_model_info
 
 REPO = Path(__file__).resolve().parents[1]
 PY = [sys.executable, "-m", "cryounet"]
@@ -53,8 +53,10 @@ def pick_and_score(models: Sequence[Path], test_dir: Path, diameter: float, out:
     for model in models:
         cmd += ["--model", model]
     seconds, rss = run(cmd, log)
-    infos = [read_model_info(m) for m in models]
-    threshold = picking_threshold(infos, uses_tta(models, extra), configured=infos[0].config.pick.threshold)
+    first = read_model_info(models[0]).config.pick
+    folds = "--folds" in extra or ("--no-folds" not in extra and first.folds)
+    infos = [read_model_info(m) for m in picking_members(models, folds)]
+    threshold = picking_threshold(infos, uses_tta(models, extra), configured=first.threshold)
     run(PY + ["evaluate", "--picks", out / "picks", "--truth", test_dir, "--diameter", diameter,
               "--threshold", f"{threshold:.6f}", "--json", out / "scores.json", "--overwrite"], log)
     scores = json.loads((out / "scores.json").read_text())

@@ -145,3 +145,38 @@ def test_more_folds_than_training_micrographs_fail_before_training(sim_data: Sim
     assert rc != 0
     assert "calibration_folds = 5 needs at least 4 training micrographs" in error_line(err, "train")
     assert not list(out.glob("fold_*"))
+
+
+def test_pick_uses_the_fold_networks_as_an_ensemble_unless_told_not_to(crossfit_run, sim_data: SimData,
+                                                                        tmp_path: Path, run_cli):
+    from cryounet.io.model_folder import picking_members, picking_threshold
+
+    out, _ = crossfit_run
+    members = picking_members([out], True)
+    assert members == [out, out / "fold_1", out / "fold_2"]
+    assert picking_members([out], False) == [out]
+    mic = sim_data.micrographs[0]
+    rc, _, err = run_cli("pick", "--model", out, "--micrographs", mic, "--output", tmp_path / "ens",
+                         "--device", "cpu")
+    assert rc == 0, err
+    assert "an ensemble of 3 networks" in err
+    ensemble = picking_threshold([read_model_info(m) for m in members], tta=True)
+    assert f"at threshold {ensemble:.3f}" in err
+    rc, _, err = run_cli("pick", "--model", out, "--micrographs", mic, "--output", tmp_path / "main",
+                         "--device", "cpu", "--no-folds")
+    assert rc == 0, err
+    assert "ensemble" not in err
+    assert f"at threshold {read_model_info(out).threshold_tta:.3f}" in err
+
+
+def test_an_unusable_fold_is_left_out_with_a_warning(crossfit_run, tmp_path: Path, caplog):
+    import shutil
+
+    from cryounet.io.model_folder import picking_members
+
+    copy = tmp_path / "model"
+    shutil.copytree(crossfit_run[0], copy)
+    (copy / "fold_2" / "model.safetensors").write_bytes(b"broken")
+    with caplog.at_level("WARNING"):
+        assert picking_members([copy], True) == [copy, copy / "fold_1"]
+    assert "fold_2: calibration fold model left out" in caplog.text

@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "float32 (default; what thresholds are calibrated with), bfloat16 "
                              "(faster on processors with bfloat16 instructions, probabilities within a "
                              "few thousandths), float16 (CUDA GPUs only)")
+    parser.add_argument("--folds", action=argparse.BooleanOptionalAction, default=None,
+                        help="with a model trained with train.calibration_folds, pick with its fold "
+                             "networks too, as one ensemble (default: the config's pick.folds, on)")
     parser.add_argument("--diameter", type=diameter,
                         help="particle diameter in pixels (default: the one the model was trained "
                              "with; set it for a general model or a differently sampled dataset)")
@@ -56,7 +59,7 @@ def main(args: argparse.Namespace) -> int:
     from cryounet.inference.picker import Picker
     from cryounet.inference.predict import check_precision
     from cryounet.io.micrographs import expand_micrographs
-    from cryounet.io.model_folder import parse_threshold
+    from cryounet.io.model_folder import parse_threshold, picking_members
     from cryounet.io.outputs import claim_output_folder
     from cryounet.io.picks_folder import PICK_PATTERNS, check_stems, select_shard
     from cryounet.models.weights import load_model
@@ -70,9 +73,6 @@ def main(args: argparse.Namespace) -> int:
     device = resolve_device(args.device, args.threads)
     models = [load_model(path, device) for path in args.model]
     check_stems(micrographs)
-    if args.diameter is not None:
-        for model in models:
-            model.info.diameter_px = args.diameter
     # The models' picking rules (threshold, NMS, ...) apply; the memory settings are this machine's.
     cfg = models[0].info.config.updated({"pick": {name: getattr(PickConfig(), name)
                                                   for name in PICK_MACHINE_SETTINGS}})
@@ -85,6 +85,17 @@ def main(args: argparse.Namespace) -> int:
         pick_cfg.tta = args.tta
     if args.precision is not None:
         pick_cfg.precision = args.precision
+    if args.folds is not None:
+        pick_cfg.folds = args.folds
+    folds = [path for path in picking_members(args.model, pick_cfg.folds) if path not in set(args.model)]
+    if folds:
+        models += [load_model(path, device) for path in folds]
+        logger.info("with %d calibration fold model(s) of %s: an ensemble of %d networks "
+                    "(--no-folds: the given model(s) alone)", len(folds),
+                    ", ".join(str(p) for p in args.model), len(models))
+    if args.diameter is not None:
+        for model in models:
+            model.info.diameter_px = args.diameter
     check_precision(device, pick_cfg.precision)
     if pick_cfg.precision != "float32":
         logger.info("forward passes in %s (autocast); probabilities in float32", pick_cfg.precision)

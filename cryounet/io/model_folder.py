@@ -240,6 +240,35 @@ def check_weights_file(path: Path) -> None:
                                    f"bytes, the file has {size}")
 
 
+def fold_model_folders(folder: str | os.PathLike[str]) -> list[Path]:
+    """The cross-fitting fold models inside a model folder (``fold_1``, ``fold_2``, ... of
+    ``train.calibration_folds``), in order; an unusable one is left out with a warning."""
+    folds = []
+    for path in Path(folder).glob(FOLD_PREFIX + "*"):
+        suffix = path.name[len(FOLD_PREFIX):]
+        if path.is_dir() and suffix.isdigit():
+            folds.append((int(suffix), path))
+    usable = []
+    for _, path in sorted(folds):
+        problems = check_model_folder(path)
+        if problems:
+            logger.warning("%s: calibration fold model left out of the ensemble: %s", path, problems[0])
+        else:
+            usable.append(path)
+    return usable
+
+
+def picking_members(folders: Sequence[str | os.PathLike[str]], folds: bool) -> list[Path]:
+    """The model folders that pick together (the one rule for the CLI and the Scipion plugin):
+    each given folder, followed by its calibration fold models when ``folds`` (``pick.folds``)."""
+    members = []
+    for folder in folders:
+        members.append(Path(folder))
+        if folds:
+            members += fold_model_folders(folder)
+    return members
+
+
 def list_model_folders(root: str | os.PathLike[str]) -> list[str]:
     """Names of the usable model folders directly inside ``root`` (a site's model library), sorted;
     folders that are not models, or are unfinished or damaged, are left out. An absent ``root``

@@ -215,12 +215,14 @@ def pickingThreshold(modelFolders, tta, explicit=None, extraConfig=None):
     """The threshold ``cryounet pick`` will use with these models, by the engine's one rule: an
     explicit value, else ``pick.threshold`` of the first model's configuration (with the extra
     options), else the mean calibrated threshold (the one calibrated with test-time augmentation
-    when ``tta``)."""
-    infos = [_models.read_model_info(folder) for folder in modelFolders]
-    if not infos:
+    when ``tta``) of the networks that pick together (with the models' calibration folds when
+    ``pick.folds``)."""
+    if not modelFolders:
         raise CryoUNetError("no model to take the threshold from")
-    configured = infos[0].config.updated(extraConfig or {}, "extra engine options").pick.threshold
-    return _models.picking_threshold(infos, tta, explicit, configured)
+    first = _models.read_model_info(modelFolders[0])
+    pick = first.config.updated(extraConfig or {}, "extra engine options").pick
+    infos = [_models.read_model_info(folder) for folder in _models.picking_members(modelFolders, pick.folds)]
+    return _models.picking_threshold(infos, tta, explicit, pick.threshold)
 
 
 def thresholdArgument(value):

@@ -454,6 +454,22 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
         # the output carries the cross-fitted thresholds
         self.assertAlmostEqual(prot.outputModel.getThreshold(), cfg["threshold"], places=6)
         self.assertAlmostEqual(prot.outputModel.getThresholdTta(), cfg["threshold_tta"], places=6)
+        # picking uses the fold networks too (an ensemble of 3), and its automatic threshold is theirs
+        pick = self.newProtocol(CryoUnetProtPick, useGpu=False, streamingBatchSize=0)
+        pick.inputMicrographs.set(self.importMics)
+        pick.inputMicrographs.setExtended("outputMicrographs")
+        pick.inputModels.append(self._pointer(prot, "outputModel"))
+        folds = [readJson(os.path.join(folder, f, engine.MODEL_CONFIG))["threshold_tta"]
+                 for f in ("fold_1", "fold_2")]
+        self.assertAlmostEqual(pick.getPickingThreshold(automatic=True),
+                               np.mean([cfg["threshold_tta"]] + folds), places=6)
+        self.assertEqual(pick.validate(), [])
+        self.runProt(pick)
+        self.assertGreater(pick.outputCoordinates.getSize(), 0)
+        written = readJson(pick._getExtraPath("cryounet_pick.json"))
+        self.assertTrue(written["pick"]["folds"])
+        pick.useFolds.set(False)
+        self.assertAlmostEqual(pick.getPickingThreshold(automatic=True), cfg["threshold_tta"], places=6)
 
     def _pointer(self, prot, name):
         from pyworkflow.object import Pointer
