@@ -1,6 +1,7 @@
 """Tiled inference, test-time augmentation and ensembles (cryounet.inference.predict, cryounet.inference.picker)."""
 from __future__ import annotations
 
+import copy
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from cryounet.errors import CryoUNetError
 from cryounet.inference.picker import Picker, peaks_to_picks
 from cryounet.inference.predict import _dihedral, _dihedral_inverse, forward_precision, predict_probability
 from cryounet.models import build_model
-from cryounet.preprocess import Scale
+from cryounet.preprocess import Scale, preprocess
 
 
 def _random_net(depth: int = 2, architecture: str = "unet", seed: int = 0) -> nn.Module:
@@ -137,6 +138,10 @@ def test_bfloat16_forward_passes_stay_close_to_float32_and_return_float32() -> N
     with forward_precision("cpu", "float32"):
         same = predict_probability(net, image, tta=True)
     assert np.array_equal(same, reference)
+    # the head sums in float32 under autocast: no bfloat16 plateaus in the map
+    with forward_precision("cpu", "bfloat16"), torch.no_grad():
+        assert net(torch.from_numpy(image)[None, None]).dtype == torch.float32
+    assert len(np.unique(low)) > 0.5 * len(np.unique(reference))
 
 
 def test_float16_needs_a_gpu_and_unknown_precisions_are_refused() -> None:
@@ -148,6 +153,15 @@ def test_float16_needs_a_gpu_and_unknown_precisions_are_refused() -> None:
             pass
     with pytest.raises(CryoUNetError, match="pick.precision must be one of float32, bfloat16, float16"):
         CryoUNetConfig().updated({"pick": {"precision": "half"}}).validate("test")
+
+
+def test_picker_on_the_cpu_gives_the_probabilities_of_a_plain_pass() -> None:
+    net = _random_net(depth=2, seed=18)
+    micrograph = _image((128, 128), seed=19)
+    picker = Picker([_loaded(copy.deepcopy(net), diameter=16.0)], PickConfig(tta=True))
+    image, _ = preprocess(micrograph, 16.0, picker.preprocess_cfg)
+    np.testing.assert_allclose(picker.probability(image)[0], predict_probability(net, image, tta=True),
+                               atol=1e-5)
 
 
 def test_picker_uses_the_configured_precision() -> None:

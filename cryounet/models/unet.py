@@ -79,6 +79,12 @@ class UNet(nn.Module):
             if self.attention:
                 skip = gate(skip, x)
             x = decoder(torch.cat([skip, x], dim=1))
+        if torch.is_autocast_enabled(x.device.type):
+            # Under reduced-precision autocast (pick.precision) the 1 x 1 head sums its features in
+            # float32: bfloat16 logits would quantise the probability map into plateaus, and every
+            # plateau pixel would be a candidate peak.
+            with torch.autocast(x.device.type, enabled=False):
+                return self.head(x.float())[..., :h, :w]
         return self.head(x)[..., :h, :w]
 
 
