@@ -407,9 +407,10 @@ class CryoUNetConfig:
                     "min_component_area", "max_component_area", "saddle_radius"):
             if not getattr(self.pick, key) >= 0:  # also refuses NaN
                 raise CryoUNetError(f"{source}: pick.{key} must not be negative")
-        if self.train.calibration_folds < 0 or self.train.calibration_folds == 1:
-            raise CryoUNetError(f"{source}: train.calibration_folds must be 0 (calibrate on validation "
-                                f"alone) or at least 2 folds, got {self.train.calibration_folds}")
+        try:  # the count alone here; whether the micrographs fill the folds is checked at training
+            check_calibration_folds(self.train.calibration_folds, max(0, self.train.calibration_folds - 1))
+        except CryoUNetError as exc:
+            raise CryoUNetError(f"{source}: {exc}") from None
         if self.train.seed < 0:
             raise CryoUNetError(f"{source}: train.seed must not be negative, got {self.train.seed}")
         if not 0 <= self.preprocess.lowpass_sigma <= 1:
@@ -494,7 +495,7 @@ def check_calibration_folds(folds: int, training_micrographs: int) -> None:
     besides the validation fold holds out at least one of them."""
     if folds == 0:
         return
-    if folds < 2:
+    if folds < 2:  # also refuses negative counts
         raise CryoUNetError(f"train.calibration_folds must be 0 (calibrate on validation alone) or at least "
                             f"2 folds, got {folds}")
     if training_micrographs < folds - 1:
