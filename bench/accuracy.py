@@ -21,6 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, pick_and_score, run  # noqa: E402
 
+from cryounet.io.model_folder import fold_model_folders  # noqa: E402
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -64,7 +66,7 @@ def main() -> int:
         pick_extra = ["--threads", str(args.threads)] if args.threads else []
         scores, pick_s, pick_rss = pick_and_score([model], root / "test", diameter, out, log, pick_extra)
         history = json.loads((model / "history.json").read_text())
-        folds = sorted(model.glob("fold_*"))
+        folds = fold_model_folders(model)
         if folds:
             # With train.calibration_folds, `cryounet pick` uses the fold networks too (pick.folds):
             # the row above scores that ensemble; score the main network alone as well.

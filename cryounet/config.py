@@ -35,6 +35,8 @@ NORMS = ("batch", "group")
 SCHEDULES = ("cosine", "constant")
 #: ``train.selection``
 SELECTIONS = ("best", "last")
+#: ``train.fold_epochs``
+FOLD_EPOCHS = ("own", "main")
 
 
 @dataclass
@@ -165,6 +167,11 @@ class TrainConfig:
             ``fold_J``), and the threshold comes from all folds' picks, each fold picked by the
             model that did not train on it. K = 1 + the number of training micrographs is
             leave-one-micrograph-out.
+        fold_epochs: how long each fold model trains: ``own`` (each early-stops on its own
+            held-out fold, like the main model on validation) or ``main`` (the main model is
+            trained first and each fold model trains exactly its best epoch count on the same
+            schedule, keeping the last weights: its held-out fold then chooses nothing, and there
+            is no patience tail to pay for).
         valid_fraction: fraction of training micrographs held out for validation when no
             validation set is given (at least one; with a single micrograph, its bottom strip).
         seed: random seed (sampling, augmentation, initialisation).
@@ -190,6 +197,7 @@ class TrainConfig:
     selection: str = "best"
     calibration_tolerance: float = 0.02
     calibration_folds: int = 0
+    fold_epochs: str = "own"
     valid_fraction: float = 0.2
     seed: int = 0
     ema_decay: float = 0.0
@@ -342,6 +350,7 @@ class CryoUNetConfig:
             "augment.preset": (self.augment.preset, AUGMENT_PRESETS),
             "train.schedule": (self.train.schedule, SCHEDULES),
             "train.selection": (self.train.selection, SELECTIONS),
+            "train.fold_epochs": (self.train.fold_epochs, FOLD_EPOCHS),
         }
         for key, (value, allowed) in choices.items():
             if value not in allowed:

@@ -51,10 +51,11 @@ def test_config_refuses_one_or_negative_folds(folds: int):
         CryoUNetConfig().updated({"train": {"calibration_folds": folds}}).validate("test")
 
 
-def _crossfit_config(tmp_path: Path, folds: int) -> Path:
+def _crossfit_config(tmp_path: Path, folds: int, fold_epochs: str = "own") -> Path:
     cfg = json.loads(json.dumps(TINY_CONFIG))
     cfg["train"]["calibration_folds"] = folds
-    path = tmp_path / "crossfit.json"
+    cfg["train"]["fold_epochs"] = fold_epochs
+    path = tmp_path / f"crossfit-{fold_epochs}.json"
     path.write_text(json.dumps(cfg))
     return path
 
@@ -180,3 +181,68 @@ def test_an_unusable_fold_is_left_out_with_a_warning(crossfit_run, tmp_path: Pat
     with caplog.at_level("WARNING"):
         assert picking_members([copy], True) == [copy, copy / "fold_1"]
     assert "fold_2: calibration fold model left out" in caplog.text
+
+
+def test_config_refuses_an_unknown_fold_epochs():
+    with pytest.raises(CryoUNetError, match="train.fold_epochs = 'best' is not one of own, main"):
+        CryoUNetConfig().updated({"train": {"fold_epochs": "best"}}).validate("test")
+
+
+def _kept_epoch(history: list[dict]) -> int:
+    """The epoch (1-based) that selection by best validation F1 keeps: the first strict improvement."""
+    best, kept = -1.0, 0
+    for record in history:
+        if record["valid_best_f1"] > best + 1e-4:
+            best, kept = record["valid_best_f1"], record["epoch"]
+    return kept
+
+
+@pytest.fixture(scope="module")
+def crossfit_main_run(sim_data: SimData, tmp_path_factory: pytest.TempPathFactory):
+    """A 3-fold cross-fitted training whose fold models train the main model's epoch count."""
+    from conftest import _cli
+
+    tmp = tmp_path_factory.mktemp("crossfit-main")
+    out = tmp / "model"
+    config = _crossfit_config(tmp, 3, "main")
+    assert _cli(_train_argv(sim_data, out, config)) == 0
+    return out, config
+
+
+def test_fold_epochs_main_trains_each_fold_for_the_main_models_best_epoch_count(crossfit_main_run):
+    out, _ = crossfit_main_run
+    main_history = json.loads((out / "history.json").read_text())
+    epochs = _kept_epoch(main_history)
+    assert json.loads((out / "main_epochs.json").read_text()) == {"main_best_epoch": epochs}
+    for j in (1, 2):
+        fold_history = json.loads((out / f"fold_{j}" / "history.json").read_text())
+        # Exactly that many epochs, whatever its own validation said, on the main model's schedule.
+        assert [r["epoch"] for r in fold_history] == list(range(1, epochs + 1))
+        assert [r["learning_rate"] for r in fold_history] == [r["learning_rate"] for r in main_history[:epochs]]
+        assert not is_incomplete(out / f"fold_{j}")
+    info = read_model_info(out)
+    assert info.calibration["folds"] == 3 and info.calibration["micrographs"] == 4
+    assert not is_incomplete(out)
+
+
+def test_fold_epochs_main_resumes_with_the_folds_keeping_the_main_model(crossfit_main_run, sim_data: SimData,
+                                                                       tmp_path: Path, run_cli):
+    import shutil
+
+    reference, config = crossfit_main_run
+    out = tmp_path / "model"
+    shutil.copytree(reference, out)
+    # As if killed during fold 2: the main model and fold 1 finished, fold 2 did not.
+    (out / "fold_2" / MARKER_NAME).write_text(json.dumps({"command": "train", "complete": False}))
+    (out / MARKER_NAME).write_text(json.dumps({"command": "train", "complete": False}))
+    main_weights = (out / "model.safetensors").read_bytes()
+    rc, _, err = run_cli(*[a for a in _train_argv(sim_data, out, config) if a != "--quiet"], "--resume")
+    assert rc == 0, err
+    assert "main model: kept from the interrupted run" in err
+    assert "calibration fold 1/2: kept" in err and "calibration fold 2/2: training" in err
+    assert (out / "model.safetensors").read_bytes() == main_weights
+    resumed, first = read_model_info(out), read_model_info(reference)
+    assert resumed.threshold == pytest.approx(first.threshold)
+    # The validation-only thresholds survive a second calibration of the same model.
+    assert resumed.calibration == pytest.approx(first.calibration)
+    assert not is_incomplete(out)

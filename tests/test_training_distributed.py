@@ -65,6 +65,7 @@ def test_single_process_helpers_are_identities() -> None:
     assert world.wrap(net, torch.device("cpu")) is net
     assert world.mean(1.5, torch.device("cpu")) == 1.5
     assert world.decision(True, torch.device("cpu")) is True
+    assert world.number(7, torch.device("cpu")) == 7
     assert not world.enabled and world.is_main
 
 
@@ -207,3 +208,18 @@ def test_killed_run_resumes_with_the_same_world_size_and_ends_as_uninterrupted(
     assert json.loads((killed / MARKER_NAME).read_text())["complete"] is True
     assert [r["epoch"] for r in _history(killed)] == [1, 2, 3, 4]
     assert torch.equal(_weights(killed), _weights(reference))
+
+
+def test_fold_models_of_two_processes_train_rank_zeros_epoch_count(sim_data, tmp_path: Path) -> None:
+    """With train.fold_epochs = "main", only rank 0 knows which epoch the main model kept: every
+    process must train the fold models for that many epochs (a rank that did not would hang or fail)."""
+    config = tmp_path / "folds.json"
+    config.write_text(json.dumps({**CONFIG, "train": {**CONFIG["train"], "calibration_folds": 2,
+                                                      "fold_epochs": "main"}}))
+    out = tmp_path / "m"
+    proc = _run(_train_argv(sim_data, config, out, "--devices", "cpu,cpu"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    epochs = json.loads((out / "main_epochs.json").read_text())["main_best_epoch"]
+    assert 1 <= epochs <= 3
+    assert [r["epoch"] for r in _history(out / "fold_1")] == list(range(1, epochs + 1))
+    assert json.loads((out / MARKER_NAME).read_text()) == {"command": "train", "complete": True}

@@ -449,3 +449,29 @@ def test_training_calibrates_a_tta_threshold(tiny_model: Path) -> None:
     info = read_model_info(tiny_model)
     assert info.threshold_tta == pytest.approx(data["threshold_tta"])
     assert info.validation_tta["f1"] == pytest.approx(data["validation_tta"]["f1"])
+
+
+def test_stop_after_trains_that_many_epochs_of_the_same_schedule(items, reference: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    result = train(*items, _cfg(), 24.0, out, "cpu", progress=False, stop_after=2)
+    # The first two epochs of the 4-epoch run, learning rates included: the schedule is not shortened.
+    assert len(result.history) == 2 and result.best_epoch == 2
+    assert _history(out) == _history(reference)[:2]
+    assert _same_weights(load_model(out).network.state_dict(), _final_weights(out))
+
+
+def test_stop_after_keeps_the_last_epoch_whatever_the_selection_says(
+        items, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _falling_validation(monkeypatch)
+    out = tmp_path / "m"
+    # selection best with patience 1 would stop after epoch 2 and keep epoch 1.
+    result = train(*items, _cfg(epochs=4, patience=1, selection="best"), 24.0, out, "cpu",
+                   progress=False, stop_after=3)
+    assert not result.stopped_early and len(result.history) == 3 and result.best_epoch == 3
+    assert _same_weights(load_model(out).network.state_dict(), _final_weights(out))
+
+
+@pytest.mark.parametrize("stop_after", [0, 5])
+def test_stop_after_outside_the_schedule_is_refused(items, tmp_path: Path, stop_after: int) -> None:
+    with pytest.raises(CryoUNetError, match=f"stop_after must be between 1 and train.epochs = 4, got {stop_after}"):
+        train(*items, _cfg(), 24.0, tmp_path / "m", "cpu", progress=False, stop_after=stop_after)

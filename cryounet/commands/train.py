@@ -188,7 +188,8 @@ def _train_here(args: argparse.Namespace, cfg, datasets: list[dict], init: Path 
     from cryounet.io.model_folder import CHECKPOINT_NAME, MODEL_PATTERNS
     from cryounet.io.outputs import OutputFolder, claim_output_folder
     from cryounet.training import distributed
-    from cryounet.training.crossfit import apply_cross_fitted, make_folds, train_folds
+    from cryounet.training.crossfit import (apply_cross_fitted, make_folds, record_main_epochs,
+                                            recorded_main_epochs, train_folds)
     from cryounet.training.data import load_labelled, split_validation
     from cryounet.training.loop import train
 
@@ -223,26 +224,37 @@ def _train_here(args: argparse.Namespace, cfg, datasets: list[dict], init: Path 
         raise CryoUNetError("the validation micrographs have no picks; F1 cannot be computed")
     t0 = time.monotonic()
     folds = make_folds(train_items, valid, cfg.train.calibration_folds) if cfg.train.calibration_folds else []
+    folds_after = bool(folds) and cfg.train.fold_epochs == "main"
+    progress = show_progress(args) and world.is_main
     resume = args.resume
-    if folds:
+    if folds and not folds_after:
         # The fold models first: an interrupted run then always resumes the main model last.
         train_folds(folds, cfg, args.diameter, args.output, device, resume=args.resume, init_weights=init,
-                    progress=show_progress(args) and world.is_main, world=world)
+                    progress=progress, world=world)
         resume = args.resume and (args.output / CHECKPOINT_NAME).is_file()
         logger.info("main model: training on %d micrograph(s)", len(train_items))
-    result = train(train_items, valid, cfg, args.diameter, args.output, device,
-                   resume=resume, init_weights=init, progress=show_progress(args) and world.is_main,
-                   world=world)
+    main_epochs = recorded_main_epochs(args.output) if folds_after and args.resume else None
+    if main_epochs is None:
+        result = train(train_items, valid, cfg, args.diameter, args.output, device,
+                       resume=resume, init_weights=init, progress=progress, world=world)
+        best_epoch = result.best_epoch
+    else:
+        logger.info("main model: kept from the interrupted run (best epoch %d)", main_epochs)
+        best_epoch = main_epochs
+    if folds_after:
+        best_epoch = world.number(best_epoch, device)  # only rank 0 knows which epoch it kept
+        if main_epochs is None and world.is_main:
+            record_main_epochs(args.output, best_epoch)
+        train_folds(folds, cfg, args.diameter, args.output, device, resume=args.resume, init_weights=init,
+                    progress=progress, world=world, stop_after=best_epoch)
     if not world.is_main:
         return 0
-    v = result.validation
-    if folds:
-        v = apply_cross_fitted(args.output, folds, valid, cfg, device)
+    v = apply_cross_fitted(args.output, folds, valid, cfg, device) if folds else result.validation
     if folder is not None:
         folder.complete()
     logger.info("done in %.1f min: best epoch %d, validation precision %.3f recall %.3f F1 %.3f "
                 "AP %.3f at threshold %.3f; model in %s", (time.monotonic() - t0) / 60,
-                result.best_epoch, v.precision, v.recall, v.f1, v.ap, v.threshold, args.output)
+                best_epoch, v.precision, v.recall, v.f1, v.ap, v.threshold, args.output)
     if v.best_f1 <= 0:
         logger.warning("the model found none of the %d validation particles at any threshold "
                        "(validation F1 0.000): check the particle diameter, that the coordinates belong "

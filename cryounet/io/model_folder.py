@@ -36,14 +36,17 @@ MODEL_FORMAT = "cryounet-model"
 FORMAT_VERSION = 1
 #: Files a model folder must hold to be usable.
 REQUIRED_FILES = (CONFIG_NAME, WEIGHTS_NAME)
+#: The main model's epoch count, written when it finished, for fold models of
+#: ``train.fold_epochs = "main"`` (an interrupted run then resumes with the folds).
+MAIN_EPOCHS_NAME = "main_epochs.json"
 #: Files of a model folder that a finished model does not need (a copy may leave them out).
-RESUME_FILES = (CHECKPOINT_NAME,)
-#: What ``train`` and ``refine`` write in a model folder (what ``--overwrite`` removes from a folder
-#: without a marker of :mod:`cryounet.io.outputs`).
+RESUME_FILES = (CHECKPOINT_NAME, MAIN_EPOCHS_NAME)
 #: Cross-fitting fold models of ``train.calibration_folds`` (each a model folder of its own).
 FOLD_PREFIX = "fold_"
+#: What ``train`` and ``refine`` write in a model folder (what ``--overwrite`` removes from a folder
+#: without a marker of :mod:`cryounet.io.outputs`).
 MODEL_PATTERNS = (WEIGHTS_NAME, CONFIG_NAME, HISTORY_NAME, CURVE_NAME, REFINE_HISTORY_NAME, CHECKPOINT_NAME,
-                  "round_*", FOLD_PREFIX + "*")
+                  MAIN_EPOCHS_NAME, "round_*", FOLD_PREFIX + "*")
 
 
 @dataclass

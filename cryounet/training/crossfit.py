@@ -5,14 +5,17 @@ Calibrating on the validation micrographs alone rests on few picks (one microgra
 cryoppp-10028), and the threshold it gives moves with them. With ``K`` folds the labelled
 micrographs are shared out: the validation micrographs are fold 0 and the training micrographs go
 round-robin into folds 1 .. K-1. For each of those a fold model is trained with the same recipe on
-every other labelled micrograph (early-stopped on its own fold) into ``OUTPUT/fold_J``; the main
-model is trained as before. Each fold is then picked by the model that did not see it (fold 0 by
+every other labelled micrograph into ``OUTPUT/fold_J``, early-stopped on its own fold
+(``train.fold_epochs = "own"``) or for exactly the main model's best epoch count (``"main"``: the
+held-out fold then chooses nothing, and no fold pays for a patience tail); the main model is
+trained as before. Each fold is then picked by the model that did not see it (fold 0 by
 the main model) and the thresholds, plain and with test-time augmentation, are calibrated on all
 folds' candidates pooled. They replace the main model's validation-only thresholds (kept in its
 ``calibration`` record), and its ``validation`` metrics become the cross-fitted ones.
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +26,8 @@ import torch
 from cryounet.config import CryoUNetConfig, check_calibration_folds
 from cryounet.errors import CryoUNetError
 from cryounet.io.atomic import write_json
-from cryounet.io.model_folder import CHECKPOINT_NAME, CONFIG_NAME, FOLD_PREFIX, WEIGHTS_NAME, read_model_info
+from cryounet.io.model_folder import (CHECKPOINT_NAME, CONFIG_NAME, MAIN_EPOCHS_NAME, FOLD_PREFIX, WEIGHTS_NAME,
+                                      read_model_info)
 from cryounet.io.outputs import claim_output_folder, is_incomplete, read_marker
 from cryounet.models.registry import build_model
 from cryounet.models.weights import load_weights
@@ -68,8 +72,9 @@ def _fold_done(folder: Path) -> bool:
 
 def train_folds(folds: Sequence[Fold], cfg: CryoUNetConfig, diameter_px: float, output: Path,
                 device: torch.device, resume: bool = False, init_weights: Path | None = None,
-                progress: bool = True, world: Distributed | None = None) -> None:
-    """Train every fold's model into ``OUTPUT/fold_J`` (each a model folder with its own marker).
+                progress: bool = True, world: Distributed | None = None, stop_after: int | None = None) -> None:
+    """Train every fold's model into ``OUTPUT/fold_J`` (each a model folder with its own marker),
+    early-stopped on its held-out fold, or for exactly ``stop_after`` epochs keeping the last.
     With ``resume``, finished folds are kept and an interrupted one continues from its checkpoint."""
     from cryounet.training.loop import train
 
@@ -84,15 +89,38 @@ def train_folds(folds: Sequence[Fold], cfg: CryoUNetConfig, diameter_px: float, 
         if done:
             logger.info("%s: kept from the interrupted run (%s)", label, where)
             continue
-        logger.info("%s: training on %d micrograph(s), holding out %s", label, len(fold.train),
+        logger.info("%s: training on %d micrograph(s)%s, holding out %s", label, len(fold.train),
+                    "" if stop_after is None else f" for {stop_after} epoch(s) (the main model's best)",
                     ", ".join(item.name for item in fold.held_out))
         claimed = claim_output_folder(where, "train", resume=has_checkpoint, overwrite=not has_checkpoint) \
             if world.is_main else None
         world.decision(False, device)  # the folder exists before any process trains into it
         train(fold.train, fold.held_out, fold_cfg, diameter_px, where, device, resume=has_checkpoint,
-              init_weights=init_weights, progress=progress, world=world)
+              init_weights=init_weights, progress=progress, world=world, stop_after=stop_after)
         if claimed is not None:
             claimed.complete()
+
+
+def recorded_main_epochs(output: Path) -> int | None:
+    """The main model's best epoch count recorded when it finished (``train.fold_epochs = "main"``),
+    or None when it has not finished."""
+    path = output / MAIN_EPOCHS_NAME
+    if not path.is_file():
+        return None
+    try:
+        epochs = json.loads(path.read_text())["main_best_epoch"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CryoUNetError(f"{path}: unreadable ({type(exc).__name__}: {exc}); train again with "
+                            "--overwrite") from None
+    if not isinstance(epochs, int) or epochs < 1:
+        raise CryoUNetError(f"{path}: main_best_epoch must be a positive integer, got {epochs!r}; "
+                            "train again with --overwrite")
+    return epochs
+
+
+def record_main_epochs(output: Path, epochs: int) -> None:
+    """Record that the main model finished at best epoch ``epochs`` (resume then skips it)."""
+    write_json(output / MAIN_EPOCHS_NAME, {"main_best_epoch": int(epochs)})
 
 
 def _network(folder: Path, cfg: CryoUNetConfig, device: torch.device) -> torch.nn.Module:
@@ -121,16 +149,20 @@ def apply_cross_fitted(output: Path, folds: Sequence[Fold], valid_items: Sequenc
     cross-fitted ones; returns the plain cross-fitted validation."""
     plain, tta = cross_fitted(output, folds, valid_items, cfg, device)
     info = read_model_info(output, allow_incomplete=True)
+    # A resumed run may find the cross-fitted values already written: keep the validation-only ones.
+    before = info.calibration or {}
+    validation_only = before.get("validation_only_threshold", info.threshold)
+    validation_only_tta = before.get("validation_only_threshold_tta", info.threshold_tta)
     n_micrographs = len(valid_items) + sum(len(f.held_out) for f in folds)
     n_picks = sum(len(i.xy) for i in valid_items) + sum(len(i.xy) for f in folds for i in f.held_out)
     info.calibration = {
         "folds": float(len(folds) + 1),
         "micrographs": float(n_micrographs),
         "picks": float(n_picks),
-        "validation_only_threshold": info.threshold,
+        "validation_only_threshold": validation_only,
     }
-    if info.threshold_tta is not None:
-        info.calibration["validation_only_threshold_tta"] = info.threshold_tta
+    if validation_only_tta is not None:
+        info.calibration["validation_only_threshold_tta"] = validation_only_tta
     info.threshold, info.validation = plain.threshold, plain.metrics()
     info.threshold_tta, info.validation_tta = tta.threshold, tta.metrics()
     write_json(output / CONFIG_NAME, info.to_json())

@@ -92,6 +92,14 @@ class Distributed:
         dist.broadcast(tensor, src=0)
         return bool(tensor.item())
 
+    def number(self, value: int, device: torch.device) -> int:
+        """Rank 0's integer ``value``, on every process (the others' are ignored)."""
+        if not self.enabled:
+            return value
+        tensor = torch.tensor([int(value)], dtype=torch.int64, device=device)
+        dist.broadcast(tensor, src=0)
+        return int(tensor.item())
+
     def sync_buffers(self, network: nn.Module) -> None:
         """Give every process rank 0's buffers (BatchNorm statistics), so that all hold the same
         network after an epoch: the one rank 0 validates and saves."""

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cryounet.config import CryoUNetConfig, TrainConfig, check_batch_shared
+from cryounet.config import CryoUNetConfig, check_batch_shared
 from cryounet.errors import CryoUNetError
 from cryounet.io.atomic import atomic_path, write_json
 from cryounet.io.model_folder import (CHECKPOINT_NAME, CURVE_NAME, HISTORY_NAME, WEIGHTS_NAME, ModelInfo,
@@ -82,6 +82,14 @@ class WeightAverage:
 def _seed_everything(seed: int, epoch: int) -> np.random.Generator:
     torch.manual_seed(seed * 100_003 + epoch)
     return np.random.default_rng([seed, epoch])
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How many epochs a run trains and which of them it keeps (``best`` or ``last``)."""
+
+    selection: str
+    epochs: int
 
 
 @dataclass
@@ -226,11 +234,11 @@ def _epoch_record(epoch: int, train_loss: float, validation: Validation, run: _R
     }
 
 
-def _select(progress: _Progress, validation: Validation, tc: TrainConfig, epoch: int, out_of_time: bool) -> bool:
+def _select(progress: _Progress, validation: Validation, plan: _Plan, epoch: int, out_of_time: bool) -> bool:
     """Update the best/stale counters with this epoch's validation; True when its weights are kept
     (``best``: a better best F1; ``last``: the final epoch)."""
     improved = validation.best_f1 > progress.best_f1 + 1e-4
-    keep = improved if tc.selection == "best" else (epoch == tc.epochs - 1 or out_of_time)
+    keep = improved if plan.selection == "best" else (epoch == plan.epochs - 1 or out_of_time)
     if improved:
         progress.best_f1 = validation.best_f1
     if keep:
@@ -269,6 +277,7 @@ def train(
     init_weights: Path | None = None,
     progress: bool = True,
     world: Distributed | None = None,
+    stop_after: int | None = None,
 ) -> TrainResult:
     """Train a model and write its folder (best weights, config with threshold, history, curve).
 
@@ -284,6 +293,9 @@ def train(
         progress: show a tqdm progress bar.
         world: this process's place in a data-parallel run (:mod:`cryounet.training.distributed`);
             only its rank 0 validates and writes, and its result alone carries the validation.
+        stop_after: train exactly this many epochs (at most ``train.epochs``) on the configured
+            schedule and keep the last weights, whatever ``train.selection`` says: validation then
+            only reports and calibrates (the fold models of ``train.fold_epochs = "main"``).
     """
     tc = cfg.train
     if tc.num_threads > 0:
@@ -307,9 +319,12 @@ def train(
     if world.enabled:
         logger.info("data-parallel over %d processes: %d of the %d patches of each step per process",
                     world.world_size, tc.batch_size // world.world_size, tc.batch_size)
+    if stop_after is not None and not 1 <= stop_after <= tc.epochs:
+        raise CryoUNetError(f"stop_after must be between 1 and train.epochs = {tc.epochs}, got {stop_after}")
+    plan = _Plan(tc.selection, tc.epochs) if stop_after is None else _Plan("last", stop_after)
     t_start = time.monotonic()
     stopped_early = False
-    for epoch in range(state.start_epoch, tc.epochs):
+    for epoch in range(state.start_epoch, plan.epochs):
         t_epoch = time.monotonic()
         losses = _train_epoch(run, train_items, cfg, epoch, device, progress)
         train_loss = world.mean(float(np.mean(losses)), device)
@@ -318,8 +333,8 @@ def train(
             world.sync_buffers(run.average.network)
         early, out_of_time = False, False
         if world.is_main:
-            early, out_of_time = _end_epoch(run, state, epoch, train_loss, valid_items, cfg, diameter_px,
-                                            output, device, time.monotonic() - t_epoch,
+            early, out_of_time = _end_epoch(run, state, plan, epoch, train_loss, valid_items, cfg,
+                                            diameter_px, output, device, time.monotonic() - t_epoch,
                                             tc.time_limit_minutes > 0
                                             and time.monotonic() - t_start > 60 * tc.time_limit_minutes)
         if world.decision(early, device):
@@ -336,7 +351,7 @@ def train(
     return TrainResult(state.best_epoch + 1, best, state.history, stopped_early)
 
 
-def _end_epoch(run: _Run, state: _Progress, epoch: int, train_loss: float,
+def _end_epoch(run: _Run, state: _Progress, plan: _Plan, epoch: int, train_loss: float,
                valid_items: Sequence[LabelledMicrograph], cfg: CryoUNetConfig, diameter_px: float,
                output: Path, device: torch.device, seconds: float, out_of_time: bool) -> tuple[bool, bool]:
     """Validate an epoch, keep its weights when chosen, write history and checkpoint (the writing
@@ -345,20 +360,20 @@ def _end_epoch(run: _Run, state: _Progress, epoch: int, train_loss: float,
     validation = validate(run.evaluated, valid_items, cfg, device, run.loss_fn)
     record = _epoch_record(epoch, train_loss, validation, run, seconds)
     state.history.append(record)
-    keep = _select(state, validation, tc, epoch, out_of_time)
+    keep = _select(state, validation, plan, epoch, out_of_time)
     if keep:
         save_model(output, run.evaluated, ModelInfo(cfg, diameter_px, validation.threshold,
                                                     validation.metrics()))
         write_json(output / CURVE_NAME, validation.curve.as_dict())
     logger.info("epoch %d/%d: loss %.4f, validation P %.3f R %.3f F1 %.3f AP %.3f at threshold "
-                "%.3f%s (%.0f s)", epoch + 1, tc.epochs, record["train_loss"],
+                "%.3f%s (%.0f s)", epoch + 1, plan.epochs, record["train_loss"],
                 validation.precision, validation.recall, validation.f1, validation.ap,
                 validation.threshold, " *kept*" if keep else "", record["seconds"])
     write_json(output / HISTORY_NAME, state.history)
     _save_checkpoint(output / CHECKPOINT_NAME, run.network, run.optimizer, run.scheduler, epoch,
                      state.best_f1, state.best_epoch, state.stale,
                      None if run.average is None else run.average.network, run.world.world_size)
-    early = tc.selection == "best" and tc.patience > 0 and state.stale >= tc.patience
+    early = plan.selection == "best" and tc.patience > 0 and state.stale >= tc.patience
     return early, out_of_time
 
 
