@@ -114,19 +114,25 @@ def test_the_threshold_is_calibrated_on_every_fold_picked_by_the_model_that_did_
     assert fold_info.calibration == {} and fold_info.config.train.calibration_folds == 0
 
 
-def test_an_interrupted_cross_fitted_run_resumes_keeping_finished_folds(crossfit_run, sim_data: SimData,
-                                                                        tmp_path: Path, run_cli):
+def _interrupted_copy(reference: Path, tmp_path: Path) -> Path:
+    """A copy of a finished cross-fitted run whose folder and fold 2 are marked unfinished."""
     import shutil
 
-    reference, config = crossfit_run
     out = tmp_path / "model"
     shutil.copytree(reference, out)
+    for folder in (out / "fold_2", out):
+        (folder / MARKER_NAME).write_text(json.dumps({"command": "train", "complete": False}))
+    return out
+
+
+def test_an_interrupted_cross_fitted_run_resumes_keeping_finished_folds(crossfit_run, sim_data: SimData,
+                                                                        tmp_path: Path, run_cli):
+    reference, config = crossfit_run
     # As if killed after fold 2's last epoch (its folder not marked complete) and before the main
     # model started: fold 1 is kept, fold 2 continues from its checkpoint, the main model trains.
-    (out / "fold_2" / MARKER_NAME).write_text(json.dumps({"command": "train", "complete": False}))
+    out = _interrupted_copy(reference, tmp_path)
     for name in ("model.safetensors", "checkpoint.pt", "config.json", "history.json", "validation_curve.json"):
         (out / name).unlink()
-    (out / MARKER_NAME).write_text(json.dumps({"command": "train", "complete": False}))
     fold_weights = (out / "fold_1" / "model.safetensors").read_bytes()
     rc, _, err = run_cli(*[a for a in _train_argv(sim_data, out, config) if a != "--quiet"], "--resume")
     assert rc == 0, err
@@ -227,14 +233,9 @@ def test_fold_epochs_main_trains_each_fold_for_the_main_models_best_epoch_count(
 
 def test_fold_epochs_main_resumes_with_the_folds_keeping_the_main_model(crossfit_main_run, sim_data: SimData,
                                                                        tmp_path: Path, run_cli):
-    import shutil
-
     reference, config = crossfit_main_run
-    out = tmp_path / "model"
-    shutil.copytree(reference, out)
     # As if killed during fold 2: the main model and fold 1 finished, fold 2 did not.
-    (out / "fold_2" / MARKER_NAME).write_text(json.dumps({"command": "train", "complete": False}))
-    (out / MARKER_NAME).write_text(json.dumps({"command": "train", "complete": False}))
+    out = _interrupted_copy(reference, tmp_path)
     main_weights = (out / "model.safetensors").read_bytes()
     rc, _, err = run_cli(*[a for a in _train_argv(sim_data, out, config) if a != "--quiet"], "--resume")
     assert rc == 0, err

@@ -86,11 +86,7 @@ class Distributed:
 
     def decision(self, value: bool, device: torch.device) -> bool:
         """Rank 0's ``value``, on every process (the others' are ignored)."""
-        if not self.enabled:
-            return value
-        tensor = torch.tensor([int(value)], dtype=torch.int64, device=device)
-        dist.broadcast(tensor, src=0)
-        return bool(tensor.item())
+        return value if not self.enabled else bool(self.number(int(value), device))
 
     def number(self, value: int, device: torch.device) -> int:
         """Rank 0's integer ``value``, on every process (the others' are ignored)."""
