@@ -247,3 +247,13 @@ def test_fold_epochs_main_resumes_with_the_folds_keeping_the_main_model(crossfit
     # The validation-only thresholds survive a second calibration of the same model.
     assert resumed.calibration == pytest.approx(first.calibration)
     assert not is_incomplete(out)
+
+
+def test_a_damaged_main_epoch_record_is_refused_on_resume(crossfit_main_run, sim_data: SimData,
+                                                          tmp_path: Path, run_cli):
+    reference, config = crossfit_main_run
+    out = _interrupted_copy(reference, tmp_path)
+    (out / "main_epochs.json").write_text(json.dumps({"main_best_epoch": 0}))
+    rc, _, err = run_cli(*_train_argv(sim_data, out, config), "--resume")
+    assert rc != 0
+    assert "main_epochs.json: main_best_epoch must be a positive integer, got 0" in error_line(err, "train")

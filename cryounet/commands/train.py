@@ -185,11 +185,10 @@ def _train_here(args: argparse.Namespace, cfg, datasets: list[dict], init: Path 
 
     from cryounet.errors import CryoUNetError
     from cryounet.io.micrographs import expand_micrographs
-    from cryounet.io.model_folder import CHECKPOINT_NAME, MODEL_PATTERNS
+    from cryounet.io.model_folder import CHECKPOINT_NAME, MODEL_PATTERNS, read_main_epochs, write_main_epochs
     from cryounet.io.outputs import OutputFolder, claim_output_folder
     from cryounet.training import distributed
-    from cryounet.training.crossfit import (apply_cross_fitted, make_folds, record_main_epochs,
-                                            recorded_main_epochs, train_folds)
+    from cryounet.training.crossfit import apply_cross_fitted, make_folds, train_folds
     from cryounet.training.data import load_labelled, split_validation
     from cryounet.training.loop import train
 
@@ -233,7 +232,7 @@ def _train_here(args: argparse.Namespace, cfg, datasets: list[dict], init: Path 
                     progress=progress, world=world)
         resume = args.resume and (args.output / CHECKPOINT_NAME).is_file()
         logger.info("main model: training on %d micrograph(s)", len(train_items))
-    main_epochs = recorded_main_epochs(args.output) if folds_after and args.resume else None
+    main_epochs = read_main_epochs(args.output) if folds_after and args.resume else None
     if main_epochs is None:
         result = train(train_items, valid, cfg, args.diameter, args.output, device,
                        resume=resume, init_weights=init, progress=progress, world=world)
@@ -244,7 +243,7 @@ def _train_here(args: argparse.Namespace, cfg, datasets: list[dict], init: Path 
     if folds_after:
         best_epoch = world.number(best_epoch, device)  # only rank 0 knows which epoch it kept
         if main_epochs is None and world.is_main:
-            record_main_epochs(args.output, best_epoch)
+            write_main_epochs(args.output, best_epoch)
         train_folds(folds, cfg, args.diameter, args.output, device, resume=args.resume, init_weights=init,
                     progress=progress, world=world, stop_after=best_epoch)
     if not world.is_main:

@@ -20,6 +20,7 @@ import numpy as np
 from cryounet import __version__
 from cryounet.config import CryoUNetConfig
 from cryounet.errors import CryoUNetError, InputFileError
+from cryounet.io.atomic import write_json
 from cryounet.io.outputs import is_incomplete
 
 logger = logging.getLogger(__name__)
@@ -312,6 +313,25 @@ def read_json_list(path: Path, what: str = "history") -> list[dict[str, Any]]:
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
         raise InputFileError(path, f"{what} should be a JSON list of records")
     return data
+
+
+def read_main_epochs(folder: str | os.PathLike[str]) -> int | None:
+    """The main model's best epoch count recorded when it finished (``train.fold_epochs = "main"``),
+    or None when it has not finished."""
+    path = Path(folder) / MAIN_EPOCHS_NAME
+    if not path.is_file():
+        return None
+    data = _read_json(path, "the main model's epoch record")
+    epochs = data.get("main_best_epoch") if isinstance(data, dict) else None
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise InputFileError(path, f"main_best_epoch must be a positive integer, got {epochs!r}; "
+                                   "train again with --overwrite")
+    return epochs
+
+
+def write_main_epochs(folder: str | os.PathLike[str], epochs: int) -> None:
+    """Record that the main model finished at best epoch ``epochs`` (a resume then skips it)."""
+    write_json(Path(folder) / MAIN_EPOCHS_NAME, {"main_best_epoch": int(epochs)})
 
 
 def read_history(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -15,7 +15,6 @@ folds' candidates pooled. They replace the main model's validation-only threshol
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,7 @@ import torch
 from cryounet.config import CryoUNetConfig, check_calibration_folds
 from cryounet.errors import CryoUNetError
 from cryounet.io.atomic import write_json
-from cryounet.io.model_folder import (CHECKPOINT_NAME, CONFIG_NAME, MAIN_EPOCHS_NAME, FOLD_PREFIX, WEIGHTS_NAME,
-                                      read_model_info)
+from cryounet.io.model_folder import CHECKPOINT_NAME, CONFIG_NAME, FOLD_PREFIX, WEIGHTS_NAME, read_model_info
 from cryounet.io.outputs import claim_output_folder, is_incomplete, read_marker
 from cryounet.models.registry import build_model
 from cryounet.models.weights import load_weights
@@ -99,28 +97,6 @@ def train_folds(folds: Sequence[Fold], cfg: CryoUNetConfig, diameter_px: float, 
               init_weights=init_weights, progress=progress, world=world, stop_after=stop_after)
         if claimed is not None:
             claimed.complete()
-
-
-def recorded_main_epochs(output: Path) -> int | None:
-    """The main model's best epoch count recorded when it finished (``train.fold_epochs = "main"``),
-    or None when it has not finished."""
-    path = output / MAIN_EPOCHS_NAME
-    if not path.is_file():
-        return None
-    try:
-        epochs = json.loads(path.read_text())["main_best_epoch"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CryoUNetError(f"{path}: unreadable ({type(exc).__name__}: {exc}); train again with "
-                            "--overwrite") from None
-    if not isinstance(epochs, int) or epochs < 1:
-        raise CryoUNetError(f"{path}: main_best_epoch must be a positive integer, got {epochs!r}; "
-                            "train again with --overwrite")
-    return epochs
-
-
-def record_main_epochs(output: Path, epochs: int) -> None:
-    """Record that the main model finished at best epoch ``epochs`` (resume then skips it)."""
-    write_json(output / MAIN_EPOCHS_NAME, {"main_best_epoch": int(epochs)})
 
 
 def _network(folder: Path, cfg: CryoUNetConfig, device: torch.device) -> torch.nn.Module:

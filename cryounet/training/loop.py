@@ -298,6 +298,9 @@ def train(
             only reports and calibrates (the fold models of ``train.fold_epochs = "main"``).
     """
     tc = cfg.train
+    if stop_after is not None and not 1 <= stop_after <= tc.epochs:
+        raise CryoUNetError(f"stop_after must be between 1 and train.epochs = {tc.epochs}, got {stop_after}")
+    plan = _Plan(tc.selection, tc.epochs) if stop_after is None else _Plan("last", stop_after)
     if tc.num_threads > 0:
         torch.set_num_threads(tc.num_threads)
     output = Path(output)
@@ -319,9 +322,6 @@ def train(
     if world.enabled:
         logger.info("data-parallel over %d processes: %d of the %d patches of each step per process",
                     world.world_size, tc.batch_size // world.world_size, tc.batch_size)
-    if stop_after is not None and not 1 <= stop_after <= tc.epochs:
-        raise CryoUNetError(f"stop_after must be between 1 and train.epochs = {tc.epochs}, got {stop_after}")
-    plan = _Plan(tc.selection, tc.epochs) if stop_after is None else _Plan("last", stop_after)
     t_start = time.monotonic()
     stopped_early = False
     for epoch in range(state.start_epoch, plan.epochs):
