@@ -6,8 +6,10 @@ import logging
 import pytest
 import torch
 
-from cryounet.device import resolve_device
+from cryounet.config import ModelConfig
+from cryounet.device import preferred_layout, resolve_device
 from cryounet.errors import CryoUNetError
+from cryounet.models import build_model
 
 
 @pytest.fixture
@@ -76,3 +78,22 @@ def test_gpu_resolution_with_a_gpu(spec: str, index: int, one_gpu,
 def test_real_torch_without_gpu() -> None:
     with pytest.raises(CryoUNetError, match="no CUDA GPU"):
         resolve_device("cuda")
+
+
+def test_preferred_layout_on_the_cpu_is_channels_last_with_the_same_values() -> None:
+    torch.manual_seed(0)
+    network = build_model(ModelConfig(base_channels=4, depth=2)).eval()
+    x = torch.randn(2, 1, 48, 40)
+    with torch.no_grad():
+        before = network(x)
+        assert preferred_layout(network, "cpu") is network
+        after = network(x)
+    weights = [p for p in network.parameters() if p.dim() == 4]
+    assert weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+
+
+def test_preferred_layout_leaves_other_devices_alone() -> None:
+    network = build_model(ModelConfig(base_channels=4, depth=2))
+    preferred_layout(network, "meta")
+    assert all(p.is_contiguous() for p in network.parameters())

@@ -155,10 +155,12 @@ def test_float16_needs_a_gpu_and_unknown_precisions_are_refused() -> None:
         CryoUNetConfig().updated({"pick": {"precision": "half"}}).validate("test")
 
 
-def test_picker_on_the_cpu_gives_the_probabilities_of_a_plain_pass() -> None:
+def test_picker_rewrites_its_networks_and_keeps_the_probabilities_of_a_plain_pass() -> None:
     net = _random_net(depth=2, seed=18)
     micrograph = _image((128, 128), seed=19)
     picker = Picker([_loaded(copy.deepcopy(net), diameter=16.0)], PickConfig(tta=True))
+    # Batch norms folded into the convolutions, weights channels-last: the same probabilities.
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in picker.models[0].network.modules())
     image, _ = preprocess(micrograph, 16.0, picker.preprocess_cfg)
     np.testing.assert_allclose(picker.probability(image)[0], predict_probability(net, image, tta=True),
                                atol=1e-5)

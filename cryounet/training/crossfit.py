@@ -23,6 +23,7 @@ from typing import Sequence
 import torch
 
 from cryounet.config import CryoUNetConfig, check_calibration_folds
+from cryounet.device import preferred_layout
 from cryounet.errors import CryoUNetError
 from cryounet.io.atomic import write_json
 from cryounet.io.model_folder import CHECKPOINT_NAME, CONFIG_NAME, FOLD_PREFIX, WEIGHTS_NAME, read_model_info
@@ -100,7 +101,7 @@ def train_folds(folds: Sequence[Fold], cfg: CryoUNetConfig, diameter_px: float, 
 
 
 def _network(folder: Path, cfg: CryoUNetConfig, device: torch.device) -> torch.nn.Module:
-    network = build_model(cfg.model).to(device)
+    network = preferred_layout(build_model(cfg.model).to(device), device)
     load_weights(network, folder / WEIGHTS_NAME)
     return network.eval()
 

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from cryounet.config import CryoUNetConfig, check_batch_shared
+from cryounet.device import preferred_layout
 from cryounet.errors import CryoUNetError
 from cryounet.io.atomic import atomic_path, write_json
 from cryounet.io.model_folder import (CHECKPOINT_NAME, CURVE_NAME, HISTORY_NAME, WEIGHTS_NAME, ModelInfo,
@@ -129,7 +130,7 @@ def _build_run(cfg: CryoUNetConfig, device: torch.device, init_weights: Path | N
     """A freshly initialised (or ``init_weights``) network with its AdamW optimiser and schedule."""
     tc = cfg.train
     torch.manual_seed(tc.seed)
-    network = build_model(cfg.model).to(device)
+    network = preferred_layout(build_model(cfg.model).to(device), device)
     if init_weights is not None:
         load_weights(network, init_weights)
         logger.info("initialised weights from %s", init_weights)

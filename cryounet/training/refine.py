@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from cryounet.config import CryoUNetConfig, RefineConfig
+from cryounet.device import preferred_layout
 from cryounet.errors import CryoUNetError
 from cryounet.inference.predict import predict_probability
 from cryounet.io.atomic import write_json
@@ -133,7 +134,7 @@ def refine(
         raise CryoUNetError("no unlabelled micrographs to pseudo-label")
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    network = model.network.to(device)
+    network = preferred_layout(model.network.to(device), device)
     base = validate(network, valid, cfg, device)
     history: list[dict[str, Any]] = [{
         "round": 0, "positive_threshold": None, "negative_threshold": None, "pseudo_positives": 0,
