@@ -69,9 +69,9 @@ def preferred_layout(network: torch.nn.Module, device: torch.device | str) -> to
     """``network`` with the memory layout its convolutions run fastest in on ``device``, in place.
 
     On the CPU that is channels-last: oneDNN then convolves without re-laying the weights and
-    feature maps out on every call (training steps about 0.8x and picking 0.7x the time on the 2-core
-    VM, BENCHMARKS.md "Speed"). The values are those of the default layout to float32 rounding.
-    Other devices keep the default layout.
+    feature maps out on every call (on the 2-core VM training takes about 0.8x and picking 0.7x the
+    time: BENCHMARKS.md, "Channels-last training" and "Speed"). The values are those of the default
+    layout to float32 rounding. Other devices keep the default layout.
     """
     if torch.device(device).type == "cpu":
         network.to(memory_format=torch.channels_last)
