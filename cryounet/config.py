@@ -65,7 +65,9 @@ class TargetConfig:
     """How picks become training targets (positive-unlabelled aware).
 
     Attributes:
-        shape: ``disk`` (1 inside ``positive_radius``) or ``gaussian`` (sigma = ``positive_radius``).
+        shape: ``disk`` (1 inside ``positive_radius``) or ``gaussian`` (sigma = ``positive_radius``;
+            measured in BENCHMARKS.md "Gaussian targets": better on sparse 10028, worse on crowded
+            10947, so not the default).
         positive_radius: radius of the positive core, as a fraction of the particle diameter.
         ignore_radius: pixels between the core and this radius (fraction of diameter) are ignored.
         unlabelled_weight: loss weight of pixels far from every pick. They are treated as negatives
