@@ -171,7 +171,9 @@ def main(args: argparse.Namespace) -> int:
     device = resolve_device(spec, args.threads)
     world = distributed.from_environment(device)
     try:
-        return _train_here(args, cfg, datasets, init, device, world)
+        code = _train_here(args, cfg, datasets, init, device, world)
+        world.finish()
+        return code
     finally:
         world.close()
 

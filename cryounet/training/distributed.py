@@ -104,7 +104,16 @@ class Distributed:
         for buffer in network.buffers():
             dist.broadcast(buffer, src=0)
 
+    def finish(self) -> None:
+        """Wait until every process has finished its work (rank 0 validates and writes last), so
+        that none tears the process group down while another still uses it: gloo aborts a process
+        whose peer destroys the group under it ("terminate called without an active exception")."""
+        if self.enabled and dist.is_initialized():
+            dist.barrier()
+
     def close(self) -> None:
+        """Leave the process group (after :meth:`finish` on success; directly after a failure,
+        when a peer may never arrive)."""
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()
 
