@@ -230,8 +230,14 @@ class PickConfig:
             that picks: ``cryounet pick`` does not take it (nor batch_size) from the model folder.
         tile_overlap: overlap between tiles in working pixels (half is discarded on each side).
         batch_size: tiles per forward pass.
-        tta: average over the 8 flips/rotations (test-time augmentation); on by default because
-            it raised F1 on every real set measured (BENCHMARKS.md), at about 3x the picking time.
+        tta: average over symmetries of the square (test-time augmentation); on by default
+            because it raised F1 on every real set measured (BENCHMARKS.md).
+        tta_symmetries: how many symmetries test-time augmentation averages over: 4, the four
+            rotations (the default after 0.4.0), or 8, also their mirror images (the rule up to
+            0.4.0; twice the forward passes). The four rotations scored as well as all eight on both
+            shared sets (3 seeds each, BENCHMARKS.md "Test-time augmentation over four
+            rotations"). A setting of the model: its TTA threshold is calibrated with it, and
+            model folders written before it existed read as 8.
         min_score: lowest probability ever reported as a candidate (for calibration/curves).
         opening_radius: grey-level morphological opening of the probability map with a disk of
             this radius (fraction of diameter) before peak finding; removes thin/small responses
@@ -264,6 +270,7 @@ class PickConfig:
     tile_overlap: int = 64
     batch_size: int = 1
     tta: bool = True
+    tta_symmetries: int = 4
     min_score: float = 0.05
     opening_radius: float = 0.0
     min_component_area: float = 0.0
@@ -279,6 +286,9 @@ class PickConfig:
 PICK_MACHINE_SETTINGS = ("tile_size", "batch_size", "precision")
 #: Values of ``pick.precision``.
 PRECISIONS = ("float32", "bfloat16", "float16")
+#: Values of ``pick.tta_symmetries``; models written before the setting existed used 8.
+TTA_SYMMETRY_COUNTS = (4, 8)
+LEGACY_TTA_SYMMETRIES = 8
 
 
 @dataclass
@@ -296,7 +306,7 @@ class RefineConfig:
             probability) at most this.
         curriculum: micrographs are ranked by confidence and round r uses the most confident
             r/rounds of them (else all from the first round).
-        tta: predict pseudo-labels with test-time augmentation.
+        tta: predict pseudo-labels with test-time augmentation (over ``pick.tta_symmetries``).
         checkpoint_ensemble: pseudo-labels come from the mean probability of the last this-many
             round checkpoints (the input model counts as round 0); 1 = the current model only.
         skip_empty: leave out micrographs on which a round found no pseudo-pick. Their
@@ -435,6 +445,9 @@ class CryoUNetConfig:
         if self.pick.precision not in PRECISIONS:
             raise CryoUNetError(f"{source}: pick.precision must be one of {', '.join(PRECISIONS)}, "
                                 f"got {self.pick.precision!r}")
+        if self.pick.tta_symmetries not in TTA_SYMMETRY_COUNTS:
+            raise CryoUNetError(f"{source}: pick.tta_symmetries must be one of "
+                                f"{', '.join(map(str, TTA_SYMMETRY_COUNTS))}, got {self.pick.tta_symmetries!r}")
         if self.pick.tile_overlap >= self.pick.tile_size:
             raise CryoUNetError(f"{source}: pick.tile_overlap must be smaller than pick.tile_size")
 

@@ -14,7 +14,8 @@ from engine_helpers import loaded_model as _loaded
 from cryounet.config import CryoUNetConfig, ModelConfig, PickConfig
 from cryounet.errors import CryoUNetError
 from cryounet.inference.picker import Picker, peaks_to_picks
-from cryounet.inference.predict import _dihedral, _dihedral_inverse, forward_precision, predict_probability
+from cryounet.inference.predict import (_dihedral, _dihedral_inverse, forward_precision, predict_probability,
+                                       tta_symmetries)
 from cryounet.models import build_model
 from cryounet.preprocess import Scale, preprocess
 
@@ -118,6 +119,50 @@ def test_tta_is_invariant_to_flipping_the_input(architecture: str) -> None:
     assert np.abs(plain - tta).max() > 1e-4
 
 
+def test_tta_over_the_four_rotations_is_invariant_to_rotating_the_input_only() -> None:
+    net = _random_net(depth=2, seed=20)
+    image = _image((64, 48), seed=21)
+    tta = predict_probability(net, image, tta=True, tta_symmetries=4)
+    for k in (1, 2, 3):
+        moved = predict_probability(net, np.ascontiguousarray(np.rot90(image, k)), tta=True, tta_symmetries=4)
+        np.testing.assert_allclose(moved, np.rot90(tta, k), atol=1e-5)
+    # Mirror images are not among the four: a flipped input gives another map, and all eight differ.
+    flipped = predict_probability(net, np.ascontiguousarray(image[:, ::-1]), tta=True, tta_symmetries=4)
+    assert np.abs(flipped - tta[:, ::-1]).max() > 1e-4
+    assert np.abs(predict_probability(net, image, tta=True, tta_symmetries=8) - tta).max() > 1e-4
+
+
+def test_tta_symmetry_counts() -> None:
+    assert tta_symmetries(8) == tuple(range(8))
+    assert tta_symmetries(4) == (0, 1, 2, 3)  # the rotations: no flip (indices 4-7 flip first)
+    with pytest.raises(CryoUNetError, match="pick.tta_symmetries must be one of 4, 8, got 2"):
+        tta_symmetries(2)
+    with pytest.raises(CryoUNetError, match="pick.tta_symmetries must be one of 4, 8, got 6"):
+        CryoUNetConfig().updated({"pick": {"tta_symmetries": 6}}).validate("test")
+    with pytest.raises(CryoUNetError, match="pick.tta_symmetries: expected an integer, got True"):
+        CryoUNetConfig().updated({"pick": {"tta_symmetries": True}}).validate("test")
+
+
+def test_picker_averages_over_the_configured_symmetries_and_warns_on_other_calibrations(caplog) -> None:
+    net = _random_net(depth=2, seed=22)
+    image = _image((96, 96), seed=23)
+    for count in (4, 8):
+        model = _loaded(copy.deepcopy(net), diameter=16.0)
+        model.info.config.pick.tta_symmetries = count  # calibrated as it picks
+        picker = Picker([model], PickConfig(tta=True, tta_symmetries=count))
+        np.testing.assert_allclose(picker.probability(image)[0],
+                                   predict_probability(net, image, tta=True, tta_symmetries=count), atol=1e-5)
+    assert "calibrated over" not in caplog.text
+    old = _loaded(copy.deepcopy(net), diameter=16.0)
+    old.info.config.pick.tta_symmetries = 8  # a model calibrated by CryoUNet 0.4.0
+    with caplog.at_level("WARNING", logger="cryounet"):
+        Picker([old], PickConfig(tta=True, tta_symmetries=4))
+    assert "over 4 symmetries, but the TTA thresholds of these models were calibrated over 8" in caplog.text
+    caplog.clear()
+    Picker([old], PickConfig(tta=False, tta_symmetries=4))  # no TTA: nothing to warn about
+    assert "calibrated over" not in caplog.text
+
+
 def test_tta_with_tiles() -> None:
     net = _random_net(depth=2, seed=12)
     image = _image((256, 224), seed=13)
@@ -162,8 +207,8 @@ def test_picker_rewrites_its_networks_and_keeps_the_probabilities_of_a_plain_pas
     # Batch norms folded into the convolutions, weights channels-last: the same probabilities.
     assert not any(isinstance(m, nn.BatchNorm2d) for m in picker.models[0].network.modules())
     image, _ = preprocess(micrograph, 16.0, picker.preprocess_cfg)
-    np.testing.assert_allclose(picker.probability(image)[0], predict_probability(net, image, tta=True),
-                               atol=1e-5)
+    np.testing.assert_allclose(picker.probability(image)[0],
+                               predict_probability(net, image, tta=True, tta_symmetries=4), atol=1e-5)
 
 
 def test_picker_uses_the_configured_precision() -> None:

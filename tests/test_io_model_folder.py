@@ -50,6 +50,25 @@ def test_round_trip(tmp_path: Path) -> None:
     assert "cryounet_version" in data
 
 
+def test_models_written_before_tta_symmetries_read_as_eight(tmp_path: Path) -> None:
+    """The TTA threshold of a model written before ``pick.tta_symmetries`` was calibrated over all
+    eight symmetries: a missing key reads as 8, not as today's default (4); a stored one is kept."""
+    _saved(tmp_path / "m")
+    data = json.loads((tmp_path / "m" / CONFIG_NAME).read_text())
+    assert data["config"]["pick"]["tta_symmetries"] == 4  # written by today's CryoUNet
+    del data["config"]["pick"]["tta_symmetries"]
+    (tmp_path / "m" / CONFIG_NAME).write_text(json.dumps(data))
+    assert read_model_info(tmp_path / "m").config.pick.tta_symmetries == 8
+    assert read_model_info(tmp_path / "m").config.pick.threshold == 0.3  # the rest as stored
+    data["config"]["pick"]["tta_symmetries"] = 8
+    (tmp_path / "m" / CONFIG_NAME).write_text(json.dumps(data))
+    assert read_model_info(tmp_path / "m").config.pick.tta_symmetries == 8
+    data["config"]["pick"]["tta_symmetries"] = 3
+    (tmp_path / "m" / CONFIG_NAME).write_text(json.dumps(data))
+    with pytest.raises(CryoUNetError, match="pick.tta_symmetries must be one of 4, 8"):
+        read_model_info(tmp_path / "m")
+
+
 def test_folder_missing(tmp_path: Path) -> None:
     with pytest.raises(InputFileError, match="model folder does not exist"):
         load_model(tmp_path / "nope")

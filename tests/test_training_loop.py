@@ -445,10 +445,37 @@ def test_training_calibrates_a_tta_threshold(tiny_model: Path) -> None:
 
     data = json.loads((tiny_model / "config.json").read_text())
     assert 0 < data["threshold_tta"] <= 1
+    assert data["config"]["pick"]["tta_symmetries"] == 4  # what threshold_tta was calibrated over
     assert set(data["validation_tta"]) == {"precision", "recall", "f1", "ap", "best_f1"}
     info = read_model_info(tiny_model)
     assert info.threshold_tta == pytest.approx(data["threshold_tta"])
     assert info.validation_tta["f1"] == pytest.approx(data["validation_tta"]["f1"])
+
+
+@pytest.mark.parametrize("tta, count", [(True, 4), (True, 8), (False, 8)])
+def test_validation_and_pseudo_labels_average_over_the_configured_symmetries(
+        items, tta: bool, count: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Calibration (validation) and pseudo-labelling predict with ``pick.tta_symmetries``, as picking does."""
+    from cryounet.inference import predict
+    from cryounet.models import build_model
+    from cryounet.training import refine, validation
+
+    seen = []
+
+    def recording(*args, **kwargs):
+        seen.append((args[5], args[7]))  # tta, tta_symmetries
+        return predict.predict_probability(*args, **kwargs)
+
+    monkeypatch.setattr(validation, "predict_probability", recording)
+    monkeypatch.setattr(refine, "predict_probability", recording)
+    cfg = _cfg().updated({"pick": {"tta_symmetries": count}, "refine": {"tta": tta}})
+    network = build_model(cfg.model).eval()
+    validation.pick_candidates(network, items[1], cfg, "cpu", tta=tta)
+    assert seen == [(tta, count)] * len(items[1])
+    seen.clear()
+    monkeypatch.setattr(refine, "load_weights", lambda net, path: None)  # the network above as the member
+    refine._ensemble_probabilities(network, [Path("member.safetensors")], items[1], cfg, "cpu")
+    assert seen == [(tta, count)] * len(items[1])
 
 
 def test_stop_after_trains_that_many_epochs_of_the_same_schedule(items, reference: Path, tmp_path: Path) -> None:

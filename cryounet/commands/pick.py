@@ -26,8 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "pick.threshold when set, else the one calibrated at training")
     parser.add_argument("--batch-size", type=positive_int, help="tiles per forward pass")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                        help="test-time augmentation over the 8 flips/rotations (default: the "
-                             "model's pick.tta, on for models trained since 0.2)")
+                        help="test-time augmentation over the model's pick.tta_symmetries (4 "
+                             "rotations; 8 flips/rotations for models of 0.4.0 or earlier) (default: "
+                             "the model's pick.tta, on for models trained since 0.2)")
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="arithmetic of the network when picking (a setting of this machine): "
                              "float32 (default; what thresholds are calibrated with), bfloat16 "

@@ -63,6 +63,11 @@ class Picker:
             preferred_layout(model.network, device)
         self.pick = pick
         self.device = device
+        calibrated = sorted({m.info.config.pick.tta_symmetries for m in self.models})
+        if pick.tta and calibrated != [pick.tta_symmetries]:
+            logger.warning("test-time augmentation over %d symmetries, but the TTA thresholds of these "
+                           "models were calibrated over %s: the automatic threshold may be off",
+                           pick.tta_symmetries, " and ".join(map(str, calibrated)))
         self.diameter = first.info.diameter_px
         self.preprocess_cfg = first.info.config.preprocess
 
@@ -76,7 +81,8 @@ class Picker:
         with forward_precision(self.device, self.pick.precision):
             maps = [
                 predict_probability(m.network, image, self.pick.tile_size, self.pick.tile_overlap,
-                                    self.pick.batch_size, self.pick.tta, self.device)
+                                    self.pick.batch_size, self.pick.tta, self.device,
+                                    self.pick.tta_symmetries)
                 for m in self.models
             ]
         if len(maps) == 1:

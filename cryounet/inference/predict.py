@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cryounet.config import TTA_SYMMETRY_COUNTS
 from cryounet.errors import CryoUNetError
 
 
@@ -92,16 +93,27 @@ def check_precision(device: torch.device | str, precision: str) -> None:
                             "use bfloat16 on the CPU (or float32)")
 
 
+def tta_symmetries(count: int) -> tuple[int, ...]:
+    """The symmetries (indices of :func:`_dihedral`) that test-time augmentation averages over:
+    8, every flip and rotation of the square; 4, the four rotations (``pick.tta_symmetries``)."""
+    if count not in TTA_SYMMETRY_COUNTS:
+        raise CryoUNetError(f"pick.tta_symmetries must be one of {', '.join(map(str, TTA_SYMMETRY_COUNTS))}, "
+                            f"got {count!r}")
+    return tuple(range(count))
+
+
 @torch.no_grad()
-def _forward_probability(network: nn.Module, batch: torch.Tensor, tta: bool) -> torch.Tensor:
-    """Sigmoid of the network's output (mean over the 8 symmetries when ``tta``), in float32
-    whatever the arithmetic of the forward pass."""
+def _forward_probability(network: nn.Module, batch: torch.Tensor, tta: bool,
+                         symmetries: int = 8) -> torch.Tensor:
+    """Sigmoid of the network's output (mean over ``symmetries`` symmetries of the square when
+    ``tta``), in float32 whatever the arithmetic of the forward pass."""
     if not tta:
         return torch.sigmoid(network(batch).float())
+    ks = tta_symmetries(symmetries)
     total = torch.zeros(batch.shape, dtype=torch.float32, device=batch.device)
-    for k in range(8):
+    for k in ks:
         total += _dihedral_inverse(torch.sigmoid(network(_dihedral(batch, k)).float()), k)
-    return total / 8
+    return total / len(ks)
 
 
 @torch.no_grad()
@@ -113,6 +125,7 @@ def predict_probability(
     batch_size: int = 4,
     tta: bool = False,
     device: torch.device | str = "cpu",
+    tta_symmetries: int = 8,
 ) -> np.ndarray:
     """Particle-centre probability for every pixel of a working-scale image.
 
@@ -123,7 +136,9 @@ def predict_probability(
             done whole, larger ones in the fewest equal tiles that fit.
         overlap: pixels shared by neighbouring tiles; half is discarded on each side.
         batch_size: tiles per forward pass.
-        tta: average the 8 flips/rotations.
+        tta: average over symmetries of the square (test-time augmentation).
+        device: where ``network`` is.
+        tta_symmetries: how many: 8 (every flip and rotation) or 4 (the rotations).
 
     Returns:
         ``(ny, nx)`` float32 probabilities.
@@ -135,7 +150,7 @@ def predict_probability(
     overlap = min(int(overlap), tile - m)
     if ny <= tile and nx <= tile:
         batch = torch.from_numpy(image)[None, None].to(device)
-        return _forward_probability(network, batch, tta)[0, 0].float().cpu().numpy()
+        return _forward_probability(network, batch, tta, tta_symmetries)[0, 0].float().cpu().numpy()
 
     # Pad once to the pooling multiple, as the network would pad the whole image; tiles then
     # never leave the padded image and see exactly the same values as a whole-image pass.
@@ -154,7 +169,8 @@ def predict_probability(
     for b in range(0, len(positions), batch_size):
         chunk = positions[b : b + batch_size]
         tiles = np.stack([padded[ys[iy] : ys[iy] + th, xs[ix] : xs[ix] + tw] for iy, ix in chunk])
-        prob = _forward_probability(network, torch.from_numpy(tiles)[:, None].to(device), tta)
+        prob = _forward_probability(network, torch.from_numpy(tiles)[:, None].to(device), tta,
+                                    tta_symmetries)
         prob = prob[:, 0].float().cpu().numpy()
         for (iy, ix), p in zip(chunk, prob):
             y0, y1 = keep_range(ys, iy, th, ny)

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from cryounet import __version__
-from cryounet.config import CryoUNetConfig
+from cryounet.config import LEGACY_TTA_SYMMETRIES, CryoUNetConfig
 from cryounet.errors import CryoUNetError, InputFileError
 from cryounet.io.atomic import write_json
 from cryounet.io.outputs import is_incomplete
@@ -146,6 +146,17 @@ def picking_threshold(infos: Sequence[ModelInfo], tta: bool, explicit: float | N
                           else info.threshold for info in infos]))
 
 
+def _with_legacy_defaults(config: object) -> object:
+    """A stored config with the values its model was calibrated with for settings added since it
+    was written (a missing key would otherwise take today's default): ``pick.tta_symmetries``
+    (8 up to CryoUNet 0.4.0)."""
+    if not isinstance(config, dict) or not isinstance(config.get("pick", {}), dict):
+        return config  # from_dict names what is wrong
+    pick = dict(config.get("pick", {}))
+    pick.setdefault("tta_symmetries", LEGACY_TTA_SYMMETRIES)
+    return {**config, "pick": pick}
+
+
 def read_model_info(folder: str | os.PathLike[str], allow_incomplete: bool = False) -> ModelInfo:
     """Read and check a model folder's ``config.json``.
 
@@ -177,7 +188,8 @@ def read_model_info(folder: str | os.PathLike[str], allow_incomplete: bool = Fal
         )
     try:
         info = ModelInfo(
-            config=CryoUNetConfig.from_dict(data["config"], source=f"{config_path}:config"),
+            config=CryoUNetConfig.from_dict(_with_legacy_defaults(data["config"]),
+                                            source=f"{config_path}:config"),
             diameter_px=float(data["diameter_px"]),
             threshold=float(data["threshold"]),
             validation={k: float(v) for k, v in dict(data.get("validation", {})).items()},

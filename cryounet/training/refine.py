@@ -85,7 +85,8 @@ def _ensemble_probabilities(network: torch.nn.Module, members: Sequence[Path],
         network.eval()
         for i, item in enumerate(unlabelled):
             probs[i] += predict_probability(network, item.image, cfg.pick.tile_size, cfg.pick.tile_overlap,
-                                            cfg.pick.batch_size, cfg.refine.tta, device) / len(members)
+                                            cfg.pick.batch_size, cfg.refine.tta, device,
+                                            cfg.pick.tta_symmetries) / len(members)
     return probs
 
 

@@ -67,7 +67,7 @@ def pick_candidates(network: nn.Module, items: Sequence[LabelledMicrograph], cfg
     found = Candidates()
     for item in items:
         prob = predict_probability(network, item.image, cfg.pick.tile_size, cfg.pick.tile_overlap,
-                                   cfg.pick.batch_size, tta, device)
+                                   cfg.pick.batch_size, tta, device, cfg.pick.tta_symmetries)
         xy, s = candidate_peaks(prob, item.diameter, cfg.pick, cfg.pick.min_score)
         found.preds.append(xy)
         found.scores.append(s)

@@ -85,10 +85,11 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
                            "non-maximum suppression at that distance.")
         form.addParam("tta", params.BooleanParam, default=True,
                       label="Test-time augmentation",
-                      help="Average the predictions over the 8 flips/rotations of each "
-                           "micrograph: +0.01 to +0.02 F1 on the CryoPPP benchmarks, about 3 times "
-                           "the picking time. The automatic threshold is then the one "
-                           "calibrated with it at training.")
+                      help="Average the predictions over the 4 rotations of each micrograph "
+                           "(all 8 flips/rotations for models trained by CryoUNet 0.4.0 or earlier: "
+                           "the model's pick.tta_symmetries): +0.01 to +0.02 F1 on the CryoPPP "
+                           "benchmarks, 4 (8) forward passes instead of one. The automatic "
+                           "threshold is then the one calibrated with it at training.")
         form.addParam("useFolds", params.BooleanParam, default=True,
                       label="With the calibration folds",
                       help="For a model trained with 'Calibration folds' K > 1: pick with its K - 1 "

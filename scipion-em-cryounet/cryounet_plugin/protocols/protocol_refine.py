@@ -89,8 +89,9 @@ class CryoUnetProtRefine(CryoUnetProtBase, EMProtocol):
                            "confident r/rounds of them in round r. No: all from the first round.")
         form.addParam("pseudoTta", params.BooleanParam, default=True,
                       expertLevel=LEVEL_ADVANCED, label="Test-time augmentation",
-                      help="Predict the pseudo-labels averaging the 8 flips/rotations (more "
-                           "reliable labels, 8 times slower prediction).")
+                      help="Predict the pseudo-labels averaging over the model's test-time "
+                           "symmetries (4 rotations; 8 flips/rotations for models trained by "
+                           "CryoUNet 0.4.0 or earlier): more reliable labels, 4 (8) times slower prediction.")
         form.addParam("learningRate", params.FloatParam, default=5e-4,
                       validators=[params.Positive], expertLevel=LEVEL_ADVANCED,
                       label="Learning rate",

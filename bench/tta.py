@@ -1,0 +1,106 @@
+"""Test-time augmentation over subsets of the square's symmetries, on trained models.
+
+For each ``--model SET=PATH`` and each subset, the probability maps of the set's ``valid`` and
+``test`` micrographs are computed averaging over that subset, the threshold is recalibrated on
+``valid`` exactly as training calibrates its TTA threshold, and ``test`` is scored as
+``bench/accuracy.py`` scores it (``bench/crowded.py`` does both: F1 (auto), best F1, AP). Its
+``d4`` rows reproduce ``bench/accuracy.py``'s scores of a model calibrated over 8 symmetries, and
+its ``c4`` rows those of one calibrated over 4 (``pick.tta_symmetries``). The engine offers 4 and
+8; the other subsets exist only here (the forward pass is replaced for the measurement).
+
+    python bench/tta.py --model cryoppp-10028=PATH [--model SET=PATH ...] [--subsets d4 c4 ...]
+                        [--data ../shared/data] [--threads 2] [--json FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import crowded  # noqa: E402
+from common import REPO  # noqa: E402
+
+from cryounet.inference import predict  # noqa: E402
+from cryounet.models.weights import load_model  # noqa: E402
+
+#: Subsets of the symmetries (indices of ``cryounet.inference.predict._dihedral``: 0-3 the
+#: rotations by 0/90/180/270 degrees, 4-7 the same after a left-right flip).
+SUBSETS: dict[str, tuple[int, ...]] = {
+    "d4": (0, 1, 2, 3, 4, 5, 6, 7),  # every flip and rotation (pick.tta_symmetries 8)
+    "c4": (0, 1, 2, 3),  # the four rotations (pick.tta_symmetries 4)
+    "klein": (0, 2, 4, 6),  # identity, 180 degrees, the two mirror axes
+    "id+r180": (0, 2),
+    "id+flip": (0, 4),
+    "plain": (0,),
+}
+
+
+def _averaging_over(subset: tuple[int, ...]):
+    """A stand-in for the engine's forward pass that averages over ``subset`` when TTA is on."""
+    plain = predict._forward_probability
+
+    @torch.no_grad()
+    def forward(network, batch, tta, symmetries=8):
+        if not tta:
+            return plain(network, batch, tta)
+        total = torch.zeros(batch.shape, dtype=torch.float32, device=batch.device)
+        for k in subset:
+            total += predict._dihedral_inverse(torch.sigmoid(network(predict._dihedral(batch, k)).float()), k)
+        return total / len(subset)
+
+    return forward
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", action="append", required=True, metavar="SET=PATH",
+                        help="a trained model folder for a set (repeat for sets and seeds)")
+    parser.add_argument("--subsets", nargs="*", choices=sorted(SUBSETS), help="default: all")
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for the maps")
+    parser.add_argument("--json", type=Path, help="also write every result row to this file")
+    args = parser.parse_args()
+    if not args.data.is_dir():
+        print(f"tta: no data folder {args.data}; nothing to measure")
+        return 0
+    torch.set_num_threads(args.threads)
+    subsets = args.subsets or list(SUBSETS)
+    rows = []
+    engine_forward = predict._forward_probability
+    with tempfile.TemporaryDirectory(prefix="cryounet-tta-") as cache:
+        for spec in args.model:
+            set_name, _, path = spec.partition("=")
+            root, model = args.data / set_name, Path(path)
+            diameter = float(json.loads((root / "meta.json").read_text())["diameter_px"])
+            base = load_model(model).info.config
+            label = model.parent.parent.name if model.name == "model" else model.name
+            for name in subsets:
+                predict._forward_probability = _averaging_over(SUBSETS[name])
+                try:
+                    maps = crowded.load_maps(model, root, Path(cache) / name)
+                finally:
+                    predict._forward_probability = engine_forward
+                result = crowded.run_variant(maps, base, diameter, {})
+                rows.append({"set": set_name, "model": str(model), "label": label, "subset": name, **result})
+                print(crowded._line(set_name, label, name, result).replace("crowded ", "tta ", 1), flush=True)
+    for set_name in dict.fromkeys(r["set"] for r in rows):
+        for name in subsets:
+            group = [r for r in rows if r["set"] == set_name and r["subset"] == name]
+            if len(group) > 1:
+                mean = {k: float(np.mean([r[k] for r in group]))
+                        for k in ("threshold", "precision", "recall", "f1", "best_f1", "ap")}
+                print(crowded._line(set_name, f"mean-of-{len(group)}", name, mean).replace("crowded ", "tta ", 1),
+                      flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
