@@ -7,7 +7,7 @@ those a user sees. Prints one line per set and writes a JSON next to the chosen 
 
     python bench/accuracy.py [--data ../shared/data] [--sets cryoppp-10028 ...] [--seed 0]
                              [--config FILE.json] [--init general|MODEL] [--output bench/results/accuracy]
-                             [--label NAME] [--threads N]
+                             [--label NAME] [--threads N] [--device cpu|cuda]
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for training and picking (0: every core; the thread count "
                         "changes the numerics, so its spread is measured like the seed's)")
+    parser.add_argument("--device", default="cpu", help="where training and picking run (cpu, cuda)")
     args = parser.parse_args()
     if not args.data.is_dir():
         print(f"accuracy: no data folder {args.data}; nothing to measure")
@@ -54,7 +55,7 @@ def main() -> int:
         model = out / "model"
         train_cmd = py + ["train", "--micrographs", str(root / "train"), "--coordinates", str(root / "train"),
                           "--valid-micrographs", str(root / "valid"), "--valid-coordinates", str(root / "valid"),
-                          "--diameter", str(diameter), "--output", str(model), "--overwrite", "--device", "cpu",
+                          "--diameter", str(diameter), "--output", str(model), "--overwrite", "--device", args.device,
                           "--seed", str(args.seed)]
         if args.threads:
             train_cmd += ["--threads", str(args.threads)]
@@ -64,6 +65,7 @@ def main() -> int:
             train_cmd += ["--init", args.init]
         train_s, train_rss = run(train_cmd, log)
         pick_extra = ["--threads", str(args.threads)] if args.threads else []
+        pick_extra += ["--device", args.device]
         scores, pick_s, pick_rss = pick_and_score([model], root / "test", diameter, out, log, pick_extra)
         history = json.loads((model / "history.json").read_text())
         folds = fold_model_folders(model)
@@ -80,7 +82,8 @@ def main() -> int:
                **scores,
                "train_seconds": train_s, "train_peak_rss_mib": train_rss, "pick_seconds": pick_s,
                "pick_peak_rss_mib": pick_rss,
-               "epochs_run": len(history), "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s)"}
+               "epochs_run": len(history), "device": args.device,
+               "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s)"}
         results.append(row)
         print(f"accuracy {args.label} {name}: P={scores['precision']:.3f} R={scores['recall']:.3f} "
               f"F1={scores['f1']:.3f} bestF1={scores['best_f1']:.3f} AP={scores['ap']:.3f} "

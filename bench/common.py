@@ -48,7 +48,8 @@ def uses_tta(models: Sequence[Path], extra: Sequence[str] = ()) -> bool:
 def pick_and_score(models: Sequence[Path], test_dir: Path, diameter: float, out: Path, log: Path,
                    extra: Sequence[str] = ()) -> tuple[dict, float, float]:
     """Pick ``test_dir`` with ``models`` and score it; returns (scores, pick seconds, pick RSS)."""
-    cmd = PY + ["pick", "--micrographs", test_dir, "--output", out / "picks", "--overwrite", "--device", "cpu",
+    device = [] if "--device" in extra else ["--device", "cpu"]  # extra may name another one
+    cmd = PY + ["pick", "--micrographs", test_dir, "--output", out / "picks", "--overwrite", *device,
                 "--quiet", "--threshold", str(CANDIDATE_THRESHOLD), *extra]
     for model in models:
         cmd += ["--model", model]

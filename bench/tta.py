@@ -46,7 +46,7 @@ def _averaging_over(subset: tuple[int, ...]):
     plain = predict._forward_probability
 
     @torch.no_grad()
-    def forward(network, batch, tta, symmetries=8):
+    def forward(network, batch, tta, symmetries=8, together=False):
         if not tta:
             return plain(network, batch, tta)
         total = torch.zeros(batch.shape, dtype=torch.float32, device=batch.device)

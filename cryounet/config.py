@@ -226,8 +226,9 @@ class PickConfig:
         tile_size: largest side of one forward pass, in working pixels: a working image that fits
             is predicted whole (the fastest), a larger one in the fewest equal tiles that fit.
             Peak memory grows with tile_size**2 x batch_size (1152, batch 1: about 1.3 GB on the
-            CPU with test-time augmentation); raise it on a large GPU. A setting of the machine
-            that picks: ``cryounet pick`` does not take it (nor batch_size) from the model folder.
+            CPU with test-time augmentation); on a CUDA GPU with 16 GiB or more ``cryounet pick``
+            uses 2048. A setting of the machine that picks: ``cryounet pick`` does not take it (nor
+            batch_size) from the model folder.
         tile_overlap: overlap between tiles in working pixels (half is discarded on each side).
         batch_size: tiles per forward pass.
         tta: average over symmetries of the square (test-time augmentation); on by default
@@ -257,6 +258,12 @@ class PickConfig:
             GPU: faster where the processor has bfloat16 instructions, probabilities within a few
             thousandths) or ``float16`` (autocast, CUDA GPUs only). Probabilities are always
             accumulated in float32. A setting of the machine that picks, like ``tile_size``.
+        workers: threads that read and preprocess the next micrographs while the network runs,
+            and as many that find the peaks and write the STAR files of the last ones (0: each
+            step in turn). The picks are the same. On a GPU the network waited for this CPU work
+            and ``cryounet pick`` uses 4 there (4x the micrographs per second with the other GPU
+            rules); on the 2-core CPU 2 were 2 % slower than 0, the CPU default (BENCHMARKS.md,
+            "GPU"). A setting of the machine that picks, like ``tile_size``.
         folds: a model trained with ``train.calibration_folds`` also holds its fold networks
             (``fold_J``); pick with all of them as one ensemble (mean probability, the threshold
             the mean of theirs). Measured better than the main network alone on both shared sets
@@ -279,11 +286,20 @@ class PickConfig:
     saddle_ratio: float = 0.8
     saddle_radius: float = 0.4
     precision: str = "float32"
+    workers: int = 0
     folds: bool = True
 
 
-#: Settings of the machine that picks, not of the model: a model folder's values are not used.
-PICK_MACHINE_SETTINGS = ("tile_size", "batch_size", "precision")
+#: Settings of the machine that picks, not of the model: a model folder's values are not used;
+#: ``cryounet pick`` starts from the defaults of its device (``cryounet.device.machine_pick_settings``).
+PICK_MACHINE_SETTINGS = ("tile_size", "batch_size", "precision", "workers")
+#: The machine settings that differ on a CUDA GPU: more worker threads (the GPU waited for the CPU
+#: work), and, with at least GPU_LARGE_MEMORY_GIB of memory, working images up to 2048 px in one
+#: pass (BENCHMARKS.md, "GPU"). Only such GPUs also pass the symmetries of test-time augmentation as
+#: one batch: one map of 2048 px took 12.1 GiB that way.
+GPU_PICK_WORKERS = 4
+GPU_TILE_SIZE = 2048
+GPU_LARGE_MEMORY_GIB = 16
 #: Values of ``pick.precision``.
 PRECISIONS = ("float32", "bfloat16", "float16")
 #: Values of ``pick.tta_symmetries``; models written before the setting existed used 8.
@@ -425,7 +441,7 @@ class CryoUNetConfig:
         if self.pick.threshold is not None and not 0 <= self.pick.threshold <= 1:
             raise CryoUNetError(f"{source}: pick.threshold must be between 0 and 1 (or null)")
         for key in ("nms_radius", "edge_exclusion", "tile_overlap", "opening_radius",
-                    "min_component_area", "max_component_area", "saddle_radius"):
+                    "min_component_area", "max_component_area", "saddle_radius", "workers"):
             if not getattr(self.pick, key) >= 0:  # also refuses NaN
                 raise CryoUNetError(f"{source}: pick.{key} must not be negative")
         try:  # the count alone here; whether the micrographs fill the folds is checked at training
@@ -470,6 +486,7 @@ class CryoUNetConfig:
             "train.calibration_folds": (self.train.calibration_folds, 1000),
             "pick.tile_size": (self.pick.tile_size, 8192),
             "pick.batch_size": (self.pick.batch_size, 4096),
+            "pick.workers": (self.pick.workers, 256),
             "pick.min_score": (self.pick.min_score, 1.0),
             "refine.rounds": (self.refine.rounds, 1000),
             "refine.epochs_per_round": (self.refine.epochs_per_round, 100_000),

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 
+from cryounet.config import (GPU_PICK_WORKERS, GPU_TILE_SIZE, GPU_LARGE_MEMORY_GIB, PICK_MACHINE_SETTINGS,
+                             PickConfig)
 from cryounet.errors import CryoUNetError
 
 logger = logging.getLogger(__name__)
@@ -65,14 +68,40 @@ def resolve_device(spec: str | None, threads: int = 0) -> torch.device:
     return device
 
 
-def preferred_layout(network: torch.nn.Module, device: torch.device | str) -> torch.nn.Module:
+def preferred_layout(network: torch.nn.Module, device: torch.device | str,
+                     inference: bool = False) -> torch.nn.Module:
     """``network`` with the memory layout its convolutions run fastest in on ``device``, in place.
 
     On the CPU that is channels-last: oneDNN then convolves without re-laying the weights and
     feature maps out on every call (on the 2-core VM training takes about 0.8x and picking 0.7x the
-    time: BENCHMARKS.md, "Channels-last training" and "Speed"). The values are those of the default
-    layout to float32 rounding. Other devices keep the default layout.
+    time: BENCHMARKS.md, "Channels-last training" and "Speed"). On a CUDA GPU, channels-last for
+    ``inference`` (picking): a TTA map took 0.78-0.79x the time on an H200 (BENCHMARKS.md, "GPU");
+    training there keeps the default layout (not measured). The values are those of the default
+    layout to float32 rounding (TF32 on recent GPUs). Other devices keep the default layout.
     """
-    if torch.device(device).type == "cpu":
+    kind = torch.device(device).type
+    if kind == "cpu" or (kind == "cuda" and inference):
         network.to(memory_format=torch.channels_last)
     return network
+
+
+def large_gpu(device: torch.device | str) -> bool:
+    """Whether ``device`` is a CUDA GPU with at least ``GPU_LARGE_MEMORY_GIB`` of memory: such a
+    GPU picks whole working images up to ``GPU_TILE_SIZE`` px and passes the symmetries of
+    test-time augmentation as one batch (:func:`cryounet.inference.predict.symmetries_together`)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return False
+    return torch.cuda.get_device_properties(device.index or 0).total_memory >= GPU_LARGE_MEMORY_GIB * 1024 ** 3
+
+
+def machine_pick_settings(device: torch.device | str) -> dict[str, Any]:
+    """The defaults of the picking machine's settings (``PICK_MACHINE_SETTINGS``) on ``device``:
+    :class:`~cryounet.config.PickConfig`'s on the CPU; on a CUDA GPU, ``GPU_PICK_WORKERS`` worker
+    threads, and on a :func:`large_gpu` whole working images up to ``GPU_TILE_SIZE`` px in one pass."""
+    settings = {name: getattr(PickConfig(), name) for name in PICK_MACHINE_SETTINGS}
+    if torch.device(device).type == "cuda":
+        settings["workers"] = GPU_PICK_WORKERS
+        if large_gpu(device):
+            settings["tile_size"] = GPU_TILE_SIZE
+    return settings

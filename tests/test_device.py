@@ -6,8 +6,8 @@ import logging
 import pytest
 import torch
 
-from cryounet.config import ModelConfig
-from cryounet.device import preferred_layout, resolve_device
+from cryounet.config import PICK_MACHINE_SETTINGS, ModelConfig, PickConfig
+from cryounet.device import machine_pick_settings, preferred_layout, resolve_device
 from cryounet.errors import CryoUNetError
 from cryounet.models import build_model
 
@@ -96,4 +96,37 @@ def test_preferred_layout_on_the_cpu_is_channels_last_with_the_same_values() -> 
 def test_preferred_layout_leaves_other_devices_alone() -> None:
     network = build_model(ModelConfig(base_channels=4, depth=2))
     preferred_layout(network, "meta")
+    preferred_layout(network, "meta", inference=True)
     assert all(p.is_contiguous() for p in network.parameters())
+
+
+def test_preferred_layout_on_a_gpu_is_channels_last_for_inference_only(monkeypatch) -> None:
+    """Checked without a GPU: the layout asked of ``Module.to`` for each case."""
+    network = build_model(ModelConfig(base_channels=4, depth=2))
+    asked = []
+    monkeypatch.setattr(network, "to", lambda **kwargs: asked.append(kwargs))
+    preferred_layout(network, "cuda:0")
+    assert asked == []  # training on a GPU: the default layout
+    preferred_layout(network, "cuda:0", inference=True)
+    preferred_layout(network, "cpu")
+    assert asked == [{"memory_format": torch.channels_last}] * 2
+
+
+class _Properties:
+    def __init__(self, gib: float) -> None:
+        self.total_memory = int(gib * 1024 ** 3)
+
+
+@pytest.mark.parametrize("gib, tile", [(8, 1152), (15.9, 1152), (16, 2048), (141, 2048)])
+def test_machine_pick_settings_on_a_gpu(monkeypatch, gib: float, tile: int) -> None:
+    """More worker threads on a GPU; whole working images up to 2048 px when it has 16 GiB."""
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: _Properties(gib))
+    settings = machine_pick_settings("cuda:0")
+    assert settings == {"tile_size": tile, "batch_size": 1, "precision": "float32", "workers": 4}
+
+
+def test_machine_pick_settings_on_the_cpu_are_pickconfigs() -> None:
+    defaults = PickConfig()
+    assert machine_pick_settings("cpu") == {"tile_size": defaults.tile_size, "batch_size": defaults.batch_size,
+                                            "precision": defaults.precision, "workers": defaults.workers}
+    assert set(machine_pick_settings("cpu")) == set(PICK_MACHINE_SETTINGS)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,102 @@ def test_all_corrupt_raises(tmp_path: Path) -> None:
     with pytest.raises(CryoUNetError, match="none of the 2 micrographs could be picked"):
         pick_micrographs(_picker(), bad, tmp_path / "out", 0.5, progress=False)
     assert not (tmp_path / "out" / "coordinates.star").exists()
+
+
+def _varied_micrographs(folder: Path, n: int) -> list[Path]:
+    """``n`` micrographs with the spots in different places (each picks differently)."""
+    image, _ = spots_micrograph()
+    paths = []
+    for i in range(n):
+        path = folder / f"mic_{i}.mrc"
+        write_mrc(path, np.roll(image, (3 * i, 5 * i), axis=(0, 1)))
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_workers_pick_what_picking_in_turn_picks(tmp_path: Path, workers: int) -> None:
+    mics = _varied_micrographs(tmp_path / "mics", 7)
+    bad = tmp_path / "mics" / "bad.mrc"
+    bad.write_bytes(b"not an mrc file\n" * 200)
+    mics.insert(3, bad)
+    in_turn = pick_micrographs(_picker(), mics, tmp_path / "in_turn", 0.5, progress=False, workers=0)
+    ahead = pick_micrographs(_picker(), mics, tmp_path / "ahead", 0.5, progress=False, workers=workers)
+    assert list(ahead.picked.items()) == list(in_turn.picked.items())  # the same, in the same order
+    assert list(ahead.failed) == list(in_turn.failed) == [str(bad)]
+    for mic in mics:
+        if mic != bad:
+            assert (tmp_path / "ahead" / f"{mic.stem}.star").read_bytes() == \
+                (tmp_path / "in_turn" / f"{mic.stem}.star").read_bytes()
+    index = starfile.read(tmp_path / "ahead" / "coordinates.star", always_dict=True)["coordinate_files"]
+    assert list(index["rlnMicrographName"]) == [str(m) for m in mics if m != bad]
+    assert (tmp_path / "ahead" / "skipped.json").read_text() == (tmp_path / "in_turn" / "skipped.json").read_text()
+
+
+class _RecordingPicker(Picker):
+    """Records which thread prepared, ran the network on and finished which micrograph."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.events: list[tuple[str, str]] = []
+
+    def prepare(self, micrograph):
+        self.events.append(("prepare", threading.current_thread().name))
+        return super().prepare(micrograph)
+
+    def probability(self, image):
+        self.events.append(("network", threading.current_thread().name))
+        return super().probability(image)
+
+    def finish(self, *args):
+        self.events.append(("finish", threading.current_thread().name))
+        return super().finish(*args)
+
+
+def test_workers_read_ahead_and_find_peaks_behind_the_network(tmp_path: Path) -> None:
+    mics = _varied_micrographs(tmp_path / "mics", 6)
+    picker = _RecordingPicker([loaded_model(AffineNet(0.05, -5.0), threshold=0.5)],
+                              PickConfig(edge_exclusion=0.0, workers=2))
+    pick_micrographs(picker, mics, tmp_path / "p", 0.5, progress=False)  # workers from pick.workers
+    threads = {step: {name for s, name in picker.events if s == step} for step in ("prepare", "network", "finish")}
+    assert threads["network"] == {threading.current_thread().name}
+    assert threads["prepare"] and all(name.startswith("cryounet-read") for name in threads["prepare"])
+    assert threads["finish"] and all(name.startswith("cryounet-peaks") for name in threads["finish"])
+    assert sorted(s for s, _ in picker.events) == ["finish"] * 6 + ["network"] * 6 + ["prepare"] * 6
+    picker.events.clear()
+    pick_micrographs(picker, mics, tmp_path / "q", 0.5, progress=False, workers=0)
+    assert {name for _, name in picker.events} == {threading.current_thread().name}
+    assert [s for s, _ in picker.events] == ["prepare", "network", "finish"] * 6
+
+
+def test_a_failure_that_is_not_the_micrographs_stops_the_run(tmp_path: Path, monkeypatch) -> None:
+    """An error that is not about one micrograph (a full disk, say) ends the run: no index is
+    written and no worker is left behind."""
+    from cryounet.inference import batch
+
+    mics = _varied_micrographs(tmp_path / "mics", 6)
+    written = []
+
+    def full_disk(path: Path, picks) -> None:
+        if len(written) == 2:
+            raise OSError(28, "No space left on device", str(path))
+        written.append(path)
+
+    monkeypatch.setattr(batch, "write_star_picks", full_disk)
+    before = threading.active_count()
+    with pytest.raises(OSError, match="No space left"):
+        pick_micrographs(_picker(), mics, tmp_path / "p", 0.5, progress=False, workers=2)
+    assert not (tmp_path / "p" / "coordinates.star").exists()
+    assert threading.active_count() == before
+
+
+def test_negative_workers_are_refused(tmp_path: Path) -> None:
+    mics = _varied_micrographs(tmp_path / "mics", 1)
+    with pytest.raises(CryoUNetError, match="pick.workers must not be negative, got -1"):
+        pick_micrographs(_picker(), mics, tmp_path / "p", 0.5, progress=False, workers=-1)
+    with pytest.raises(CryoUNetError, match="pick.workers must not be negative"):
+        from cryounet.config import CryoUNetConfig
+        CryoUNetConfig().updated({"pick": {"workers": -2}}).validate("test")
 
 
 def test_warn_if_empty(caplog: pytest.LogCaptureFixture) -> None:

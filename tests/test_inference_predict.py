@@ -16,6 +16,7 @@ from cryounet.errors import CryoUNetError
 from cryounet.inference.picker import Picker, peaks_to_picks
 from cryounet.inference.predict import (_dihedral, _dihedral_inverse, forward_precision, predict_probability,
                                        tta_symmetries)
+from cryounet.inference import predict as predict_module
 from cryounet.models import build_model
 from cryounet.preprocess import Scale, preprocess
 
@@ -163,6 +164,55 @@ def test_picker_averages_over_the_configured_symmetries_and_warns_on_other_calib
     assert "calibrated over" not in caplog.text
 
 
+class _CountingNet(nn.Module):
+    """Wraps a network and records the batch shape of every forward pass."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.multiple = getattr(net, "multiple", 1)
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.shapes.append(tuple(x.shape))
+        return self.net(x)
+
+
+@pytest.mark.parametrize("shape, tile, square", [((64, 64), 512, True), ((72, 48), 512, False),
+                                                 ((150, 110), 64, True)])  # the last: square tiles
+@pytest.mark.parametrize("count", [4, 8])
+def test_symmetries_together_give_the_map_of_symmetries_in_turn(shape, tile: int, square: bool,
+                                                               count: int) -> None:
+    """Square, oblong and tiled images: the copies that share a shape go through the network as one
+    batch (one pass for a square, two for an oblong image), with the same map."""
+    net = _CountingNet(_random_net(depth=2, seed=30))
+    image = _image(shape, seed=31)
+    in_turn = predict_probability(net, image, tile_size=tile, overlap=16, batch_size=2, tta=True,
+                                  tta_symmetries=count, together=False)
+    shapes_in_turn, net.shapes = net.shapes, []
+    together = predict_probability(net, image, tile_size=tile, overlap=16, batch_size=2, tta=True,
+                                   tta_symmetries=count, together=True)
+    np.testing.assert_allclose(together, in_turn, atol=1e-5)
+    chunks = len(shapes_in_turn) // count  # batches of tiles
+    assert all((s[-1] == s[-2]) == square for s in shapes_in_turn)
+    assert len(net.shapes) == chunks * (1 if square else 2)
+    assert sum(s[0] for s in net.shapes) == sum(s[0] for s in shapes_in_turn)  # the same images
+
+
+@pytest.mark.parametrize("gib, together", [(8, False), (16, True), (141, True)])
+def test_symmetries_go_together_on_a_large_gpu_only(monkeypatch, gib: float, together: bool) -> None:
+    class Properties:
+        total_memory = int(gib * 1024 ** 3)
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: Properties())
+    assert predict_module.symmetries_together("cuda") == together
+    assert predict_module.symmetries_together("cuda:1") == together
+    assert not predict_module.symmetries_together("cpu")
+    net = _CountingNet(_random_net(depth=2, seed=32))
+    predict_probability(net, _image((64, 64)), tta=True, tta_symmetries=4, device="cpu")
+    assert [s[0] for s in net.shapes] == [1, 1, 1, 1]  # the CPU default: one after another
+
+
 def test_tta_with_tiles() -> None:
     net = _random_net(depth=2, seed=12)
     image = _image((256, 224), seed=13)
@@ -209,6 +259,55 @@ def test_picker_rewrites_its_networks_and_keeps_the_probabilities_of_a_plain_pas
     image, _ = preprocess(micrograph, 16.0, picker.preprocess_cfg)
     np.testing.assert_allclose(picker.probability(image)[0],
                                predict_probability(net, image, tta=True, tta_symmetries=4), atol=1e-5)
+
+
+class _SmallMemoryNet(nn.Module):
+    """AffineNet on a device that runs out of memory above ``limit`` input elements per pass."""
+
+    multiple = 1
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.passes: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB\nmore text")
+        self.passes.append(tuple(x.shape))
+        return 0.05 * x - 1.0
+
+
+def test_picker_uses_less_memory_after_running_out(caplog) -> None:
+    """Out of memory: symmetries in turn, then fewer tiles per pass, then smaller tiles, each logged;
+    the picker keeps the lower setting for the next micrographs; the map is the same."""
+    image = _image((600, 600), seed=40)
+    reference = predict_probability(_SmallMemoryNet(10 ** 9), image, tile_size=600, tta=True, tta_symmetries=4)
+    net = _SmallMemoryNet(320 * 320)
+    picker = Picker([_loaded(net)], PickConfig(tta=True, tile_size=600, batch_size=2, edge_exclusion=0.0))
+    picker.together = True  # as on a GPU
+    with caplog.at_level("WARNING", logger="cryounet"):
+        prob = picker.probability(image)[0]
+    np.testing.assert_allclose(prob, reference, atol=1e-6)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 3 and all("out of memory on cpu (CUDA out of memory. Tried to allocate 9.00 GiB)"
+                                      in w for w in warnings)
+    assert "one after another" in warnings[0]
+    assert "now 1 tile(s) per pass (pick.batch_size)" in warnings[1]
+    assert "now tiles of at most 300 px (pick.tile_size)" in warnings[2]
+    assert not picker.together and picker.pick.batch_size == 1 and picker.pick.tile_size == 300
+    assert max(shape[-1] for shape in net.passes) <= 300 and all(shape[0] == 1 for shape in net.passes)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cryounet"):
+        picker.probability(image)  # the next micrograph starts from the lower settings
+    assert not caplog.records
+
+
+def test_picker_gives_up_when_nothing_is_left_to_lower() -> None:
+    picker = Picker([_loaded(_SmallMemoryNet(100))], PickConfig(tta=False, tile_size=512, batch_size=1))
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        picker.probability(_image((300, 300)))
+    assert picker.pick.tile_size == 256  # lowered as far as it goes, then the error
 
 
 def test_picker_uses_the_configured_precision() -> None:

@@ -1,6 +1,10 @@
 """Augmentation presets (cryounet.training.augment)."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -101,3 +105,24 @@ def test_same_seed_same_augmentations(preset: str) -> None:
 def test_unknown_preset() -> None:
     with pytest.raises(CryoUNetError, match="unknown augmentation preset 'heavy'.*none, light, strong"):
         build_augmenter(AugmentConfig(preset="heavy"), seed=0)
+
+
+def test_building_an_augmenter_contacts_no_server() -> None:
+    """albumentations asks PyPI for a newer release when first imported unless told not to; the
+    engine tells it (a fresh process, with the variable unset, any opened URL recorded)."""
+    code = """
+import urllib.request
+opened = []
+def record(self, request, *args, **kwargs):
+    opened.append(getattr(request, "full_url", request))
+    raise OSError("no network in this test")
+urllib.request.OpenerDirector.open = record
+from cryounet.config import AugmentConfig
+from cryounet.training.augment import build_augmenter
+build_augmenter(AugmentConfig(preset="strong"), 0)
+import albumentations
+print("opened", opened)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "opened []", out.stdout + out.stderr

@@ -5,9 +5,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from cryounet.commands._common import (MICROGRAPHS_HELP, add_device, add_overwrite, diameter, positive_int,
-                                      shard, show_progress)
-from cryounet.config import PRECISIONS
+from cryounet.commands._common import (MICROGRAPHS_HELP, add_device, add_overwrite, diameter, non_negative_int,
+                                      positive_int, shard, show_progress)
+from cryounet.config import GPU_PICK_WORKERS, PRECISIONS, PickConfig
 from cryounet.io.model_folder import AUTO_THRESHOLD
 
 name = "pick"
@@ -34,6 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "float32 (default; what thresholds are calibrated with), bfloat16 "
                              "(faster on processors with bfloat16 instructions, probabilities within a "
                              "few thousandths), float16 (CUDA GPUs only)")
+    parser.add_argument("--workers", type=non_negative_int, metavar="N",
+                        help="threads that read and preprocess micrographs ahead of the network and "
+                             f"find peaks behind it (a setting of this machine; default {PickConfig.workers} on "
+                             f"the CPU, {GPU_PICK_WORKERS} on a GPU; 0: one step after another)")
     parser.add_argument("--folds", action=argparse.BooleanOptionalAction, default=None,
                         help="with a model trained with train.calibration_folds, pick with its fold "
                              "networks too, as one ensemble (default: the config's pick.folds, on)")
@@ -54,8 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from cryounet.config import PICK_MACHINE_SETTINGS, PickConfig, load_config
-    from cryounet.device import resolve_device
+    from cryounet.config import load_config
+    from cryounet.device import machine_pick_settings, resolve_device
     from cryounet.inference.batch import pick_micrographs
     from cryounet.inference.picker import Picker
     from cryounet.inference.predict import check_precision
@@ -75,8 +79,7 @@ def main(args: argparse.Namespace) -> int:
     models = [load_model(path, device) for path in args.model]
     check_stems(micrographs)
     # The models' picking rules (threshold, NMS, ...) apply; the memory settings are this machine's.
-    cfg = models[0].info.config.updated({"pick": {name: getattr(PickConfig(), name)
-                                                  for name in PICK_MACHINE_SETTINGS}})
+    cfg = models[0].info.config.updated({"pick": machine_pick_settings(device)})
     if args.config is not None:
         cfg = load_config(args.config, base=cfg)
     pick_cfg = cfg.pick
@@ -86,6 +89,8 @@ def main(args: argparse.Namespace) -> int:
         pick_cfg.tta = args.tta
     if args.precision is not None:
         pick_cfg.precision = args.precision
+    if args.workers is not None:
+        pick_cfg.workers = args.workers
     if args.folds is not None:
         pick_cfg.folds = args.folds
     folds = [path for path in picking_members(args.model, pick_cfg.folds) if path not in set(args.model)]
@@ -100,6 +105,8 @@ def main(args: argparse.Namespace) -> int:
     check_precision(device, pick_cfg.precision)
     if pick_cfg.precision != "float32":
         logger.info("forward passes in %s (autocast); probabilities in float32", pick_cfg.precision)
+    logger.info("picking with tile_size %d, batch_size %d, %d worker thread(s), %s",
+                pick_cfg.tile_size, pick_cfg.batch_size, pick_cfg.workers, pick_cfg.precision)
     picker = Picker(models, pick_cfg, device)
     folder = claim_output_folder(args.output, "pick", overwrite=args.overwrite, patterns=PICK_PATTERNS)
     summary = pick_micrographs(picker, micrographs, args.output, threshold, show_progress(args),

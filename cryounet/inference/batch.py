@@ -1,10 +1,19 @@
-"""Picking a list of micrographs into a pick folder (STAR file per micrograph, index, skipped list)."""
+"""Picking a list of micrographs into a pick folder (STAR file per micrograph, index, skipped list).
+
+The network runs in the calling thread, one micrograph after another. With ``pick.workers`` > 0,
+that many threads read and preprocess the next micrographs ahead of it and as many find the peaks
+and write the STAR files behind it, so a fast device is not left waiting for the CPU work (the
+results are the same as with 0, which does everything in turn).
+"""
 from __future__ import annotations
 
 import logging
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 from cryounet.errors import CryoUNetError, InputFileError
 from cryounet.inference.picker import Picker
@@ -32,41 +41,102 @@ class PickSummary:
         return [name for name, n in self.picked.items() if n == 0]
 
 
+T = TypeVar("T")
+
+
+class _InTurn:
+    """The executor of ``workers`` = 0: each task runs at once in the calling thread."""
+
+    def submit(self, fn: Callable[..., T], *args: object) -> Future[T]:
+        future: Future[T] = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # handed to whoever asks for the result, as a pool would
+            future.set_exception(exc)
+        return future
+
+
 def pick_micrographs(picker: Picker, micrographs: Sequence[Path], output: Path,
                      threshold: float | None, progress: bool = True,
-                     allow_all_skipped: bool = False) -> PickSummary:
+                     allow_all_skipped: bool = False, workers: int | None = None) -> PickSummary:
     """Pick each micrograph, write its STAR file as soon as it is done, then the index.
 
     ``threshold`` None picks at the picker's threshold rule (``pick.threshold``, else calibrated).
+    ``workers`` (default: the picker's ``pick.workers``) threads read and preprocess ahead of the
+    network and as many find peaks and write STAR files behind it; 0 does it all in turn.
 
     A micrograph that cannot be read is skipped with a warning (no STAR file) and listed with the
     reason in ``skipped.json`` (``[{"micrograph": path, "reason": text}, ...]``). When every
     micrograph fails, :class:`CryoUNetError` is raised unless ``allow_all_skipped`` (then the
-    index is written empty).
+    index is written empty). The index lists the picked micrographs in the order given.
     """
     from tqdm import tqdm
 
+    workers = picker.pick.workers if workers is None else workers
+    if workers < 0:
+        raise CryoUNetError(f"pick.workers must not be negative, got {workers}")
     thr = picker.threshold(threshold)
     summary = PickSummary(threshold=thr)
     output.mkdir(parents=True, exist_ok=True)
-    done: list[tuple[Path, Picks]] = []
-    for mic in tqdm(micrographs, desc="picking", unit="mic", disable=not progress):
+    done: list[Path] = []
+
+    def prepare(mic: Path):
+        return picker.prepare(read_micrograph(mic))
+
+    def finish(mic: Path, prob, spread, scale) -> Picks:
+        picks = picker.finish(prob, spread, scale, thr)
+        write_star_picks(output / f"{mic.stem}.star", picks)
+        return picks
+
+    def failed(mic: Path, exc: Exception) -> None:
+        logger.warning("skipping %s: %s", mic, exc)
+        summary.failed[str(mic)] = str(exc)
+
+    def collect(mic: Path, future: Future[Picks]) -> None:
         try:
-            image = read_micrograph(mic)
-            result = picker.pick_image(image, thr)
+            picks = future.result()
         except (InputFileError, CryoUNetError) as exc:
-            logger.warning("skipping %s: %s", mic, exc)
-            summary.failed[str(mic)] = str(exc)
-            continue
-        write_star_picks(output / f"{mic.stem}.star", result.picks)
-        done.append((mic, result.picks))
-        summary.picked[mic.stem] = len(result.picks)
-        logger.debug("%s: %d picks", mic.name, len(result.picks))
+            failed(mic, exc)
+            return
+        done.append(mic)
+        summary.picked[mic.stem] = len(picks)
+        logger.debug("%s: %d picks", mic.name, len(picks))
+
+    with ExitStack() as stack:
+        if workers:
+            readers = stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix="cryounet-read"))
+            finishers = stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix="cryounet-peaks"))
+            stack.callback(readers.shutdown, cancel_futures=True)  # on an error: no more reading
+        else:
+            readers = finishers = _InTurn()
+        queue = iter(micrographs)
+        ahead: deque[tuple[Path, Future]] = deque()
+        behind: deque[tuple[Path, Future[Picks]]] = deque()
+        bar = stack.enter_context(tqdm(total=len(micrographs), desc="picking", unit="mic",
+                                       disable=not progress))
+        while True:
+            # At most workers + 1 micrographs read ahead and workers maps behind: memory stays bounded.
+            while len(ahead) <= workers and (mic := next(queue, None)) is not None:
+                ahead.append((mic, readers.submit(prepare, mic)))
+            if not ahead:
+                break
+            mic, future = ahead.popleft()
+            try:
+                image, scale = future.result()
+                prob, spread = picker.probability(image)
+            except (InputFileError, CryoUNetError) as exc:
+                failed(mic, exc)
+            else:
+                behind.append((mic, finishers.submit(finish, mic, prob, spread, scale)))
+            while len(behind) > workers:
+                collect(*behind.popleft())
+            bar.update()
+        while behind:
+            collect(*behind.popleft())
     write_skipped(output, summary.failed)
     if not done and not allow_all_skipped:
         raise CryoUNetError(f"none of the {len(micrographs)} micrographs could be picked "
                             f"(first problem: {next(iter(summary.failed.values()), 'none')})")
-    write_star_index(output / INDEX_NAME,
-                     [(str(m), str(output / f"{m.stem}.star")) for m, _ in done])
+    write_star_index(output / INDEX_NAME, [(str(m), str(output / f"{m.stem}.star")) for m in done])
     warn_if_empty(summary.picked)
     return summary

@@ -12,7 +12,7 @@ import torch
 from cryounet.config import PickConfig
 from cryounet.device import preferred_layout
 from cryounet.errors import CryoUNetError
-from cryounet.inference.predict import forward_precision, predict_probability
+from cryounet.inference.predict import forward_precision, predict_probability, symmetries_together
 from cryounet.io.coordinates import Picks
 from cryounet.io.model_folder import picking_threshold
 from cryounet.models.fusion import fold_batch_norms
@@ -21,6 +21,9 @@ from cryounet.postprocess.peaks import candidate_peaks
 from cryounet.preprocess import Scale, preprocess
 
 logger = logging.getLogger(__name__)
+
+#: Smallest tile side the picker falls back to when the device runs out of memory.
+MIN_TILE_SIZE = 256
 
 
 @dataclass
@@ -60,9 +63,15 @@ class Picker:
             # values to float32 rounding, BENCHMARKS.md "Speed"); the picker owns its networks now.
             if not model.network.training:
                 fold_batch_norms(model.network)
-            preferred_layout(model.network, device)
+            preferred_layout(model.network, device, inference=True)
+        if torch.device(device).type == "cuda":
+            # A picking run passes images of one size again and again: let cuDNN time its
+            # algorithms once per size and keep the fastest (BENCHMARKS.md, "GPU").
+            torch.backends.cudnn.benchmark = True
         self.pick = pick
         self.device = device
+        #: TTA symmetries as one batch (:func:`symmetries_together`); off after running out of memory.
+        self.together = symmetries_together(device)
         calibrated = sorted({m.info.config.pick.tta_symmetries for m in self.models})
         if pick.tta and calibrated != [pick.tta_symmetries]:
             logger.warning("test-time augmentation over %d symmetries, but the TTA thresholds of these "
@@ -77,26 +86,65 @@ class Picker:
         return picking_threshold([m.info for m in self.models], self.pick.tta, explicit, self.pick.threshold)
 
     def probability(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Mean probability over the ensemble (and its standard deviation when > 1 model)."""
-        with forward_precision(self.device, self.pick.precision):
-            maps = [
-                predict_probability(m.network, image, self.pick.tile_size, self.pick.tile_overlap,
-                                    self.pick.batch_size, self.pick.tta, self.device,
-                                    self.pick.tta_symmetries)
-                for m in self.models
-            ]
+        """Mean probability over the ensemble (and its standard deviation when > 1 model).
+
+        When the device runs out of memory, the pass is retried with less at once (see
+        :meth:`_use_less_memory`), and the picker keeps that for the next micrographs."""
+        while True:
+            try:
+                with forward_precision(self.device, self.pick.precision):
+                    maps = [
+                        predict_probability(m.network, image, self.pick.tile_size, self.pick.tile_overlap,
+                                            self.pick.batch_size, self.pick.tta, self.device,
+                                            self.pick.tta_symmetries, self.together)
+                        for m in self.models
+                    ]
+                break
+            except torch.cuda.OutOfMemoryError as exc:
+                if not self._use_less_memory(exc):
+                    raise
         if len(maps) == 1:
             return maps[0], None
         stack = np.stack(maps)
         return stack.mean(axis=0), stack.std(axis=0)
 
+    def _use_less_memory(self, exc: Exception) -> bool:
+        """After running out of device memory: TTA symmetries one after another, else half the
+        tiles per pass, else tiles of half the side (not below 256 px); False when nothing is left
+        to lower. Each step is logged: the picks are the same or, for smaller tiles, nearly so."""
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        reason = str(exc).splitlines()[0] if str(exc) else "out of memory"
+        if self.together and self.pick.tta:
+            self.together = False
+            change = "test-time augmentation's symmetries now go through the network one after another"
+        elif self.pick.batch_size > 1:
+            self.pick.batch_size //= 2
+            change = f"now {self.pick.batch_size} tile(s) per pass (pick.batch_size)"
+        elif self.pick.tile_size > MIN_TILE_SIZE:
+            self.pick.tile_size = max(MIN_TILE_SIZE, self.pick.tile_size // 2)
+            change = f"now tiles of at most {self.pick.tile_size} px (pick.tile_size)"
+        else:
+            return False
+        logger.warning("out of memory on %s (%s): %s", self.device, reason, change)
+        return True
+
+    def prepare(self, micrograph: np.ndarray) -> tuple[np.ndarray, Scale]:
+        """The working image of one micrograph and its :class:`Scale` (no network; safe to call
+        from other threads while :meth:`probability` runs)."""
+        return preprocess(micrograph, self.diameter, self.preprocess_cfg)
+
+    def finish(self, prob: np.ndarray, spread: np.ndarray | None, scale: Scale,
+               threshold: float | None) -> Picks:
+        """Picks (input pixels) from the maps of :meth:`probability` (no network; thread-safe)."""
+        return peaks_to_picks(prob, spread, scale, self.diameter, self.pick, threshold)
+
     def pick_image(self, micrograph: np.ndarray, threshold: float | None) -> PickResult:
         """Pick one micrograph (input pixels); ``threshold`` None keeps every candidate above
         ``min_score`` (for calibration and curves)."""
-        image, scale = preprocess(micrograph, self.diameter, self.preprocess_cfg)
+        image, scale = self.prepare(micrograph)
         prob, spread = self.probability(image)
-        picks = peaks_to_picks(prob, spread, scale, self.diameter, self.pick, threshold)
-        return PickResult(picks, scale, prob, spread)
+        return PickResult(self.finish(prob, spread, scale, threshold), scale, prob, spread)
 
 
 def peaks_to_picks(prob: np.ndarray, spread: np.ndarray | None, scale: Scale, diameter: float,

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from cryounet.config import TTA_SYMMETRY_COUNTS
+from cryounet.device import large_gpu
 from cryounet.errors import CryoUNetError
 
 
@@ -102,17 +103,36 @@ def tta_symmetries(count: int) -> tuple[int, ...]:
     return tuple(range(count))
 
 
+def symmetries_together(device: torch.device | str) -> bool:
+    """Whether test-time augmentation sends its symmetries of a batch through the network as one
+    larger batch (same shape together) rather than one after another: on a CUDA GPU with the
+    memory for it (:func:`cryounet.device.large_gpu`), where a pass over one micrograph leaves most
+    of the device idle (BENCHMARKS.md, "GPU"); not on the CPU, where it would only multiply the
+    memory a pass needs, nor on a smaller GPU."""
+    return large_gpu(device)
+
+
 @torch.no_grad()
 def _forward_probability(network: nn.Module, batch: torch.Tensor, tta: bool,
-                         symmetries: int = 8) -> torch.Tensor:
+                         symmetries: int = 8, together: bool = False) -> torch.Tensor:
     """Sigmoid of the network's output (mean over ``symmetries`` symmetries of the square when
-    ``tta``), in float32 whatever the arithmetic of the forward pass."""
+    ``tta``), in float32 whatever the arithmetic of the forward pass. ``together``: the symmetric
+    copies of the batch that share a shape go through the network as one batch (the same values)."""
     if not tta:
         return torch.sigmoid(network(batch).float())
     ks = tta_symmetries(symmetries)
     total = torch.zeros(batch.shape, dtype=torch.float32, device=batch.device)
-    for k in ks:
-        total += _dihedral_inverse(torch.sigmoid(network(_dihedral(batch, k)).float()), k)
+    if not together:
+        for k in ks:
+            total += _dihedral_inverse(torch.sigmoid(network(_dihedral(batch, k)).float()), k)
+        return total / len(ks)
+    square = batch.shape[-1] == batch.shape[-2]
+    # A quarter turn (odd k) swaps the sides: such copies go together only with each other.
+    groups = [ks] if square else [tuple(k for k in ks if k % 2 == odd) for odd in (0, 1)]
+    for group in groups:
+        prob = torch.sigmoid(network(torch.cat([_dihedral(batch, k) for k in group])).float())
+        for k, part in zip(group, prob.split(batch.shape[0])):
+            total += _dihedral_inverse(part, k)
     return total / len(ks)
 
 
@@ -126,6 +146,7 @@ def predict_probability(
     tta: bool = False,
     device: torch.device | str = "cpu",
     tta_symmetries: int = 8,
+    together: bool | None = None,
 ) -> np.ndarray:
     """Particle-centre probability for every pixel of a working-scale image.
 
@@ -139,18 +160,21 @@ def predict_probability(
         tta: average over symmetries of the square (test-time augmentation).
         device: where ``network`` is.
         tta_symmetries: how many: 8 (every flip and rotation) or 4 (the rotations).
+        together: pass the symmetric copies as one batch (the same map); default
+            :func:`symmetries_together` of ``device``.
 
     Returns:
         ``(ny, nx)`` float32 probabilities.
     """
     image = np.asarray(image, dtype=np.float32)
+    together = symmetries_together(device) if together is None else together
     ny, nx = image.shape
     m = _multiple(network)
     tile = int(np.ceil(tile_size / m) * m)
     overlap = min(int(overlap), tile - m)
     if ny <= tile and nx <= tile:
         batch = torch.from_numpy(image)[None, None].to(device)
-        return _forward_probability(network, batch, tta, tta_symmetries)[0, 0].float().cpu().numpy()
+        return _forward_probability(network, batch, tta, tta_symmetries, together)[0, 0].float().cpu().numpy()
 
     # Pad once to the pooling multiple, as the network would pad the whole image; tiles then
     # never leave the padded image and see exactly the same values as a whole-image pass.
@@ -170,7 +194,7 @@ def predict_probability(
         chunk = positions[b : b + batch_size]
         tiles = np.stack([padded[ys[iy] : ys[iy] + th, xs[ix] : xs[ix] + tw] for iy, ix in chunk])
         prob = _forward_probability(network, torch.from_numpy(tiles)[:, None].to(device), tta,
-                                    tta_symmetries)
+                                    tta_symmetries, together)
         prob = prob[:, 0].float().cpu().numpy()
         for (iy, ix), p in zip(chunk, prob):
             y0, y1 = keep_range(ys, iy, th, ny)

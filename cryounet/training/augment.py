@@ -11,6 +11,7 @@ image only.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Callable
 
 import numpy as np
@@ -31,6 +32,9 @@ def build_augmenter(cfg: AugmentConfig, seed: int) -> Augmenter:
     if cfg.preset == "none":
         return lambda image, target, weight: (image, target, weight)
 
+    # albumentations asks PyPI for a newer release when imported, unless this is set: no engine
+    # process contacts the network (GPU nodes are often offline, and the failed lookup costs seconds).
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     import albumentations as A
     import cv2
 
