@@ -7,6 +7,8 @@ For each ``--model SET=PATH`` and each subset, the probability maps of the set's
 ``d4`` rows reproduce ``bench/accuracy.py``'s scores of a model calibrated over 8 symmetries, and
 its ``c4`` rows those of one calibrated over 4 (``pick.tta_symmetries``). The engine offers 4 and
 8; the other subsets exist only here (the forward pass is replaced for the measurement).
+``c4-padfirst`` averages the four rotations of the image padded to the network's pooling multiple
+first, so that one pass gives the map that tiles give (the engine pads each rotation instead).
 
     python bench/tta.py --model cryoppp-10028=PATH [--model SET=PATH ...] [--subsets d4 c4 ...]
                         [--data ../shared/data] [--threads 2] [--json FILE]
@@ -39,16 +41,29 @@ SUBSETS: dict[str, tuple[int, ...]] = {
     "id+flip": (0, 4),
     "plain": (0,),
 }
+#: Subsets averaged over the image padded to the pooling multiple first (see :func:`_averaging_over`).
+PAD_FIRST = {"c4-padfirst": SUBSETS["c4"]}
 
 
-def _averaging_over(subset: tuple[int, ...]):
-    """A stand-in for the engine's forward pass that averages over ``subset`` when TTA is on."""
+def _averaging_over(subset: tuple[int, ...], pad_first: bool = False):
+    """A stand-in for the engine's forward pass that averages over ``subset`` when TTA is on.
+
+    ``pad_first``: the image is padded to the network's pooling multiple before it is rotated (as
+    the tiled path does), so that every rotation sees the same pooling grid; the engine's one pass
+    pads each rotation instead, at its own bottom and right."""
     plain = predict._forward_probability
 
     @torch.no_grad()
     def forward(network, batch, tta, symmetries=8, together=False):
         if not tta:
             return plain(network, batch, tta)
+        ny, nx = batch.shape[-2:]
+        multiple = predict._multiple(network)
+        pad_y, pad_x = (-ny) % multiple, (-nx) % multiple
+        if pad_first and (pad_y or pad_x):
+            mode = "reflect" if min(ny, nx) > max(pad_y, pad_x) else "replicate"
+            padded = torch.nn.functional.pad(batch, (0, pad_x, 0, pad_y), mode=mode)
+            return forward(network, padded, tta, symmetries, together)[..., :ny, :nx]
         total = torch.zeros(batch.shape, dtype=torch.float32, device=batch.device)
         for k in subset:
             total += predict._dihedral_inverse(torch.sigmoid(network(predict._dihedral(batch, k)).float()), k)
@@ -61,7 +76,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", required=True, metavar="SET=PATH",
                         help="a trained model folder for a set (repeat for sets and seeds)")
-    parser.add_argument("--subsets", nargs="*", choices=sorted(SUBSETS), help="default: all")
+    parser.add_argument("--subsets", nargs="*", choices=sorted({**SUBSETS, **PAD_FIRST}),
+                        help="default: every one of SUBSETS")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for the maps")
     parser.add_argument("--json", type=Path, help="also write every result row to this file")
@@ -81,7 +97,8 @@ def main() -> int:
             base = load_model(model).info.config
             label = model.parent.parent.name if model.name == "model" else model.name
             for name in subsets:
-                predict._forward_probability = _averaging_over(SUBSETS[name])
+                predict._forward_probability = (_averaging_over(PAD_FIRST[name], pad_first=True)
+                                                 if name in PAD_FIRST else _averaging_over(SUBSETS[name]))
                 try:
                     maps = crowded.load_maps(model, root, Path(cache) / name)
                 finally:
