@@ -9,6 +9,8 @@ its ``c4`` rows those of one calibrated over 4 (``pick.tta_symmetries``). The en
 8; the other subsets exist only here (the forward pass is replaced for the measurement).
 ``c4-padfirst`` averages the four rotations of the image padded to the network's pooling multiple
 first, so that one pass gives the map that tiles give (the engine pads each rotation instead).
+The ``scales-*`` rows average the engine's maps (four rotations) of the working image resized by
+each factor and resized back (scale test-time augmentation; not an engine option).
 
     python bench/tta.py --model cryoppp-10028=PATH [--model SET=PATH ...] [--subsets d4 c4 ...]
                         [--data ../shared/data] [--threads 2] [--json FILE]
@@ -21,6 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -29,6 +32,7 @@ import crowded  # noqa: E402
 from common import REPO  # noqa: E402
 
 from cryounet.inference import predict  # noqa: E402
+from cryounet.inference.picker import Picker  # noqa: E402
 from cryounet.models.weights import load_model  # noqa: E402
 
 #: Subsets of the symmetries (indices of ``cryounet.inference.predict._dihedral``: 0-3 the
@@ -43,6 +47,8 @@ SUBSETS: dict[str, tuple[int, ...]] = {
 }
 #: Subsets averaged over the image padded to the pooling multiple first (see :func:`_averaging_over`).
 PAD_FIRST = {"c4-padfirst": SUBSETS["c4"]}
+#: Scale test-time augmentation: factors the working image is resized by (see :func:`_over_scales`).
+SCALES = {"scales-0.85-1-1.15": (0.85, 1.0, 1.15), "scales-1-1.2": (1.0, 1.2), "scales-0.8-1": (0.8, 1.0)}
 
 
 def _averaging_over(subset: tuple[int, ...], pad_first: bool = False):
@@ -72,11 +78,31 @@ def _averaging_over(subset: tuple[int, ...], pad_first: bool = False):
     return forward
 
 
+def _over_scales(factors: tuple[float, ...]):
+    """A stand-in for ``Picker.probability``: the mean of the maps of the image resized by each
+    factor (area averaging down, linear up), each resized back to the image's grid."""
+    plain = Picker.probability
+
+    def probability(self, image):
+        ny, nx = image.shape
+        total = np.zeros((ny, nx), dtype=np.float32)
+        for factor in factors:
+            if factor == 1.0:
+                total += plain(self, image)[0]
+                continue
+            size = (int(round(nx * factor)), int(round(ny * factor)))
+            resized = cv2.resize(image, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
+            total += cv2.resize(plain(self, resized)[0], (nx, ny), interpolation=cv2.INTER_LINEAR)
+        return total / len(factors), None
+
+    return probability
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", required=True, metavar="SET=PATH",
                         help="a trained model folder for a set (repeat for sets and seeds)")
-    parser.add_argument("--subsets", nargs="*", choices=sorted({**SUBSETS, **PAD_FIRST}),
+    parser.add_argument("--subsets", nargs="*", choices=sorted({**SUBSETS, **PAD_FIRST, **SCALES}),
                         help="default: every one of SUBSETS")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for the maps")
@@ -88,7 +114,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     subsets = args.subsets or list(SUBSETS)
     rows = []
-    engine_forward = predict._forward_probability
+    engine_forward, engine_probability = predict._forward_probability, Picker.probability
     with tempfile.TemporaryDirectory(prefix="cryounet-tta-") as cache:
         for spec in args.model:
             set_name, _, path = spec.partition("=")
@@ -97,12 +123,15 @@ def main() -> int:
             base = load_model(model).info.config
             label = model.parent.parent.name if model.name == "model" else model.name
             for name in subsets:
-                predict._forward_probability = (_averaging_over(PAD_FIRST[name], pad_first=True)
-                                                 if name in PAD_FIRST else _averaging_over(SUBSETS[name]))
+                if name in SCALES:
+                    Picker.probability = _over_scales(SCALES[name])
+                else:
+                    predict._forward_probability = (_averaging_over(PAD_FIRST[name], pad_first=True)
+                                                     if name in PAD_FIRST else _averaging_over(SUBSETS[name]))
                 try:
                     maps = crowded.load_maps(model, root, Path(cache) / name)
                 finally:
-                    predict._forward_probability = engine_forward
+                    predict._forward_probability, Picker.probability = engine_forward, engine_probability
                 result = crowded.run_variant(maps, base, diameter, {})
                 rows.append({"set": set_name, "model": str(model), "label": label, "subset": name, **result})
                 print(crowded._line(set_name, label, name, result).replace("crowded ", "tta ", 1), flush=True)
