@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CANDIDATE_THRESHOLD, REPO  # noqa: E402
@@ -42,14 +43,18 @@ from cryounet.postprocess.peaks import candidate_peaks, disk_footprint  # noqa: 
 from cryounet.preprocess import Scale, preprocess  # noqa: E402
 from cryounet.training.data import load_labelled  # noqa: E402
 
-#: Post-processing variants: ``pick`` overrides of the model's own settings (``baseline``: NMS at 0.4
-#: diameters, what the models measured here were trained and calibrated with), and ``bench``-only
+#: Post-processing variants: ``pick`` overrides of the model's own settings (``engine``: none;
+#: ``baseline``: NMS at 0.4 diameters, what the models measured here first were trained and
+#: calibrated with), and ``bench``-only
 #: transforms of ideas that were measured but not kept in the engine: ``smooth`` (Gaussian smoothing
 #: of the map, sigma in diameters, before peak finding), ``rescore`` (a pick's score is the mean
 #: map value over a disk of this radius in diameters, instead of its peak value) and ``split``
 #: ((level, area): a connected region of the map above ``level`` gets ``round(region area / (area
-#: x particle disk area))`` picks, the missing ones placed by weighted k-means in the region).
+#: x particle disk area))`` picks, the missing ones placed by weighted k-means in the region) and
+#: ``tail`` ((factor, nms): the local maxima of plain NMS at ``nms`` diameters that the engine's
+#: peak finding dropped are added back with ``factor`` times their value, at the end of the ranking).
 VARIANTS: dict[str, dict] = {
+    "engine": {},
     "baseline": {"pick": {"nms_radius": 0.4, "saddle_ratio": 0.0}},
     "nms-0.30": {"pick": {"nms_radius": 0.30, "saddle_ratio": 0.0}},
     "nms-0.20": {"pick": {"nms_radius": 0.20, "saddle_ratio": 0.0}},
@@ -72,6 +77,8 @@ VARIANTS: dict[str, dict] = {
                                          "bench": {"rescore": 0.20}},
     "saddle-0.15-0.4-0.8+split-0.4-0.3": {"pick": {"nms_radius": 0.15, "saddle_radius": 0.4,
                                                    "saddle_ratio": 0.8}, "bench": {"split": (0.4, 0.3)}},
+    **{f"engine+tail-{factor}-{nms}": {"bench": {"tail": (factor, nms)}}
+       for factor in (1.0, 0.5, 0.25, 0.1) for nms in (0.15, 0.10)},
 }
 
 
@@ -173,6 +180,8 @@ def _candidates(prob: np.ndarray, diameter: float, pick: PickConfig, min_score: 
         scores = _disk_mean(prob, extra["rescore"] * diameter)[_pixel(xy, prob.shape)]
     if "split" in extra:
         xy, scores = _split(prob, diameter, pick, xy, scores, min_score, *extra["split"])
+    if "tail" in extra:
+        xy, scores = _tail(prob, diameter, pick, xy, scores, min_score, *extra["tail"])
     keep = np.flatnonzero(scores >= min_score)
     keep = keep[np.argsort(-scores[keep], kind="stable")]
     return xy[keep], scores[keep]
@@ -210,6 +219,18 @@ def _split(prob: np.ndarray, diameter: float, pick: PickConfig, xy: np.ndarray, 
               (new[:, 1] >= d - 0.5) & (new[:, 1] <= ny - 0.5 - d)]
     values = ndimage.map_coordinates(prob, [new[:, 1], new[:, 0]], order=1)
     return np.concatenate([xy, new]), np.concatenate([scores, values])
+
+
+def _tail(prob: np.ndarray, diameter: float, pick: PickConfig, xy: np.ndarray, scores: np.ndarray,
+          min_score: float, factor: float, nms: float) -> tuple[np.ndarray, np.ndarray]:
+    """Add the peaks of plain NMS at ``nms`` diameters that ``xy`` lacks, scored ``factor`` times
+    their map value (secondary maxima as low-ranked candidates)."""
+    plain = dataclasses.replace(pick, nms_radius=nms, saddle_ratio=0.0)
+    more, values = candidate_peaks(prob, diameter, plain, min_score)
+    if len(xy) and len(more):
+        new = cKDTree(xy).query(more)[0] > 0.5
+        return np.concatenate([xy, more[new]]), np.concatenate([scores, factor * values[new]])
+    return xy, scores
 
 
 def _kmeans_centres(prob: np.ndarray, mask: np.ndarray, have: np.ndarray, want: int) -> np.ndarray:

@@ -121,6 +121,7 @@ def test_unknown_choice_names_the_key(section: str, key: str, allowed: str) -> N
 @pytest.mark.parametrize("section, key, allowed", [
     ("preprocess", "normalisation", ["robust", "standard"]),
     ("target", "shape", ["disk", "gaussian"]),
+    ("target", "separation", ["auto", "on", "off"]),
     ("model", "norm", ["batch", "group"]),
     ("loss", "name", ["bce", "focal", "dice", "bce_dice", "focal_dice"]),
     ("augment", "preset", ["none", "light", "strong"]),
@@ -187,6 +188,15 @@ def test_tile_overlap_smaller_than_tile_size() -> None:
     for overlap in (64, 100):
         with pytest.raises(CryoUNetError, match="pick.tile_overlap must be smaller than pick.tile_size"):
             CryoUNetConfig().updated({"pick": {"tile_size": 64, "tile_overlap": overlap}})
+
+
+@pytest.mark.parametrize("key", ["separation_weight", "separation_width"])
+def test_separation_settings_bounded(key: str) -> None:
+    assert getattr(CryoUNetConfig().updated({"target": {key: 0.0}}).target, key) == 0.0
+    with pytest.raises(CryoUNetError, match=f"target[.]{key} must not be negative"):
+        CryoUNetConfig().updated({"target": {key: -0.1}})
+    with pytest.raises(CryoUNetError, match=f"target[.]{key} = 1000.0 is above"):
+        CryoUNetConfig().updated({"target": {key: 1000.0}})
 
 
 def test_ignore_radius_not_below_positive_radius() -> None:

@@ -50,6 +50,24 @@ def test_round_trip(tmp_path: Path) -> None:
     assert "cryounet_version" in data
 
 
+def test_models_written_before_separation_read_as_off(tmp_path: Path) -> None:
+    """A model written before ``target.separation`` was trained without borders: a missing key
+    reads as ``off`` (a refinement of it trains as it was trained), not as today's ``auto``."""
+    _saved(tmp_path / "m")
+    data = json.loads((tmp_path / "m" / CONFIG_NAME).read_text())
+    assert data["config"]["target"]["separation"] == "auto"  # as given to save_model
+    del data["config"]["target"]["separation"]
+    (tmp_path / "m" / CONFIG_NAME).write_text(json.dumps(data))
+    assert read_model_info(tmp_path / "m").config.target.separation == "off"
+    data["config"]["target"]["separation"] = "on"
+    (tmp_path / "m" / CONFIG_NAME).write_text(json.dumps(data))
+    assert read_model_info(tmp_path / "m").config.target.separation == "on"
+    data["config"]["target"] = []
+    (tmp_path / "m" / CONFIG_NAME).write_text(json.dumps(data))
+    with pytest.raises(CryoUNetError, match="target: expected an object"):
+        read_model_info(tmp_path / "m")
+
+
 def test_models_written_before_tta_symmetries_read_as_eight(tmp_path: Path) -> None:
     """The TTA threshold of a model written before ``pick.tta_symmetries`` was calibrated over all
     eight symmetries: a missing key reads as 8, not as today's default (4); a stored one is kept."""

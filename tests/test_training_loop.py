@@ -120,6 +120,33 @@ def test_training_writes_a_loadable_model_folder(reference: Path, items) -> None
     assert all(r["valid_f1"] <= r["valid_best_f1"] + 1e-12 for r in history)
 
 
+def test_separation_decided_once_logged_and_stored(reference: Path, items, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """``target.separation = "auto"`` is decided on all labelled picks before any target is made;
+    the model folder stores the decision, and the log says why."""
+    from cryounet.training import data as training_data
+    from cryounet.training.targets import resolve_separation
+    labelled = [(it.xy, it.diameter) for it in [*items[0], *items[1]]]
+    assert load_model(reference).info.config.target.separation == \
+        resolve_separation(CryoUNetConfig().target, labelled).separation
+    # Every pick gets a neighbour 0.6 diameters away: crowded.
+    crowded = [[LabelledMicrograph(it.name, it.image, np.concatenate([it.xy, it.xy + [0.6 * it.diameter, 0]]),
+                                   it.scale, it.diameter) for it in part] for part in items]
+    seen = []
+    real = training_data.make_targets
+    monkeypatch.setattr(training_data, "make_targets",
+                        lambda *a, **k: seen.append(a[3].separation) or real(*a, **k))
+    with caplog.at_level("INFO", logger="cryounet.training.loop"):
+        train(*crowded, _cfg(epochs=1), 24.0, tmp_path / "crowded", "cpu", progress=False)
+    assert load_model(tmp_path / "crowded").info.config.target.separation == "on"
+    assert seen and set(seen) == {"on"}
+    assert "separation borders between touching picks: on (auto: 100 % of the" in caplog.text
+    off = _cfg(epochs=1).updated({"target": {"separation": "off"}})
+    train(*crowded, off, 24.0, tmp_path / "off", "cpu", progress=False)
+    assert load_model(tmp_path / "off").info.config.target.separation == "off"
+
+
 def test_same_seed_gives_identical_runs(reference: Path, items, tmp_path: Path) -> None:
     again = tmp_path / "again"
     train(*items, _cfg(), 24.0, again, "cpu", progress=False)

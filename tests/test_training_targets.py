@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cryounet.config import TargetConfig
+from cryounet.config import CROWDED_SHARE, TargetConfig
 from cryounet.errors import CryoUNetError
-from cryounet.training.targets import describe_negatives, make_targets
+from cryounet.training.targets import (crowded_share, describe_negatives, describe_separation,
+                                      make_targets, resolve_separation, separation_border)
 
 D = 20.0  # diameter: core radius 0.2 * 20 = 4 px, ignore radius 0.4 * 20 = 8 px
 
@@ -97,6 +98,86 @@ def test_gaussian_targets() -> None:
     assert weight[30, 36] == 0.0  # 6 px: target exp(-4.5) = 0.011, inside the band: ignored
     assert weight[30, 39] == 1.0 and target[30, 39] < 1e-4  # beyond the band: negative
     assert 0.0 <= target.min() and target.max() <= 1.0
+
+
+def test_separation_border_between_touching_picks() -> None:
+    # Two picks 12 px apart (0.6 diameters): the border runs along the bisector x = 20, within
+    # 8 px of both centres; width 0.1 * 20 = 2 px takes |d2 - d1| <= 2, i.e. x = 19-21 on row 20.
+    xy = np.array([[14.0, 20.0], [26.0, 20.0]])
+    cfg = TargetConfig(separation="on", separation_weight=2.0)
+    border = separation_border((40, 40), xy, D, cfg)
+    d1, d2 = _dist((40, 40), 14, 20), _dist((40, 40), 26, 20)
+    expected = (np.abs(d2 - d1) <= 2) & (np.maximum(d1, d2) <= 8) & (np.minimum(d1, d2) > 4)
+    np.testing.assert_array_equal(border, expected)
+    assert border[20, 19] and border[20, 20] and border[20, 21] and not border[20, 18]
+    assert border[15, 20] and not border[14, 20]  # 7.8 and 8.5 px from both centres
+    target, weight = make_targets((40, 40), xy, D, cfg)
+    plain_target, plain_weight = make_targets((40, 40), xy, D, TargetConfig(separation="off"))
+    np.testing.assert_array_equal(target, plain_target)  # the border lies outside every core
+    np.testing.assert_array_equal(weight[border], 2.0)  # ignored before, negatives now
+    assert (plain_weight[border] == 0).all()
+    np.testing.assert_array_equal(weight[~border], plain_weight[~border])
+
+
+def test_separation_border_spares_cores_and_lone_picks() -> None:
+    cfg = TargetConfig(separation="on")
+    # Picks 6 px apart: the bisector lies inside both cores (3 px < 4 px), so it stays positive.
+    xy = np.array([[17.0, 20.0], [23.0, 20.0]])
+    target, weight = make_targets((40, 40), xy, D, cfg)
+    assert target[20, 20] == 1.0 and weight[20, 20] == 1.0
+    assert not separation_border((40, 40), xy, D, cfg)[20, 20]
+    # Picks farther apart than two ignore radii, or a single pick: no border at all.
+    assert not separation_border((40, 60), np.array([[10.0, 20.0], [40.0, 20.0]]), D, cfg).any()
+    assert not separation_border((40, 40), np.array([[20.0, 20.0]]), D, cfg).any()
+    assert not separation_border((40, 40), np.zeros((0, 2)), D, cfg).any()
+    # A zero weight or "off": the ignore band stays ignored.
+    for off in (TargetConfig(separation="off"), TargetConfig(separation="on", separation_weight=0.0)):
+        assert make_targets((40, 40), np.array([[14.0, 20.0], [26.0, 20.0]]), D, off)[1][20, 20] == 0.0
+
+
+def _row(n: int, gap: float) -> np.ndarray:
+    return np.stack([10.0 + gap * np.arange(n), np.full(n, 30.0)], axis=1)
+
+
+def test_crowded_share_and_auto_separation() -> None:
+    # 2 x ignore radius = 0.8 diameters = 16 px: picks 12 px apart are crowded, 30 px apart are not.
+    crowded, sparse = (_row(4, 12.0), D), (_row(4, 30.0), D)
+    assert crowded_share([crowded], 0.8) == (1.0, 4)
+    assert crowded_share([sparse], 0.8) == (0.0, 4)
+    assert crowded_share([crowded, sparse], 0.8) == (0.5, 8)  # pooled over micrographs
+    assert crowded_share([(np.zeros((0, 2)), D), (_row(1, 0.0), D)], 0.8) == (0.0, 1)
+    # Neighbours are looked for within one micrograph only.
+    assert crowded_share([(_row(1, 0.0), D), (_row(1, 0.0), D)], 0.8) == (0.0, 2)
+    auto = TargetConfig()
+    assert auto.separation == "auto"
+    assert resolve_separation(auto, [crowded]).separation == "on"
+    assert resolve_separation(auto, [sparse]).separation == "off"
+    # The share decides at CROWDED_SHARE: 1 crowded pair among n picks.
+    n_at = int(round(2 / CROWDED_SHARE))
+    at = [(_row(2, 12.0), D), (_row(n_at - 2, 30.0) + [0.0, 50.0], D)]
+    assert crowded_share(at, 0.8)[0] == CROWDED_SHARE
+    assert resolve_separation(auto, at).separation == "on"
+    below = [(_row(2, 12.0), D), (_row(n_at - 1, 30.0) + [0.0, 50.0], D)]
+    assert resolve_separation(auto, below).separation == "off"
+    for fixed in ("on", "off"):  # only auto is decided
+        assert resolve_separation(TargetConfig(separation=fixed), [sparse if fixed == "on" else crowded]
+                                  ).separation == fixed
+    # The distance follows the ignore radius: with 0.2 (0.4 diameters = 8 px) 12 px is not crowded.
+    narrow = TargetConfig(ignore_radius=0.2)
+    assert resolve_separation(narrow, [crowded]).separation == "off"
+    assert "on (auto: 100 % of the 4 picks have a neighbour closer than 0.8 diameters)" in \
+        describe_separation(auto, [crowded])
+    assert "off (0 % of the 4 picks" in describe_separation(TargetConfig(separation="off"), [sparse])
+
+
+def test_auto_separation_in_make_targets_decides_on_its_picks() -> None:
+    xy = np.array([[14.0, 20.0], [26.0, 20.0]])
+    auto = make_targets((40, 40), xy, D, TargetConfig())
+    on = make_targets((40, 40), xy, D, TargetConfig(separation="on"))
+    np.testing.assert_array_equal(auto[1], on[1])
+    far = np.array([[10.0, 20.0], [40.0, 20.0]])
+    np.testing.assert_array_equal(make_targets((40, 60), far, D, TargetConfig())[1],
+                                  make_targets((40, 60), far, D, TargetConfig(separation="off"))[1])
 
 
 def test_invalid_settings() -> None:

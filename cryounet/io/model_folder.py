@@ -149,12 +149,15 @@ def picking_threshold(infos: Sequence[ModelInfo], tta: bool, explicit: float | N
 def _with_legacy_defaults(config: object) -> object:
     """A stored config with the values its model was calibrated with for settings added since it
     was written (a missing key would otherwise take today's default): ``pick.tta_symmetries``
-    (8 up to CryoUNet 0.4.0)."""
-    if not isinstance(config, dict) or not isinstance(config.get("pick", {}), dict):
+    (8 up to CryoUNet 0.4.0) and ``target.separation`` (no borders before it existed)."""
+    if not isinstance(config, dict) or not isinstance(config.get("pick", {}), dict) \
+            or not isinstance(config.get("target", {}), dict):
         return config  # from_dict names what is wrong
     pick = dict(config.get("pick", {}))
     pick.setdefault("tta_symmetries", LEGACY_TTA_SYMMETRIES)
-    return {**config, "pick": pick}
+    target = dict(config.get("target", {}))
+    target.setdefault("separation", "off")
+    return {**config, "pick": pick, "target": target}
 
 
 def read_model_info(folder: str | os.PathLike[str], allow_incomplete: bool = False) -> ModelInfo:

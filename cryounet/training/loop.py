@@ -32,7 +32,7 @@ from cryounet.training.augment import build_augmenter
 from cryounet.training.data import LabelledMicrograph, PatchSampler
 from cryounet.training.distributed import Distributed
 from cryounet.training.losses import build_loss
-from cryounet.training.targets import describe_negatives
+from cryounet.training.targets import describe_negatives, describe_separation, resolve_separation
 from cryounet.training.validation import Validation, mine_hard_negatives, validate
 
 logger = logging.getLogger(__name__)
@@ -307,6 +307,9 @@ def train(
     output = Path(output)
     world = world or Distributed()
     check_batch_shared(tc.batch_size, world.world_size)
+    labelled = [(item.xy, item.diameter) for item in [*train_items, *valid_items]]
+    separation = describe_separation(cfg.target, labelled)
+    cfg = cfg.updated({"target": {"separation": resolve_separation(cfg.target, labelled).separation}})
     if world.is_main:
         output.mkdir(parents=True, exist_ok=True)
     run = _build_run(cfg, device, init_weights)
@@ -320,6 +323,7 @@ def train(
     logger.info("training %s on %d micrograph(s) (%d picks), validating on %d (%d picks); %s",
                 cfg.model.architecture, len(train_items), sum(len(i.xy) for i in train_items),
                 len(valid_items), sum(len(i.xy) for i in valid_items), describe_negatives(cfg.target))
+    logger.info("%s", separation)
     if world.enabled:
         logger.info("data-parallel over %d processes: %d of the %d patches of each step per process",
                     world.world_size, tc.batch_size // world.world_size, tc.batch_size)

@@ -5,12 +5,21 @@ pixels between the core and ``ignore_radius`` get weight 0 (ignored: the pick ce
 there); every other pixel is an *unlabelled* negative with weight ``unlabelled_weight``. With weight 1
 unpicked pixels count as certain negatives, which suits complete picks (as in CryoPPP); for sparse
 picks lower it. :func:`describe_negatives` says which assumption a run makes.
+
+With ``separation`` on, the ignored band between two touching picks keeps a thin border of
+negatives (pixels about equally far from both, :func:`separation_border`), so the network learns to
+leave a valley between touching particles instead of merging them. ``auto`` turns it on for crowded
+picks (:func:`resolve_separation`).
 """
 from __future__ import annotations
 
-import numpy as np
+import dataclasses
+from typing import Sequence
 
-from cryounet.config import TargetConfig
+import numpy as np
+from scipy.spatial import cKDTree
+
+from cryounet.config import CROWDED_SHARE, TargetConfig
 from cryounet.errors import CryoUNetError
 
 
@@ -27,6 +36,9 @@ def make_targets(
         cfg: target settings.
         background: per-pixel weight of pixels away from picks, replacing the constant
             ``unlabelled_weight`` (pseudo-labels: 1 for confident negatives, 0 for unsure pixels).
+
+    ``separation`` ``auto`` is decided on these picks alone; training decides it once for all its
+    labelled micrographs (:func:`resolve_separation`) before it makes any target.
 
     Returns:
         ``target`` (float32 in [0, 1]) and ``weight`` (float32 >= 0, 0 = ignored), both ``shape``.
@@ -64,6 +76,12 @@ def make_targets(
         band = d2 <= r_ign**2
         w = weight[y0:y1, x0:x1]
         w[band] = 0.0
+    if cfg.separation == "auto":
+        cfg = resolve_separation(cfg, [(xy, diameter)])
+    if cfg.separation == "on" and cfg.separation_weight > 0:
+        border = separation_border(shape, xy, diameter, cfg) & (target < 0.5)
+        target[border] = 0.0
+        weight[border] = cfg.separation_weight
     # Positive pixels always count, even inside another pick's ignore band.
     positive = target >= 0.5
     weight[positive] = 1.0
@@ -71,6 +89,66 @@ def make_targets(
         # Soft targets: pixels with a clear Gaussian value also count.
         weight[(target > 0.05) & ~positive] = 1.0
     return target, weight
+
+
+def separation_border(shape: tuple[int, int], xy: np.ndarray, diameter: float,
+                      cfg: TargetConfig) -> np.ndarray:
+    """Boolean map of the border between touching picks: pixels within ``ignore_radius`` of
+    their two nearest picks whose distances to the two differ by at most ``separation_width``
+    (all in diameters), outside the positive core of both. Empty with fewer than two picks."""
+    border = np.zeros(shape, dtype=bool)
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    if len(xy) < 2:
+        return border
+    reach = cfg.ignore_radius * diameter
+    # Only pixels near a pick can be near two: the bounding box of each pick's reach.
+    near = np.zeros(shape, dtype=bool)
+    ny, nx = shape
+    r = int(np.ceil(reach)) + 1
+    for x, y in xy:
+        near[max(0, int(y) - r):min(ny, int(y) + r + 2), max(0, int(x) - r):min(nx, int(x) + r + 2)] = True
+    ys, xs = np.nonzero(near)
+    if len(ys) == 0:
+        return border
+    dist, _ = cKDTree(xy).query(np.stack([xs, ys], axis=1), k=2, distance_upper_bound=reach)
+    two = np.isfinite(dist[:, 1])  # inf where fewer than two picks lie within reach
+    d1, d2 = dist[two, 0], dist[two, 1]
+    on = (d2 - d1 <= cfg.separation_width * diameter) & (d1 > cfg.positive_radius * diameter)
+    border[ys[two][on], xs[two][on]] = True
+    return border
+
+
+def crowded_share(picks: Sequence[tuple[np.ndarray, float]], distance: float) -> tuple[float, int]:
+    """Share of picks with another pick of the same micrograph closer than ``distance`` diameters,
+    and the number of picks; ``picks`` holds ``(xy, diameter)`` per micrograph."""
+    close = total = 0
+    for xy, diameter in picks:
+        xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+        total += len(xy)
+        if len(xy) >= 2:
+            gaps, _ = cKDTree(xy).query(xy, k=2)
+            close += int((gaps[:, 1] < distance * diameter).sum())
+    return (close / total if total else 0.0), total
+
+
+def resolve_separation(cfg: TargetConfig, picks: Sequence[tuple[np.ndarray, float]]) -> TargetConfig:
+    """``cfg`` with ``separation`` ``auto`` decided (``on`` or ``off``) for these picks (``(xy,
+    diameter)`` per micrograph): on when at least :data:`CROWDED_SHARE` of them have a neighbour
+    closer than two ``ignore_radius``, the only pairs a border can lie between."""
+    if cfg.separation != "auto":
+        return cfg
+    share, _ = crowded_share(picks, 2 * cfg.ignore_radius)
+    return dataclasses.replace(cfg, separation="on" if share >= CROWDED_SHARE else "off")
+
+
+def describe_separation(cfg: TargetConfig, picks: Sequence[tuple[np.ndarray, float]]) -> str:
+    """One sentence on the separation borders of a run, for the training log (``cfg`` as given,
+    before :func:`resolve_separation`)."""
+    share, total = crowded_share(picks, 2 * cfg.ignore_radius)
+    how = resolve_separation(cfg, picks).separation
+    why = (f"{'auto: ' if cfg.separation == 'auto' else ''}{100 * share:.0f} % of the {total} picks have a "
+           f"neighbour closer than {2 * cfg.ignore_radius:g} diameters")
+    return f"separation borders between touching picks: {how} ({why})"
 
 
 def describe_negatives(cfg: TargetConfig) -> str:

@@ -5,7 +5,7 @@ The names both halves share (model and pick folder files, suffixes, choice lists
 reached through :mod:`cryounet_plugin.engine`. Nothing here imports Scipion, so the pure helpers
 (``convert``, wizard logic, plotting) and their tests can use these names without a project.
 """
-from .engine import ARCHITECTURES, AUGMENTATIONS, LOSSES  # noqa: F401 (the form lists)
+from .engine import ARCHITECTURES, AUGMENTATIONS, LOSSES, SEPARATIONS  # noqa: F401 (the form lists)
 
 # ------------------------------------------------------------------ plugin variables
 #: Interpreter that runs the engine (``<python> -m cryounet``); default: the engine environment's
@@ -84,6 +84,8 @@ LOSS_FOCAL_DICE = LOSSES.index("focal_dice")
 AUGMENT_NONE = AUGMENTATIONS.index("none")
 AUGMENT_LIGHT = AUGMENTATIONS.index("light")
 AUGMENT_STRONG = AUGMENTATIONS.index("strong")
+
+SEPARATION_AUTO = SEPARATIONS.index("auto")
 
 #: Where training starts (the train protocol's "Start from").
 START_CHOICES = ["automatic", "scratch", "general model", "a model"]

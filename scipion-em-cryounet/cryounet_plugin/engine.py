@@ -32,6 +32,11 @@ from cryounet.io import picks_folder as _picks
 ARCHITECTURES = list(_config.ARCHITECTURES)
 LOSSES = list(_config.LOSSES)
 AUGMENTATIONS = list(_config.AUGMENT_PRESETS)
+SEPARATIONS = list(_config.SEPARATION_MODES)
+#: ``target.separation = "auto"``: on when this share of the picks have a neighbour closer than
+#: :data:`CROWDED_DISTANCE` diameters (two ignore radii of the default targets).
+CROWDED_SHARE = _config.CROWDED_SHARE
+CROWDED_DISTANCE = 2 * _config.TargetConfig().ignore_radius
 #: Sections of the engine configuration (what "extra engine options" may hold).
 CONFIG_SECTIONS = tuple(f.name for f in dataclasses.fields(_config.CryoUNetConfig))
 

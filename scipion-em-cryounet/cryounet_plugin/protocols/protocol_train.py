@@ -9,8 +9,8 @@ from .. import engine
 from ..constants import (DEVICE_CPU, ARCH_ATTENTION_UNET, ARCH_UNET, ARCHITECTURES, AUGMENT_LIGHT,
                          AUGMENTATIONS, CMD_TRAIN, COORDS_FOLDER, LOSS_BCE,
                          LOSS_FOCAL, LOSS_FOCAL_DICE, LOSSES, MAX_ENSEMBLE, MODEL_FOLDER,
-                         MODEL_MEMBER_FOLDER, GENERAL_START_BELOW, START_AUTO, START_CHOICES,
-                         START_GENERAL, START_MODEL, START_SCRATCH)
+                         MODEL_MEMBER_FOLDER, GENERAL_START_BELOW, SEPARATION_AUTO, SEPARATIONS,
+                         START_AUTO, START_CHOICES, START_GENERAL, START_MODEL, START_SCRATCH)
 from ..convert import uniqueStems
 from ..objects import CryoUNetModel
 from .protocol_base import CryoUnetProtBase
@@ -175,6 +175,13 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
                       help="Loss weight (0-1) of pixels far from every pick, which are treated "
                            "as background. Lower it (e.g. 0.3) when the labelled micrographs are "
                            "not exhaustively picked (positive-unlabelled learning).")
+        form.addParam("separation", params.EnumParam, choices=SEPARATIONS, default=SEPARATION_AUTO,
+                      expertLevel=LEVEL_ADVANCED, label="Separate touching particles",
+                      help="on: between two picks closer than %g diameters, the pixels about "
+                           "equally far from both are trained as background, so touching particles "
+                           "get separate peaks (crowded micrographs). auto (default): on when at "
+                           "least %g %% of the picks have such a neighbour; the training log says "
+                           "which. off: never." % (engine.CROWDED_DISTANCE, 100 * engine.CROWDED_SHARE))
         form.addParam("calibrationFolds", params.IntParam, default=0, validators=[params.GE(0)],
                       expertLevel=LEVEL_ADVANCED, label="Calibration folds",
                       help="0: the picking threshold is calibrated on the validation micrographs "
@@ -442,7 +449,8 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
     def _engineConfig(self, member):
         config = {
             "preprocess": {"working_diameter": self.workingDiameter.get()},
-            "target": {"unlabelled_weight": self.unlabelledWeight.get()},
+            "target": {"unlabelled_weight": self.unlabelledWeight.get(),
+                       "separation": SEPARATIONS[self.separation.get()]},
             "model": {"architecture": self._memberArchitecture(member),
                       "base_channels": self.baseChannels.get(), "depth": self.depth.get()},
             "loss": {"name": LOSSES[self.loss.get()]},

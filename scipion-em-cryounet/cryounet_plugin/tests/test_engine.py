@@ -68,6 +68,8 @@ def test_choice_lists_are_the_engines():
 
     assert E.ARCHITECTURES == list(config.ARCHITECTURES) and K.ARCHITECTURES is E.ARCHITECTURES
     assert E.LOSSES == list(config.LOSSES) and E.AUGMENTATIONS == list(config.AUGMENT_PRESETS)
+    assert E.SEPARATIONS == list(config.SEPARATION_MODES) and K.SEPARATIONS[K.SEPARATION_AUTO] == "auto"
+    assert E.CROWDED_SHARE == config.CROWDED_SHARE and E.CROWDED_DISTANCE == 2 * config.TargetConfig().ignore_radius
     assert K.ARCHITECTURES[K.ARCH_ATTENTION_UNET] == "attention_unet"
     assert K.LOSSES[K.LOSS_FOCAL_DICE] == "focal_dice" and K.AUGMENTATIONS[K.AUGMENT_LIGHT] == "light"
     assert E.CONFIG_SECTIONS == ("preprocess", "target", "model", "loss", "augment", "train", "pick", "refine")

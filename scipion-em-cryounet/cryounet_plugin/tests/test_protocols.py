@@ -92,6 +92,7 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
             self.assertEqual(written["train"]["seed"], seed)
             self.assertEqual(written["model"]["architecture"], arch)
             self.assertEqual(written["model"]["base_channels"], 4)  # from the extra options
+            self.assertEqual(written["target"]["separation"], "auto")  # the form's default
             self.assertTrue(os.path.exists(prot._getExtraPath("cryounet_%s.cmd" % tag)))
         # one STAR file per labelled micrograph, coordinates unchanged (same pixel size)
         coords = sorted(os.listdir(prot._getExtraPath(COORDS_FOLDER)))
@@ -432,7 +433,8 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
     # ------------------------------------------------------------------ helpers
     def test_13_train_with_cross_fitted_calibration(self):
         prot = self.newProtocol(CryoUnetProtTrain, epochs=1, useGpu=False, validFraction=0.2,
-                                calibrationFolds=6, extraConfig=tinyConfigJson())
+                                calibrationFolds=6, separation=engine.SEPARATIONS.index("on"),
+                                extraConfig=tinyConfigJson())
         prot.inputMicrographs.set(self.importMics)
         prot.inputMicrographs.setExtended("outputMicrographs")
         prot.inputCoordinates.set(self.importCoords)
@@ -449,6 +451,9 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
         self.assertEqual(cfg["calibration"]["folds"], 3)
         self.assertEqual(cfg["calibration"]["micrographs"], 5)
         self.assertEqual(readJson(prot._getExtraPath("cryounet_train.json"))["train"]["calibration_folds"], 3)
+        # "Separate touching particles" reaches the engine and the model it trained
+        self.assertEqual(readJson(prot._getExtraPath("cryounet_train.json"))["target"]["separation"], "on")
+        self.assertEqual(cfg["config"]["target"]["separation"], "on")
         for fold in ("fold_1", "fold_2"):
             self.assertEqual(engine.checkModelFolder(os.path.join(folder, fold)), [])
         # the output carries the cross-fitted thresholds
