@@ -6,7 +6,7 @@ import pytest
 
 from cryounet.config import CROWDED_SHARE, TargetConfig
 from cryounet.errors import CryoUNetError
-from cryounet.training.targets import (crowded_share, describe_negatives, describe_separation,
+from cryounet.training.targets import (crowded_share, decide_separation, describe_negatives,
                                       make_targets, resolve_separation, separation_border)
 
 D = 20.0  # diameter: core radius 0.2 * 20 = 4 px, ignore radius 0.4 * 20 = 8 px
@@ -166,8 +166,11 @@ def test_crowded_share_and_auto_separation() -> None:
     narrow = TargetConfig(ignore_radius=0.2)
     assert resolve_separation(narrow, [crowded]).separation == "off"
     assert "on (auto: 100 % of the 4 picks have a neighbour closer than 0.8 diameters)" in \
-        describe_separation(auto, [crowded])
-    assert "off (0 % of the 4 picks" in describe_separation(TargetConfig(separation="off"), [sparse])
+        decide_separation(auto, [crowded])[1]
+    assert "off (0 % of the 4 picks" in decide_separation(TargetConfig(separation="off"), [sparse])[1]
+    for cfg, picks in ((auto, [crowded]), (auto, [sparse]), (auto, at), (auto, below), (narrow, [crowded]),
+                       (TargetConfig(separation="on"), [sparse])):  # the same decision as resolve_separation
+        assert decide_separation(cfg, picks)[0] == resolve_separation(cfg, picks)
 
 
 def test_auto_separation_in_make_targets_decides_on_its_picks() -> None:

@@ -8,6 +8,7 @@ are re-seeded from ``(seed, epoch)`` so a resumed run continues exactly as an un
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import pickle
@@ -32,7 +33,7 @@ from cryounet.training.augment import build_augmenter
 from cryounet.training.data import LabelledMicrograph, PatchSampler
 from cryounet.training.distributed import Distributed
 from cryounet.training.losses import build_loss
-from cryounet.training.targets import describe_negatives, describe_separation, resolve_separation
+from cryounet.training.targets import decide_separation, describe_negatives
 from cryounet.training.validation import Validation, mine_hard_negatives, validate
 
 logger = logging.getLogger(__name__)
@@ -308,8 +309,8 @@ def train(
     world = world or Distributed()
     check_batch_shared(tc.batch_size, world.world_size)
     labelled = [(item.xy, item.diameter) for item in [*train_items, *valid_items]]
-    separation = describe_separation(cfg.target, labelled)
-    cfg = cfg.updated({"target": {"separation": resolve_separation(cfg.target, labelled).separation}})
+    target, separation = decide_separation(cfg.target, labelled)
+    cfg = dataclasses.replace(cfg, target=target)
     if world.is_main:
         output.mkdir(parents=True, exist_ok=True)
     run = _build_run(cfg, device, init_weights)

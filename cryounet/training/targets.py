@@ -137,18 +137,24 @@ def resolve_separation(cfg: TargetConfig, picks: Sequence[tuple[np.ndarray, floa
     closer than two ``ignore_radius``, the only pairs a border can lie between."""
     if cfg.separation != "auto":
         return cfg
-    share, _ = crowded_share(picks, 2 * cfg.ignore_radius)
-    return dataclasses.replace(cfg, separation="on" if share >= CROWDED_SHARE else "off")
+    return _decided(cfg, crowded_share(picks, 2 * cfg.ignore_radius)[0])
 
 
-def describe_separation(cfg: TargetConfig, picks: Sequence[tuple[np.ndarray, float]]) -> str:
-    """One sentence on the separation borders of a run, for the training log (``cfg`` as given,
-    before :func:`resolve_separation`)."""
+def decide_separation(cfg: TargetConfig, picks: Sequence[tuple[np.ndarray, float]]
+                      ) -> tuple[TargetConfig, str]:
+    """:func:`resolve_separation`, and one sentence on the decision for the training log."""
     share, total = crowded_share(picks, 2 * cfg.ignore_radius)
-    how = resolve_separation(cfg, picks).separation
+    decided = _decided(cfg, share)
     why = (f"{'auto: ' if cfg.separation == 'auto' else ''}{100 * share:.0f} % of the {total} picks have a "
            f"neighbour closer than {2 * cfg.ignore_radius:g} diameters")
-    return f"separation borders between touching picks: {how} ({why})"
+    return decided, f"separation borders between touching picks: {decided.separation} ({why})"
+
+
+def _decided(cfg: TargetConfig, share: float) -> TargetConfig:
+    """``cfg`` with ``auto`` decided for picks of which ``share`` are crowded."""
+    if cfg.separation != "auto":
+        return cfg
+    return dataclasses.replace(cfg, separation="on" if share >= CROWDED_SHARE else "off")
 
 
 def describe_negatives(cfg: TargetConfig) -> str:
