@@ -483,9 +483,10 @@ class CryoUNetConfig:
         if self.pick.precision not in PRECISIONS:
             raise CryoUNetError(f"{source}: pick.precision must be one of {', '.join(PRECISIONS)}, "
                                 f"got {self.pick.precision!r}")
-        if self.pick.tta_symmetries not in TTA_SYMMETRY_COUNTS:
-            raise CryoUNetError(f"{source}: pick.tta_symmetries must be one of "
-                                f"{', '.join(map(str, TTA_SYMMETRY_COUNTS))}, got {self.pick.tta_symmetries!r}")
+        try:
+            check_tta_symmetries(self.pick.tta_symmetries)
+        except CryoUNetError as exc:
+            raise CryoUNetError(f"{source}: {exc}") from None
         if self.pick.tile_overlap >= self.pick.tile_size:
             raise CryoUNetError(f"{source}: pick.tile_overlap must be smaller than pick.tile_size")
 
@@ -553,6 +554,13 @@ def held_out_count(micrographs: int, fraction: float) -> int:
     if micrographs < 2:
         return 0
     return min(micrographs - 1, max(1, int(round(fraction * micrographs))))
+
+
+def check_tta_symmetries(count: int) -> None:
+    """Refuse a ``pick.tta_symmetries`` other than those of :data:`TTA_SYMMETRY_COUNTS`."""
+    if count not in TTA_SYMMETRY_COUNTS:
+        raise CryoUNetError(f"pick.tta_symmetries must be one of {', '.join(map(str, TTA_SYMMETRY_COUNTS))}, "
+                            f"got {count!r}")
 
 
 def check_calibration_folds(folds: int, training_micrographs: int) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cryounet.config import TTA_SYMMETRY_COUNTS
+from cryounet.config import check_tta_symmetries
 from cryounet.device import large_gpu
 from cryounet.errors import CryoUNetError
 
@@ -97,9 +97,7 @@ def check_precision(device: torch.device | str, precision: str) -> None:
 def tta_symmetries(count: int) -> tuple[int, ...]:
     """The symmetries (indices of :func:`_dihedral`) that test-time augmentation averages over:
     8, every flip and rotation of the square; 4, the four rotations (``pick.tta_symmetries``)."""
-    if count not in TTA_SYMMETRY_COUNTS:
-        raise CryoUNetError(f"pick.tta_symmetries must be one of {', '.join(map(str, TTA_SYMMETRY_COUNTS))}, "
-                            f"got {count!r}")
+    check_tta_symmetries(count)
     return tuple(range(count))
 
 
