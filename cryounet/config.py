@@ -29,6 +29,9 @@ AUGMENT_PRESETS = ("none", "light", "strong")
 NORMALISATIONS = ("robust", "standard")
 #: ``target.shape``
 TARGET_SHAPES = ("disk", "gaussian")
+#: ``target.positive_radius`` that goes with each ``target.shape`` (diameters): the disk's core
+#: radius, and the Gaussian's sigma measured in BENCHMARKS.md ("Gaussian targets").
+SHAPE_RADII = {"disk": 0.2, "gaussian": 0.1}
 #: ``target.separation``
 SEPARATION_MODES = ("auto", "on", "off")
 #: ``target.separation = "auto"`` draws borders when at least this share of the labelled picks have
@@ -70,9 +73,10 @@ class TargetConfig:
     """How picks become training targets (positive-unlabelled aware).
 
     Attributes:
-        shape: ``disk`` (1 inside ``positive_radius``) or ``gaussian`` (sigma = ``positive_radius``;
-            measured in BENCHMARKS.md "Gaussian targets": better on sparse 10028, worse on crowded
-            10947, so not the default).
+        shape: ``disk`` (1 inside ``positive_radius``) or ``gaussian`` (sigma = ``positive_radius``,
+            measured at :data:`SHAPE_RADII`; BENCHMARKS.md "Gaussian targets" and "Disk and
+            Gaussian targets in ensembles": a higher AP on crowded 10947, most with calibration
+            folds, at a lower F1 at the calibrated threshold, so not the default).
         positive_radius: radius of the positive core, as a fraction of the particle diameter.
         ignore_radius: pixels between the core and this radius (fraction of diameter) are ignored.
         unlabelled_weight: loss weight of pixels far from every pick. They are treated as negatives
@@ -91,7 +95,7 @@ class TargetConfig:
     """
 
     shape: str = "disk"
-    positive_radius: float = 0.2
+    positive_radius: float = SHAPE_RADII["disk"]
     ignore_radius: float = 0.4
     unlabelled_weight: float = 1.0
     separation: str = "auto"

@@ -5,7 +5,7 @@ The names both halves share (model and pick folder files, suffixes, choice lists
 reached through :mod:`cryounet_plugin.engine`. Nothing here imports Scipion, so the pure helpers
 (``convert``, wizard logic, plotting) and their tests can use these names without a project.
 """
-from .engine import ARCHITECTURES, AUGMENTATIONS, LOSSES, SEPARATIONS  # noqa: F401 (the form lists)
+from .engine import ARCHITECTURES, AUGMENTATIONS, LOSSES, SEPARATIONS, TARGET_SHAPES  # noqa: F401 (the form lists)
 
 # ------------------------------------------------------------------ plugin variables
 #: Interpreter that runs the engine (``<python> -m cryounet``); default: the engine environment's
@@ -86,6 +86,8 @@ AUGMENT_LIGHT = AUGMENTATIONS.index("light")
 AUGMENT_STRONG = AUGMENTATIONS.index("strong")
 
 SEPARATION_AUTO = SEPARATIONS.index("auto")
+
+TARGET_DISK = TARGET_SHAPES.index("disk")
 
 #: Where training starts (the train protocol's "Start from").
 START_CHOICES = ["automatic", "scratch", "general model", "a model"]

@@ -33,6 +33,9 @@ ARCHITECTURES = list(_config.ARCHITECTURES)
 LOSSES = list(_config.LOSSES)
 AUGMENTATIONS = list(_config.AUGMENT_PRESETS)
 SEPARATIONS = list(_config.SEPARATION_MODES)
+TARGET_SHAPES = list(_config.TARGET_SHAPES)
+#: ``target.positive_radius`` the train form sends with each target shape (diameters).
+SHAPE_RADII = dict(_config.SHAPE_RADII)
 #: ``target.separation = "auto"``: on when this share of the picks have a neighbour closer than
 #: :data:`CROWDED_DISTANCE` diameters (two ignore radii of the default targets).
 CROWDED_SHARE = _config.CROWDED_SHARE

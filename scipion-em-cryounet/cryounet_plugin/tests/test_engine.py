@@ -69,6 +69,9 @@ def test_choice_lists_are_the_engines():
     assert E.ARCHITECTURES == list(config.ARCHITECTURES) and K.ARCHITECTURES is E.ARCHITECTURES
     assert E.LOSSES == list(config.LOSSES) and E.AUGMENTATIONS == list(config.AUGMENT_PRESETS)
     assert E.SEPARATIONS == list(config.SEPARATION_MODES) and K.SEPARATIONS[K.SEPARATION_AUTO] == "auto"
+    assert E.TARGET_SHAPES == list(config.TARGET_SHAPES) and K.TARGET_SHAPES[K.TARGET_DISK] == "disk"
+    assert E.SHAPE_RADII == config.SHAPE_RADII
+    assert E.SHAPE_RADII["disk"] == config.TargetConfig().positive_radius  # the form's disk is the default
     assert E.CROWDED_SHARE == config.CROWDED_SHARE and E.CROWDED_DISTANCE == 2 * config.TargetConfig().ignore_radius
     assert K.ARCHITECTURES[K.ARCH_ATTENTION_UNET] == "attention_unet"
     assert K.LOSSES[K.LOSS_FOCAL_DICE] == "focal_dice" and K.AUGMENTATIONS[K.AUGMENT_LIGHT] == "light"

@@ -434,6 +434,7 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
     def test_13_train_with_cross_fitted_calibration(self):
         prot = self.newProtocol(CryoUnetProtTrain, epochs=1, useGpu=False, validFraction=0.2,
                                 calibrationFolds=6, separation=engine.SEPARATIONS.index("on"),
+                                targetShape=engine.TARGET_SHAPES.index("gaussian"),
                                 extraConfig=tinyConfigJson())
         prot.inputMicrographs.set(self.importMics)
         prot.inputMicrographs.setExtended("outputMicrographs")
@@ -454,6 +455,10 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
         # "Separate touching particles" reaches the engine and the model it trained
         self.assertEqual(readJson(prot._getExtraPath("cryounet_train.json"))["target"]["separation"], "on")
         self.assertEqual(cfg["config"]["target"]["separation"], "on")
+        # so does "Target shape", with the Gaussian's measured sigma
+        self.assertEqual(readJson(prot._getExtraPath("cryounet_train.json"))["target"]["shape"], "gaussian")
+        self.assertEqual(cfg["config"]["target"]["shape"], "gaussian")
+        self.assertEqual(cfg["config"]["target"]["positive_radius"], engine.SHAPE_RADII["gaussian"])
         for fold in ("fold_1", "fold_2"):
             self.assertEqual(engine.checkModelFolder(os.path.join(folder, fold)), [])
         # the output carries the cross-fitted thresholds
