@@ -163,11 +163,13 @@ def checkModelFolder(folder):
 @_asValueError
 def readModelInfo(folder):
     """Summary of a model folder's ``config.json``: dict with ``diameter`` (px), ``threshold``,
-    ``threshold_tta``, ``architecture``, ``precision``, ``recall``, ``f1``, ``ap`` (None when
-    unknown) and ``version``."""
+    ``threshold_tta``, ``architecture``, ``target_shape`` and ``target_radius`` (its
+    ``positive_radius``, diameters), ``precision``, ``recall``, ``f1``, ``ap`` (None when unknown)
+    and ``version``."""
     info = _models.read_model_info(folder)
     return {"diameter": info.diameter_px, "threshold": info.threshold,
             "threshold_tta": info.threshold_tta, "architecture": info.architecture,
+            "target_shape": info.config.target.shape, "target_radius": info.config.target.positive_radius,
             "precision": info.validation.get("precision"), "recall": info.validation.get("recall"),
             "f1": info.validation.get("f1"), "ap": info.validation.get("ap"),
             "version": info.cryounet_version}

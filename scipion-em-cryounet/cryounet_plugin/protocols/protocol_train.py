@@ -416,13 +416,14 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
         first = models[0][1]
         text = ("%s CryoUNet %s network%s [Ronneberger2015] %s trained to pick particles of "
                 "%.1f px diameter from %d micrographs with %d labelled particles, for up to %d "
-                "epochs with the %s loss and %s augmentation."
+                "epochs with the %s loss and %s augmentation%s."
                 % ("An ensemble of %d" % len(models) if len(models) > 1 else "A",
                    first.getArchitecture(), "s" if len(models) > 1 else "",
                    "were" if len(models) > 1 else "was",
                    first.getDiameter(), info.get("labelled_micrographs", 0),
                    info.get("particles", 0), self.epochs.get(),
-                   self.getEnumText("loss"), self.getEnumText("augmentation")))
+                   self.getEnumText("loss"), self.getEnumText("augmentation"),
+                   self._targetsText(first.getPath())))
         if first.getF1() is not None:
             text += (" On held-out micrographs it reached precision %.3f, recall %.3f and F1 "
                      "%.3f at a calibrated threshold of %.3f."
@@ -453,6 +454,18 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
 
     def _targetShape(self):
         return TARGET_SHAPES[self.targetShape.get()]
+
+    @staticmethod
+    def _targetsText(modelFolder):
+        """', on Gaussian targets of sigma ... diameters' for a model trained on them (as its
+        folder records), '' for the default disks or an unreadable folder."""
+        try:
+            info = engine.readModelInfo(modelFolder)
+        except ValueError:
+            return ""
+        if info["target_shape"] != "gaussian":
+            return ""
+        return ", on Gaussian targets of sigma %g diameters around the picks" % info["target_radius"]
 
     def _memberArchitecture(self, member):
         index = self.architecture.get()

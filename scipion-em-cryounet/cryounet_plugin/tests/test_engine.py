@@ -299,8 +299,10 @@ def test_read_model_info(tmp_path):
     folder = writeModel(str(tmp_path / "m"))
     info = E.readModelInfo(folder)
     assert info == {"diameter": 24.0, "threshold": 0.42, "threshold_tta": None,
-                    "architecture": "attention_unet", "precision": 0.8, "recall": 0.7,
-                    "f1": 0.75, "ap": 0.77, "version": "0.1.0"}
+                    "architecture": "attention_unet", "target_shape": "disk", "target_radius": 0.2,
+                    "precision": 0.8, "recall": 0.7, "f1": 0.75, "ap": 0.77, "version": "0.1.0"}
+    gaussian = writeModel(str(tmp_path / "g"), config={"target": {"shape": "gaussian", "positive_radius": 0.1}})
+    assert (E.readModelInfo(gaussian)["target_shape"], E.readModelInfo(gaussian)["target_radius"]) == ("gaussian", 0.1)
     assert E.checkModelFolder(folder) == []
     assert E.readModelInfo(writeModel(str(tmp_path / "t"), threshold_tta=0.3))["threshold_tta"] == 0.3
     with open(os.path.join(folder, "model.safetensors"), "wb") as handle:

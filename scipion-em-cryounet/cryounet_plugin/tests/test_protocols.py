@@ -308,6 +308,7 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
     # ------------------------------------------------------------------ info
     def test_08_info_methods(self):
         self.assertIn("An ensemble of 2 CryoUNet", "\n".join(self.train.methods()))
+        self.assertNotIn("Gaussian targets", "\n".join(self.train.methods()))  # disks, the default
         self.assertIn("%d particles were picked from 4 micrographs"
                       % self.pick.outputCoordinates.getSize(), "\n".join(self.pick.methods()))
         self.assertIn("keeping %d of %d particles" % (self.post.outputCoordinates.getSize(),
@@ -459,6 +460,8 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
         self.assertEqual(readJson(prot._getExtraPath("cryounet_train.json"))["target"]["shape"], "gaussian")
         self.assertEqual(cfg["config"]["target"]["shape"], "gaussian")
         self.assertEqual(cfg["config"]["target"]["positive_radius"], engine.SHAPE_RADII["gaussian"])
+        self.assertIn("augmentation, on Gaussian targets of sigma 0.1 diameters around the picks.",
+                      "\n".join(prot.methods()))
         for fold in ("fold_1", "fold_2"):
             self.assertEqual(engine.checkModelFolder(os.path.join(folder, fold)), [])
         # the output carries the cross-fitted thresholds
