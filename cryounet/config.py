@@ -102,6 +102,12 @@ class TargetConfig:
     separation_weight: float = 1.0
     separation_width: float = 0.1
 
+    @property
+    def crowded_distance(self) -> float:
+        """Picks closer than this (diameters) count as crowded for ``separation`` ``auto``: two
+        ``ignore_radius``, the only pairs a separation border can lie between."""
+        return 2 * self.ignore_radius
+
 
 @dataclass
 class ModelConfig:

@@ -38,7 +38,7 @@ def make_targets(
             ``unlabelled_weight`` (pseudo-labels: 1 for confident negatives, 0 for unsure pixels).
 
     ``separation`` ``auto`` is decided on these picks alone; training decides it once for all its
-    labelled micrographs (:func:`resolve_separation`) before it makes any target.
+    labelled micrographs (:func:`decide_separation`) before it makes any target.
 
     Returns:
         ``target`` (float32 in [0, 1]) and ``weight`` (float32 >= 0, 0 = ignored), both ``shape``.
@@ -137,16 +137,16 @@ def resolve_separation(cfg: TargetConfig, picks: Sequence[tuple[np.ndarray, floa
     closer than two ``ignore_radius``, the only pairs a border can lie between."""
     if cfg.separation != "auto":
         return cfg
-    return _decided(cfg, crowded_share(picks, 2 * cfg.ignore_radius)[0])
+    return _decided(cfg, crowded_share(picks, cfg.crowded_distance)[0])
 
 
 def decide_separation(cfg: TargetConfig, picks: Sequence[tuple[np.ndarray, float]]
                       ) -> tuple[TargetConfig, str]:
     """:func:`resolve_separation`, and one sentence on the decision for the training log."""
-    share, total = crowded_share(picks, 2 * cfg.ignore_radius)
+    share, total = crowded_share(picks, cfg.crowded_distance)
     decided = _decided(cfg, share)
     why = (f"{'auto: ' if cfg.separation == 'auto' else ''}{100 * share:.0f} % of the {total} picks have a "
-           f"neighbour closer than {2 * cfg.ignore_radius:g} diameters")
+           f"neighbour closer than {cfg.crowded_distance:g} diameters")
     return decided, f"separation borders between touching picks: {decided.separation} ({why})"
 
 

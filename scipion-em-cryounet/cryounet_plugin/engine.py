@@ -39,7 +39,7 @@ SHAPE_RADII = dict(_config.SHAPE_RADII)
 #: ``target.separation = "auto"``: on when this share of the picks have a neighbour closer than
 #: :data:`CROWDED_DISTANCE` diameters (two ignore radii of the default targets).
 CROWDED_SHARE = _config.CROWDED_SHARE
-CROWDED_DISTANCE = 2 * _config.TargetConfig().ignore_radius
+CROWDED_DISTANCE = _config.TargetConfig().crowded_distance
 #: Sections of the engine configuration (what "extra engine options" may hold).
 CONFIG_SECTIONS = tuple(f.name for f in dataclasses.fields(_config.CryoUNetConfig))
 
