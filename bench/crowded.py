@@ -5,7 +5,7 @@ are computed once (test-time augmentation, as ``cryounet pick`` does by default)
 ``--cache``. Each post-processing variant (a set of ``pick`` overrides) then recalibrates the
 threshold on ``valid`` exactly as training does (``cryounet.training.validation.validate``: the
 plateau rule with ``train.calibration_tolerance``), because a new scoring rule changes the score
-scale, and scores ``test`` as ``bench/common.py`` does (``cryounet pick --threshold 0.05``, then
+scale, and scores ``test`` as ``bench/common.py`` does (``cryounet pick --threshold`` its candidate floor, then
 ``cryounet evaluate`` at the calibrated threshold): F1 (auto), best F1 and AP. One line per
 variant, set and model; with several models of a set, also their mean. The cache is keyed by the
 set and the model's weights: delete it after changing the preprocessing or the prediction code.
@@ -260,7 +260,7 @@ def score_test(test: list[MapItem], pick: PickConfig, diameter: float, threshold
         if extra:
             xy, s = _candidates(it.prob, diameter / it.scale.factors[0], pick, CANDIDATE_THRESHOLD, extra)
             picks = Picks(it.scale.to_input(xy), s)
-        else:  # exactly what cryounet pick --threshold 0.05 writes
+        else:  # exactly what bench/common.py's cryounet pick --threshold writes
             picks = peaks_to_picks(it.prob, None, it.scale, diameter, pick, CANDIDATE_THRESHOLD)
         preds.append(np.round(picks.xy, 2))  # the STAR file's precision
         scores.append(np.round(picks.scores, 6))

@@ -6,7 +6,7 @@ import pytest
 from scipy.optimize import linear_sum_assignment
 
 from cryounet.evaluation.metrics import (MAX_THRESHOLDS, Scores, ThresholdCurve, average_precision, best_f1,
-                                         count_matches, evaluate, threshold_curve)
+                                         count_matches, evaluate, prefix_true_positives, threshold_curve)
 
 
 def _a(*points) -> np.ndarray:
@@ -152,6 +152,59 @@ def test_many_scores_use_at_most_max_thresholds() -> None:
     assert np.all(np.diff(curve.thresholds) > 0)
     # Recall falls as the threshold rises.
     assert np.all(np.diff(curve.recall) <= 1e-12)
+
+
+def test_best_f1_is_not_missed_under_a_long_tail_of_candidates() -> None:
+    # Ten hits scored 0.9991-0.9999 above 5000 far-away candidates scored below 0.999: F1 is 1 at
+    # the lowest hit's score. Quantiles of all 5010 scores (threshold_curve's grid) step from
+    # 0.9999 straight to about 0.9975, past it; best_f1 looks at every score.
+    rng = np.random.default_rng(1)
+    truth = np.stack([np.arange(10) * 100.0, np.zeros(10)], axis=1)
+    hits = truth + 1.0
+    misses = rng.uniform(5000, 9000, (5000, 2))
+    picks = np.concatenate([hits, misses])
+    scores = np.concatenate([np.linspace(0.9991, 0.9999, 10), rng.uniform(0, 0.999, 5000)])
+    threshold, result = best_f1([picks], [scores], [truth], radius=5)
+    assert result.f1 == 1.0 and threshold == pytest.approx(0.9991)
+    assert threshold_curve([picks], [scores], [truth], radius=5).f1.max() < 1.0
+
+
+def test_best_f1_matches_the_exhaustive_search() -> None:
+    # 1200 picks near 1000 truths (some near the same one) among 2000 misses; ties in the scores.
+    rng = np.random.default_rng(2)
+    truth = rng.uniform(0, 100000, (1000, 2))
+    near = truth[rng.integers(0, 1000, 1200)] + rng.normal(0, 1, (1200, 2))
+    picks = np.concatenate([near, rng.uniform(200000, 300000, (2000, 2))])
+    scores = np.round(np.concatenate([rng.beta(5, 2, 1200), rng.beta(2, 5, 2000)]), 3)
+    threshold, result = best_f1([picks[:1700], picks[1700:]], [scores[:1700], scores[1700:]],
+                                [truth[:600], truth[600:]], radius=5)
+    exhaustive = [evaluate([picks[:1700][scores[:1700] >= t], picks[1700:][scores[1700:] >= t]],
+                           [truth[:600], truth[600:]], 5).f1 for t in np.unique(scores)]
+    assert result.f1 == pytest.approx(max(exhaustive))
+    assert threshold == max(t for t, f in zip(np.unique(scores), exhaustive) if f >= max(exhaustive) - 1e-12)
+
+
+def test_prefix_true_positives_equal_a_fresh_matching_of_each_prefix() -> None:
+    rng = np.random.default_rng(3)
+    truth = rng.uniform(0, 100, (60, 2))
+    picks = np.concatenate([truth + rng.normal(0, 3, (60, 2)), rng.uniform(0, 100, (60, 2))])
+    picks = picks[rng.permutation(len(picks))]
+    found = prefix_true_positives(picks, truth, 6)
+    assert list(found) == [count_matches(picks[:k], truth, 6) for k in range(1, len(picks) + 1)]
+
+
+def test_prefix_true_positives_reassign_an_earlier_pick() -> None:
+    # The first pick reaches both centres and takes A; the second reaches only A: a maximum
+    # matching gives the first pick B instead (greedy matching in score order would stop at 1).
+    truth = _a((0, 0), (8, 0))
+    assert list(prefix_true_positives(_a((4, 0), (-1, 0)), truth, 5)) == [1, 2]
+    assert list(prefix_true_positives(np.zeros((0, 2)), truth, 5)) == []
+    assert list(prefix_true_positives(_a((4, 0)), np.zeros((0, 2)), 5)) == [0]
+
+
+def test_best_f1_when_no_pick_is_near_a_truth() -> None:
+    threshold, result = best_f1([_a((50, 50), (60, 60))], [np.array([0.3, 0.7])], [_a((0, 0))], 5)
+    assert result.f1 == 0.0 and threshold == 0.7
 
 
 # -------------------------------------------------------------------------------------- AP

@@ -17,7 +17,7 @@ from scipy.spatial import cKDTree
 
 #: Matching radius as a fraction of the particle diameter (CryoPPP convention).
 MATCH_RADIUS = 0.5
-#: Most distinct thresholds tried by :func:`best_f1` (quantiles of the scores beyond that).
+#: Most distinct thresholds of a :func:`threshold_curve` (quantiles of the scores beyond that).
 MAX_THRESHOLDS = 400
 
 
@@ -125,12 +125,88 @@ def threshold_curve(preds: Sequence[np.ndarray], scores: Sequence[np.ndarray],
     return ThresholdCurve(candidates, np.array(precision), np.array(recall), np.array(f1))
 
 
+def _neighbours(pred: np.ndarray, truth: np.ndarray, radius: float) -> list[list[int]]:
+    """For each pick, the ground-truth centres closer than ``radius`` (as :func:`count_matches`)."""
+    near: list[list[int]] = [[] for _ in range(len(pred))]
+    if len(pred) == 0 or len(truth) == 0:
+        return near
+    pairs = cKDTree(pred).sparse_distance_matrix(cKDTree(truth), radius, output_type="coo_matrix")
+    keep = pairs.data < radius
+    for i, j in zip(pairs.row[keep], pairs.col[keep]):
+        near[int(i)].append(int(j))
+    return near
+
+
+def prefix_true_positives(pred: np.ndarray, truth: np.ndarray, radius: float) -> np.ndarray:
+    """True positives of the first k picks of ``pred``, for k = 1 .. len(pred): the size of a
+    maximum one-to-one matching of each prefix (as :func:`count_matches`), in one pass.
+
+    Picks are added one at a time and each looks for an augmenting path (Kuhn's algorithm); a
+    pick that finds none cannot find one later either, so after every pick the matching is
+    maximum for the picks so far."""
+    pred = np.asarray(pred, dtype=np.float64).reshape(-1, 2)
+    truth = np.asarray(truth, dtype=np.float64).reshape(-1, 2)
+    near = _neighbours(pred, truth, radius)
+    owner = np.full(len(truth), -1, dtype=np.int64)  # the pick each centre is matched to
+    found = np.zeros(len(pred), dtype=np.int64)
+    total = 0
+    for start in range(len(pred)):
+        if near[start] and _augment(start, near, owner):
+            total += 1
+        found[start] = total
+    return found
+
+
+def _augment(start: int, near: list[list[int]], owner: np.ndarray) -> bool:
+    """Extend the matching ``owner`` by an augmenting path from pick ``start`` (iterative
+    depth-first search); True when one was found and applied."""
+    visited: set[int] = set()
+    picks, options, via = [start], [iter(near[start])], []  # via[i]: centre from picks[i] to picks[i + 1]
+    while picks:
+        for centre in options[-1]:
+            if centre in visited:
+                continue
+            visited.add(centre)
+            if owner[centre] < 0:
+                owner[centre] = picks[-1]
+                for i, step in enumerate(via):
+                    owner[step] = picks[i]
+                return True
+            via.append(centre)
+            picks.append(int(owner[centre]))
+            options.append(iter(near[picks[-1]]))
+            break
+        else:
+            picks.pop()
+            options.pop()
+            if via:
+                via.pop()
+    return False
+
+
 def best_f1(preds, scores, truths, radius: float) -> tuple[float, Scores]:
-    """Threshold with the best pooled F1, and the scores there."""
-    curve = threshold_curve(preds, scores, truths, radius)
-    if len(curve.thresholds) == 0:
-        return 0.5, evaluate([np.zeros((0, 2))] * len(truths), truths, radius)
-    threshold = float(curve.thresholds[curve.best_index()])
+    """Threshold with the best pooled F1 over every threshold (the highest among ties), and the
+    scores there: exact, from the true positives of each micrograph's picks taken in score order
+    (:func:`prefix_true_positives`), at each distinct score."""
+    gains, ranked = [], []
+    for pred, score, truth in zip(preds, scores, truths):
+        score = np.asarray(score, dtype=np.float64).ravel()
+        order = np.argsort(-score, kind="stable")
+        pred = np.asarray(pred, dtype=np.float64).reshape(-1, 2)[order]
+        gains.append(np.diff(prefix_true_positives(pred, truth, radius), prepend=0))
+        ranked.append(score[order])
+    n_true = sum(len(np.asarray(t).reshape(-1, 2)) for t in truths)
+    all_scores = np.concatenate(ranked) if ranked else np.zeros(0)
+    if len(all_scores) == 0:
+        threshold = 0.5
+    else:
+        order = np.argsort(-all_scores, kind="stable")
+        ordered = all_scores[order]
+        tp = np.cumsum(np.concatenate(gains)[order])
+        # A threshold lets in every pick of its score: F1 at the last pick of each distinct score.
+        last = np.flatnonzero(np.append(ordered[1:] != ordered[:-1], True))
+        f1 = 2 * tp[last] / (last + 1 + n_true)
+        threshold = float(ordered[last[int(np.argmax(f1 >= f1.max() - 1e-12))]])
     result = evaluate([p[s >= threshold] for p, s in zip(preds, scores)], truths, radius)
     return threshold, result
 
