@@ -5,7 +5,7 @@ are computed once (test-time augmentation, as ``cryounet pick`` does by default)
 ``--cache``. Each post-processing variant (a set of ``pick`` overrides) then recalibrates the
 threshold on ``valid`` exactly as training does (``cryounet.training.validation.validate``: the
 plateau rule with ``train.calibration_tolerance``), because a new scoring rule changes the score
-scale, and scores ``test`` as ``bench/common.py`` does (``cryounet pick --threshold`` its candidate floor, then
+scale, and scores ``test`` as ``bench/common.py`` does (candidates down to its floor, then
 ``cryounet evaluate`` at the calibrated threshold): F1 (auto), best F1 and AP. One line per
 variant, set and model; with several models of a set, also their mean. The cache is keyed by the
 set and the model's weights: delete it after changing the preprocessing or the prediction code.
