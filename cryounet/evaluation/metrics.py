@@ -51,17 +51,22 @@ def count_matches(pred: np.ndarray, true: np.ndarray, radius: float) -> int:
     """Size of the maximum one-to-one matching of ``pred`` to ``true`` within ``radius``."""
     pred = np.asarray(pred, dtype=np.float64).reshape(-1, 2)
     true = np.asarray(true, dtype=np.float64).reshape(-1, 2)
-    if len(pred) == 0 or len(true) == 0:
+    rows, cols = _close_pairs(pred, true, radius)
+    if len(rows) == 0:
         return 0
-    pairs = cKDTree(pred).sparse_distance_matrix(cKDTree(true), radius, output_type="coo_matrix")
     # Distances of exactly 0 would vanish from a sparse matrix: mark adjacency with ones.
-    keep = pairs.data < radius
-    if not keep.any():
-        return 0
-    graph = csr_matrix((np.ones(keep.sum()), (pairs.row[keep], pairs.col[keep])),
-                       shape=(len(pred), len(true)))
+    graph = csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(pred), len(true)))
     matching = maximum_bipartite_matching(graph, perm_type="column")
     return int((matching >= 0).sum())
+
+
+def _close_pairs(pred: np.ndarray, truth: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(pick, centre)`` of every pair closer than ``radius`` (``(N, 2)`` float arrays)."""
+    if len(pred) == 0 or len(truth) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    pairs = cKDTree(pred).sparse_distance_matrix(cKDTree(truth), radius, output_type="coo_matrix")
+    keep = pairs.data < radius
+    return pairs.row[keep], pairs.col[keep]
 
 
 def evaluate(preds: Sequence[np.ndarray], truths: Sequence[np.ndarray], radius: float) -> Scores:
@@ -110,31 +115,21 @@ class ThresholdCurve:
 
 def threshold_curve(preds: Sequence[np.ndarray], scores: Sequence[np.ndarray],
                     truths: Sequence[np.ndarray], radius: float) -> ThresholdCurve:
-    """Re-match at each candidate threshold (all distinct scores, or quantiles if many)."""
-    all_scores = np.concatenate([np.asarray(s, dtype=np.float64) for s in scores]) \
-        if scores else np.zeros(0)
-    candidates = np.unique(all_scores)
+    """Precision, recall and F1 at each candidate threshold (all distinct scores, or quantiles if
+    many), each as a fresh maximum matching of the picks at or above it would give
+    (:func:`ranked_true_positives`)."""
+    ranked, found, n_true = ranked_true_positives(preds, scores, truths, radius)
+    candidates = np.unique(ranked)
     if len(candidates) > MAX_THRESHOLDS:
-        candidates = np.unique(np.quantile(all_scores, np.linspace(0, 1, MAX_THRESHOLDS)))
-    precision, recall, f1 = [], [], []
-    for t in candidates:
-        result = evaluate([p[s >= t] for p, s in zip(preds, scores)], truths, radius)
-        precision.append(result.precision)
-        recall.append(result.recall)
-        f1.append(result.f1)
-    return ThresholdCurve(candidates, np.array(precision), np.array(recall), np.array(f1))
-
-
-def _neighbours(pred: np.ndarray, truth: np.ndarray, radius: float) -> list[list[int]]:
-    """For each pick, the ground-truth centres closer than ``radius`` (as :func:`count_matches`)."""
-    near: list[list[int]] = [[] for _ in range(len(pred))]
-    if len(pred) == 0 or len(truth) == 0:
-        return near
-    pairs = cKDTree(pred).sparse_distance_matrix(cKDTree(truth), radius, output_type="coo_matrix")
-    keep = pairs.data < radius
-    for i, j in zip(pairs.row[keep], pairs.col[keep]):
-        near[int(i)].append(int(j))
-    return near
+        candidates = np.unique(np.quantile(ranked, np.linspace(0, 1, MAX_THRESHOLDS)))
+    # Picks at or above each threshold: a prefix of the ranking, and its true positives.
+    n_pred = np.searchsorted(-ranked, -candidates, side="right")
+    tp = np.concatenate([[0], found])[n_pred]
+    with np.errstate(divide="ignore", invalid="ignore"):  # (the 0 / 0 cases are set to 0)
+        precision = np.where(n_pred > 0, tp / n_pred, 0.0)
+        recall = tp / n_true if n_true else np.zeros(len(candidates))
+        f1 = np.where(n_pred + n_true > 0, 2 * tp / (n_pred + n_true), 0.0)
+    return ThresholdCurve(candidates, precision, recall, f1)
 
 
 def prefix_true_positives(pred: np.ndarray, truth: np.ndarray, radius: float) -> np.ndarray:
@@ -146,7 +141,9 @@ def prefix_true_positives(pred: np.ndarray, truth: np.ndarray, radius: float) ->
     maximum for the picks so far."""
     pred = np.asarray(pred, dtype=np.float64).reshape(-1, 2)
     truth = np.asarray(truth, dtype=np.float64).reshape(-1, 2)
-    near = _neighbours(pred, truth, radius)
+    near: list[list[int]] = [[] for _ in range(len(pred))]
+    for i, j in zip(*_close_pairs(pred, truth, radius)):
+        near[int(i)].append(int(j))
     owner = np.full(len(truth), -1, dtype=np.int64)  # the pick each centre is matched to
     found = np.zeros(len(pred), dtype=np.int64)
     total = 0
@@ -184,10 +181,18 @@ def _augment(start: int, near: list[list[int]], owner: np.ndarray) -> bool:
     return False
 
 
-def best_f1(preds, scores, truths, radius: float) -> tuple[float, Scores]:
-    """Threshold with the best pooled F1 over every threshold (the highest among ties), and the
-    scores there: exact, from the true positives of each micrograph's picks taken in score order
-    (:func:`prefix_true_positives`), at each distinct score."""
+def ranked_true_positives(preds: Sequence[np.ndarray], scores: Sequence[np.ndarray],
+                          truths: Sequence[np.ndarray], radius: float
+                          ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Every pick's score in falling order, the pooled true positives of each prefix of that
+    ranking, and the number of ground-truth centres.
+
+    Each micrograph's picks are taken in score order (:func:`prefix_true_positives`), so the
+    true positives after the last pick of any score are those of a fresh maximum matching of
+    the picks at or above that score, micrograph by micrograph (what :func:`evaluate` counts)."""
+    if len(preds) != len(truths) or len(scores) != len(truths):
+        raise ValueError(f"{len(preds)} pick lists and {len(scores)} score lists for "
+                         f"{len(truths)} ground-truth lists")
     gains, ranked = [], []
     for pred, score, truth in zip(preds, scores, truths):
         score = np.asarray(score, dtype=np.float64).ravel()
@@ -196,19 +201,24 @@ def best_f1(preds, scores, truths, radius: float) -> tuple[float, Scores]:
         gains.append(np.diff(prefix_true_positives(pred, truth, radius), prepend=0))
         ranked.append(score[order])
     n_true = sum(len(np.asarray(t).reshape(-1, 2)) for t in truths)
-    all_scores = np.concatenate(ranked) if ranked else np.zeros(0)
-    if len(all_scores) == 0:
-        threshold = 0.5
-    else:
-        order = np.argsort(-all_scores, kind="stable")
-        ordered = all_scores[order]
-        tp = np.cumsum(np.concatenate(gains)[order])
-        # A threshold lets in every pick of its score: F1 at the last pick of each distinct score.
-        last = np.flatnonzero(np.append(ordered[1:] != ordered[:-1], True))
-        f1 = 2 * tp[last] / (last + 1 + n_true)
-        threshold = float(ordered[last[int(np.argmax(f1 >= f1.max() - 1e-12))]])
-    result = evaluate([p[s >= threshold] for p, s in zip(preds, scores)], truths, radius)
-    return threshold, result
+    if not ranked:
+        return np.zeros(0), np.zeros(0, dtype=np.int64), n_true
+    scores_all = np.concatenate(ranked)
+    order = np.argsort(-scores_all, kind="stable")
+    return scores_all[order], np.cumsum(np.concatenate(gains)[order]), n_true
+
+
+def best_f1(preds, scores, truths, radius: float) -> tuple[float, Scores]:
+    """Threshold with the best pooled F1 over every threshold (the highest among ties), and the
+    scores there: exact, at each distinct score (:func:`ranked_true_positives`)."""
+    ranked, found, n_true = ranked_true_positives(preds, scores, truths, radius)
+    if len(ranked) == 0:
+        return 0.5, Scores(0, 0, n_true)
+    # A threshold lets in every pick of its score: F1 at the last pick of each distinct score.
+    last = np.flatnonzero(np.append(ranked[1:] != ranked[:-1], True))
+    f1 = 2 * found[last] / (last + 1 + n_true)
+    best = last[int(np.argmax(f1 >= f1.max() - 1e-12))]
+    return float(ranked[best]), Scores(int(found[best]), int(best + 1), n_true)
 
 
 def average_precision(preds: Sequence[np.ndarray], scores: Sequence[np.ndarray],
