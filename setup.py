@@ -21,6 +21,9 @@ ENGINE = [
     "albumentations==2.0.8",
     "opencv-python-headless>=4.9,<4.12",
     "tqdm>=4.60",
+    # model.onnx: written by training (the exporter needs onnx), run by the CPU picker.
+    "onnx>=1.16,<1.18",
+    "onnxruntime>=1.17,<1.21",
 ]
 SCIPION = ["scipion-pyworkflow>=3.11", "scipion-em>=3.11"]
 

@@ -9,6 +9,7 @@ also writes the rows.
 
     python bench/ensemble.py --set cryoppp-10947 --group DISK_MODEL,GAUSSIAN_MODEL [--group ...]
                              [--data ../shared/data] [--threads 2] [--no-folds] [--json FILE]
+                             [--backend auto|torch|onnxruntime]
 
 ``--no-folds`` picks with the main network of members trained with ``train.calibration_folds``
 (else their fold networks join the ensemble, ``pick``'s default).
@@ -44,13 +45,15 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the picks")
     parser.add_argument("--no-folds", action="store_true", help="leave out the members' fold networks")
     parser.add_argument("--json", type=Path, help="also write every result row to this file")
+    parser.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
+                        help="what runs the networks (cryounet pick --backend)")
     args = parser.parse_args()
     root = args.data / args.set
     if not root.is_dir():
         print(f"ensemble: no data folder {root}; nothing to measure")
         return 0
     diameter = float(json.loads((root / "meta.json").read_text())["diameter_px"])
-    extra = ["--threads", str(args.threads)] + (["--no-folds"] if args.no_folds else [])
+    extra = ["--threads", str(args.threads), "--backend", args.backend] + (["--no-folds"] if args.no_folds else [])
     rows = []
     for group in args.group:
         models = [Path(m) for m in group.split(",") if m]

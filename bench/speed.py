@@ -73,15 +73,18 @@ def main() -> int:
     parser.add_argument("--model", type=Path, help="model folder (default: train a small one per diameter)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs of one micrograph (min and median)")
     parser.add_argument("--workdir", type=Path, help="keep files here (default: a temp folder)")
-    parser.add_argument("--extra", nargs="*", default=[], help="more arguments for cryounet pick")
+    parser.add_argument("--extra", nargs="*", default=[],
+                        help="more arguments for cryounet pick (e.g. --extra=--backend=torch)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
         for diameter in args.diameters:
             one, many, model = prepare(work, diameter, args.size, args.batch, args.model)
             for variant, flag in (("plain", "--no-tta"), ("tta", "--tta")):
+                # A given model picks at this diameter (its working scale follows it).
+                size = ["--diameter", f"{diameter:g}"] if args.model is not None else []
                 base = PY + ["pick", "--model", str(model), "--overwrite", "--device", "cpu", "--quiet", flag,
-                             *args.extra]
+                             *size, *args.extra]
                 runs = [timed(base + ["--micrographs", str(one), "--output", str(work / "picks_one")])
                         for _ in range(args.repeat)]
                 walls = sorted(w for w, _ in runs)

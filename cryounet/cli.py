@@ -20,7 +20,7 @@ from cryounet import __version__
 from cryounet.errors import CryoUNetError
 from cryounet.process import MALLOC_SETTINGS
 
-COMMANDS = ("train", "refine", "pick", "merge", "evaluate", "postprocess", "simulate", "demo")
+COMMANDS = ("train", "refine", "pick", "merge", "evaluate", "postprocess", "export", "simulate", "demo")
 
 logger = logging.getLogger("cryounet")
 

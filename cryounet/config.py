@@ -292,6 +292,13 @@ class PickConfig:
             and ``cryounet pick`` uses 4 there (4x the micrographs per second with the other GPU
             rules); on the 2-core CPU 2 were 2 % slower than 0, the CPU default (BENCHMARKS.md,
             "GPU"). A setting of the machine that picks, like ``tile_size``.
+        backend: what runs the networks when picking: ``onnxruntime`` (the CPU only; the model
+            folder's ``model.onnx``, written by training, ``cryounet export`` for older models),
+            ``torch``, or ``auto`` (the default): ONNX Runtime on the CPU when every network has a
+            matching ``model.onnx`` and ``precision`` is float32, else PyTorch, the reason logged.
+            The same picks; a cold pick of a 4k micrograph on 2 cores took 0.55x PyTorch's wall
+            time without TTA and 0.8x with it (BENCHMARKS.md "ONNX Runtime on the CPU"). A setting
+            of the machine that picks, like ``tile_size``.
         folds: a model trained with ``train.calibration_folds`` also holds its fold networks
             (``fold_J``); pick with all of them as one ensemble (mean probability, the threshold
             the mean of theirs). Measured better than the main network alone on both shared sets
@@ -315,12 +322,13 @@ class PickConfig:
     saddle_radius: float = 0.4
     precision: str = "float32"
     workers: int = 0
+    backend: str = "auto"
     folds: bool = True
 
 
 #: Settings of the machine that picks, not of the model: a model folder's values are not used;
 #: ``cryounet pick`` starts from the defaults of its device (``cryounet.device.machine_pick_settings``).
-PICK_MACHINE_SETTINGS = ("tile_size", "batch_size", "precision", "workers")
+PICK_MACHINE_SETTINGS = ("tile_size", "batch_size", "precision", "workers", "backend")
 #: The machine settings that differ on a CUDA GPU: more worker threads (the GPU waited for the CPU
 #: work), and, with at least GPU_LARGE_MEMORY_GIB of memory, working images up to 2048 px in one
 #: pass (BENCHMARKS.md, "GPU"). Only such GPUs also pass the symmetries of test-time augmentation as
@@ -330,6 +338,16 @@ GPU_TILE_SIZE = 2048
 GPU_LARGE_MEMORY_GIB = 16
 #: Values of ``pick.precision``.
 PRECISIONS = ("float32", "bfloat16", "float16")
+
+
+def cpu_pick_settings() -> dict[str, Any]:
+    """The defaults of the picking machine's settings (``PICK_MACHINE_SETTINGS``) on the CPU
+    (:func:`cryounet.device.machine_pick_settings` for any device)."""
+    return {name: getattr(PickConfig(), name) for name in PICK_MACHINE_SETTINGS}
+
+
+#: Values of ``pick.backend``.
+BACKENDS = ("auto", "torch", "onnxruntime")
 #: Values of ``pick.tta_symmetries``; models written before the setting existed used 8.
 TTA_SYMMETRY_COUNTS = (4, 8)
 LEGACY_TTA_SYMMETRIES = 8
@@ -490,6 +508,9 @@ class CryoUNetConfig:
                 raise CryoUNetError(f"{source}: refine.{key} must be between 0 and 1 (exclusive)")
         if not self.refine.max_entropy >= 0:
             raise CryoUNetError(f"{source}: refine.max_entropy must not be negative")
+        if self.pick.backend not in BACKENDS:
+            raise CryoUNetError(f"{source}: pick.backend must be one of {', '.join(BACKENDS)}, "
+                                f"got {self.pick.backend!r}")
         if self.pick.precision not in PRECISIONS:
             raise CryoUNetError(f"{source}: pick.precision must be one of {', '.join(PRECISIONS)}, "
                                 f"got {self.pick.precision!r}")

@@ -6,8 +6,7 @@ from typing import Any
 
 import torch
 
-from cryounet.config import (GPU_PICK_WORKERS, GPU_TILE_SIZE, GPU_LARGE_MEMORY_GIB, PICK_MACHINE_SETTINGS,
-                             PickConfig)
+from cryounet.config import GPU_LARGE_MEMORY_GIB, GPU_PICK_WORKERS, GPU_TILE_SIZE, cpu_pick_settings
 from cryounet.errors import CryoUNetError
 
 logger = logging.getLogger(__name__)
@@ -99,7 +98,7 @@ def machine_pick_settings(device: torch.device | str) -> dict[str, Any]:
     """The defaults of the picking machine's settings (``PICK_MACHINE_SETTINGS``) on ``device``:
     :class:`~cryounet.config.PickConfig`'s on the CPU; on a CUDA GPU, ``GPU_PICK_WORKERS`` worker
     threads, and on a :func:`large_gpu` whole working images up to ``GPU_TILE_SIZE`` px in one pass."""
-    settings = {name: getattr(PickConfig(), name) for name in PICK_MACHINE_SETTINGS}
+    settings = cpu_pick_settings()
     if torch.device(device).type == "cuda":
         settings["workers"] = GPU_PICK_WORKERS
         if large_gpu(device):

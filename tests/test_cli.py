@@ -876,7 +876,7 @@ def test_train_init_general(run_cli, sim_data: SimData, tmp_path: Path) -> None:
 
 
 def _pick_spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, tuple[int, int]]]:
-    from cryounet.inference import picker as inference
+    from cryounet.inference import picking as inference
 
     seen: list[tuple[float, tuple[int, int]]] = []
     real = inference.preprocess
@@ -984,8 +984,9 @@ def test_threads_option_sets_torch_threads(run_cli, tiny_model: Path, sim_data: 
     before = torch.get_num_threads()
     try:
         rc, _, err = run_cli("pick", "--model", tiny_model, "--micrographs", sim_data.micrographs[0], "--output",
-                             tmp_path / "p", "--device", "cpu", "--threads", "1", "--no-tta")
+                             tmp_path / "p", "--device", "cpu", "--threads", "1", "--no-tta", "--backend", "torch")
         assert rc == 0 and "using device cpu (1 threads)" in err
+        assert torch.get_num_threads() == 1
         rc, _, err = run_cli("pick", "--model", tiny_model, "--micrographs", sim_data.micrographs[0], "--output",
                              tmp_path / "q", "--threads", "-1")
         assert rc == 2 and "argument --threads" in error_line(err, "pick")

@@ -122,11 +122,13 @@ def test_machine_pick_settings_on_a_gpu(monkeypatch, gib: float, tile: int) -> N
     """More worker threads on a GPU; whole working images up to 2048 px when it has 16 GiB."""
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: _Properties(gib))
     settings = machine_pick_settings("cuda:0")
-    assert settings == {"tile_size": tile, "batch_size": 1, "precision": "float32", "workers": 4}
+    assert settings == {"tile_size": tile, "batch_size": 1, "precision": "float32", "workers": 4,
+                        "backend": "auto"}
 
 
 def test_machine_pick_settings_on_the_cpu_are_pickconfigs() -> None:
     defaults = PickConfig()
     assert machine_pick_settings("cpu") == {"tile_size": defaults.tile_size, "batch_size": defaults.batch_size,
-                                            "precision": defaults.precision, "workers": defaults.workers}
+                                            "precision": defaults.precision, "workers": defaults.workers,
+                                            "backend": defaults.backend}
     assert set(machine_pick_settings("cpu")) == set(PICK_MACHINE_SETTINGS)

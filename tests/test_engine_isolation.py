@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from engine_helpers import REPO
 
@@ -84,3 +86,26 @@ def test_the_command_line_without_torch_says_what_to_install(tmp_path) -> None:
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "internal error: ModuleNotFoundError" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_picking_on_the_cpu_with_a_graph_never_imports_torch(tiny_model: Path, sim_data, tmp_path: Path) -> None:
+    """With model.onnx, ``cryounet pick --device cpu`` runs where torch cannot be imported at all:
+    that is what makes a cold pick start fast (ONNX Runtime, pick.backend)."""
+    proc = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH, "pick", "--model", str(tiny_model),
+                           "--micrographs", str(sim_data.folder), "--output", str(tmp_path / "picks"),
+                           "--device", "cpu", "--threads", "1"],
+                          cwd=REPO, env={**os.environ, "CRYOUNET_TEST_MISSING": "torch"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "ONNX Runtime" in proc.stderr
+    assert len(list((tmp_path / "picks").glob("mic_*.star"))) == len(sim_data.micrographs)
+    # The same without a graph needs torch, and says so.
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    (folder / "model.onnx").unlink()
+    proc = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH, "pick", "--model", str(folder),
+                           "--micrographs", str(sim_data.folder), "--output", str(tmp_path / "picks2"),
+                           "--device", "cpu"],
+                          cwd=REPO, env={**os.environ, "CRYOUNET_TEST_MISSING": "torch"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "no module 'torch'" in proc.stderr.strip().splitlines()[-1]

@@ -492,16 +492,3 @@ def test_threshold_rule_explicit_then_configured_then_calibrated() -> None:
     assert Picker([model], PickConfig(tta=True, threshold=0.6)).threshold(0.8) == pytest.approx(0.8)
     assert Picker([model], PickConfig(tta=False)).threshold(0.0) == 0.0  # 0 is a value, not "auto"
 
-
-def test_axis_tiles_are_the_fewest_equal_tiles_that_fit() -> None:
-    from cryounet.inference.predict import _axis_tiles
-    assert _axis_tiles(608, 1152, 64, 8) == ([0], 608)  # fits: one pass
-    starts, size = _axis_tiles(1312, 1152, 64, 8)  # a 50 px particle on a 4k micrograph
-    assert len(starts) == 2 and size <= 1152 and size % 8 == 0
-    assert size < 720  # two tiles of about half, not two of 1152
-    for length, largest, overlap in ((1312, 512, 64), (4096, 1024, 96), (1000, 256, 0), (264, 256, 64)):
-        starts, size = _axis_tiles(length, largest, overlap, 8)
-        assert size <= largest and all(s % 8 == 0 for s in starts)
-        assert starts[0] == 0 and starts[-1] + size == length
-        assert all(b - a <= size - overlap for a, b in zip(starts, starts[1:]))  # overlap kept
-        assert len(starts) == -(-(length - overlap) // (largest - overlap))  # no more than needed

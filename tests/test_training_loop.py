@@ -103,7 +103,7 @@ def test_learning_rate_in_history_follows_schedule(reference: Path) -> None:
 # ------------------------------------------------------------------------------ training
 def test_training_writes_a_loadable_model_folder(reference: Path, items) -> None:
     names = sorted(p.name for p in reference.iterdir())
-    assert names == ["checkpoint.pt", "config.json", "history.json", "model.safetensors",
+    assert names == ["checkpoint.pt", "config.json", "history.json", "model.onnx", "model.safetensors",
                      "validation_curve.json"]
     history = _history(reference)
     assert [r["epoch"] for r in history] == [1, 2, 3, 4]

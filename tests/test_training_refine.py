@@ -14,7 +14,8 @@ from cryounet.training.data import LabelledMicrograph, load_labelled, split_vali
 from cryounet.errors import CryoUNetError
 from cryounet.models.weights import load_model
 from cryounet.preprocess import Scale
-from cryounet.io.model_folder import REFINE_HISTORY_NAME
+from cryounet.inference.onnx_picker import load_onnx_model
+from cryounet.io.model_folder import REFINE_HISTORY_NAME, weights_digest
 from cryounet.training.refine import binary_entropy, pseudo_label, refine, round_thresholds
 
 
@@ -96,6 +97,8 @@ def test_refine_one_round(tiny_model: Path, sim_data: SimData, tmp_path: Path) -
     assert refined.info.validation["best_f1"] == pytest.approx(best["valid_best_f1"])
     assert refined.info.validation["f1"] == pytest.approx(best["valid_f1"])
     assert not any(p.name.endswith(".tmp") for p in out.iterdir())
+    # Its model.onnx came with it: a graph of the copied weights, so it picks with ONNX Runtime.
+    assert load_onnx_model(out, 1).network.weights_sha256 == weights_digest(out)
 
 
 # ------------------------------------------------------------ accuracy programme: refinement

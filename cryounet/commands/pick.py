@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 from pathlib import Path
+from typing import Any
 
 from cryounet.commands._common import (MICROGRAPHS_HELP, add_device, add_overwrite, diameter, non_negative_int,
                                       positive_int, shard, show_progress)
-from cryounet.config import GPU_PICK_WORKERS, PRECISIONS, PickConfig
+from cryounet.config import BACKENDS, GPU_PICK_WORKERS, PRECISIONS, CryoUNetConfig, PickConfig
 from cryounet.io.model_folder import AUTO_THRESHOLD
 
 name = "pick"
@@ -34,6 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "float32 (default; what thresholds are calibrated with), bfloat16 "
                              "(faster on processors with bfloat16 instructions, probabilities within a "
                              "few thousandths), float16 (CUDA GPUs only)")
+    parser.add_argument("--backend", choices=BACKENDS,
+                        help="what runs the networks (a setting of this machine): onnxruntime (the "
+                             "CPU only, the model's model.onnx; faster, and starts without importing "
+                             "PyTorch), torch, or auto (default: ONNX Runtime on the CPU when every "
+                             "network has a matching model.onnx, else PyTorch, the reason logged)")
     parser.add_argument("--workers", type=non_negative_int, metavar="N",
                         help="threads that read and preprocess micrographs ahead of the network and "
                              f"find peaks behind it (a setting of this machine; default {PickConfig.workers} on "
@@ -58,16 +66,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from cryounet.config import load_config
-    from cryounet.device import machine_pick_settings, resolve_device
+    from cryounet.config import cpu_pick_settings
     from cryounet.inference.batch import pick_micrographs
-    from cryounet.inference.picker import Picker
-    from cryounet.inference.predict import check_precision
     from cryounet.io.micrographs import expand_micrographs
-    from cryounet.io.model_folder import parse_threshold, picking_members
+    from cryounet.io.model_folder import parse_threshold, read_model_info
     from cryounet.io.outputs import claim_output_folder
     from cryounet.io.picks_folder import PICK_PATTERNS, check_stems, select_shard
-    from cryounet.models.weights import load_model
 
     threshold = parse_threshold(args.threshold)
     micrographs = expand_micrographs(args.micrographs)
@@ -75,39 +79,14 @@ def main(args: argparse.Namespace) -> int:
         total = len(micrographs)
         micrographs = select_shard(micrographs, *args.shard)
         logger.info("shard %d/%d: %d of %d micrographs", *args.shard, len(micrographs), total)
-    device = resolve_device(args.device, args.threads)
-    models = [load_model(path, device) for path in args.model]
+    base = read_model_info(args.model[0]).config
+    # The models' picking rules (threshold, NMS, ...) apply; the machine's settings are this machine's.
+    cpu_cfg = _pick_config(args, base, cpu_pick_settings())
+    members = _members(args, cpu_cfg)  # pick.folds is a rule of the model, not of the machine
+    picker = _onnx_picker(args, cpu_cfg, members)
+    if picker is None:
+        picker = _torch_picker(args, base, members)
     check_stems(micrographs)
-    # The models' picking rules (threshold, NMS, ...) apply; the memory settings are this machine's.
-    cfg = models[0].info.config.updated({"pick": machine_pick_settings(device)})
-    if args.config is not None:
-        cfg = load_config(args.config, base=cfg)
-    pick_cfg = cfg.pick
-    if args.batch_size is not None:
-        pick_cfg.batch_size = args.batch_size
-    if args.tta is not None:
-        pick_cfg.tta = args.tta
-    if args.precision is not None:
-        pick_cfg.precision = args.precision
-    if args.workers is not None:
-        pick_cfg.workers = args.workers
-    if args.folds is not None:
-        pick_cfg.folds = args.folds
-    folds = [path for path in picking_members(args.model, pick_cfg.folds) if path not in set(args.model)]
-    if folds:
-        models += [load_model(path, device) for path in folds]
-        logger.info("with %d calibration fold model(s) of %s: an ensemble of %d networks "
-                    "(--no-folds: the given model(s) alone)", len(folds),
-                    ", ".join(str(p) for p in args.model), len(models))
-    if args.diameter is not None:
-        for model in models:
-            model.info.diameter_px = args.diameter
-    check_precision(device, pick_cfg.precision)
-    if pick_cfg.precision != "float32":
-        logger.info("forward passes in %s (autocast); probabilities in float32", pick_cfg.precision)
-    logger.info("picking with tile_size %d, batch_size %d, %d worker thread(s), %s",
-                pick_cfg.tile_size, pick_cfg.batch_size, pick_cfg.workers, pick_cfg.precision)
-    picker = Picker(models, pick_cfg, device)
     folder = claim_output_folder(args.output, "pick", overwrite=args.overwrite, patterns=PICK_PATTERNS)
     summary = pick_micrographs(picker, micrographs, args.output, threshold, show_progress(args),
                                allow_all_skipped=args.allow_all_skipped)
@@ -116,3 +95,110 @@ def main(args: argparse.Namespace) -> int:
                 summary.total, len(summary.picked), summary.threshold,
                 f" ({len(summary.failed)} skipped)" if summary.failed else "", args.output)
     return 0
+
+
+def _pick_config(args: argparse.Namespace, base: CryoUNetConfig, machine: dict[str, Any]) -> PickConfig:
+    """The pick settings: the first model's rules, ``machine``'s settings, then ``--config``'s and
+    the command line's."""
+    from cryounet.config import load_config
+
+    cfg = base.updated({"pick": machine})
+    if args.config is not None:
+        cfg = load_config(args.config, base=cfg)
+    pick_cfg = cfg.pick
+    for option in ("batch_size", "tta", "precision", "workers", "folds", "backend"):
+        if getattr(args, option) is not None:
+            setattr(pick_cfg, option, getattr(args, option))
+    return pick_cfg
+
+
+def _members(args: argparse.Namespace, pick_cfg: PickConfig) -> list[Path]:
+    """The model folders to pick with: the given ones, then their calibration fold models."""
+    from cryounet.io.model_folder import picking_members
+
+    given = list(args.model)
+    folds = [path for path in picking_members(given, pick_cfg.folds) if path not in set(given)]
+    if folds:
+        logger.info("with %d calibration fold model(s) of %s: an ensemble of %d networks "
+                    "(--no-folds: the given model(s) alone)", len(folds),
+                    ", ".join(str(p) for p in given), len(given) + len(folds))
+    return given + folds
+
+
+def _cuda_impossible() -> bool:
+    """Whether this machine certainly has no CUDA GPU, known without importing torch: Linux
+    without the NVIDIA driver (which every CUDA GPU needs, in a container too)."""
+    return sys.platform.startswith("linux") and not Path("/proc/driver/nvidia/version").exists()
+
+
+def _onnx_picker(args: argparse.Namespace, pick_cfg: PickConfig, members: list[Path]):
+    """An :class:`~cryounet.inference.onnx_picker.OnnxPicker` when ``pick.backend`` and this
+    machine allow it (see :class:`~cryounet.config.PickConfig`), else None (PyTorch picks; the
+    reason is logged). ``--backend onnxruntime`` raises instead of falling back."""
+    from cryounet.errors import CryoUNetError
+
+    device = "auto" if args.device is None else args.device.strip().lower()
+    if pick_cfg.backend == "torch":
+        return None
+    explicit = pick_cfg.backend == "onnxruntime"
+    reason = None
+    if device not in ("cpu", "auto"):
+        reason = f"ONNX Runtime picks on the CPU only, and --device {args.device} asks for a GPU"
+    elif device == "auto" and not explicit and not _cuda_impossible():
+        reason = "this machine may have a CUDA GPU (pass --device cpu to pick on the CPU with it)"
+    elif pick_cfg.precision != "float32":
+        reason = f"ONNX Runtime picks in float32, and pick.precision is {pick_cfg.precision}"
+    if reason is None:
+        from cryounet.inference.onnx_picker import runtime_version
+
+        version = runtime_version()
+        if version is None:
+            reason = "ONNX Runtime is not installed (pip install onnxruntime)"
+    if reason is None:
+        from cryounet.inference.onnx_picker import OnnxPicker, OnnxUnusable, load_onnx_model
+
+        threads = args.threads or len(os.sched_getaffinity(0))
+        try:
+            models = [load_onnx_model(path, threads) for path in members]
+        except OnnxUnusable as exc:
+            reason = str(exc)
+    if reason is not None:
+        if explicit:
+            raise CryoUNetError(f"--backend onnxruntime cannot pick here: {reason}")
+        logger.info("picking with PyTorch: %s", reason)
+        return None
+    if device == "auto" and not _cuda_impossible():
+        logger.info("--backend onnxruntime: running on the CPU although this machine may have a CUDA GPU")
+    logger.info("using device cpu (%d threads, ONNX Runtime %s; --backend torch for PyTorch)", threads, version)
+    _set_diameter(args, models)
+    _log_settings(pick_cfg)
+    return OnnxPicker(models, pick_cfg)
+
+
+def _torch_picker(args: argparse.Namespace, base: CryoUNetConfig, members: list[Path]):
+    """A :class:`~cryounet.inference.picker.Picker` on ``--device``."""
+    from cryounet.device import machine_pick_settings, resolve_device
+    from cryounet.inference.picker import Picker
+    from cryounet.inference.predict import check_precision
+    from cryounet.models.weights import load_model
+
+    device = resolve_device(args.device, args.threads)
+    pick_cfg = _pick_config(args, base, machine_pick_settings(device))
+    models = [load_model(path, device) for path in members]
+    _set_diameter(args, models)
+    check_precision(device, pick_cfg.precision)
+    if pick_cfg.precision != "float32":
+        logger.info("forward passes in %s (autocast); probabilities in float32", pick_cfg.precision)
+    _log_settings(pick_cfg)
+    return Picker(models, pick_cfg, device)
+
+
+def _set_diameter(args: argparse.Namespace, models: list) -> None:
+    if args.diameter is not None:
+        for model in models:
+            model.info.diameter_px = args.diameter
+
+
+def _log_settings(pick_cfg: PickConfig) -> None:
+    logger.info("picking with tile_size %d, batch_size %d, %d worker thread(s), %s",
+                pick_cfg.tile_size, pick_cfg.batch_size, pick_cfg.workers, pick_cfg.precision)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 from cryounet.errors import CryoUNetError, InputFileError
-from cryounet.inference.picker import Picker
+from cryounet.inference.picking import BasePicker
 from cryounet.io.coordinates import INDEX_NAME, Picks, write_star_index, write_star_picks
 from cryounet.io.mrc import read_micrograph
 from cryounet.io.picks_folder import warn_if_empty, write_skipped
@@ -56,7 +56,7 @@ class _InTurn:
         return future
 
 
-def pick_micrographs(picker: Picker, micrographs: Sequence[Path], output: Path,
+def pick_micrographs(picker: BasePicker, micrographs: Sequence[Path], output: Path,
                      threshold: float | None, progress: bool = True,
                      allow_all_skipped: bool = False, workers: int | None = None) -> PickSummary:
     """Pick each micrograph, write its STAR file as soon as it is done, then the index.

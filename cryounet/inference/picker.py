@@ -1,9 +1,8 @@
-"""Picking one micrograph with a model or an ensemble: preprocessing, mean probability (spread as
-uncertainty), peaks as picks in input pixels."""
+"""Picking with PyTorch networks (any device): :class:`Picker` computes the probability maps of a
+model or an ensemble; the rest is :class:`cryounet.inference.picking.BasePicker`'s."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -11,14 +10,12 @@ import torch
 
 from cryounet.config import PickConfig
 from cryounet.device import preferred_layout
-from cryounet.errors import CryoUNetError
+from cryounet.inference.picking import BasePicker, PickResult, peaks_to_picks
 from cryounet.inference.predict import forward_precision, predict_probability, symmetries_together
-from cryounet.io.coordinates import Picks
-from cryounet.io.model_folder import picking_threshold
 from cryounet.models.fusion import fold_batch_norms
 from cryounet.models.weights import LoadedModel
-from cryounet.postprocess.peaks import candidate_peaks
-from cryounet.preprocess import Scale, preprocess
+
+__all__ = ["MIN_TILE_SIZE", "Picker", "PickResult", "peaks_to_picks"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,38 +23,18 @@ logger = logging.getLogger(__name__)
 MIN_TILE_SIZE = 256
 
 
-@dataclass
-class PickResult:
-    """Picks of one micrograph (input pixels) and the maps they came from (working pixels)."""
+class Picker(BasePicker):
+    """Picks micrographs with one PyTorch model or an ensemble (mean probability, spread as
+    uncertainty), on ``device``.
 
-    picks: Picks
-    scale: Scale
-    probability: np.ndarray
-    spread: np.ndarray | None
-
-
-class Picker:
-    """Picks micrographs with one model or an ensemble (mean probability, spread as uncertainty).
-
-    All models of an ensemble must share the particle diameter and preprocessing, so that their
-    probability maps are on the same grid. The picker rewrites the networks of eval-mode models for
-    inference (batch normalisations folded into their convolutions; channels-last on the CPU):
-    pick with them, do not train or save them afterwards.
+    The picker rewrites the networks of eval-mode models for inference (batch normalisations
+    folded into their convolutions; channels-last on the CPU): pick with them, do not train or save
+    them afterwards.
     """
 
     def __init__(self, models: Sequence[LoadedModel], pick: PickConfig,
                  device: torch.device | str = "cpu") -> None:
-        if not models:
-            raise CryoUNetError("no model given")
-        first = models[0]
-        for other in models[1:]:
-            if other.info.diameter_px != first.info.diameter_px or \
-                    other.info.config.preprocess != first.info.config.preprocess:
-                raise CryoUNetError(
-                    f"models {first.path} and {other.path} use different particle diameters or "
-                    "preprocessing and cannot be combined in one ensemble"
-                )
-        self.models = list(models)
+        super().__init__(models, pick)
         for model in self.models:
             # One pass over each feature map instead of two, in the device's fastest layout (same
             # values to float32 rounding, BENCHMARKS.md "Speed"); the picker owns its networks now.
@@ -68,22 +45,9 @@ class Picker:
             # A picking run passes images of one size again and again: let cuDNN time its
             # algorithms once per size and keep the fastest (BENCHMARKS.md, "GPU").
             torch.backends.cudnn.benchmark = True
-        self.pick = pick
         self.device = device
         #: TTA symmetries as one batch (:func:`symmetries_together`); off after running out of memory.
         self.together = symmetries_together(device)
-        calibrated = sorted({m.info.config.pick.tta_symmetries for m in self.models})
-        if pick.tta and calibrated != [pick.tta_symmetries]:
-            logger.warning("test-time augmentation over %d symmetries, but the TTA thresholds of these "
-                           "models were calibrated over %s: the automatic threshold may be off",
-                           pick.tta_symmetries, " and ".join(map(str, calibrated)))
-        self.diameter = first.info.diameter_px
-        self.preprocess_cfg = first.info.config.preprocess
-
-    def threshold(self, explicit: float | None = None) -> float:
-        """The threshold this picker picks at (:func:`cryounet.io.model_folder.picking_threshold`):
-        ``explicit``, else ``pick.threshold``, else the models' calibrated one for ``pick.tta``."""
-        return picking_threshold([m.info for m in self.models], self.pick.tta, explicit, self.pick.threshold)
 
     def probability(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Mean probability over the ensemble (and its standard deviation when > 1 model).
@@ -103,10 +67,7 @@ class Picker:
             except torch.cuda.OutOfMemoryError as exc:
                 if not self._use_less_memory(exc):
                     raise
-        if len(maps) == 1:
-            return maps[0], None
-        stack = np.stack(maps)
-        return stack.mean(axis=0), stack.std(axis=0)
+        return self.combine(maps)
 
     def _use_less_memory(self, exc: Exception) -> bool:
         """After running out of device memory: TTA symmetries one after another, else half the
@@ -128,34 +89,3 @@ class Picker:
             return False
         logger.warning("out of memory on %s (%s): %s", self.device, reason, change)
         return True
-
-    def prepare(self, micrograph: np.ndarray) -> tuple[np.ndarray, Scale]:
-        """The working image of one micrograph and its :class:`Scale` (no network; safe to call
-        from other threads while :meth:`probability` runs)."""
-        return preprocess(micrograph, self.diameter, self.preprocess_cfg)
-
-    def finish(self, prob: np.ndarray, spread: np.ndarray | None, scale: Scale,
-               threshold: float | None) -> Picks:
-        """Picks (input pixels) from the maps of :meth:`probability` (no network; thread-safe)."""
-        return peaks_to_picks(prob, spread, scale, self.diameter, self.pick, threshold)
-
-    def pick_image(self, micrograph: np.ndarray, threshold: float | None) -> PickResult:
-        """Pick one micrograph (input pixels); ``threshold`` None keeps every candidate above
-        ``min_score`` (for calibration and curves)."""
-        image, scale = self.prepare(micrograph)
-        prob, spread = self.probability(image)
-        return PickResult(self.finish(prob, spread, scale, threshold), scale, prob, spread)
-
-
-def peaks_to_picks(prob: np.ndarray, spread: np.ndarray | None, scale: Scale, diameter: float,
-                   pick: PickConfig, threshold: float | None) -> Picks:
-    """Peaks of a working-scale probability map as picks in input pixels."""
-    working_diameter = diameter / scale.factors[0]
-    min_score = pick.min_score if threshold is None else max(threshold, 1e-6)
-    xy, scores = candidate_peaks(prob, working_diameter, pick, min_score)
-    uncertainty = None
-    if spread is not None:
-        iy = np.clip(np.round(xy[:, 1]).astype(int), 0, prob.shape[0] - 1)
-        ix = np.clip(np.round(xy[:, 0]).astype(int), 0, prob.shape[1] - 1)
-        uncertainty = spread[iy, ix].astype(np.float64)
-    return Picks(scale.to_input(xy), scores, uncertainty)

@@ -1,11 +1,5 @@
-"""Full-micrograph prediction with optional test-time augmentation, tiled only when needed.
-
-Memory is bounded by the largest tile side: a working-scale image that fits is done in one pass
-(the fastest: no pixel is computed twice); a larger one is cut into the fewest overlapping tiles of
-equal size that fit, so the overlap computed twice stays small. Tile starts are multiples of the
-network's pooling factor (every tile sees the same pooling grid as the whole image), and each tile
-contributes only its centre, away from the tile borders.
-"""
+"""Full-micrograph prediction with PyTorch, with optional test-time augmentation, tiled only when
+needed (the tiling is :mod:`cryounet.inference.tiling`'s)."""
 from __future__ import annotations
 
 import contextlib
@@ -15,46 +9,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from cryounet.config import check_tta_symmetries
 from cryounet.device import large_gpu
 from cryounet.errors import CryoUNetError
+from cryounet.inference.tiling import fits_one_tile, predict_tiled, tta_symmetries
 
 
 def _multiple(network: nn.Module) -> int:
     return int(getattr(network, "multiple", 1))
-
-
-def _tile_starts(length: int, tile: int, step: int) -> list[int]:
-    """Tile starts covering ``length`` (a multiple of the pooling factor, as are ``tile`` and
-    ``step``): every ``step``, the last one ending exactly at ``length``."""
-    if length <= tile:
-        return [0]
-    starts = list(range(0, length - tile, step))
-    if starts[-1] + tile < length:
-        starts.append(length - tile)
-    return starts
-
-
-def _axis_tiles(length: int, largest: int, overlap: int, multiple: int) -> tuple[list[int], int]:
-    """``(starts, size)`` of the fewest tiles of one size, at most ``largest``, that cover
-    ``length`` with at least ``overlap`` pixels shared by neighbours (all multiples of
-    ``multiple``, as ``length`` and ``largest`` are)."""
-    if length <= largest:
-        return [0], length
-    count = -(-(length - overlap) // (largest - overlap))
-    size = min(largest, -(-(length + (count - 1) * overlap) // (count * multiple)) * multiple)
-    step = max(multiple, ((size - overlap) // multiple) * multiple)
-    return _tile_starts(length, size, step), size
-
-
-def _pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
-    """Pad bottom/right to a multiple of ``multiple`` exactly as the U-Net pads its input."""
-    ny, nx = image.shape
-    pad_y, pad_x = (-ny) % multiple, (-nx) % multiple
-    if not (pad_y or pad_x):
-        return image
-    mode = "reflect" if min(ny, nx) > max(pad_y, pad_x) else "edge"
-    return np.pad(image, ((0, pad_y), (0, pad_x)), mode=mode)
 
 
 def _dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -92,13 +53,6 @@ def check_precision(device: torch.device | str, precision: str) -> None:
     if precision == "float16" and device_type != "cuda":
         raise CryoUNetError(f"pick.precision float16 needs a CUDA GPU, and this pick runs on {device_type}; "
                             "use bfloat16 on the CPU (or float32)")
-
-
-def tta_symmetries(count: int) -> tuple[int, ...]:
-    """The symmetries (indices of :func:`_dihedral`) that test-time augmentation averages over:
-    8, every flip and rotation of the square; 4, the four rotations (``pick.tta_symmetries``)."""
-    check_tta_symmetries(count)
-    return tuple(range(count))
 
 
 def symmetries_together(device: torch.device | str) -> bool:
@@ -166,36 +120,14 @@ def predict_probability(
     """
     image = np.asarray(image, dtype=np.float32)
     together = symmetries_together(device) if together is None else together
-    ny, nx = image.shape
     m = _multiple(network)
-    tile = int(np.ceil(tile_size / m) * m)
-    overlap = min(int(overlap), tile - m)
-    if ny <= tile and nx <= tile:
+    if fits_one_tile(image.shape, tile_size, m):
         batch = torch.from_numpy(image)[None, None].to(device)
         return _forward_probability(network, batch, tta, tta_symmetries, together)[0, 0].float().cpu().numpy()
 
-    # Pad once to the pooling multiple, as the network would pad the whole image; tiles then
-    # never leave the padded image and see exactly the same values as a whole-image pass.
-    padded = _pad_to_multiple(image, m)
-    py, px = padded.shape
-    (ys, th), (xs, tw) = _axis_tiles(py, tile, overlap, m), _axis_tiles(px, tile, overlap, m)
-    out = np.zeros((ny, nx), dtype=np.float32)
-    half = overlap // 2
-
-    def keep_range(starts: list[int], i: int, size: int, length: int) -> tuple[int, int]:
-        lo = 0 if i == 0 else starts[i] + half
-        hi = length if i == len(starts) - 1 else starts[i] + size - (overlap - half)
-        return lo, min(hi, length)
-
-    positions = [(iy, ix) for iy in range(len(ys)) for ix in range(len(xs))]
-    for b in range(0, len(positions), batch_size):
-        chunk = positions[b : b + batch_size]
-        tiles = np.stack([padded[ys[iy] : ys[iy] + th, xs[ix] : xs[ix] + tw] for iy, ix in chunk])
+    def probability(tiles: np.ndarray) -> np.ndarray:
         prob = _forward_probability(network, torch.from_numpy(tiles)[:, None].to(device), tta,
                                     tta_symmetries, together)
-        prob = prob[:, 0].float().cpu().numpy()
-        for (iy, ix), p in zip(chunk, prob):
-            y0, y1 = keep_range(ys, iy, th, ny)
-            x0, x1 = keep_range(xs, ix, tw, nx)
-            out[y0:y1, x0:x1] = p[y0 - ys[iy] : y1 - ys[iy], x0 - xs[ix] : x1 - xs[ix]]
-    return out
+        return prob[:, 0].float().cpu().numpy()
+
+    return predict_tiled(probability, image, m, tile_size, overlap, batch_size)

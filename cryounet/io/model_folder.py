@@ -2,11 +2,13 @@
 
 A model folder is data, never code: ``model.safetensors`` (weights, see
 :mod:`cryounet.models.weights`), ``config.json`` (:class:`ModelInfo`), ``history.json`` and
-``validation_curve.json``. This module imports no torch, so the Scipion plugin reads model folders
-through it without loading the network libraries.
+``validation_curve.json``, and for fast CPU picking ``model.onnx`` (the same network as an ONNX
+graph, written by training; see :mod:`cryounet.inference.onnx_picker`). This module imports no
+torch, so the Scipion plugin reads model folders through it without loading the network libraries.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -26,6 +28,13 @@ from cryounet.io.outputs import is_incomplete
 logger = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
+#: The network as an ONNX graph for picking on the CPU without PyTorch (batch norms folded; a
+#: derived copy of the weights, made by training; a folder without it picks with PyTorch).
+ONNX_NAME = "model.onnx"
+#: Keys of ``model.onnx``'s metadata: the SHA-256 of the ``model.safetensors`` it was made from (a
+#: graph that does not match the folder's weights is not used) and the network's pooling multiple.
+ONNX_WEIGHTS_KEY = "cryounet_weights_sha256"
+ONNX_MULTIPLE_KEY = "cryounet_multiple"
 CONFIG_NAME = "config.json"
 HISTORY_NAME = "history.json"
 CURVE_NAME = "validation_curve.json"
@@ -46,7 +55,7 @@ RESUME_FILES = (CHECKPOINT_NAME, MAIN_EPOCHS_NAME)
 FOLD_PREFIX = "fold_"
 #: What ``train`` and ``refine`` write in a model folder (what ``--overwrite`` removes from a folder
 #: without a marker of :mod:`cryounet.io.outputs`).
-MODEL_PATTERNS = (WEIGHTS_NAME, CONFIG_NAME, HISTORY_NAME, CURVE_NAME, REFINE_HISTORY_NAME, CHECKPOINT_NAME,
+MODEL_PATTERNS = (WEIGHTS_NAME, ONNX_NAME, CONFIG_NAME, HISTORY_NAME, CURVE_NAME, REFINE_HISTORY_NAME, CHECKPOINT_NAME,
                   MAIN_EPOCHS_NAME, "round_*", FOLD_PREFIX + "*")
 
 
@@ -226,6 +235,15 @@ def check_model_folder(folder: str | os.PathLike[str]) -> list[str]:
     except CryoUNetError as exc:
         return [str(exc)]
     return []
+
+
+def weights_digest(folder: str | os.PathLike[str]) -> str:
+    """SHA-256 (hex) of a model folder's ``model.safetensors``: what ties ``model.onnx`` to it."""
+    digest = hashlib.sha256()
+    with open(Path(folder) / WEIGHTS_NAME, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 #: Largest safetensors JSON header accepted (a CryoUNet header is a few kB).

@@ -27,6 +27,7 @@ from cryounet.errors import CryoUNetError
 from cryounet.io.atomic import atomic_path, write_json
 from cryounet.io.model_folder import (CHECKPOINT_NAME, CURVE_NAME, HISTORY_NAME, WEIGHTS_NAME, ModelInfo,
                                       read_json_list)
+from cryounet.models.onnx_export import export_onnx
 from cryounet.models.registry import build_model
 from cryounet.models.weights import load_weights, save_model
 from cryounet.training.augment import build_augmenter
@@ -263,6 +264,7 @@ def _finish(run: _Run, progress: _Progress, valid_items: Sequence[LabelledMicrog
     with_tta = validate(evaluated, valid_items, cfg, device, tta=True)
     save_model(output, evaluated, ModelInfo(cfg, diameter_px, best.threshold, best.metrics(),
                                             with_tta.threshold, with_tta.metrics()))
+    export_onnx(evaluated, output)  # picking on the CPU without PyTorch (pick.backend)
     logger.info("with test-time augmentation: validation F1 %.3f at threshold %.3f",
                 with_tta.f1, with_tta.threshold)
     return best

@@ -24,8 +24,9 @@ from cryounet.device import preferred_layout
 from cryounet.errors import CryoUNetError
 from cryounet.inference.predict import predict_probability
 from cryounet.io.atomic import write_json
-from cryounet.io.model_folder import (CONFIG_NAME, CURVE_NAME, HISTORY_NAME, REFINE_HISTORY_NAME, WEIGHTS_NAME,
-                                      ModelInfo)
+from cryounet.io.model_folder import (CONFIG_NAME, CURVE_NAME, HISTORY_NAME, ONNX_NAME, REFINE_HISTORY_NAME,
+                                      WEIGHTS_NAME, ModelInfo)
+from cryounet.models.onnx_export import export_onnx
 from cryounet.models.weights import LoadedModel, load_weights, save_model
 from cryounet.postprocess.peaks import find_peaks
 from cryounet.training.data import LabelledMicrograph
@@ -108,10 +109,12 @@ def _round_micrographs(labels: list[PseudoLabels], rc: RefineConfig, round_index
 
 def _copy_model_files(source: Path, output: Path) -> None:
     """Copy the model files of the chosen round into ``output``, each atomically."""
-    for name in (WEIGHTS_NAME, CONFIG_NAME, CURVE_NAME, HISTORY_NAME):
+    for name in (WEIGHTS_NAME, ONNX_NAME, CONFIG_NAME, CURVE_NAME, HISTORY_NAME):
         if (source / name).is_file():
             shutil.copyfile(source / name, output / f".{name}.tmp")
             (output / f".{name}.tmp").replace(output / name)
+        elif name == ONNX_NAME:
+            (output / name).unlink(missing_ok=True)  # a graph of other weights must not stay
 
 
 def refine(
@@ -150,6 +153,7 @@ def refine(
     save_model(output / "round_0", network, ModelInfo(cfg, model.info.diameter_px, base.threshold,
                                                       base.metrics(), base_tta.threshold,
                                                       base_tta.metrics()))
+    export_onnx(network, output / "round_0")
     write_json(output / "round_0" / CURVE_NAME, base.curve.as_dict())
     checkpoints = [output / "round_0" / WEIGHTS_NAME]
     for r in range(rc.rounds):
