@@ -4,6 +4,7 @@ cryounet.models.onnx_export, cryounet.commands.export)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file, save_file
 
-from engine_helpers import AffineNet, SimData, loaded_model, spots_micrograph
+from engine_helpers import AffineNet, SimData, error_line, loaded_model, spots_micrograph
 
 from cryounet.config import ModelConfig, PickConfig
 from cryounet.errors import CryoUNetError
@@ -107,6 +108,22 @@ def test_a_graph_of_other_weights_or_none_is_not_used(tiny_model: Path, tmp_path
     (folder / ONNX_NAME).unlink()
     with pytest.raises(OnnxUnusable, match=f"no {ONNX_NAME}"):
         load_onnx_model(folder, 1)
+
+
+def test_a_graph_of_another_network_is_not_used(run_cli, tiny_model: Path, sim_data: SimData,
+                                                tmp_path: Path) -> None:
+    """config.json describing another network than the weights and graph: the graph is not used,
+    and PyTorch refuses the folder as it always did (the weights do not fit)."""
+    folder = _copy(tiny_model, tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["config"]["model"]["base_channels"] *= 2
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(OnnxUnusable, match="another network"):
+        load_onnx_model(folder, 1)
+    rc, _, err = run_cli("pick", "--model", folder, "--micrographs", sim_data.micrographs[0], "--output",
+                         tmp_path / "out", "--device", "cpu")
+    assert rc != 0
+    assert "model.safetensors" in error_line(err, "pick")
 
 
 def test_a_graph_that_does_not_generalise_is_not_written(tmp_path: Path,

@@ -5,8 +5,8 @@ same network as its ``model.safetensors``. ONNX Runtime imports in 0.1 s where t
 1 s, and computes no slower: a cold single pick of a 4k micrograph took 0.55x PyTorch's wall time
 without test-time augmentation and 0.8x with it, a warm batch with it the same time (2 cores,
 BENCHMARKS.md, "ONNX Runtime on the CPU"). The maps equal PyTorch's to float32 rounding, tiling
-and test-time augmentation included, so the calibrated thresholds hold. A graph is used only when its recorded SHA-256
-matches the folder's weights.
+and test-time augmentation included, so the calibrated thresholds hold. A graph is used only when
+it was made from the folder's weights (their SHA-256) for the network its config.json describes.
 """
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from cryounet.errors import CryoUNetError, InputFileError
 from cryounet.inference.picking import BasePicker
 from cryounet.inference.tiling import (dihedral, dihedral_inverse, fits_one_tile, pad_to_multiple,
                                        predict_tiled, tta_symmetries)
-from cryounet.io.model_folder import (ONNX_MULTIPLE_KEY, ONNX_NAME, ONNX_WEIGHTS_KEY, WEIGHTS_NAME, ModelInfo,
-                                      read_model_info, weights_digest)
+from cryounet.io.model_folder import (CONFIG_NAME, ONNX_MULTIPLE_KEY, ONNX_NAME, ONNX_NETWORK_KEY, ONNX_WEIGHTS_KEY,
+                                      WEIGHTS_NAME, ModelInfo, network_signature, read_model_info, weights_digest)
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class OnnxNetwork:
         except (KeyError, ValueError):
             raise InputFileError(path, f"not a CryoUNet graph (no {ONNX_MULTIPLE_KEY} in its metadata)") from None
         self.weights_sha256 = meta.get(ONNX_WEIGHTS_KEY, "")
+        self.network_signature = meta.get(ONNX_NETWORK_KEY, "")
         self.input = self.session.get_inputs()[0].name
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -88,7 +89,7 @@ class OnnxUnusable(CryoUNetError):
 
 def load_onnx_model(folder: str | os.PathLike[str], threads: int) -> OnnxModel:
     """The ONNX network of a model folder, after checking that it was made from the folder's
-    weights.
+    weights for the network its config.json describes.
 
     Raises:
         OnnxUnusable: why this folder cannot pick with ONNX Runtime.
@@ -107,6 +108,8 @@ def load_onnx_model(folder: str | os.PathLike[str], threads: int) -> OnnxModel:
         raise OnnxUnusable(str(exc)) from None
     if network.weights_sha256 != weights_digest(folder):
         raise OnnxUnusable(f"{path} was made from other weights than {folder / WEIGHTS_NAME}")
+    if network.network_signature != network_signature(info):
+        raise OnnxUnusable(f"{path} was made for another network than {folder / CONFIG_NAME} describes")
     return OnnxModel(network, info, folder)
 
 

@@ -8,6 +8,7 @@ torch, so the Scipion plugin reads model folders through it without loading the 
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -31,10 +32,12 @@ WEIGHTS_NAME = "model.safetensors"
 #: The network as an ONNX graph for picking on the CPU without PyTorch (batch norms folded; a
 #: derived copy of the weights, made by training; a folder without it picks with PyTorch).
 ONNX_NAME = "model.onnx"
-#: Keys of ``model.onnx``'s metadata: the SHA-256 of the ``model.safetensors`` it was made from (a
-#: graph that does not match the folder's weights is not used) and the network's pooling multiple.
+#: Keys of ``model.onnx``'s metadata: the SHA-256 of the ``model.safetensors`` it was made from and
+#: the ``model`` section of the config.json it was made with (:func:`network_signature`; a graph that
+#: does not match the folder's weights and network is not used), and the network's pooling multiple.
 ONNX_WEIGHTS_KEY = "cryounet_weights_sha256"
 ONNX_MULTIPLE_KEY = "cryounet_multiple"
+ONNX_NETWORK_KEY = "cryounet_network"
 CONFIG_NAME = "config.json"
 HISTORY_NAME = "history.json"
 CURVE_NAME = "validation_curve.json"
@@ -244,6 +247,12 @@ def weights_digest(folder: str | os.PathLike[str]) -> str:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def network_signature(info: ModelInfo) -> str:
+    """The network a model folder's config.json describes (its ``model`` section, as canonical
+    JSON): what ``model.onnx`` must have been made with, besides the weights."""
+    return json.dumps(dataclasses.asdict(info.config.model), sort_keys=True)
 
 
 #: Largest safetensors JSON header accepted (a CryoUNet header is a few kB).

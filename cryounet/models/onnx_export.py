@@ -2,7 +2,8 @@
 
 The graph is a derived copy of ``model.safetensors`` (which stays the model): batch norms folded
 into the convolutions, any batch size and image size that is a multiple of the network's pooling
-factor. It carries the SHA-256 of the weights it was made from, and is only written after ONNX
+factor. It carries the SHA-256 of the weights it was made from and the network section of the
+folder's config.json (``io.model_folder.network_signature``), and is only written after ONNX
 Runtime reproduced PyTorch's output on a second, differently shaped input; an architecture whose
 graph does not generalise (the bottleneck's self-attention fixes its sizes when traced) gets no
 ``model.onnx`` and picks with PyTorch.
@@ -22,7 +23,8 @@ import torch
 from torch import nn
 
 from cryounet.io.atomic import atomic_path
-from cryounet.io.model_folder import ONNX_MULTIPLE_KEY, ONNX_NAME, ONNX_WEIGHTS_KEY, weights_digest
+from cryounet.io.model_folder import (ONNX_MULTIPLE_KEY, ONNX_NAME, ONNX_NETWORK_KEY, ONNX_WEIGHTS_KEY,
+                                      network_signature, read_model_info, weights_digest)
 from cryounet.models.fusion import fold_batch_norms
 
 logger = logging.getLogger(__name__)
@@ -52,7 +54,9 @@ def export_onnx(network: nn.Module, folder: str | os.PathLike[str]) -> str | Non
     fold_batch_norms(graph)
     m = int(getattr(graph, "multiple", 1))
     try:
-        data = _trace(graph, m, weights_digest(folder))
+        metadata = {ONNX_WEIGHTS_KEY: weights_digest(folder), ONNX_MULTIPLE_KEY: str(m),
+                    ONNX_NETWORK_KEY: network_signature(read_model_info(folder, allow_incomplete=True))}
+        data = _trace(graph, m, metadata)
         problem = _reproduces(graph, data, m, onnxruntime)
     except Exception as exc:  # the exporter's errors have no common type
         problem = f"the exporter failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
@@ -71,9 +75,8 @@ def _without(target: Path, reason: str) -> str:
     return reason
 
 
-def _trace(graph: nn.Module, multiple: int, digest: str) -> bytes:
-    """The ONNX bytes of ``graph`` (dynamic batch and image sides), with the weights' digest and
-    the pooling multiple in its metadata."""
+def _trace(graph: nn.Module, multiple: int, metadata: dict[str, str]) -> bytes:
+    """The ONNX bytes of ``graph`` (dynamic batch and image sides), with ``metadata``."""
     import onnx
 
     buffer = io.BytesIO()
@@ -87,7 +90,7 @@ def _trace(graph: nn.Module, multiple: int, digest: str) -> bytes:
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes})
     model = onnx.load_from_string(buffer.getvalue())
-    for key, value in ((ONNX_WEIGHTS_KEY, digest), (ONNX_MULTIPLE_KEY, str(multiple))):
+    for key, value in metadata.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     return model.SerializeToString()
