@@ -126,8 +126,8 @@ def test_a_graph_of_another_network_is_not_used(run_cli, tiny_model: Path, sim_d
     assert "model.safetensors" in error_line(err, "pick")
 
 
-def test_a_graph_that_does_not_generalise_is_not_written(tmp_path: Path,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_a_graph_that_does_not_generalise_is_not_written(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
     """The bottleneck's self-attention does not export (or would fix its sizes when traced): no
     model.onnx, the stale one removed, and PyTorch picks."""
     network = build_model(ModelConfig(base_channels=4, depth=2, bottleneck_attention=True)).eval()
@@ -141,6 +141,7 @@ def test_a_graph_that_does_not_generalise_is_not_written(tmp_path: Path,
     assert problem is not None and ("exporter failed" in problem or "ONNX Runtime" in problem)
     assert not (folder / ONNX_NAME).exists()  # the stale one is gone too
     assert "picks with PyTorch" in caplog.text
+    assert capsys.readouterr().out == ""  # not the exporter's dump of the traced graph
     plain = build_model(ModelConfig(base_channels=4, depth=2)).eval()
     save_model(folder, plain, ModelInfo(CryoUNetConfig(), 32.0, 0.5))
     assert export_onnx(plain, folder) is None

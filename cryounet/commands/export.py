@@ -15,8 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", required=True, type=Path,
                         help="model folder (repeatable); its calibration fold models are done too")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace a model.onnx that was made from other weights than the folder's "
-                             "(without it, such a file is refused; one that matches is left as it is)")
+                        help="replace a model.onnx that does not match the folder (other weights or "
+                             "network, or unreadable; without it such a file is refused, and one that "
+                             "matches is left as it is)")
 
 
 def main(args: argparse.Namespace) -> int:

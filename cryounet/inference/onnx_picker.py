@@ -29,6 +29,7 @@ from cryounet.io.model_folder import (CONFIG_NAME, ONNX_MULTIPLE_KEY, ONNX_NAME,
 
 logger = logging.getLogger(__name__)
 
+
 def runtime_version() -> str | None:
     """The installed ONNX Runtime's version, or None when it cannot be imported."""
     try:
@@ -84,7 +85,7 @@ class OnnxModel:
 
 class OnnxUnusable(CryoUNetError):
     """A model folder cannot pick with ONNX Runtime (no ``model.onnx``, an unreadable one, or one
-    made from other weights); PyTorch can still pick with it."""
+    made from other weights or for another network); PyTorch may still pick with it."""
 
 
 def load_onnx_model(folder: str | os.PathLike[str], threads: int) -> OnnxModel:

@@ -4,9 +4,9 @@ The graph is a derived copy of ``model.safetensors`` (which stays the model): ba
 into the convolutions, any batch size and image size that is a multiple of the network's pooling
 factor. It carries the SHA-256 of the weights it was made from and the network section of the
 folder's config.json (``io.model_folder.network_signature``), and is only written after ONNX
-Runtime reproduced PyTorch's output on a second, differently shaped input; an architecture whose
-graph does not generalise (the bottleneck's self-attention fixes its sizes when traced) gets no
-``model.onnx`` and picks with PyTorch.
+Runtime reproduced PyTorch's output on a second, differently shaped input; an architecture that
+does not export (the bottleneck's fused self-attention) gets no ``model.onnx`` and picks with
+PyTorch.
 """
 from __future__ import annotations
 
@@ -82,7 +82,8 @@ def _trace(graph: nn.Module, multiple: int, metadata: dict[str, str]) -> bytes:
     buffer = io.BytesIO()
     example = torch.zeros(1, 1, 4 * multiple, 4 * multiple)
     axes = {0: "batch", 2: "height", 3: "width"}
-    with warnings.catch_warnings(), torch.no_grad():
+    # On a failure the exporter prints the whole traced graph to stdout; the reason is logged instead.
+    with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
         # The TorchScript exporter is deprecated in favour of one that needs onnxscript, and it
         # warns about the network's padding branch, which is traced out (inputs are padded before).
         warnings.simplefilter("ignore")
