@@ -34,7 +34,8 @@ from common import CANDIDATE_THRESHOLD, REPO  # noqa: E402
 from cryounet.config import CryoUNetConfig, PickConfig  # noqa: E402
 from cryounet.evaluation.metrics import (MATCH_RADIUS, average_precision, best_f1, evaluate,  # noqa: E402
                                          threshold_curve)
-from cryounet.inference.picker import Picker, peaks_to_picks  # noqa: E402
+from cryounet.inference.picker import Picker  # noqa: E402
+from cryounet.inference.picking import peaks_to_picks  # noqa: E402
 from cryounet.io.coordinates import Picks, find_coordinate_file, read_coordinates  # noqa: E402
 from cryounet.io.model_folder import WEIGHTS_NAME  # noqa: E402
 from cryounet.io.mrc import read_micrograph  # noqa: E402

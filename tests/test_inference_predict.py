@@ -13,7 +13,8 @@ from engine_helpers import loaded_model as _loaded
 
 from cryounet.config import CryoUNetConfig, ModelConfig, PickConfig
 from cryounet.errors import CryoUNetError
-from cryounet.inference.picker import Picker, peaks_to_picks
+from cryounet.inference.picker import Picker
+from cryounet.inference.picking import peaks_to_picks
 from cryounet.inference.predict import (_dihedral, _dihedral_inverse, forward_precision, predict_probability,
                                        tta_symmetries)
 from cryounet.inference import predict as predict_module

@@ -10,12 +10,10 @@ import torch
 
 from cryounet.config import PickConfig
 from cryounet.device import preferred_layout
-from cryounet.inference.picking import BasePicker, PickResult, peaks_to_picks
+from cryounet.inference.picking import BasePicker
 from cryounet.inference.predict import forward_precision, predict_probability, symmetries_together
 from cryounet.models.fusion import fold_batch_norms
 from cryounet.models.weights import LoadedModel
-
-__all__ = ["MIN_TILE_SIZE", "Picker", "PickResult", "peaks_to_picks"]
 
 logger = logging.getLogger(__name__)
 

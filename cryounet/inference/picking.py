@@ -4,6 +4,7 @@ with PyTorch, :mod:`cryounet.inference.onnx_picker` with ONNX Runtime)."""
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -37,7 +38,7 @@ class PickResult:
     spread: np.ndarray | None
 
 
-class BasePicker:
+class BasePicker(ABC):
     """Picks micrographs with one model or an ensemble (mean probability, spread as uncertainty);
     subclasses compute the probability maps (:meth:`probability`).
 
@@ -71,9 +72,9 @@ class BasePicker:
         ``explicit``, else ``pick.threshold``, else the models' calibrated one for ``pick.tta``."""
         return picking_threshold([m.info for m in self.models], self.pick.tta, explicit, self.pick.threshold)
 
+    @abstractmethod
     def probability(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Mean probability over the ensemble (and its standard deviation when > 1 model)."""
-        raise NotImplementedError
 
     @staticmethod
     def combine(maps: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
