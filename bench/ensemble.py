@@ -8,11 +8,12 @@ thresholds, :func:`cryounet.io.model_folder.picking_threshold`) on the ``test`` 
 also writes the rows.
 
     python bench/ensemble.py --set cryoppp-10947 --group DISK_MODEL,GAUSSIAN_MODEL [--group ...]
-                             [--data ../shared/data] [--threads 2] [--no-folds] [--json FILE]
+                             [--data ../shared/data] [--threads 2] [--no-folds] [--no-tta] [--json FILE]
                              [--backend auto|torch|onnxruntime]
 
 ``--no-folds`` picks with the main network of members trained with ``train.calibration_folds``
-(else their fold networks join the ensemble, ``pick``'s default).
+(else their fold networks join the ensemble, ``pick``'s default). ``--no-tta`` picks each network
+once instead of over its test-time symmetries, at the members' thresholds calibrated without TTA.
 """
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the picks")
     parser.add_argument("--no-folds", action="store_true", help="leave out the members' fold networks")
+    parser.add_argument("--no-tta", action="store_true",
+                        help="pick without test-time augmentation (at the members' plain thresholds)")
     parser.add_argument("--json", type=Path, help="also write every result row to this file")
     parser.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
                         help="what runs the networks (cryounet pick --backend)")
@@ -53,7 +56,8 @@ def main() -> int:
         print(f"ensemble: no data folder {root}; nothing to measure")
         return 0
     diameter = float(json.loads((root / "meta.json").read_text())["diameter_px"])
-    extra = ["--threads", str(args.threads), "--backend", args.backend] + (["--no-folds"] if args.no_folds else [])
+    extra = ["--threads", str(args.threads), "--backend", args.backend] + (["--no-folds"] if args.no_folds else []) \
+        + (["--no-tta"] if args.no_tta else [])
     rows = []
     for group in args.group:
         models = [Path(m) for m in group.split(",") if m]
