@@ -22,7 +22,7 @@ from cryounet.inference.onnx_picker import (OnnxNetwork, OnnxPicker, OnnxUnusabl
 from cryounet.inference.picker import Picker
 from cryounet.inference.predict import predict_probability
 from cryounet.io.coordinates import read_coordinates
-from cryounet.io.model_folder import ONNX_NAME, WEIGHTS_NAME, weights_digest
+from cryounet.io.model_folder import ONNX_NAME, ONNX_NETWORK_KEY, WEIGHTS_NAME, weights_digest
 from cryounet.io.mrc import write_mrc
 from cryounet.models.fusion import fold_batch_norms
 from cryounet.models.onnx_export import export_onnx
@@ -100,7 +100,7 @@ def test_a_graph_of_other_weights_or_none_is_not_used(tiny_model: Path, tmp_path
     name = next(k for k, v in state.items() if v.is_floating_point())
     state[name] = state[name] + 0.01
     save_file(state, str(folder / WEIGHTS_NAME))
-    with pytest.raises(OnnxUnusable, match="other weights"):
+    with pytest.raises(OnnxUnusable, match="other weights.*cryounet export --model .* --overwrite"):
         load_onnx_model(folder, 1)
     (folder / ONNX_NAME).write_bytes(b"not a graph")
     with pytest.raises(OnnxUnusable, match=ONNX_NAME):
@@ -108,6 +108,26 @@ def test_a_graph_of_other_weights_or_none_is_not_used(tiny_model: Path, tmp_path
     (folder / ONNX_NAME).unlink()
     with pytest.raises(OnnxUnusable, match=f"no {ONNX_NAME}"):
         load_onnx_model(folder, 1)
+
+
+def test_a_graph_without_its_network_record_is_not_used(run_cli, tiny_model: Path, tmp_path: Path) -> None:
+    """A graph of the earlier export format (no network record) is not trusted, and the reason
+    says how to rewrite it; the rewritten graph is used."""
+    import onnx
+
+    folder = _copy(tiny_model, tmp_path)
+    graph = onnx.load(str(folder / ONNX_NAME))
+    kept = [p for p in graph.metadata_props if p.key != ONNX_NETWORK_KEY]
+    assert len(kept) < len(graph.metadata_props)
+    del graph.metadata_props[:]
+    graph.metadata_props.extend(kept)
+    onnx.save(graph, str(folder / ONNX_NAME))
+    with pytest.raises(OnnxUnusable, match=f"does not record the network.*cryounet export --model {folder} "
+                                           "--overwrite"):
+        load_onnx_model(folder, 1)
+    rc, _, err = run_cli("export", "--model", folder, "--overwrite")
+    assert rc == 0, err
+    assert load_onnx_model(folder, 1).network.network_signature
 
 
 def test_a_graph_of_another_network_is_not_used(run_cli, tiny_model: Path, sim_data: SimData,

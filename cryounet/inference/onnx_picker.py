@@ -107,8 +107,12 @@ def load_onnx_model(folder: str | os.PathLike[str], threads: int) -> OnnxModel:
         network = OnnxNetwork(path, threads)
     except InputFileError as exc:
         raise OnnxUnusable(str(exc)) from None
+    rewrite = f"cryounet export --model {folder} --overwrite rewrites it"
     if network.weights_sha256 != weights_digest(folder):
-        raise OnnxUnusable(f"{path} was made from other weights than {folder / WEIGHTS_NAME}")
+        raise OnnxUnusable(f"{path} was made from other weights than {folder / WEIGHTS_NAME} ({rewrite})")
+    if not network.network_signature:
+        raise OnnxUnusable(f"{path} does not record the network it was made for (an earlier export "
+                           f"format; {rewrite})")
     if network.network_signature != network_signature(info):
         raise OnnxUnusable(f"{path} was made for another network than {folder / CONFIG_NAME} describes")
     return OnnxModel(network, info, folder)
