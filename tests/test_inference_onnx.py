@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -122,9 +123,12 @@ def test_a_graph_without_its_network_record_is_not_used(run_cli, tiny_model: Pat
     del graph.metadata_props[:]
     graph.metadata_props.extend(kept)
     onnx.save(graph, str(folder / ONNX_NAME))
-    with pytest.raises(OnnxUnusable, match=f"does not record the network.*cryounet export --model {folder} "
-                                           "--overwrite"):
+    with pytest.raises(OnnxUnusable, match="does not record the network.*cryounet export --model "
+                                           f"{re.escape(str(folder))} --overwrite rewrites it"):
         load_onnx_model(folder, 1)
+    rc, _, err = run_cli("export", "--model", folder)
+    assert rc != 0
+    assert error_line(err, "export").endswith("(an earlier export format); pass --overwrite to replace it")
     rc, _, err = run_cli("export", "--model", folder, "--overwrite")
     assert rc == 0, err
     assert load_onnx_model(folder, 1).network.network_signature

@@ -41,7 +41,7 @@ def main(args: argparse.Namespace) -> int:
             load_onnx_model(folder, threads=1)
         except OnnxUnusable as exc:
             if (folder / ONNX_NAME).exists() and not args.overwrite:
-                raise CryoUNetError(f"{exc}; pass --overwrite to replace it") from None
+                raise CryoUNetError(f"{exc.reason}; pass --overwrite to replace it") from None
         else:
             logger.info("%s: %s is up to date", folder, ONNX_NAME)
             continue

@@ -85,7 +85,17 @@ class OnnxModel:
 
 class OnnxUnusable(CryoUNetError):
     """A model folder cannot pick with ONNX Runtime (no ``model.onnx``, an unreadable one, or one
-    made from other weights or for another network); PyTorch may still pick with it."""
+    made from other weights or for another network); PyTorch may still pick with it.
+
+    Attributes:
+        reason: what is wrong, without the advice that ``str()`` adds for a graph that ``cryounet
+            export --overwrite`` can rewrite (``rewrite``: that folder).
+    """
+
+    def __init__(self, reason: str, rewrite: Path | None = None) -> None:
+        self.reason = reason
+        super().__init__(reason if rewrite is None
+                         else f"{reason} (cryounet export --model {rewrite} --overwrite rewrites it)")
 
 
 def load_onnx_model(folder: str | os.PathLike[str], threads: int) -> OnnxModel:
@@ -107,12 +117,11 @@ def load_onnx_model(folder: str | os.PathLike[str], threads: int) -> OnnxModel:
         network = OnnxNetwork(path, threads)
     except InputFileError as exc:
         raise OnnxUnusable(str(exc)) from None
-    rewrite = f"cryounet export --model {folder} --overwrite rewrites it"
     if network.weights_sha256 != weights_digest(folder):
-        raise OnnxUnusable(f"{path} was made from other weights than {folder / WEIGHTS_NAME} ({rewrite})")
+        raise OnnxUnusable(f"{path} was made from other weights than {folder / WEIGHTS_NAME}", folder)
     if not network.network_signature:
         raise OnnxUnusable(f"{path} does not record the network it was made for (an earlier export "
-                           f"format; {rewrite})")
+                           "format)", folder)
     if network.network_signature != network_signature(info):
         raise OnnxUnusable(f"{path} was made for another network than {folder / CONFIG_NAME} describes")
     return OnnxModel(network, info, folder)
