@@ -22,8 +22,7 @@ from scipy.special import expit
 from cryounet.config import PickConfig
 from cryounet.errors import CryoUNetError, InputFileError
 from cryounet.inference.picking import BasePicker
-from cryounet.inference.tiling import (dihedral, dihedral_inverse, fits_one_tile, pad_to_multiple,
-                                       predict_tiled, tta_symmetries)
+from cryounet.inference.tiling import dihedral, dihedral_inverse, pad_to_multiple, predict_tiled, tta_symmetries
 from cryounet.io.model_folder import (CONFIG_NAME, ONNX_MULTIPLE_KEY, ONNX_NAME, ONNX_NETWORK_KEY, ONNX_WEIGHTS_KEY,
                                       WEIGHTS_NAME, ModelInfo, network_signature, read_model_info, weights_digest)
 
@@ -142,8 +141,6 @@ def predict_probability_onnx(network: OnnxNetwork, image: np.ndarray, pick: Pick
             total += dihedral_inverse(expit(network(dihedral(batch, k)[:, None])[:, 0]), k)
         return total / len(ks)
 
-    if fits_one_tile(image.shape, pick.tile_size, network.multiple):
-        return probability(image[None])[0]
     return predict_tiled(probability, image, network.multiple, pick.tile_size, pick.tile_overlap,
                          pick.batch_size)
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from cryounet.device import large_gpu
 from cryounet.errors import CryoUNetError
-from cryounet.inference.tiling import fits_one_tile, predict_tiled, tta_symmetries
+from cryounet.inference.tiling import predict_tiled, tta_symmetries
 
 
 def _multiple(network: nn.Module) -> int:
@@ -120,14 +120,10 @@ def predict_probability(
     """
     image = np.asarray(image, dtype=np.float32)
     together = symmetries_together(device) if together is None else together
-    m = _multiple(network)
-    if fits_one_tile(image.shape, tile_size, m):
-        batch = torch.from_numpy(image)[None, None].to(device)
-        return _forward_probability(network, batch, tta, tta_symmetries, together)[0, 0].float().cpu().numpy()
 
     def probability(tiles: np.ndarray) -> np.ndarray:
         prob = _forward_probability(network, torch.from_numpy(tiles)[:, None].to(device), tta,
                                     tta_symmetries, together)
         return prob[:, 0].float().cpu().numpy()
 
-    return predict_tiled(probability, image, m, tile_size, overlap, batch_size)
+    return predict_tiled(probability, image, _multiple(network), tile_size, overlap, batch_size)

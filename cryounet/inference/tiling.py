@@ -60,8 +60,11 @@ def tile_size_for(tile_size: int, multiple: int) -> int:
 
 def predict_tiled(probability: BatchProbability, image: np.ndarray, multiple: int, tile_size: int,
                   overlap: int, batch_size: int) -> np.ndarray:
-    """Stitch the probability map of an image larger than one tile from the centres of the fewest
-    equal tiles that cover it (``probability`` maps a batch of tiles to their probabilities)."""
+    """The probability map of a working-scale image (``probability`` maps a batch of images to
+    their probabilities): in one pass when it fits one tile, else stitched from the centres of the
+    fewest equal tiles that cover it."""
+    if fits_one_tile(image.shape, tile_size, multiple):
+        return probability(image[None])[0]
     ny, nx = image.shape
     tile = tile_size_for(tile_size, multiple)
     overlap = min(int(overlap), tile - multiple)

@@ -108,13 +108,14 @@ def _round_micrographs(labels: list[PseudoLabels], rc: RefineConfig, round_index
 
 
 def _copy_model_files(source: Path, output: Path) -> None:
-    """Copy the model files of the chosen round into ``output``, each atomically."""
+    """Copy the model files of the chosen round into ``output``, each atomically; one the round
+    lacks is removed from ``output`` (nothing of another network may stay beside its weights)."""
     for name in (WEIGHTS_NAME, ONNX_NAME, CONFIG_NAME, CURVE_NAME, HISTORY_NAME):
         if (source / name).is_file():
             shutil.copyfile(source / name, output / f".{name}.tmp")
             (output / f".{name}.tmp").replace(output / name)
-        elif name == ONNX_NAME:
-            (output / name).unlink(missing_ok=True)  # a graph of other weights must not stay
+        else:
+            (output / name).unlink(missing_ok=True)
 
 
 def refine(
