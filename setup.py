@@ -57,6 +57,8 @@ setup(
         "engine": ENGINE,
         # Scipion plugin tests need the plugin too: pip install -e ./scipion-em-cryounet
         "test": ENGINE + SCIPION + ["pytest>=7", "hypothesis>=6"],
+        # The documentation site (docs/): Sphinx with Markdown pages, as Scipion's documentation.
+        "docs": ["sphinx>=7,<9", "myst-parser>=2,<6", "furo>=2024.1"],
     },
     entry_points={"console_scripts": ["cryounet = cryounet.__main__:run"]},
     classifiers=[

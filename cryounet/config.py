@@ -30,7 +30,7 @@ NORMALISATIONS = ("robust", "standard")
 #: ``target.shape``
 TARGET_SHAPES = ("disk", "gaussian")
 #: ``target.positive_radius`` that goes with each ``target.shape`` (diameters): the disk's core
-#: radius, and the Gaussian's sigma measured in BENCHMARKS.md ("Gaussian targets").
+#: radius, and the Gaussian's sigma (docs/history: "Gaussian targets").
 SHAPE_RADII = {"disk": 0.2, "gaussian": 0.1}
 #: ``target.separation``
 SEPARATION_MODES = ("auto", "on", "off")
@@ -74,9 +74,8 @@ class TargetConfig:
 
     Attributes:
         shape: ``disk`` (1 inside ``positive_radius``) or ``gaussian`` (sigma = ``positive_radius``,
-            measured at :data:`SHAPE_RADII`; BENCHMARKS.md "Gaussian targets" and "Disk and
-            Gaussian targets in ensembles": a higher AP on crowded 10947, most with calibration
-            folds, at a lower F1 at the calibrated threshold, so not the default).
+            see :data:`SHAPE_RADII`). Gaussian targets rank crowded particles better, most with
+            calibration folds, at a lower F1 at the calibrated threshold.
         positive_radius: radius of the positive core, as a fraction of the particle diameter.
         ignore_radius: pixels between the core and this radius (fraction of diameter) are ignored.
         unlabelled_weight: loss weight of pixels far from every pick. They are treated as negatives
@@ -88,8 +87,7 @@ class TargetConfig:
             On a border, ignored pixels (within ``ignore_radius`` of two picks, outside every
             core) whose distances to their two nearest picks differ by at most
             ``separation_width`` become negatives, so the network learns a valley between touching
-            particles (the border weights of the original U-Net paper). Measured in BENCHMARKS.md
-            "Separation borders": AP +0.013 on the crowded 10947; the sparse 10028 resolves to off.
+            particles (the border weights of the original U-Net paper).
         separation_weight: loss weight of those border pixels.
         separation_width: width of the border, as a fraction of the particle diameter.
     """
@@ -160,7 +158,11 @@ class LossConfig:
 
 @dataclass
 class AugmentConfig:
-    """Augmentation preset: ``none``, ``light`` (flips, 90-degree rotations) or ``strong``."""
+    """Augmentation of training patches.
+
+    Attributes:
+        preset: ``none``, ``light`` (flips, 90-degree rotations) or ``strong``.
+    """
 
     preset: str = "light"
 
@@ -245,10 +247,7 @@ class PickConfig:
         threshold: probability threshold; None = the threshold calibrated at training.
         nms_radius: minimum distance between picks, as a fraction of the particle diameter.
             0.15, with the saddle test below up to 0.4, keeps touching and overlapping neighbours
-            in crowded micrographs: against plain NMS at 0.4 (the default up to 0.4.0) it raised
-            AP on CryoPPP-10947 by 0.026 (3 models) and changed nothing on 10028
-            (BENCHMARKS.md, "Crowded particles"). Models trained before store 0.4 and pick as
-            they did.
+            in crowded micrographs.
         edge_exclusion: picks closer than this (fraction of diameter) to an edge are dropped; 0.5
             keeps only particles lying wholly inside the micrograph (extractable boxes).
         tile_size: largest side of one forward pass, in working pixels: a working image that fits
@@ -259,14 +258,11 @@ class PickConfig:
             batch_size) from the model folder.
         tile_overlap: overlap between tiles in working pixels (half is discarded on each side).
         batch_size: tiles per forward pass.
-        tta: average over symmetries of the square (test-time augmentation); on by default
-            because it raised F1 on every real set measured (BENCHMARKS.md).
+        tta: average over symmetries of the square (test-time augmentation).
         tta_symmetries: how many symmetries test-time augmentation averages over: 4, the four
-            rotations (the default after 0.4.0), or 8, also their mirror images (the rule up to
-            0.4.0; twice the forward passes). The four rotations scored as well as all eight on both
-            shared sets (3 seeds each, BENCHMARKS.md "Test-time augmentation over four
-            rotations"). A setting of the model: its TTA threshold is calibrated with it, and
-            model folders written before it existed read as 8.
+            rotations, or 8, also their mirror images (twice the forward passes). A setting of
+            the model: its TTA threshold is calibrated with it, and a model folder that does not
+            record it reads as 8.
         min_score: lowest probability ever reported as a candidate (for calibration/curves).
         opening_radius: grey-level morphological opening of the probability map with a disk of
             this radius (fraction of diameter) before peak finding; removes thin/small responses
@@ -288,21 +284,18 @@ class PickConfig:
             accumulated in float32. A setting of the machine that picks, like ``tile_size``.
         workers: threads that read and preprocess the next micrographs while the network runs,
             and as many that find the peaks and write the STAR files of the last ones (0: each
-            step in turn). The picks are the same. On a GPU the network waited for this CPU work
-            and ``cryounet pick`` uses 4 there (4x the micrographs per second with the other GPU
-            rules); on the 2-core CPU 2 were 2 % slower than 0, the CPU default (BENCHMARKS.md,
-            "GPU"). A setting of the machine that picks, like ``tile_size``.
+            step in turn). The picks are the same. ``cryounet pick`` uses 4 on a GPU, where the
+            network waits for this CPU work, and 0 on the CPU. A setting of the machine that
+            picks, like ``tile_size``.
         backend: what runs the networks when picking: ``onnxruntime`` (the CPU only; the model
             folder's ``model.onnx``, written by training, ``cryounet export`` for older models),
             ``torch``, or ``auto`` (the default): ONNX Runtime on the CPU when every network has a
             matching ``model.onnx`` and ``precision`` is float32, else PyTorch, the reason logged.
-            The same picks; a cold pick of a 4k micrograph on 2 cores took 0.55x PyTorch's wall
-            time without TTA and 0.8x with it (BENCHMARKS.md "ONNX Runtime on the CPU"). A setting
-            of the machine that picks, like ``tile_size``.
+            The same picks, faster to start. A setting of the machine that picks, like
+            ``tile_size``.
         folds: a model trained with ``train.calibration_folds`` also holds its fold networks
             (``fold_J``); pick with all of them as one ensemble (mean probability, the threshold
-            the mean of theirs). Measured better than the main network alone on both shared sets
-            (BENCHMARKS.md), at K times the picking time. No effect on a model without folds.
+            the mean of theirs), at K times the picking time. No effect on a model without folds.
     """
 
     threshold: float | None = None
@@ -331,7 +324,7 @@ class PickConfig:
 PICK_MACHINE_SETTINGS = ("tile_size", "batch_size", "precision", "workers", "backend")
 #: The machine settings that differ on a CUDA GPU: more worker threads (the GPU waited for the CPU
 #: work), and, with at least GPU_LARGE_MEMORY_GIB of memory, working images up to 2048 px in one
-#: pass (BENCHMARKS.md, "GPU"). Only such GPUs also pass the symmetries of test-time augmentation as
+#: pass (docs/history: "GPU"). Only such GPUs also pass the symmetries of test-time augmentation as
 #: one batch: one map of 2048 px took 12.1 GiB that way.
 GPU_PICK_WORKERS = 4
 GPU_TILE_SIZE = 2048
@@ -348,7 +341,7 @@ def cpu_pick_settings() -> dict[str, Any]:
 
 #: Values of ``pick.backend``.
 BACKENDS = ("auto", "torch", "onnxruntime")
-#: Values of ``pick.tta_symmetries``; models written before the setting existed used 8.
+#: Values of ``pick.tta_symmetries``; a model folder that does not record it used 8.
 TTA_SYMMETRY_COUNTS = (4, 8)
 LEGACY_TTA_SYMMETRIES = 8
 
