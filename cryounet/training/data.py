@@ -71,8 +71,9 @@ def load_labelled(
     labelled: list[LabelledMicrograph] = []
     unlabelled: list[Path] = []
     skipped: list[str] = []
+    stems = {path.stem for path in micrographs}
     for path in micrographs:
-        coord_file = find_coordinate_file(path.stem, coordinates)
+        coord_file = find_coordinate_file(path.stem, coordinates, stems)
         if coord_file is None:
             unlabelled.append(path)
             continue
@@ -99,7 +100,8 @@ def load_labelled(
     if not labelled:
         raise CryoUNetError(
             f"{coordinates}: no coordinate file matches any of the {len(micrographs)} micrographs "
-            "(files are matched by name stem, e.g. mic_001.mrc <-> mic_001.star/.box/.csv)"
+            "(files are matched by name, e.g. mic_001.mrc <-> mic_001.star, mic_001_autopick.star, "
+            "mic_001.cbox, mic_001.box or mic_001.csv)"
         )
     empty = [item.name for item in labelled if len(item.xy) == 0]
     if empty:

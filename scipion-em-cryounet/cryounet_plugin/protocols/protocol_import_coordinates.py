@@ -54,7 +54,8 @@ class CryoUnetProtImportCoordinates(CryoUnetProtBase, EMProtocol):
 
     def createOutputStep(self):
         micSet = self.inputMicrographs.get()
-        files = engine.findCoordinateFiles(self.filesPath.get().strip(), self.filesPattern.get())
+        stems = [self._micStem(mic) for mic in micSet.iterItems()]
+        files = engine.findCoordinateFiles(self.filesPath.get().strip(), self.filesPattern.get(), stems)
         if not files:
             raise ValueError("No coordinate files match %s in %s."
                              % (self.filesPattern.get(), self.filesPath.get()))
