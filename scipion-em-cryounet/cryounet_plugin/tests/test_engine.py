@@ -278,6 +278,12 @@ def test_find_coordinate_files(tmp_path):
     (tmp_path / "a.box").write_text("")
     with pytest.raises(ValueError, match="several coordinate files for micrograph 'a'"):
         E.findCoordinateFiles(str(tmp_path), "*")
+    (tmp_path / "a.box").unlink()
+    (tmp_path / "d_autopick.star").write_text("")  # RELION's names match their micrograph
+    (tmp_path / "e_picks.cbox").write_text("")
+    assert sorted(E.findCoordinateFiles(str(tmp_path), "*")) == ["a", "b", "c", "d", "e"]
+    # a file named after a micrograph of the set stays that micrograph's
+    assert "e_picks" in E.findCoordinateFiles(str(tmp_path), "*", ["e", "e_picks"])
 
 
 # --------------------------------------------------------------------------- model folders
