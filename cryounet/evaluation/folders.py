@@ -1,4 +1,5 @@
-"""Scoring pick folders against ground-truth folders (files matched by stem)."""
+"""Scoring pick folders against ground-truth folders (files matched to micrographs by the rule of
+:func:`cryounet.io.coordinates.list_coordinate_files`)."""
 from __future__ import annotations
 
 import logging

@@ -57,7 +57,8 @@ def load_micrograph(path: Path, diameter: float, cfg: PreprocessConfig) -> Label
 def load_labelled(
     micrographs: Sequence[Path], coordinates: Path, diameter: float, cfg: PreprocessConfig
 ) -> tuple[list[LabelledMicrograph], list[Path]]:
-    """Read micrographs that have a coordinate file in ``coordinates`` (matched by stem).
+    """Read micrographs that have a coordinate file in ``coordinates`` (matched by name: ``mic.star``,
+    ``mic_autopick.star``, ``mic.cbox``, ... belong to ``mic.mrc``; see :func:`find_coordinate_file`).
 
     Returns:
         The labelled micrographs and the paths of micrographs without a coordinate file.
