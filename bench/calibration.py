@@ -34,7 +34,7 @@ from common import REPO  # noqa: E402
 from cryounet.evaluation.metrics import (MATCH_RADIUS, ThresholdCurve, best_f1, evaluate,  # noqa: E402
                                          threshold_curve)
 from cryounet.inference.picker import Picker  # noqa: E402
-from cryounet.io.coordinates import read_coordinates  # noqa: E402
+from cryounet.io.coordinates import find_coordinate_file, read_coordinates  # noqa: E402
 from cryounet.io.mrc import read_micrograph  # noqa: E402
 from cryounet.models.weights import load_model  # noqa: E402
 
@@ -72,7 +72,8 @@ def pick_splits(model: Path, root: Path, diameter: float) -> dict[str, tuple[lis
             result = picker.pick_image(read_micrograph(mrc), None)
             xy.append(result.picks.xy)
             scores.append(result.picks.scores)
-            truth.append(read_coordinates(mrc.with_suffix(".star")).xy)
+            truth_file = find_coordinate_file(mrc.stem, mrc.parent) or mrc.with_suffix(".star")
+            truth.append(read_coordinates(truth_file).xy)
         out[split] = (xy, scores, truth)
     return out
 

@@ -88,3 +88,13 @@ def test_errors(tmp_path: Path) -> None:
     with pytest.raises(CryoUNetError, match="no pick file matches"):
         evaluate_folders(empty, truth, 20.0)
     np.testing.assert_equal(evaluate_folders(picks, truth, 20.0).n_micrographs, 2)
+
+
+def test_relion_named_truth_matches_picks(tmp_path: Path) -> None:
+    """Truth as RELION's manual picks (<mic>_manualpick.star), picks as CryoUNet writes them (<mic>.star)."""
+    picks, truth = _folders(tmp_path)
+    (truth / "a.star").rename(truth / "a_manualpick.star")
+    (truth / "b.txt").rename(truth / "b_autopick.txt")
+    result = evaluate_folders(picks, truth, diameter=20.0)
+    assert (result.n_micrographs, result.n_picks, result.n_truth) == (2, 4, 4)
+    assert result.f1 == pytest.approx(0.75)

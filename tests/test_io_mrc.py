@@ -1,6 +1,7 @@
 """MRC reading and writing (cryounet.io.mrc)."""
 from __future__ import annotations
 
+import mmap
 import struct
 import warnings
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from cryounet.errors import InputFileError
+from cryounet.io import mrc as mrc_module
 from cryounet.io.mrc import check_mrc_header, micrograph_shape, read_micrograph, read_pixel_size, write_mrc
 
 
@@ -55,12 +57,95 @@ def test_real_modes_round_trip(tmp_path: Path, mode: int, dtype: type) -> None:
     assert micrograph_shape(path) == (13, 21)
 
 
-def test_read_is_read_only_memory_map(tmp_path: Path) -> None:
+def _bases(array: np.ndarray) -> list[object]:
+    found = []
+    while array is not None:
+        found.append(array)
+        array = getattr(array, "base", None)
+    return found
+
+
+def test_read_is_read_only_and_in_memory(tmp_path: Path) -> None:
     path = _write(tmp_path / "m.mrc", _pattern((8, 9), np.float32))
     image = read_micrograph(path)
     assert not image.flags.writeable
     with pytest.raises(ValueError):
         image[0, 0] = 1.0
+    # not memory-mapped: a file truncated later cannot SIGBUS a reader of the array
+    assert not any(isinstance(b, (np.memmap, mmap.mmap)) for b in _bases(image))
+    path.write_bytes(b"")
+    assert float(np.asarray(image, dtype=np.float64).sum()) == float(_pattern((8, 9), np.float32).sum())
+
+
+def test_file_truncated_between_header_check_and_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A streaming pipeline rewrites the file after its header was checked: a clear error (the
+    batch skips that micrograph), never a short image or a crash."""
+    path = _write(tmp_path / "live.mrc", _pattern((64, 64), np.float32))
+    checked = mrc_module._read_header
+
+    def check_then_truncate(p: Path):
+        header = checked(p)
+        with open(p, "r+b") as handle:
+            handle.truncate(1024 + 64 * 64 * 4 - 100)
+        return header
+
+    monkeypatch.setattr(mrc_module, "_read_header", check_then_truncate)
+    err = _refused(path, "truncated while it was read: 16284 of 16384 bytes")
+    assert "another program" in str(err)
+
+
+def test_short_reads_are_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A network file system may return fewer bytes than asked: the reader asks again."""
+    data = _pattern((40, 30), np.float32)
+    path = _write(tmp_path / "nfs.mrc", data)
+    monkeypatch.setattr(mrc_module, "_READ_CHUNK", 7)
+    np.testing.assert_array_equal(read_micrograph(path), data)
+
+
+def _stamp_imod(path: Path, flags: int, endian: str = "<") -> None:
+    raw = bytearray(path.read_bytes())
+    raw[152:160] = struct.pack(endian + "2i", mrc_module.IMOD_STAMP, flags)
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("flags, dtype", [(0, np.uint8), (2, np.uint8), (1, np.int8), (3, np.int8)])
+def test_imod_mode0_signed_flag(tmp_path: Path, flags: int, dtype: type) -> None:
+    """IMOD's stamp without its 'signed bytes' flag (bit 0) means unsigned bytes."""
+    raw = (np.arange(12 * 10).reshape(12, 10) * 2).astype(np.uint8)  # 0..238, half above 127
+    path = _write(tmp_path / "imod.mrc", raw.view(np.int8))
+    _stamp_imod(path, flags)
+    image = read_micrograph(path)
+    assert image.dtype == dtype
+    np.testing.assert_array_equal(image, raw.view(dtype))
+
+
+def test_mode0_without_imod_stamp_is_signed(tmp_path: Path) -> None:
+    raw = (np.arange(12 * 10).reshape(12, 10) * 2).astype(np.uint8)
+    path = _write(tmp_path / "std.mrc", raw.view(np.int8))
+    raw_header = path.read_bytes()[152:160]
+    assert struct.unpack("<2i", raw_header)[0] != mrc_module.IMOD_STAMP
+    assert read_micrograph(path).dtype == np.int8
+
+
+def test_big_endian_file_read_in_native_order(tmp_path: Path) -> None:
+    data = _pattern((9, 11), np.float32)
+    path = tmp_path / "big.mrc"
+    with mrcfile.new(str(path)) as mrc:
+        mrc.set_data(data.astype(">f4"))
+        mrc.voxel_size = 2.5
+    image = read_micrograph(path)
+    assert image.dtype == np.dtype("=f4")
+    np.testing.assert_array_equal(image, data)
+    assert micrograph_shape(path) == (9, 11) and read_pixel_size(path) == pytest.approx(2.5)
+
+
+def test_extended_header_is_skipped(tmp_path: Path) -> None:
+    data = _pattern((8, 6), np.int16)
+    path = tmp_path / "ext.mrc"
+    with mrcfile.new(str(path)) as mrc:
+        mrc.set_extended_header(np.zeros(100, dtype="V1"))
+        mrc.set_data(data)
+    np.testing.assert_array_equal(read_micrograph(path), data)
 
 
 def test_single_section_3d_is_a_2d_micrograph(tmp_path: Path) -> None:

@@ -85,6 +85,23 @@ def test_load_labelled_unlabelled_and_outside_picks(sim_data: SimData, tmp_path:
     assert any("2 of 4 picks lie outside" in r.getMessage() for r in caplog.records)
 
 
+def test_load_labelled_matches_relion_and_cryolo_names(sim_data: SimData, tmp_path: Path) -> None:
+    """RELION's <mic>_autopick.star / <mic>_manualpick.star and crYOLO's <mic>.cbox need no renaming."""
+    coords = tmp_path / "coords"
+    coords.mkdir()
+    shutil.copy(sim_data.star(0), coords / "mic_000_autopick.star")
+    shutil.copy(sim_data.star(1), coords / "mic_001_manualpick.star")
+    write_text_picks(coords / "mic_002_picks.txt", Picks([[40, 40]]))
+    (coords / "mic_003.cbox").write_text("30 30 20 20 0.9\n")
+    items, unlabelled = load_labelled(sim_data.micrographs, coords, 24.0, PreprocessConfig())
+    assert unlabelled == [] and [len(it.xy) for it in items[:2]] == \
+        [len(read_coordinates(sim_data.star(i))) for i in range(2)]
+    np.testing.assert_allclose(items[3].scale.to_input(items[3].xy), [[40, 40]])
+    shutil.copy(sim_data.star(0), coords / "mic_000.star")
+    with pytest.raises(CryoUNetError, match="'mic_000': mic_000.star, mic_000_autopick.star"):
+        load_labelled(sim_data.micrographs, coords, 24.0, PreprocessConfig())
+
+
 def test_load_labelled_errors(sim_data: SimData, tmp_path: Path) -> None:
     with pytest.raises(CryoUNetError, match="coordinate folder does not exist"):
         load_labelled(sim_data.micrographs, tmp_path / "nope", 24.0, PreprocessConfig())

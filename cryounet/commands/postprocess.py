@@ -42,10 +42,10 @@ def main(args: argparse.Namespace) -> int:
     check_picks_folder(args.picks)
     if args.output.resolve() == args.picks.resolve():
         raise CryoUNetError("--output must differ from --picks (the input files would be overwritten)")
-    files = list(list_coordinate_files(args.picks).values())
+    files = list_coordinate_files(args.picks)
     if not files:
         raise CryoUNetError(f"{args.picks}: no pick files")
-    check_stems(files)
+    check_stems(list(files.values()))
     mics = {}
     if args.micrographs:
         mics = {p.stem: p for p in expand_micrographs(args.micrographs)}
@@ -55,17 +55,17 @@ def main(args: argparse.Namespace) -> int:
     index = read_star_index(args.picks / INDEX_NAME) if (args.picks / INDEX_NAME).is_file() else {}
     cfg = FilterConfig(args.threshold, args.nms_distance, args.edge_distance, args.max_per_micrograph)
     results, picked, before = [], {}, 0
-    for path in files:
+    for stem, path in files.items():
         picks = read_coordinates(path)
         before += len(picks)
-        mic = mics.get(path.stem)
+        mic = mics.get(stem)
         if args.edge_distance > 0 and mic is None:
-            raise CryoUNetError(f"{path}: no micrograph named {path.stem} among --micrographs")
+            raise CryoUNetError(f"{path}: no micrograph named {stem} among --micrographs")
         shape = micrograph_shape(mic) if mic is not None else None
         kept = filter_picks(picks, shape, cfg)
-        name = str(mic) if mic is not None else index.get(path.stem, f"{path.stem}.mrc")
-        results.append((path.stem, name, kept))
-        picked[path.stem] = len(kept)
+        name = str(mic) if mic is not None else index.get(path.stem, f"{stem}.mrc")
+        results.append((stem, name, kept))
+        picked[stem] = len(kept)
     folder = claim_output_folder(args.output, "postprocess", overwrite=args.overwrite, patterns=PICK_PATTERNS)
     write_picks(args.output, results)
     folder.complete()

@@ -1,4 +1,5 @@
-"""Scoring pick folders against ground-truth folders (files matched by stem)."""
+"""Scoring pick folders against ground-truth folders (files matched to micrographs by the rule of
+:func:`cryounet.io.coordinates.list_coordinate_files`)."""
 from __future__ import annotations
 
 import logging
@@ -52,15 +53,15 @@ def evaluate_folders(picks_dir: Path, truth_dir: Path, diameter: float,
         raise CryoUNetError(f"{truth_dir}: ground-truth folder does not exist")
     if diameter <= 0:
         raise CryoUNetError(f"--diameter must be positive, got {diameter}")
-    truth_files = list(list_coordinate_files(truth_dir).values())
+    truth_files = list_coordinate_files(truth_dir)
     if not truth_files:
         raise CryoUNetError(f"{truth_dir}: no coordinate files ({', '.join(COORDINATE_SUFFIXES)})")
     preds, scores, truths, missing = [], [], [], []
-    for truth_file in truth_files:
+    for stem, truth_file in truth_files.items():
         truths.append(read_coordinates(truth_file).xy)
-        pick_file = find_coordinate_file(truth_file.stem, picks_dir)
+        pick_file = find_coordinate_file(stem, picks_dir, truth_files)
         if pick_file is None:
-            missing.append(truth_file.stem)
+            missing.append(stem)
             preds.append(np.zeros((0, 2)))
             scores.append(np.zeros(0))
             continue

@@ -1,4 +1,5 @@
-"""Particle coordinate files: RELION STAR, EMAN BOX and plain CSV/TXT, in and out.
+"""Particle coordinate files: RELION STAR, crYOLO CBOX, EMAN BOX and plain CSV/TXT, in and out,
+and the one rule that matches coordinate files to micrographs by name.
 
 Convention everywhere in CryoUNet: ``x`` is the column and ``y`` the row of a micrograph, in pixels
 of that micrograph, origin at the first pixel (RELION's ``_rlnCoordinateX/Y``). BOX files store the
@@ -12,22 +13,27 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 
 from cryounet.errors import CryoUNetError, InputFileError
 from cryounet.io.atomic import write_text_atomic
+from cryounet.io.coordinate_text import read_text_table
+from cryounet.io.star import format_loop, read_star
+from cryounet.io.star_coordinates import UNCERTAINTY_LABEL
+from cryounet.io.star_coordinates import read_star_coordinates as _read_star_table
 
 logger = logging.getLogger(__name__)
 
 STAR_SUFFIXES = (".star",)
+CBOX_SUFFIXES = (".cbox",)
 BOX_SUFFIXES = (".box",)
 TEXT_SUFFIXES = (".csv", ".txt", ".coords")
-COORDINATE_SUFFIXES = STAR_SUFFIXES + BOX_SUFFIXES + TEXT_SUFFIXES
-
-#: Extra STAR column holding the ensemble spread of the probability at each pick.
-UNCERTAINTY_LABEL = "cryounetScoreSpread"
+COORDINATE_SUFFIXES = STAR_SUFFIXES + CBOX_SUFFIXES + BOX_SUFFIXES + TEXT_SUFFIXES
+#: Endings of a coordinate file's stem after its micrograph's stem, as RELION names them
+#: (``<mic>_autopick.star``, ``<mic>_manualpick.star``) and as other pickers do (``<mic>_picks``).
+NAME_TAGS = ("_autopick", "_manualpick", "_picks")
 #: Block name of the per-micrograph files index, as RELION 4/5 autopicking writes it.
 INDEX_BLOCK = "coordinate_files"
 INDEX_NAME = "coordinates.star"
@@ -91,24 +97,30 @@ def read_coordinates(path: str | os.PathLike[str]) -> Picks:
     """Read a coordinate file, choosing the format from its suffix.
 
     Raises:
-        InputFileError: missing file, unknown suffix, or content that is not coordinates.
+        InputFileError: missing file, unknown suffix, content that is not coordinates, or a layout
+            that cannot be read unambiguously (the message names the file and the problem).
     """
     path = Path(path)
     if not path.is_file():
         raise InputFileError(path, "coordinate file does not exist")
     suffix = path.suffix.lower()
     if suffix in STAR_SUFFIXES:
-        picks = _read_star(path)
+        picks = read_star_coordinates(path)
+    elif suffix in CBOX_SUFFIXES:
+        picks = _read_cbox(path)
     elif suffix in BOX_SUFFIXES:
         picks = _read_box(path)
     elif suffix in TEXT_SUFFIXES:
-        picks = _read_text(path)
+        table = read_text_table(path)
+        picks = Picks(table.xy, table.scores, table.uncertainty)
     else:
         raise InputFileError(
             path, f"unknown coordinate format '{suffix}' (use one of {', '.join(COORDINATE_SUFFIXES)})"
         )
     if len(picks) and not np.isfinite(picks.xy).all():
         raise InputFileError(path, "coordinates contain NaN or infinite values")
+    if picks.scores is not None and not np.isfinite(picks.scores).all():
+        raise InputFileError(path, "scores contain NaN or infinite values")
     return _without_duplicates(path, picks)
 
 
@@ -125,73 +137,22 @@ def _without_duplicates(path: Path, picks: Picks) -> Picks:
     return picks.subset(np.sort(order[first]))
 
 
-def _read_star(path: Path) -> Picks:
-    import pandas as pd
-    import starfile  # imported here: it pulls in pandas
-
-    if not path.read_text(errors="replace").strip():
-        raise InputFileError(path, "empty file, not a STAR coordinate file (a micrograph without "
-                             "particles is written as the _rlnCoordinateX/Y loop with no rows)")
-    try:
-        blocks = starfile.read(path, always_dict=True)
-    except Exception as exc:  # starfile raises many types on malformed input
-        raise InputFileError(path, f"not a readable STAR file ({exc})") from exc
-    for block in blocks.values():
-        if isinstance(block, dict) and {"rlnCoordinateX", "rlnCoordinateY"} <= set(block):
-            block = pd.DataFrame([block])  # a one-particle file written as a simple block
-        columns = getattr(block, "columns", None)
-        if columns is None:  # another simple (non-loop) block
-            continue
-        if "rlnCoordinateX" in columns and "rlnCoordinateY" in columns:
-            def column(*labels: str) -> np.ndarray:
-                try:
-                    return block[list(labels)].to_numpy(dtype=np.float64)
-                except (ValueError, TypeError):
-                    raise InputFileError(path, f"non-numeric values in {', '.join(labels)}") from None
-
-            xy = column("rlnCoordinateX", "rlnCoordinateY")
-            scores = column("rlnAutopickFigureOfMerit")[:, 0] if "rlnAutopickFigureOfMerit" in columns else None
-            spread = column(UNCERTAINTY_LABEL)[:, 0] if UNCERTAINTY_LABEL in columns else None
-            return Picks(xy, scores, spread)
-    if not blocks or all(len(getattr(b, "columns", [])) == 0 for b in blocks.values()):
-        # The coordinate loop with no rows: a micrograph with no particles.
-        text = path.read_text(errors="replace")
-        if re.search(r"^\s*loop_", text, re.M) and re.search(r"^\s*_rlnCoordinateX", text, re.M) \
-                and re.search(r"^\s*_rlnCoordinateY", text, re.M):
-            return Picks(np.zeros((0, 2)))
-    raise InputFileError(path, "STAR file has no _rlnCoordinateX/_rlnCoordinateY loop")
-
-
-def _numeric_rows(path: Path, delimiter: str | None) -> list[list[float]]:
-    """The numeric rows of a text file; one header line (no number in it) may come first."""
+def _numeric_rows(path: Path) -> list[list[float]]:
+    """The rows of a whitespace-separated numeric file (BOX, old CBOX); ``#`` lines are comments."""
     rows: list[list[float]] = []
-    seen_line = False
     for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        fields = line.split(delimiter) if delimiter else line.split()
         try:
-            rows.append([float(f) for f in fields if f.strip()])
+            rows.append([float(f) for f in line.split()])
         except ValueError:
-            if not seen_line and not any(_is_number(f) for f in fields):
-                seen_line = True
-                continue  # a header line before the first coordinates
             raise InputFileError(path, f"line {lineno} is not numeric: {line[:60]!r}") from None
-        seen_line = True
     return rows
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _read_box(path: Path) -> Picks:
-    rows = _numeric_rows(path, None)
+    rows = _numeric_rows(path)
     if not rows:
         return Picks(np.zeros((0, 2)))
     if any(len(r) < 4 for r in rows):
@@ -200,85 +161,99 @@ def _read_box(path: Path) -> Picks:
     return Picks(arr[:, :2] + arr[:, 2:4] / 2.0)
 
 
-def _read_text(path: Path) -> Picks:
-    first = next((ln for ln in path.read_text(errors="replace").splitlines()
-                  if ln.strip() and not ln.lstrip().startswith("#")), "")
-    delimiter = next((d for d in (",", ";", "\t") if d in first), None)
-    rows = _numeric_rows(path, delimiter)
+def _read_cbox(path: Path) -> Picks:
+    """crYOLO's CBOX: a STAR file (``data_cryolo`` loop of box corners ``_CoordinateX/Y``, sizes
+    ``_Width/_Height``, ``_Confidence``), or the older whitespace columns ``x y w h confidence ...``."""
+    text = path.read_text(errors="replace")
+    if re.search(r"^\s*(data_|loop_)", text, re.M | re.I):
+        return read_star_coordinates(path)
+    rows = _numeric_rows(path)
     if not rows:
         return Picks(np.zeros((0, 2)))
-    if any(len(r) < 2 for r in rows):
-        raise InputFileError(path, "each line needs at least two numbers: x y [score]")
-    scores = np.array([r[2] for r in rows]) if all(len(r) >= 3 for r in rows) else None
-    return Picks(np.array([r[:2] for r in rows]), scores)
+    if any(len(r) < 5 for r in rows):
+        raise InputFileError(path, "CBOX lines need at least 5 columns: x y width height confidence")
+    arr = np.array([r[:5] for r in rows])
+    return Picks(arr[:, :2] + arr[:, 2:4] / 2.0, arr[:, 4])
 
 
 def read_star_index(path: str | os.PathLike[str]) -> dict[str, str]:
     """Micrograph names of a ``coordinates.star`` index, keyed by coordinate-file stem."""
-    import starfile
-
     path = Path(path)
-    try:
-        blocks = starfile.read(path, always_dict=True)
-    except Exception as exc:  # starfile raises many types on malformed input
-        raise InputFileError(path, f"not a readable STAR index ({exc})") from None
-    for block in blocks.values():
-        columns = getattr(block, "columns", [])
-        if "rlnMicrographName" in columns and "rlnMicrographCoordinates" in columns:
-            return {Path(str(c)).stem: str(m) for m, c in
-                    zip(block["rlnMicrographName"], block["rlnMicrographCoordinates"])}
+    for block in read_star(path):
+        for loop in block.loops:
+            if {"rlnMicrographName", "rlnMicrographCoordinates"} <= set(loop.labels):
+                return {Path(c).stem: m for m, c in zip(loop.column("rlnMicrographName"),
+                                                        loop.column("rlnMicrographCoordinates"))}
     raise InputFileError(path, "no _rlnMicrographName/_rlnMicrographCoordinates loop")
 
 
-def list_coordinate_files(folder: str | os.PathLike[str], pattern: str = "*") -> dict[str, Path]:
-    """The coordinate files in ``folder`` (those matching the glob ``pattern``), keyed by stem; the
-    ``coordinates.star`` index is not one of them.
+def read_star_coordinates(path: str | os.PathLike[str]) -> Picks:
+    """The picks of a STAR (or STAR-format CBOX) coordinate file; see :mod:`cryounet.io.star_coordinates`."""
+    table = _read_star_table(Path(path))
+    return Picks(table.xy, table.scores, table.uncertainty)
+
+
+# -------------------------------------------------------------------------------------- matching
+def coordinate_stem(path: str | os.PathLike[str]) -> str:
+    """The micrograph stem a coordinate file's name refers to: its stem less one of
+    :data:`NAME_TAGS` (``mic_autopick.star`` -> ``mic``; ``mic.cbox`` -> ``mic``)."""
+    stem = Path(path).stem
+    for tag in NAME_TAGS:
+        if stem.endswith(tag) and len(stem) > len(tag):
+            return stem[: -len(tag)]
+    return stem
+
+
+def list_coordinate_files(folder: str | os.PathLike[str], pattern: str = "*",
+                          stems: Collection[str] | None = None) -> dict[str, Path]:
+    """The coordinate files in ``folder`` (those matching the glob ``pattern``; the
+    ``coordinates.star`` index is not one of them), keyed by the micrograph stem they belong to.
+
+    The one rule: ``<mic><tag><suffix>`` belongs to micrograph ``<mic>``, for a tag of
+    :data:`NAME_TAGS` or none and a suffix of :data:`COORDINATE_SUFFIXES`. When the micrograph
+    ``stems`` are known, a file whose own stem is one of them belongs to that micrograph (so
+    ``a_picks.mrc`` keeps ``a_picks.star``).
 
     Raises:
-        CryoUNetError: the folder does not exist, or files of several formats share a stem.
+        CryoUNetError: the folder does not exist, or two files belong to one micrograph.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise CryoUNetError(f"{folder}: coordinates folder does not exist")
+    stems = set(stems) if stems is not None else set()
     found: dict[str, Path] = {}
     for path in sorted(folder.glob(pattern)):
         if path.suffix.lower() not in COORDINATE_SUFFIXES or path.name == INDEX_NAME or not path.is_file():
             continue
-        if path.stem in found:
-            raise CryoUNetError(f"{folder}: several coordinate files for micrograph '{path.stem}': "
-                                f"{found[path.stem].name}, {path.name}")
-        found[path.stem] = path
+        key = path.stem if path.stem in stems else coordinate_stem(path)
+        if key in found:
+            raise CryoUNetError(f"{folder}: several coordinate files for micrograph '{key}': "
+                                f"{found[key].name}, {path.name}; keep one")
+        found[key] = path
     return found
 
 
-def find_coordinate_file(stem: str, folder: str | os.PathLike[str]) -> Path | None:
-    """The coordinate file in ``folder`` whose stem equals a micrograph's stem, or None.
+def find_coordinate_file(stem: str, folder: str | os.PathLike[str],
+                         stems: Collection[str] = ()) -> Path | None:
+    """The coordinate file in ``folder`` that belongs to the micrograph ``stem`` by the rule of
+    :func:`list_coordinate_files`, or None. A file named after another of the micrograph ``stems``
+    is that micrograph's, not this one's.
 
     Raises:
-        CryoUNetError: when files of several formats share that stem (ambiguous).
+        CryoUNetError: when several files belong to the micrograph (ambiguous), naming them.
     """
     folder = Path(folder)
-    found = [folder / f"{stem}{s}" for s in COORDINATE_SUFFIXES if (folder / f"{stem}{s}").is_file()]
+    others = set(stems) - {stem}
+    names = [f"{stem}{tag}" for tag in ("",) + NAME_TAGS if f"{stem}{tag}" not in others]
+    found = [folder / f"{name}{s}" for name in names for s in COORDINATE_SUFFIXES
+             if (folder / f"{name}{s}").is_file() and f"{name}{s}" != INDEX_NAME]
     if len(found) > 1:
-        names = ", ".join(p.name for p in found)
-        raise CryoUNetError(f"{folder}: several coordinate files for micrograph '{stem}': {names}")
+        listed = ", ".join(p.name for p in found)
+        raise CryoUNetError(f"{folder}: several coordinate files for micrograph '{stem}': {listed}; keep one")
     return found[0] if found else None
 
 
 # --------------------------------------------------------------------------------------- writing
-def _star_value(text: str) -> str:
-    """A STAR field: quoted when empty or holding whitespace (e.g. a path with spaces)."""
-    text = str(text)
-    return f'"{text}"' if not text or any(c.isspace() for c in text) else text
-
-
-def _format_loop(block: str, labels: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["", "# version 50001", "", f"data_{block}", "", "loop_"]
-    lines += [f"_{label} #{i}" for i, label in enumerate(labels, 1)]
-    lines += ["\t".join(_star_value(v) for v in row) for row in rows]
-    return "\n".join(lines) + "\n\n"
-
-
 def write_star_picks(path: str | os.PathLike[str], picks: Picks) -> None:
     """Write one micrograph's picks as a RELION coordinate STAR file, atomically.
 
@@ -297,15 +272,17 @@ def write_star_picks(path: str | os.PathLike[str], picks: Picks) -> None:
         if picks.uncertainty is not None:
             row.append(f"{picks.uncertainty[i]:.6f}")
         rows.append(row)
-    write_text_atomic(path, _format_loop("", labels, rows))
+    write_text_atomic(path, format_loop("", labels, rows))
 
 
 def write_star_index(path: str | os.PathLike[str], entries: Sequence[tuple[str, str]]) -> None:
     """Write the index of coordinate files (``_rlnMicrographName``, ``_rlnMicrographCoordinates``)."""
     rows = [[mic, coords] for mic, coords in entries]
-    write_text_atomic(
-        path, _format_loop(INDEX_BLOCK, ["rlnMicrographName", "rlnMicrographCoordinates"], rows)
-    )
+    try:
+        text = format_loop(INDEX_BLOCK, ["rlnMicrographName", "rlnMicrographCoordinates"], rows)
+    except ValueError as exc:
+        raise CryoUNetError(f"{path}: cannot index a path: {exc}") from None
+    write_text_atomic(path, text)
 
 
 def write_text_picks(path: str | os.PathLike[str], picks: Picks) -> None:

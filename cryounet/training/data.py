@@ -57,7 +57,8 @@ def load_micrograph(path: Path, diameter: float, cfg: PreprocessConfig) -> Label
 def load_labelled(
     micrographs: Sequence[Path], coordinates: Path, diameter: float, cfg: PreprocessConfig
 ) -> tuple[list[LabelledMicrograph], list[Path]]:
-    """Read micrographs that have a coordinate file in ``coordinates`` (matched by stem).
+    """Read micrographs that have a coordinate file in ``coordinates`` (matched by name: ``mic.star``,
+    ``mic_autopick.star``, ``mic.cbox``, ... belong to ``mic.mrc``; see :func:`find_coordinate_file`).
 
     Returns:
         The labelled micrographs and the paths of micrographs without a coordinate file.
@@ -71,8 +72,9 @@ def load_labelled(
     labelled: list[LabelledMicrograph] = []
     unlabelled: list[Path] = []
     skipped: list[str] = []
+    stems = {path.stem for path in micrographs}
     for path in micrographs:
-        coord_file = find_coordinate_file(path.stem, coordinates)
+        coord_file = find_coordinate_file(path.stem, coordinates, stems)
         if coord_file is None:
             unlabelled.append(path)
             continue
@@ -99,7 +101,8 @@ def load_labelled(
     if not labelled:
         raise CryoUNetError(
             f"{coordinates}: no coordinate file matches any of the {len(micrographs)} micrographs "
-            "(files are matched by name stem, e.g. mic_001.mrc <-> mic_001.star/.box/.csv)"
+            "(files are matched by name, e.g. mic_001.mrc <-> mic_001.star, mic_001_autopick.star, "
+            "mic_001.cbox, mic_001.box or mic_001.csv)"
         )
     empty = [item.name for item in labelled if len(item.xy) == 0]
     if empty:

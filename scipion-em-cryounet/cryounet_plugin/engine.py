@@ -260,7 +260,7 @@ def micrographShape(path):
 
 @_asValueError
 def readMicrograph(path):
-    """The 2D image of a micrograph (read-only, memory-mapped), after the engine's checks."""
+    """The 2D image of a micrograph (read-only, read into memory), after the engine's checks."""
     return _mrc.read_micrograph(path)
 
 
@@ -282,9 +282,12 @@ def writeStarIndex(path, entries):
 
 
 @_asValueError
-def findCoordinateFiles(folder, pattern="*"):
-    """Coordinate files in ``folder`` matching ``pattern``, keyed by stem (not the index)."""
-    return {stem: str(path) for stem, path in _coordinates.list_coordinate_files(folder, pattern).items()}
+def findCoordinateFiles(folder, pattern="*", stems=None):
+    """Coordinate files in ``folder`` matching ``pattern`` (not the index), keyed by the micrograph
+    stem each belongs to (``mic.star``, ``mic_autopick.star``, ``mic.cbox``... -> ``mic``; a file
+    named after one of the micrograph ``stems`` keeps that name)."""
+    found = _coordinates.list_coordinate_files(folder, pattern, stems)
+    return {stem: str(path) for stem, path in found.items()}
 
 
 @_asValueError

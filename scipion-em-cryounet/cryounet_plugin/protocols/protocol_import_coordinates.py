@@ -31,7 +31,9 @@ class CryoUnetProtImportCoordinates(CryoUnetProtBase, EMProtocol):
         form.addParam("filesPath", params.PathParam, important=True,
                       label="Coordinates folder",
                       help="Folder with one coordinate file per micrograph, named like the "
-                           "micrograph (same stem).")
+                           "micrograph: for mic.mrc, mic.star, mic_autopick.star, "
+                           "mic_manualpick.star, mic_picks.star, mic.cbox, mic.box, mic.csv, "
+                           "mic.txt or mic.coords.")
         form.addParam("filesPattern", params.StringParam, default="*.star",
                       label="Pattern",
                       help="Glob selecting the files in that folder, e.g. *.star, *.box, "
@@ -54,7 +56,8 @@ class CryoUnetProtImportCoordinates(CryoUnetProtBase, EMProtocol):
 
     def createOutputStep(self):
         micSet = self.inputMicrographs.get()
-        files = engine.findCoordinateFiles(self.filesPath.get().strip(), self.filesPattern.get())
+        stems = [self._micStem(mic) for mic in micSet.iterItems()]
+        files = engine.findCoordinateFiles(self.filesPath.get().strip(), self.filesPattern.get(), stems)
         if not files:
             raise ValueError("No coordinate files match %s in %s."
                              % (self.filesPattern.get(), self.filesPath.get()))
