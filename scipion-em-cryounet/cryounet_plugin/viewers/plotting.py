@@ -130,7 +130,7 @@ def plotPicks(figure, image, xy, diameter, scores=None, title="Picks"):
 
 class PicksBrowser:
     """Picks on one micrograph at a time in one figure, with Previous/Next buttons and the arrow
-    keys (also n/p, Page Up/Down, Home/End).
+    keys (also Page Up/Down, the space bar, Home/End).
 
     Args:
         figure: a matplotlib Figure (a Scipion Plotter's, or any other).
@@ -138,7 +138,7 @@ class PicksBrowser:
         load: ``load(index) -> (image, xy, diameter, scores or None)`` of micrograph ``index``.
         start: index of the first micrograph shown.
     """
-    KEYS = {"right": 1, "n": 1, "pagedown": 1, " ": 1, "left": -1, "p": -1, "pageup": -1}
+    KEYS = {"right": 1, "pagedown": 1, " ": 1, "left": -1, "pageup": -1}
 
     def __init__(self, figure, names, load, start=0):
         from matplotlib.widgets import Button
@@ -147,7 +147,6 @@ class PicksBrowser:
             raise ValueError("there are no micrographs to show")
         self.figure, self.names, self.load = figure, list(names), load
         self.index = self.ax = None  # the micrograph shown and its axes
-        figure.subplots_adjust(bottom=0.1)
         self._buttonAxes = [figure.add_axes([0.30, 0.015, 0.18, 0.05]), figure.add_axes([0.52, 0.015, 0.18, 0.05])]
         self.buttons = [Button(self._buttonAxes[0], "< Previous"), Button(self._buttonAxes[1], "Next >")]
         self.buttons[0].on_clicked(lambda event: self.step(-1))
@@ -161,6 +160,7 @@ class PicksBrowser:
         for ax in list(self.figure.axes):
             if ax not in self._buttonAxes:
                 self.figure.delaxes(ax)
+        self.figure.subplots_adjust(left=0.03, right=0.91, top=0.95, bottom=0.1)  # room for the buttons
         try:
             image, xy, diameter, scores = self.load(index)
         except ValueError as exc:  # an unreadable micrograph: said in the window, the others still browse

@@ -210,6 +210,7 @@ class CryoUnetPicksViewer(ProtocolViewer):
             return image, xy, diameter, self._scores(coords)
 
         plotter = _plotter("CryoUNet picks", (8, 8))
+        plotter.tightLayoutOn = False  # the browser lays out the picture and its buttons itself
         try:
             plotter.browser = PicksBrowser(plotter.getFigure(), names, load, start)  # kept: its buttons live on
         except ValueError as exc:
