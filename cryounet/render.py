@@ -101,7 +101,9 @@ def draw_circles(ax: Any, xy: np.ndarray, radius: float, colour: str | None = No
                               linewidth=linewidth, linestyle=linestyle)
     if scores is not None and len(xy):
         circles.set_array(np.asarray(scores, dtype=float))
-        circles.set_cmap(SCORE_CMAP)
+        from matplotlib import colormaps
+
+        circles.set_cmap(colormaps[SCORE_CMAP].with_extremes(bad="cyan"))  # a score that is not a number
         circles.set_clim(*(clim or score_limits(scores)))
     else:
         circles.set_edgecolor(colour or MATCH_COLOURS["true"])
@@ -110,9 +112,12 @@ def draw_circles(ax: Any, xy: np.ndarray, radius: float, colour: str | None = No
 
 
 def score_limits(scores: Sequence[float]) -> tuple[float, float]:
-    """Colour range of scores: their minimum and maximum (a span of at least 1e-6)."""
+    """Colour range of scores: their finite minimum and maximum (a span of at least 1e-6)."""
     scores = np.asarray(scores, dtype=float)
-    lo, hi = float(np.min(scores)), float(np.max(scores))
+    finite = scores[np.isfinite(scores)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(finite.min()), float(finite.max())
     return lo, max(hi, lo + 1e-6)
 
 
@@ -129,7 +134,8 @@ def draw_picks(figure: Any, image: np.ndarray, xy: np.ndarray, diameter: float,
     xy = np.asarray(xy, dtype=float).reshape(-1, 2)
     ax = figure.add_subplot(1, 1, 1)
     show_micrograph(ax, shown)
-    has_scores = scores is not None and len(scores) == len(xy) and len(xy) > 0
+    has_scores = (scores is not None and len(scores) == len(xy) and len(xy) > 0
+                  and bool(np.isfinite(np.asarray(scores, dtype=float)).any()))  # NaN scores: drawn grey
     circles = draw_circles(ax, xy / factor, 0.5 * float(diameter) / factor,
                            scores=np.asarray(scores, dtype=float) if has_scores else None)
     if has_scores:

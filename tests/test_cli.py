@@ -694,8 +694,9 @@ def test_end_to_end(run_cli, tmp_path: Path) -> None:
     assert numbers["precision"] == pytest.approx(precision, abs=5e-4)
     assert numbers["recall"] == pytest.approx(recall, abs=5e-4)
     assert numbers["f1"] == pytest.approx(2 * tp / (n_pred + n_true), abs=5e-4)
-    assert 0 <= numbers["ap"] <= 1 and numbers["best_f1"] >= numbers["f1"] - 5e-4
     saved = json.loads((tmp_path / "scores.json").read_text())
+    assert 0 <= numbers["ap"] <= 1 and saved["best_f1"] >= numbers["f1"] - 5e-4
+    assert f"best F1 {saved['best_f1']:.3f} at threshold" in out and "tuned on this truth" in out
     assert saved["n_picks"] == n_pred and saved["f1"] == pytest.approx(numbers["f1"], abs=5e-4)
 
 

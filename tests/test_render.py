@@ -91,3 +91,12 @@ def test_draw_picks_without_scores_in_one_colour() -> None:
     assert has_colour(rgb_near(figure, ax, xy[1, 0], xy[1, 1] - 12), to_rgb(MATCH_COLOURS["true"]))
     assert not has_colour(rgb_near(figure, ax, 20, 230), to_rgb(MATCH_COLOURS["true"]))  # no pick there
     assert len(figure.axes) == 1
+
+
+def test_picks_with_scores_that_are_not_numbers_are_still_drawn() -> None:
+    image, xy = _noisy_blobs()
+    figure = new_figure(4, 4)
+    ax = draw_picks(figure, image, xy, diameter=24, scores=np.array([0.2, np.nan, 0.9]))
+    assert len(ax.collections[0].get_paths()) == 3 and len(figure.axes) == 2
+    assert has_colour(rgb_near(figure, ax, xy[1, 0] + 12, xy[1, 1]), (0.0, 1.0, 1.0))  # cyan: no score
+    assert score_limits([np.nan, np.nan]) == (0.0, 1.0)
