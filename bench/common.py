@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from cryounet.evaluation.folders import load_evaluation_input, score
 from cryounet.io.model_folder import picking_members, picking_threshold, read_model_info
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,8 +63,12 @@ def pick_and_score(models: Sequence[Path], test_dir: Path, diameter: float, out:
     folds = "--folds" in extra or ("--no-folds" not in extra and first.folds)
     infos = [read_model_info(m) for m in picking_members(models, folds)]
     threshold = picking_threshold(infos, uses_tta(models, extra), configured=first.threshold)
-    run(PY + ["evaluate", "--picks", out / "picks", "--truth", test_dir, "--diameter", diameter,
-              "--threshold", f"{threshold:.6f}", "--json", out / "scores.json", "--overwrite"], log)
-    scores = json.loads((out / "scores.json").read_text())
-    scores["threshold"] = threshold
+    # P/R/F1 at the model's threshold; best F1 and AP over every candidate (evaluate's --threshold
+    # would cut those too), in-process with the engine's own scoring.
+    data = load_evaluation_input(out / "picks", test_dir)
+    everything, at = score(data, float(diameter)), score(data, float(diameter), threshold)
+    scores = {"precision": at.precision, "recall": at.recall, "f1": at.f1, "best_f1": everything.best_f1,
+              "best_threshold": everything.best_threshold, "ap": everything.ap, "threshold": threshold,
+              "n_picks": at.n_picks, "n_truth": at.n_truth}
+    (out / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
     return scores, seconds, rss

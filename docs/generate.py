@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import re
 import sys
@@ -70,7 +71,7 @@ def cli_reference() -> str:
 def docstring_attributes(cls: type) -> dict[str, str]:
     """``{field: meaning}`` from the ``Attributes:`` section of a class docstring; an entry may name
     several fields (``a / b: ...``)."""
-    doc = cls.__doc__ or ""
+    doc = inspect.cleandoc(cls.__doc__ or "")
     section = doc.split("Attributes:", 1)[1] if "Attributes:" in doc else ""
     entries: dict[str, str] = {}
     current: list[str] = []
@@ -81,7 +82,7 @@ def docstring_attributes(cls: type) -> dict[str, str]:
             entries[name] = " ".join(" ".join(text).split())
 
     for line in section.splitlines():
-        match = re.match(r"^\s{8}([a-z_][a-z0-9_ /]*):\s*(.*)$", line)
+        match = re.match(r"^ {4}([a-z_][a-z0-9_ /]*):\s*(.*)$", line)
         if match:
             flush()
             current = [n.strip() for n in match.group(1).split("/")]

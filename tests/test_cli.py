@@ -497,6 +497,57 @@ def test_evaluate_prints_and_writes_json(run_cli, sim_data: SimData, tmp_path: P
     assert float(numbers["ap"]) == 1.0 and int(numbers["micrographs"]) == 4
     data = json.loads((tmp_path / "e.json").read_text())
     assert data["f1"] == 1.0 and data["n_truth"] == int(numbers["truth"]) == 48
+    # What the figures mean travels with them.
+    assert data["matching_radius"] == 12.0 and data["diameter"] == 24.0 and data["truth_spacing"] > 24
+    assert data["radius_warning"] is None and data["threshold"] is None
+    assert "tuned on this truth" in data["best_f1_note"]
+    assert data["ap_cut_at"] is None and data["ap_note"].startswith("the picks carry no scores (or all the "
+                                                                "same one): AP and best F1 are those of a single")
+    assert "within 12.0 px of a truth centre" in out and "best F1 1.000" in out
+
+
+def test_evaluate_refuses_a_radius_wider_than_the_truth_spacing(run_cli, sim_data: SimData,
+                                                                 tmp_path: Path) -> None:
+    rc, out, err = run_cli("evaluate", "--picks", sim_data.folder, "--truth", sim_data.folder,
+                           "--diameter", 300, "--json", tmp_path / "e.json")
+    assert rc == 2 and out == "" and not (tmp_path / "e.json").exists()
+    line = error_line(err, "evaluate")
+    assert "matching radius 150.0 px (0.5 x --diameter 300) is more than the median distance" in line
+    assert "--allow-large-radius" in line
+    rc, out, err = run_cli("evaluate", "--picks", sim_data.folder, "--truth", sim_data.folder,
+                           "--diameter", 300, "--allow-large-radius", "--json", tmp_path / "e.json")
+    assert rc == 0 and "WARNING" in err and "scores may be inflated" not in err
+    assert "more than the median distance" in json.loads((tmp_path / "e.json").read_text())["radius_warning"]
+
+
+def test_evaluate_threshold_and_nan_scores(run_cli, sim_data: SimData, tmp_path: Path) -> None:
+    picks = _pick_folder(tmp_path)
+    rc, out, err = run_cli("evaluate", "--picks", picks, "--truth", sim_data.folder, "--diameter", 24,
+                           "--threshold", 0.7, "--json", tmp_path / "e.json")
+    assert rc == 0, err
+    data = json.loads((tmp_path / "e.json").read_text())
+    assert data["threshold"] == 0.7 and data["n_picks"] == 3 and data["best_threshold"] >= 0.7
+    assert data["ap_cut_at"] == 0.7 and "not comparable" in data["ap_note"]
+    write_star_picks(picks / "mic_001.star", Picks([[20, 20], [40, 40]], [0.6, float("nan")]))
+    rc, out, err = run_cli("evaluate", "--picks", picks, "--truth", sim_data.folder, "--diameter", 24)
+    assert rc == 2 and "best F1" not in out
+    assert "mic_001.star: 1 of 2 picks have a score that is not a finite number" in error_line(err, "evaluate")
+
+
+def test_show_and_evaluate_plot_write_pictures(run_cli, sim_data: SimData, tmp_path: Path) -> None:
+    picks = _pick_folder(tmp_path)
+    rc, _, err = run_cli("show", "--picks", picks, "--micrographs", sim_data.folder, "--diameter", 24,
+                         "--count", 2, "--output", tmp_path / "show")
+    assert rc == 0, err
+    assert sorted(p.name for p in (tmp_path / "show").glob("*.png")) == ["mic_000_picks.png", "mic_001_picks.png"]
+    assert json.loads((tmp_path / "show" / MARKER_NAME).read_text())["complete"] is True
+    rc, _, err = run_cli("show", "--picks", picks, "--micrographs", sim_data.folder, "--diameter", 24,
+                         "--output", tmp_path / "show")
+    assert rc == 2 and "give --overwrite" in error_line(err, "show")
+    rc, _, err = run_cli("evaluate", "--picks", picks, "--truth", sim_data.folder, "--diameter", 24,
+                         "--plot", tmp_path / "plot", "--plot-count", 1)
+    assert rc == 0, err
+    assert sorted(p.name for p in (tmp_path / "plot").glob("*.png")) == ["mic_000_evaluated.png", "pr_curve.png"]
 
 
 # ------------------------------------------------------------------------------ refine, others
@@ -643,8 +694,9 @@ def test_end_to_end(run_cli, tmp_path: Path) -> None:
     assert numbers["precision"] == pytest.approx(precision, abs=5e-4)
     assert numbers["recall"] == pytest.approx(recall, abs=5e-4)
     assert numbers["f1"] == pytest.approx(2 * tp / (n_pred + n_true), abs=5e-4)
-    assert 0 <= numbers["ap"] <= 1 and numbers["best_f1"] >= numbers["f1"] - 5e-4
     saved = json.loads((tmp_path / "scores.json").read_text())
+    assert 0 <= numbers["ap"] <= 1 and saved["best_f1"] >= numbers["f1"] - 5e-4
+    assert f"best F1 {saved['best_f1']:.3f} at threshold" in out and "tuned on this truth" in out
     assert saved["n_picks"] == n_pred and saved["f1"] == pytest.approx(numbers["f1"], abs=5e-4)
 
 

@@ -40,12 +40,79 @@ def test_pooled_scores(tmp_path: Path) -> None:
     assert "precision=0.750" in line and "picks=4" in line and "truth=4" in line
 
 
-def test_threshold_filters_precision_recall_only(tmp_path: Path) -> None:
+def test_threshold_applies_to_every_figure(tmp_path: Path) -> None:
     picks, truth = _folders(tmp_path)
     result = evaluate_folders(picks, truth, diameter=20.0, threshold=0.75)
-    assert result.n_picks == 2  # 0.9 and 0.8
+    assert result.n_picks == 2 and result.threshold == 0.75  # 0.9 and 0.8
     assert result.precision == pytest.approx(0.5) and result.recall == pytest.approx(0.25)
-    assert result.best_f1 == pytest.approx(0.75)  # best F1 and AP always use all picks
+    # Best F1 and AP over the same two picks: 0.9 -> 2/5 (the best), 0.8 -> 2/6; AP: a hit at recall 1/4.
+    assert result.best_f1 == pytest.approx(0.4) and result.best_threshold == pytest.approx(0.9)
+    assert result.ap == pytest.approx(0.25)
+    assert result.ap_cut_at == 0.75 and "not comparable" in result.ap_note
+    assert "picks scoring >= 0.75 (--threshold; every figure)" in "\n".join(result.lines())
+
+
+def test_report_states_radius_and_labels_best_f1(tmp_path: Path) -> None:
+    picks, truth = _folders(tmp_path)
+    result = evaluate_folders(picks, truth, diameter=20.0)
+    assert result.matching_radius == 10.0 and result.diameter == 20.0
+    assert result.truth_spacing == pytest.approx(np.hypot(100, 100))  # a's centres; b has one
+    text = "\n".join(result.lines())
+    assert "within 10.0 px of a truth centre (0.5 x --diameter 20)" in text
+    assert "median neighbour distance 141.4 px" in text
+    assert "best F1 0.750 at threshold 0.4" in text and "tuned on this truth" in text
+    assert result.radius_warning is None
+
+
+def _crowded(tmp_path: Path, scores: list[float]) -> tuple[Path, Path]:
+    """Truth centres 30 px apart in a row, picked exactly."""
+    truth, picks = tmp_path / "truth", tmp_path / "picks"
+    truth.mkdir(parents=True)
+    picks.mkdir()
+    xy = [[100 + 30 * i, 100] for i in range(len(scores))]
+    write_star_picks(truth / "m.star", Picks(xy))
+    write_star_picks(picks / "m.star", Picks(xy, scores))
+    return picks, truth
+
+
+def test_radius_wide_against_the_truth_spacing_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    picks, truth = _crowded(tmp_path, [0.9, 0.8, 0.7, 0.06])
+    assert evaluate_folders(picks, truth, diameter=30.0).radius_warning is None  # radius 15 = half spacing
+    with caplog.at_level(logging.WARNING, logger="cryounet"):
+        result = evaluate_folders(picks, truth, diameter=40.0)  # radius 20 > 15
+    assert "more than half the median distance between neighbouring truth centres (30.0 px)" in \
+        result.radius_warning
+    assert any("scores may be inflated" in r.getMessage() for r in caplog.records)
+
+
+def test_radius_wider_than_the_truth_spacing_is_refused(tmp_path: Path) -> None:
+    picks, truth = _crowded(tmp_path, [0.9, 0.8, 0.7, 0.06])
+    with pytest.raises(CryoUNetError, match=r"radius 35.0 px \(0.5 x --diameter 70\) is more than the median "
+                                            r"distance .*30.0 px.*not in Å.*--allow-large-radius"):
+        evaluate_folders(picks, truth, diameter=70.0)
+    result = evaluate_folders(picks, truth, diameter=70.0, allow_large_radius=True)
+    assert result.f1 == 1.0 and "more than the median distance" in result.radius_warning
+
+
+def test_ap_over_picks_cut_at_a_threshold_is_said(tmp_path: Path) -> None:
+    picks, truth = _folders(tmp_path)  # lowest score 0.4: far above the candidate floor
+    result = evaluate_folders(picks, truth, diameter=20.0)
+    assert result.ap_cut_at == pytest.approx(0.4) and result.lowest_score == pytest.approx(0.4)
+    assert "over picks already cut at score 0.4" in result.ap_note
+    assert "AP 0.625: over picks already cut" in result.lines()[-1]
+    full_picks, full_truth = _crowded(tmp_path / "full", [0.9, 0.8, 0.7, 0.06])  # reaches the floor
+    result = evaluate_folders(full_picks, full_truth, diameter=20.0)
+    assert result.ap_cut_at is None and result.ap_note is None
+    assert result.lines()[-1].endswith("over all candidates (comparable between runs)")
+    # A threshold the pick folder records counts too.
+    (full_picks / ".cryounet-output.json").write_text('{"command": "pick", "complete": true, "threshold": 0.3}')
+    assert evaluate_folders(full_picks, full_truth, diameter=20.0).ap_cut_at == pytest.approx(0.3)
+
+
+def test_nan_scores_are_refused(tmp_path: Path) -> None:
+    picks, truth = _crowded(tmp_path, [0.9, float("nan"), 0.7, 0.06])
+    with pytest.raises(CryoUNetError, match=r"m\.star: (1 of 4 picks have a score that is not a finite number|scores contain NaN or infinite values)"):
+        evaluate_folders(picks, truth, diameter=20.0)
 
 
 def test_missing_pick_file_counts_as_empty(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

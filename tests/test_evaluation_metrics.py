@@ -6,7 +6,8 @@ import pytest
 from scipy.optimize import linear_sum_assignment
 
 from cryounet.evaluation.metrics import (MAX_THRESHOLDS, Scores, ThresholdCurve, average_precision, best_f1,
-                                         count_matches, evaluate, prefix_true_positives, threshold_curve)
+                                         count_matches, evaluate, match_picks, prefix_true_positives,
+                                         threshold_curve)
 
 
 def _a(*points) -> np.ndarray:
@@ -243,3 +244,25 @@ def test_ap_duplicate_pick_is_a_false_positive_and_edge_cases() -> None:
     assert average_precision([np.zeros((0, 2))], [np.zeros(0)], [truth], 5) == 0.0
     # Radius is strict in AP too.
     assert average_precision([_a((3, 4))], [np.array([1.0])], [truth], 5.0) == 0.0
+
+
+def test_match_picks_marks_the_pairs_of_a_maximum_matching() -> None:
+    # Pick 0 lies near both centres, pick 1 only near centre 0: the maximum matching pairs both.
+    pred = np.array([[7.0, 0.0], [0.0, 0.0], [500.0, 500.0]])
+    truth = np.array([[2.0, 0.0], [12.0, 0.0], [900.0, 900.0]])
+    hit_pred, hit_truth = match_picks(pred, truth, radius=6.0)
+    np.testing.assert_array_equal(hit_pred, [True, True, False])
+    np.testing.assert_array_equal(hit_truth, [True, True, False])
+    assert hit_pred.sum() == count_matches(pred, truth, 6.0)
+    empty_pred, empty_truth = match_picks(np.zeros((0, 2)), truth, 6.0)
+    assert empty_pred.shape == (0,) and not empty_truth.any()
+
+
+def test_scores_that_are_not_finite_cannot_be_ranked() -> None:
+    pred, truth = [np.array([[0.0, 0.0], [50.0, 50.0]])], [np.array([[0.0, 0.0]])]
+    for bad in (np.nan, np.inf):
+        scores = [np.array([0.9, bad])]
+        with pytest.raises(ValueError, match="1 scores are not finite"):
+            best_f1(pred, scores, truth, 5.0)
+        with pytest.raises(ValueError, match="1 scores are not finite"):
+            average_precision(pred, scores, truth, 5.0)

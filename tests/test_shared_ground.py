@@ -20,7 +20,7 @@ from engine_helpers import REPO
 
 GROUND = ("cryounet.config", "cryounet.errors", "cryounet.io.atomic", "cryounet.io.coordinates",
           "cryounet.io.micrographs", "cryounet.io.model_folder", "cryounet.io.mrc",
-          "cryounet.io.picks_folder")
+          "cryounet.io.picks_folder", "cryounet.render")
 
 _PROBE = r"""
 import importlib, json, sys
@@ -32,7 +32,8 @@ for name in %r:
     except Exception as exc:
         failed[name] = repr(exc)
 print(json.dumps({"failed": failed, "torch": [m for m in sys.modules if m.split(".")[0] == "torch"
-                                             and sys.modules[m] is not None]}))
+                                             and sys.modules[m] is not None],
+                  "matplotlib": "matplotlib" in sys.modules}))
 """
 
 
@@ -41,7 +42,7 @@ def test_shared_ground_imports_with_torch_unimportable() -> None:
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result == {"failed": {}, "torch": []}
+    assert result == {"failed": {}, "torch": [], "matplotlib": False}  # matplotlib only when drawing
 
 
 def test_the_probe_sees_a_torch_import() -> None:

@@ -181,6 +181,29 @@ def _augment(start: int, near: list[list[int]], owner: np.ndarray) -> bool:
     return False
 
 
+def _finite(score: np.ndarray) -> np.ndarray:
+    """``score`` as a flat float array; NaN or infinite scores cannot be ranked (ValueError)."""
+    score = np.asarray(score, dtype=np.float64).ravel()
+    if not np.isfinite(score).all():
+        raise ValueError(f"{int((~np.isfinite(score)).sum())} scores are not finite numbers")
+    return score
+
+
+def match_picks(pred: np.ndarray, truth: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Which picks and which truth centres a maximum one-to-one matching within ``radius`` pairs
+    (as :func:`count_matches` counts them): boolean arrays over ``pred`` and ``truth``."""
+    pred = np.asarray(pred, dtype=np.float64).reshape(-1, 2)
+    truth = np.asarray(truth, dtype=np.float64).reshape(-1, 2)
+    hit_pred, hit_truth = np.zeros(len(pred), dtype=bool), np.zeros(len(truth), dtype=bool)
+    rows, cols = _close_pairs(pred, truth, radius)
+    if len(rows):
+        graph = csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(pred), len(truth)))
+        owner = maximum_bipartite_matching(graph, perm_type="column")  # per pick: its centre or -1
+        hit_pred = owner >= 0
+        hit_truth[owner[hit_pred]] = True
+    return hit_pred, hit_truth
+
+
 def ranked_true_positives(preds: Sequence[np.ndarray], scores: Sequence[np.ndarray],
                           truths: Sequence[np.ndarray], radius: float
                           ) -> tuple[np.ndarray, np.ndarray, int]:
@@ -195,7 +218,7 @@ def ranked_true_positives(preds: Sequence[np.ndarray], scores: Sequence[np.ndarr
                          f"{len(truths)} ground-truth lists")
     gains, ranked = [], []
     for pred, score, truth in zip(preds, scores, truths):
-        score = np.asarray(score, dtype=np.float64).ravel()
+        score = _finite(score)
         order = np.argsort(-score, kind="stable")
         pred = np.asarray(pred, dtype=np.float64).reshape(-1, 2)[order]
         gains.append(np.diff(prefix_true_positives(pred, truth, radius), prepend=0))
@@ -229,7 +252,7 @@ def average_precision(preds: Sequence[np.ndarray], scores: Sequence[np.ndarray],
         return 0.0
     records = []  # (score, micrograph index, pick index)
     for m, s in enumerate(scores):
-        records += [(float(v), m, i) for i, v in enumerate(np.asarray(s).reshape(-1))]
+        records += [(float(v), m, i) for i, v in enumerate(_finite(s))]
     if not records:
         return 0.0
     records.sort(key=lambda r: -r[0])

@@ -1,11 +1,11 @@
 """The plugin's one door to the CryoUNet engine.
 
 This is the only plugin module that imports ``cryounet``, and it imports only the engine's
-torch-free ground (``cryounet.config``, ``cryounet.errors`` and ``cryounet.io``), so Scipion's GUI
-never loads torch. Every rule the two halves share lives once, in the engine, and reaches the
+torch-free ground (``cryounet.config``, ``cryounet.errors``, ``cryounet.io`` and ``cryounet.render``),
+so Scipion's GUI never loads torch. Every rule the two halves share lives once, in the engine, and reaches the
 plugin here: file names of model and pick folders, the micrograph and coordinate suffixes, the MRC
 header check, the picking-threshold rule, the box/diameter rule, the choice lists of the forms, the
-validation of engine options and the engine command line.
+validation of engine options, the engine command line and how picks are drawn on a micrograph.
 
 Nothing here imports Scipion. Functions use Scipion's camelCase and raise ``ValueError`` with the
 engine's own message for a bad file or value, as the protocols' form checks expect.
@@ -19,6 +19,7 @@ import shlex
 import cryounet as _cryounet
 from cryounet import __version__ as VERSION
 from cryounet import config as _config
+from cryounet import render as _render
 from cryounet.errors import CryoUNetError
 from cryounet.io import atomic as _atomic
 from cryounet.io import coordinates as _coordinates
@@ -322,3 +323,16 @@ def writeJson(path, data):
 
 def writeTextAtomic(path, text):
     _atomic.write_text_atomic(path, text)
+
+
+# ================================================================== pictures
+def displayImage(image, diameter, maxSize=_render.DISPLAY_SIZE):
+    """A micrograph as the engine shows it: binned to at most ``maxSize`` px, low-pass filtered to the
+    particle scale and contrast-stretched; ``(image in [0, 1], binning factor)``."""
+    return _render.display_image(image, diameter, maxSize)
+
+
+def drawPicks(figure, image, xy, diameter, scores=None, title=""):
+    """Draw a micrograph with the picks on ``figure`` as ``cryounet show`` does (circles of the
+    diameter coloured by score, with a colour bar); returns the axes."""
+    return _render.draw_picks(figure, image, xy, diameter, scores, title)

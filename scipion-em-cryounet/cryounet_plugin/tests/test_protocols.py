@@ -257,19 +257,24 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
             save(viewer._showPicks(), "picks_%s" % prot.getObjId())
             save(viewer._showHistogram(), "hist_%s" % prot.getObjId())
         self.assertEqual(len(saved), 8)
-        # the picks viewer draws the micrograph asked for (it drew the last one, whatever the number)
+        # the picks viewer starts at the micrograph named, and browses the others in one window
         viewer = CryoUnetPicksViewer(project=self.proj, protocol=self.pick)
         viewer.setProtocol(self.pick)
+        mics = [m.getMicName() for m in self.pick.outputCoordinates.getMicrographs().iterItems()]
         titles, images = [], []
-        for number in (1, 3):
-            viewer.micIndex.set(number)
+        for name in ("", mics[2]):
+            viewer.micName.set(name)
             (view,) = viewer._showPicks()
-            axes = view.getFigure().axes[0]
+            axes = view.browser.ax
             titles.append(axes.get_title())
             images.append(np.asarray(axes.get_images()[0].get_array()))
-        mics = [m.getMicName() for m in self.pick.outputCoordinates.getMicrographs().iterItems()]
         self.assertEqual([t.split(" (")[0] for t in titles], [mics[0], mics[2]])
         self.assertFalse(np.array_equal(images[0], images[1]))
+        view.browser.step(1)
+        self.assertTrue(view.browser.ax.get_title().startswith(mics[3 % len(mics)] + " ("))
+        viewer.micName.set("no such micrograph")
+        (message,) = viewer._showPicks()
+        self.assertFalse(hasattr(message, "getFigure"))
 
     # ------------------------------------------------------------------ wizards
     def test_07_wizards(self):

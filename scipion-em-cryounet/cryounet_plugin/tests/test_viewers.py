@@ -7,7 +7,7 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from cryounet_plugin.viewers.plotting import (displayImage, operatingPoint, plotPicks,
+from cryounet_plugin.viewers.plotting import (PicksBrowser, displayImage, operatingPoint, plotPicks,
                                               plotPrecisionRecall, plotScoreHistogram,
                                               plotTrainingCurves)
 
@@ -85,10 +85,74 @@ def test_picks_on_micrograph(tmp_path):
     assert len(circles.get_paths()) == 3
     shown = ax.get_images()[0].get_array()
     assert max(shown.shape) <= 1024  # binned for display
-    assert "(3 particles)" in ax.get_title()
+    assert "(3 picks, diameter 60 px)" in ax.get_title()
     save(fig, tmp_path / "picks.png")
-    small, factor = displayImage(np.arange(16, dtype=float).reshape(4, 4), maxSize=2)
+    small, factor = displayImage(np.arange(16, dtype=float).reshape(4, 4), diameter=4, maxSize=2)
     assert factor == 2 and small.shape == (2, 2)
+
+
+def test_picks_drawn_as_the_engine_draws_them():
+    """The viewer's micrograph is the engine's rendering (low-pass filtered, stretched), not raw
+    binned noise."""
+    from cryounet.render import display_image
+
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(300, 300)).astype(np.float32)
+    image[140:160, 140:160] -= 1.0  # a faint particle under noise of the same strength
+    fig = Figure(figsize=(5, 5))
+    ax = plotPicks(fig, image, [[150, 150]], diameter=24, scores=[0.8])
+    shown = np.asarray(ax.get_images()[0].get_array())
+    np.testing.assert_array_equal(shown, display_image(image, 24)[0])
+    assert shown[150, 150] < np.percentile(shown, 2)  # the particle is visible
+
+
+class _Event:
+    def __init__(self, key):
+        self.key = key
+
+
+def _click(fig, button):
+    from matplotlib.backend_bases import MouseEvent
+
+    fig.canvas.draw()
+    x, y = button.ax.transAxes.transform((0.5, 0.5))
+    for name in ("button_press_event", "button_release_event"):
+        MouseEvent(name, fig.canvas, x, y, button=1)._process()
+
+
+def test_picks_browser_goes_through_micrographs_in_one_figure(tmp_path):
+    images = [np.full((64, 64), float(i)) + np.random.default_rng(i).normal(size=(64, 64)) for i in range(3)]
+    loaded = []
+
+    def load(index):
+        loaded.append(index)
+        if index == 2:
+            raise ValueError("Cannot read c.mrc: truncated")
+        return images[index], [[10 + 10 * index, 20]], 12, [0.5 + 0.1 * index]
+
+    fig = Figure(figsize=(6, 6))
+    FigureCanvasAgg(fig)
+    browser = PicksBrowser(fig, ["a.mrc", "b.mrc", "c.mrc"], load, start=1)
+    titles = lambda: [ax.get_title() for ax in fig.axes if ax.get_title()]  # noqa: E731
+    assert browser.index == 1 and titles() == ["b.mrc (1 picks, diameter 12 px)   [2 of 3]"]
+    assert browser.ax.get_title() == titles()[0] and browser.ax.get_images()
+    _click(fig, browser.buttons[1])  # Next: an unreadable micrograph says so in the window
+    assert browser.index == 2 and titles() == ["c.mrc   [3 of 3]"]
+    assert any("truncated" in t.get_text() for ax in fig.axes for t in ax.texts)
+    browser.onKey(_Event("right"))  # wraps round to the first
+    assert browser.index == 0 and titles()[0].startswith("a.mrc (1 picks")
+    _click(fig, browser.buttons[0])  # Previous
+    browser.onKey(_Event("home"))
+    browser.onKey(_Event("left"))
+    assert loaded == [1, 2, 0, 2, 0, 2]
+    # One figure throughout: the picture, its colour bar and the two buttons, nothing left over.
+    assert len(fig.axes) == 2 + 2 - 1  # c.mrc has no colour bar
+    browser.onKey(_Event("end"))
+    browser.show(1)
+    assert len(fig.axes) == 4
+    save(fig, tmp_path / "browser.png")
+    with pytest.raises(ValueError, match="no micrographs"):
+        PicksBrowser(Figure(), [], load)
 
 
 def test_score_histogram(tmp_path):
@@ -101,3 +165,26 @@ def test_score_histogram(tmp_path):
     save(fig, tmp_path / "hist.png")
     with pytest.raises(ValueError, match="no scores"):
         plotScoreHistogram(Figure(), [np.nan])
+
+
+class _Mic:
+    def __init__(self, name, fileName):
+        self.name, self.fileName = name, fileName
+
+    def getMicName(self):
+        return self.name
+
+    def getFileName(self):
+        return self.fileName
+
+
+def test_micrographs_are_chosen_by_name():
+    from cryounet_plugin.viewers.viewer_cryounet import findMicrograph, micrographLabel
+
+    mics = [_Mic("mic_a", "/data/Runs/1/extra/mic_a.mrc"), _Mic("", "/data/b_0012.mrc"),
+            _Mic("mic_c.mrc", "/x/c.mrc")]
+    assert [micrographLabel(m) for m in mics] == ["mic_a", "b_0012.mrc", "mic_c.mrc"]
+    assert findMicrograph(mics, "") == 0 and findMicrograph(mics, None) == 0
+    assert findMicrograph(mics, "mic_a.mrc") == 0 and findMicrograph(mics, " b_0012 ") == 1
+    assert findMicrograph(mics, "mic_c") == 2 and findMicrograph(mics, "c.mrc") == 2
+    assert findMicrograph(mics, "d") is None

@@ -2,9 +2,12 @@
 
 Each function draws on a ``matplotlib.figure.Figure`` it is given and returns the axes it made,
 so the same code serves the Scipion viewers (a Tk window) and headless use (``fig.savefig``).
-Nothing here needs a display or Scipion.
+Nothing here needs a display or Scipion. Micrographs are drawn by the engine's own rendering
+(through :mod:`cryounet_plugin.engine`), the same as ``cryounet show``.
 """
 import numpy as np
+
+from .. import engine
 
 #: Largest side (px) of a micrograph drawn by :func:`plotPicks` (larger ones are binned).
 DISPLAY_SIZE = 1024
@@ -103,58 +106,85 @@ def plotPrecisionRecall(figure, curve, threshold=None, title="Validation precisi
     return ax
 
 
-def displayImage(image, maxSize=DISPLAY_SIZE):
-    """Bin a micrograph for display and normalise it to its 1-99 percentile range.
-
-    Returns:
-        (image, factor): the displayed image and the binning factor (displayed px = px / factor).
-    """
-    image = np.asarray(image, dtype=np.float32)
-    factor = max(1, int(np.ceil(max(image.shape) / float(maxSize))))
-    if factor > 1:
-        ny, nx = (image.shape[0] // factor) * factor, (image.shape[1] // factor) * factor
-        image = image[:ny, :nx].reshape(ny // factor, factor, nx // factor, factor).mean((1, 3))
-    lo, hi = np.percentile(image, [1, 99])
-    if hi <= lo:
-        hi = lo + 1.0
-    return np.clip((image - lo) / (hi - lo), 0, 1), factor
+def displayImage(image, diameter, maxSize=DISPLAY_SIZE):
+    """A micrograph as the engine shows it (binned, low-pass filtered to the particle scale,
+    contrast-stretched): ``(image in [0, 1], binning factor)``, displayed px = px / factor."""
+    return engine.displayImage(image, diameter, maxSize)
 
 
 def plotPicks(figure, image, xy, diameter, scores=None, title="Picks"):
-    """A micrograph with a circle of the particle diameter around each pick.
+    """A micrograph with a circle of the particle diameter around each pick, coloured by score,
+    drawn as ``cryounet show`` draws it (:func:`engine.drawPicks`).
 
     Args:
         image: 2D array (rows = y).
         xy: (N, 2) positions in pixels of ``image`` (x = column, y = row).
-        diameter: particle diameter in pixels (circle size).
+        diameter: particle diameter in pixels (circle size and low-pass scale).
         scores: optional (N,) scores colouring the circles.
     Returns:
         The axes.
     """
-    from matplotlib.collections import PatchCollection
-    from matplotlib.patches import Circle
+    return engine.drawPicks(figure, image, np.asarray(xy, dtype=float).reshape(-1, 2), diameter,
+                            None if scores is None else np.asarray(scores, dtype=float), title)
 
-    shown, factor = displayImage(image)
-    xy = np.asarray(xy, dtype=float).reshape(-1, 2) / factor
-    ax = figure.add_subplot(1, 1, 1)
-    ax.imshow(shown, cmap="gray", origin="upper",
-              extent=(-0.5, shown.shape[1] - 0.5, shown.shape[0] - 0.5, -0.5))
-    radius = 0.5 * float(diameter) / factor
-    circles = PatchCollection([Circle((x, y), radius) for x, y in xy], facecolor="none",
-                              linewidth=1.2)
-    if scores is not None and len(scores):
-        circles.set_array(np.asarray(scores, dtype=float))
-        circles.set_cmap("viridis")
-        circles.set_clim(float(np.min(scores)), max(float(np.max(scores)), float(np.min(scores)) + 1e-6))
-        figure.colorbar(circles, ax=ax, fraction=0.046, pad=0.04, label="score")
-    else:
-        circles.set_edgecolor("lime")
-    ax.add_collection(circles)
-    ax.set_xlim(-0.5, shown.shape[1] - 0.5)
-    ax.set_ylim(shown.shape[0] - 0.5, -0.5)
-    ax.set_title("%s (%d particles)" % (title, len(xy)))
-    ax.set_axis_off()
-    return ax
+
+class PicksBrowser:
+    """Picks on one micrograph at a time in one figure, with Previous/Next buttons and the arrow
+    keys (also Page Up/Down, the space bar, Home/End).
+
+    Args:
+        figure: a matplotlib Figure (a Scipion Plotter's, or any other).
+        names: the micrograph names, in browsing order.
+        load: ``load(index) -> (image, xy, diameter, scores or None)`` of micrograph ``index``.
+        start: index of the first micrograph shown.
+    """
+    KEYS = {"right": 1, "pagedown": 1, " ": 1, "left": -1, "pageup": -1}
+
+    def __init__(self, figure, names, load, start=0):
+        from matplotlib.widgets import Button
+
+        if not names:
+            raise ValueError("there are no micrographs to show")
+        self.figure, self.names, self.load = figure, list(names), load
+        self.index = self.ax = None  # the micrograph shown and its axes
+        self._buttonAxes = [figure.add_axes([0.30, 0.015, 0.18, 0.05]), figure.add_axes([0.52, 0.015, 0.18, 0.05])]
+        self.buttons = [Button(self._buttonAxes[0], "< Previous"), Button(self._buttonAxes[1], "Next >")]
+        self.buttons[0].on_clicked(lambda event: self.step(-1))
+        self.buttons[1].on_clicked(lambda event: self.step(1))
+        self._keyHandler = figure.canvas.mpl_connect("key_press_event", self.onKey)
+        self.show(start)
+
+    def show(self, index):
+        """Draw micrograph ``index`` (wrapped into range) in place of the one shown."""
+        index = int(index) % len(self.names)
+        for ax in list(self.figure.axes):
+            if ax not in self._buttonAxes:
+                self.figure.delaxes(ax)
+        self.figure.subplots_adjust(left=0.03, right=0.91, top=0.95, bottom=0.1)  # room for the buttons
+        try:
+            image, xy, diameter, scores = self.load(index)
+        except ValueError as exc:  # an unreadable micrograph: said in the window, the others still browse
+            ax = self.figure.add_subplot(1, 1, 1)
+            ax.set_axis_off()
+            ax.text(0.5, 0.5, str(exc), ha="center", va="center", wrap=True)
+            ax.set_title(self.names[index])
+        else:
+            ax = plotPicks(self.figure, image, xy, diameter, scores, title=self.names[index])
+        ax.set_title("%s   [%d of %d]" % (ax.get_title(), index + 1, len(self.names)), fontsize=10)
+        self.index, self.ax = index, ax
+        self.figure.canvas.draw_idle()
+        return ax
+
+    def step(self, delta):
+        return self.show(self.index + delta)
+
+    def onKey(self, event):
+        if event.key in self.KEYS:
+            self.step(self.KEYS[event.key])
+        elif event.key == "home":
+            self.show(0)
+        elif event.key == "end":
+            self.show(len(self.names) - 1)
 
 
 def plotScoreHistogram(figure, scores, threshold=None, bins=50, title="Score distribution"):

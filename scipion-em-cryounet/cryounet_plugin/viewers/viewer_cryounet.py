@@ -4,6 +4,8 @@ The figures are drawn by the pure functions of :mod:`cryounet_plugin.viewers.plo
 pyworkflow ``Plotter`` (a View): in the Scipion GUI it opens a window; headless (Agg backend) it
 can be saved with ``plotter.getFigure().savefig(...)``.
 """
+import os
+
 import numpy as np
 import pyworkflow.protocol.params as params
 from pyworkflow.gui.plotter import Plotter
@@ -14,11 +16,31 @@ from ..constants import SCORE_ATTR
 from ..objects import CryoUNetModel
 from ..protocols import (CryoUnetProtImportModel, CryoUnetProtPick, CryoUnetProtPostprocess,
                          CryoUnetProtRefine, CryoUnetProtTrain)
-from .plotting import plotPicks, plotPrecisionRecall, plotScoreHistogram, plotTrainingCurves
+from .plotting import PicksBrowser, plotPrecisionRecall, plotScoreHistogram, plotTrainingCurves
 
 
 #: Box size (px) assumed for drawing circles when a coordinate set has none.
 DEFAULT_BOX = 30
+
+
+def micrographLabel(mic):
+    """The name a micrograph is shown and chosen by: its name in the set, else its file name."""
+    return mic.getMicName() or os.path.basename(mic.getFileName())
+
+
+def findMicrograph(mics, name):
+    """Index of the micrograph called ``name`` (its set name or file name, with or without the
+    extension); 0 for a blank name, None when none is called so."""
+    name = (name or "").strip()
+    if not name:
+        return 0
+    for index, mic in enumerate(mics):
+        fileName = os.path.basename(mic.getFileName() or "")
+        candidates = {micrographLabel(mic), fileName, os.path.splitext(fileName)[0],
+                      os.path.splitext(mic.getMicName() or "")[0]}
+        if name in candidates:
+            return index
+    return None
 
 
 def _plotter(title, figsize):
@@ -117,12 +139,16 @@ class CryoUnetPicksViewer(ProtocolViewer):
 
     def _defineParams(self, form):
         form.addSection(label="Visualization")
-        form.addParam("micIndex", params.IntParam, default=1, validators=[params.GE(1)],
-                      label="Micrograph number",
-                      help="Position (1 = first) of the micrograph to show in the set.")
-        form.addParam("showPicks", params.LabelParam, label="Picks on the micrograph",
-                      help="Circles of the particle diameter around the picks, coloured by "
-                           "score.")
+        form.addParam("micName", params.StringParam, default="",
+                      label="Micrograph name",
+                      help="Name of the micrograph to show first (its name in the set, or its file "
+                           "name, with or without the extension); blank: the first. In the window, "
+                           "the Previous/Next buttons and the arrow keys go through the others.")
+        form.addParam("showPicks", params.LabelParam, label="Picks on the micrographs",
+                      help="Each micrograph low-pass filtered to the particle scale and "
+                           "contrast-stretched (as cryounet show draws it), with circles of the "
+                           "particle diameter around the picks, coloured by score. One window: "
+                           "Previous/Next buttons or the arrow keys.")
         form.addParam("showHistogram", params.LabelParam, label="Score histogram",
                       help="Distribution of the scores of all picks with the threshold.")
 
@@ -165,17 +191,30 @@ class CryoUnetPicksViewer(ProtocolViewer):
         mics = [mic.clone() for mic in coordSet.getMicrographs().iterItems()]
         if not mics:
             return [self.errorMessage("The coordinates have no micrographs.")]
-        mic = mics[min(self.micIndex.get() or 1, len(mics)) - 1]
-        coords = [c.clone() for c in coordSet.iterCoordinates(mic.getObjId())]
-        try:
-            image = np.asarray(engine.readMicrograph(mic.getFileName()), dtype=np.float32)
-        except ValueError as exc:
-            return [self.errorMessage("Cannot read %s" % exc)]
-        xy = np.array([c.getPosition() for c in coords], dtype=float).reshape(-1, 2)
+        names = [micrographLabel(mic) for mic in mics]
+        start = findMicrograph(mics, self.micName.get())
+        if start is None:
+            return [self.errorMessage("No micrograph is named %r; the names are: %s"
+                                      % (self.micName.get(), ", ".join(names[:10])
+                                         + (", ..." if len(names) > 10 else "")))]
         diameter = self._diameter(coordSet)
-        plotter = _plotter("CryoUNet picks: %s" % mic.getMicName(), (7, 7))
-        plotPicks(plotter.getFigure(), image, xy, diameter, self._scores(coords),
-                  title=mic.getMicName() or mic.getFileName())
+
+        def load(index):
+            mic = mics[index]
+            coords = [c.clone() for c in coordSet.iterCoordinates(mic.getObjId())]
+            try:
+                image = np.asarray(engine.readMicrograph(mic.getFileName()), dtype=np.float32)
+            except ValueError as exc:
+                raise ValueError("Cannot read %s" % exc) from None
+            xy = np.array([c.getPosition() for c in coords], dtype=float).reshape(-1, 2)
+            return image, xy, diameter, self._scores(coords)
+
+        plotter = _plotter("CryoUNet picks", (8, 8))
+        plotter.tightLayoutOn = False  # the browser lays out the picture and its buttons itself
+        try:
+            plotter.browser = PicksBrowser(plotter.getFigure(), names, load, start)  # kept: its buttons live on
+        except ValueError as exc:
+            return [self.errorMessage(str(exc))]
         return [plotter]
 
     def _diameter(self, coordSet):
