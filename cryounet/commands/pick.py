@@ -141,7 +141,7 @@ def _onnx_picker(args: argparse.Namespace, pick_cfg: PickConfig, members: list[P
     if pick_cfg.backend == "torch":
         return None
     explicit = pick_cfg.backend == "onnxruntime"
-    reason = None
+    reason, anomaly = None, False
     if device not in ("cpu", "auto"):
         reason = f"ONNX Runtime picks on the CPU only, and --device {args.device} asks for a GPU"
     elif device == "auto" and not explicit and not _cuda_impossible():
@@ -161,11 +161,11 @@ def _onnx_picker(args: argparse.Namespace, pick_cfg: PickConfig, members: list[P
         try:
             models = [load_onnx_model(path, threads) for path in members]
         except OnnxUnusable as exc:
-            reason = str(exc)
+            reason, anomaly = str(exc), exc.anomaly
     if reason is not None:
         if explicit:
             raise CryoUNetError(f"--backend onnxruntime cannot pick here: {reason}")
-        logger.info("picking with PyTorch: %s", reason)
+        logger.log(logging.WARNING if anomaly else logging.INFO, "picking with PyTorch: %s", reason)
         return None
     if device == "auto" and not _cuda_impossible():
         logger.info("--backend onnxruntime: running on the CPU although this machine may have a CUDA GPU")
