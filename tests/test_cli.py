@@ -992,3 +992,43 @@ def test_threads_option_sets_torch_threads(run_cli, tiny_model: Path, sim_data: 
         assert rc == 2 and "argument --threads" in error_line(err, "pick")
     finally:
         torch.set_num_threads(before)
+
+
+def test_pick_with_the_general_model(run_cli, tmp_path: Path) -> None:
+    """``--model general`` picks a simulated micrograph at the user's --diameter (its picks are
+    particles), and without --diameter is refused before anything is written."""
+    from scipy.spatial import cKDTree
+
+    from cryounet.io.coordinates import read_coordinates
+
+    rc, _, err = run_cli("simulate", "--output", tmp_path / "sim", "--micrographs", "1", "--size", "512",
+                         "--diameter", "40", "--particles", "20", "--snr", "0.3", "--seed", "1")
+    assert rc == 0, err
+    rc, _, err = run_cli("pick", "--model", "general", "--micrographs", tmp_path / "sim", "--output",
+                         tmp_path / "refused", "--device", "cpu", "--threads", "1")
+    assert rc == 2
+    assert "the general model needs the particle diameter: give --diameter" in error_line(err, "pick")
+    assert not (tmp_path / "refused").exists()
+    rc, _, err = run_cli("pick", "--model", "general", "--micrographs", tmp_path / "sim", "--output",
+                         tmp_path / "picks", "--diameter", "40", "--device", "cpu", "--threads", "1")
+    assert rc == 0, err
+    picks = read_coordinates(tmp_path / "picks" / "mic_000.star").xy
+    truth = read_coordinates(tmp_path / "sim" / "mic_000.star").xy
+    assert len(picks) >= 5
+    distance, _ = cKDTree(truth).query(picks)
+    assert np.mean(distance < 0.5 * 40) >= 0.8  # picks on particles, at the given scale
+
+
+def test_model_general_is_accepted_by_every_model_option(run_cli, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """export finds the shipped general model up to date; refine without --diameter is refused;
+    a folder named 'general' is given as ./general."""
+    rc, _, err = run_cli("export", "--model", "general")
+    assert rc == 0, err
+    assert "model.onnx is up to date" in err
+    rc, _, err = run_cli("refine", "--model", "general", "--micrographs", tmp_path, "--coordinates", tmp_path,
+                         "--output", tmp_path / "r")
+    assert rc == 2 and "needs the particle diameter" in error_line(err, "refine")
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = run_cli("export", "--model", "./general")
+    assert rc == 2 and "model folder general does not exist" in error_line(err, "export")

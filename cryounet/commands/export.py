@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
+
+from cryounet.commands._common import GENERAL_HELP, model_folder
 
 name = "export"
 help = ("write model.onnx (fast CPU picking without PyTorch) into model folders that lack it or record no "
@@ -14,8 +15,9 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", action="append", required=True, type=Path,
-                        help="model folder (repeatable); its calibration fold models are done too")
+    parser.add_argument("--model", action="append", required=True, type=model_folder,
+                        help=f"model folder (repeatable; {GENERAL_HELP}); its calibration fold models are "
+                             "done too")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a model.onnx that does not match the folder (its recorded SHA-256, "
                              "other weights or network, or unreadable; without it such a file is refused, "

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cryounet.commands._common import (MICROGRAPHS_HELP, add_device, add_overwrite, diameter, non_negative_int,
-                                      positive_int, shard, show_progress)
+from cryounet.commands._common import (GENERAL_HELP, MICROGRAPHS_HELP, add_device, add_overwrite, diameter,
+                                      model_folder, non_negative_int, positive_int, shard, show_progress)
 from cryounet.config import BACKENDS, GPU_PICK_WORKERS, PRECISIONS, CryoUNetConfig, PickConfig
 from cryounet.io.model_folder import AUTO_THRESHOLD
 
@@ -19,8 +19,9 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", action="append", required=True, type=Path,
-                        help="model folder (repeat for an ensemble: mean probability, spread kept)")
+    parser.add_argument("--model", action="append", required=True, type=model_folder,
+                        help="model folder (repeat for an ensemble: mean probability, spread kept); "
+                             f"{GENERAL_HELP}, which needs --diameter")
     parser.add_argument("--micrographs", nargs="+", required=True, help=MICROGRAPHS_HELP)
     parser.add_argument("--output", required=True, type=Path,
                         help="folder for <micrograph>.star files and the coordinates.star index")
@@ -51,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "networks too, as one ensemble (default: the config's pick.folds, on)")
     parser.add_argument("--diameter", type=diameter,
                         help="particle diameter in pixels (default: the one the model was trained "
-                             "with; set it for a general model or a differently sampled dataset)")
+                             "with; required with the general model, and for a differently sampled dataset)")
     parser.add_argument("--allow-all-skipped", action="store_true",
                         help="exit 0 even when no micrograph could be read (each skipped one is "
                              "listed with its reason in OUTPUT/skipped.json); for pipelines")
@@ -69,11 +70,12 @@ def main(args: argparse.Namespace) -> int:
     from cryounet.config import cpu_pick_settings
     from cryounet.inference.batch import pick_micrographs
     from cryounet.io.micrographs import expand_micrographs
-    from cryounet.io.model_folder import parse_threshold, read_model_info
+    from cryounet.io.model_folder import check_general_diameter, parse_threshold, read_model_info
     from cryounet.io.outputs import claim_output_folder
     from cryounet.io.picks_folder import PICK_PATTERNS, check_stems, select_shard
 
     threshold = parse_threshold(args.threshold)
+    check_general_diameter(args.model, args.diameter)
     micrographs = expand_micrographs(args.micrographs)
     if args.shard is not None:
         total = len(micrographs)

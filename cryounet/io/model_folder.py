@@ -433,6 +433,21 @@ def resolve_model(model: str | os.PathLike[str]) -> Path:
     return general_model_path() if isinstance(model, str) and model == GENERAL_NAME else Path(model)
 
 
+def check_general_diameter(models: Sequence[str | os.PathLike[str]], diameter: float | None,
+                           option: str = "--diameter") -> None:
+    """Refuse picking with the general model without the user's particle diameter: its own
+    diameter is the one of the sets it was trained on, not the user's.
+
+    Raises:
+        CryoUNetError: a model is the general one and ``diameter`` is None.
+    """
+    if diameter is None and any(is_general(model) for model in models):
+        own = read_model_info(GENERAL_MODEL).diameter_px
+        raise CryoUNetError(f"the general model needs the particle diameter: give {option} (in pixels of "
+                            f"your micrographs); its own {own:g} px is the diameter of the sets it was "
+                            "trained on, not of yours")
+
+
 def _read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
