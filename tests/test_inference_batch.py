@@ -18,7 +18,7 @@ from cryounet.inference.picker import Picker
 from cryounet.io.coordinates import Picks, read_coordinates
 from cryounet.io.mrc import write_mrc
 from cryounet.inference.batch import pick_micrographs
-from cryounet.io.picks_folder import warn_if_empty, write_picks
+from cryounet.io.picks_folder import read_pick_record, warn_if_empty, write_picks
 
 
 def _picker(threshold: float = 0.5) -> Picker:
@@ -69,7 +69,10 @@ def test_corrupt_micrograph_is_skipped(tmp_path: Path, caplog: pytest.LogCapture
     assert list(summary.failed) == [str(bad)] and str(bad) in summary.failed[str(bad)]
     assert any("skipping" in r.getMessage() and "bad.mrc" in r.getMessage() for r in caplog.records)
     assert sorted(p.name for p in out.iterdir()) == ["coordinates.star", "good_0.star", "good_1.star",
-                                                     "skipped.json"]
+                                                     "pick.json", "skipped.json"]
+    record = read_pick_record(out)
+    assert (record.command, record.micrographs, record.threshold, record.shard) == ("pick", 3, 0.5, None)
+    assert record.models == [{"folder": str(Path("m").resolve()), "weights_sha256": None}]  # a network without files
     index = starfile.read(out / "coordinates.star", always_dict=True)["coordinate_files"]
     assert len(index) == 2
 

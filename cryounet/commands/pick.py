@@ -77,8 +77,8 @@ def main(args: argparse.Namespace) -> int:
     threshold = parse_threshold(args.threshold)
     check_general_diameter(args.model, args.diameter)
     micrographs = expand_micrographs(args.micrographs)
+    total = len(micrographs)
     if args.shard is not None:
-        total = len(micrographs)
         micrographs = select_shard(micrographs, *args.shard)
         logger.info("shard %d/%d: %d of %d micrographs", *args.shard, len(micrographs), total)
     base = read_model_info(args.model[0]).config
@@ -91,7 +91,7 @@ def main(args: argparse.Namespace) -> int:
     check_stems(micrographs)
     folder = claim_output_folder(args.output, "pick", overwrite=args.overwrite, patterns=PICK_PATTERNS)
     summary = pick_micrographs(picker, micrographs, args.output, threshold, show_progress(args),
-                               allow_all_skipped=args.allow_all_skipped)
+                               allow_all_skipped=args.allow_all_skipped, shard=args.shard, listed=total)
     folder.complete()
     logger.info("picked %d particles on %d micrograph(s) at threshold %.3f%s; STAR files in %s",
                 summary.total, len(summary.picked), summary.threshold,
