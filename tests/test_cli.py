@@ -6,6 +6,7 @@ code 2 and one final stderr line ``cryounet <command>: error: <message>`` (``err
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -307,7 +308,7 @@ def test_pick_corrupt_micrograph_skipped_others_picked(run_cli, tiny_model: Path
     warnings = [ln for ln in err.splitlines() if "WARNING" in ln and "broken.mrc" in ln]
     assert len(warnings) == 1 and "skipping" in warnings[0]
     assert sorted(p.name for p in out.iterdir() if p.name != MARKER_NAME) == [
-        "coordinates.star", "mic_000.star", "mic_002.star", "skipped.json"]
+        "coordinates.star", "mic_000.star", "mic_002.star", "pick.json", "skipped.json"]
     index = starfile.read(out / "coordinates.star", always_dict=True)["coordinate_files"]
     assert [Path(p).name for p in index["rlnMicrographName"]] == ["mic_000.mrc", "mic_002.mrc"]
     assert "1 skipped" in err
@@ -459,7 +460,12 @@ def test_postprocess_filters(run_cli, sim_data: SimData, tmp_path: Path) -> None
                          "--max-per-micrograph", "5")
     assert rc == 0, err
     assert sorted(p.name for p in out.iterdir() if p.name != MARKER_NAME) == ["coordinates.star", "mic_000.star",
-                                                                            "mic_001.star"]
+                                                                            "mic_001.star", "pick.json"]
+    record = json.loads((out / "pick.json").read_text())  # picks of no recorded model, filtered
+    assert (record["command"], record["models"], record["threshold"], record["micrographs"]) == \
+        ("postprocess", [], 0.5, 2)
+    assert record["postprocess"] == {"threshold": 0.5, "nms_distance": 10.0, "edge_distance": 10.0,
+                                     "max_particles": 5}
     kept = read_coordinates(out / "mic_000.star")
     # (3, 100) is at the edge, (55, 50) suppressed by (50, 50), (100, 100) below threshold.
     np.testing.assert_allclose(kept.xy, [[50, 50]])
@@ -602,8 +608,12 @@ def test_end_to_end(run_cli, tmp_path: Path) -> None:
     assert rc == 0, err
     assert "picked" in err
     assert sorted(p.name for p in picks.iterdir() if p.name != MARKER_NAME) == ["coordinates.star", "mic_000.star",
-                                                       "mic_001.star", "skipped.json"]
+                                                       "mic_001.star", "pick.json", "skipped.json"]
     assert json.loads((picks / "skipped.json").read_text()) == []
+    record = json.loads((picks / "pick.json").read_text())  # the ensemble, by the weights' SHA-256
+    assert [m["weights_sha256"] for m in record["models"]] == [
+        hashlib.sha256(w).hexdigest() for w in weights]
+    assert (record["threshold"], record["micrographs"], record["shard"]) == (0.3, 2, None)
     total = 0
     for star in ("mic_000.star", "mic_001.star"):
         df = next(iter(starfile.read(picks / star, always_dict=True).values()))
