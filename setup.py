@@ -44,7 +44,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["cryounet", "cryounet.*"]),
     include_package_data=True,
-    package_data={"cryounet": ["weights/*/*.safetensors", "weights/*/*.json", "weights/README*"]},
+    package_data={"cryounet": ["weights/*/*.safetensors", "weights/*/*.onnx", "weights/*/*.json", "weights/README*"]},
     install_requires=[
         # Scipion's pins: numpy 1.26.1, scipy <= 1.10.0, mrcfile <= 1.4.3.
         "numpy>=1.24,<2",

@@ -6,6 +6,7 @@ code 2 and one final stderr line ``cryounet <command>: error: <message>`` (``err
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -307,7 +308,7 @@ def test_pick_corrupt_micrograph_skipped_others_picked(run_cli, tiny_model: Path
     warnings = [ln for ln in err.splitlines() if "WARNING" in ln and "broken.mrc" in ln]
     assert len(warnings) == 1 and "skipping" in warnings[0]
     assert sorted(p.name for p in out.iterdir() if p.name != MARKER_NAME) == [
-        "coordinates.star", "mic_000.star", "mic_002.star", "skipped.json"]
+        "coordinates.star", "mic_000.star", "mic_002.star", "pick.json", "skipped.json"]
     index = starfile.read(out / "coordinates.star", always_dict=True)["coordinate_files"]
     assert [Path(p).name for p in index["rlnMicrographName"]] == ["mic_000.mrc", "mic_002.mrc"]
     assert "1 skipped" in err
@@ -459,7 +460,12 @@ def test_postprocess_filters(run_cli, sim_data: SimData, tmp_path: Path) -> None
                          "--max-per-micrograph", "5")
     assert rc == 0, err
     assert sorted(p.name for p in out.iterdir() if p.name != MARKER_NAME) == ["coordinates.star", "mic_000.star",
-                                                                            "mic_001.star"]
+                                                                            "mic_001.star", "pick.json"]
+    record = json.loads((out / "pick.json").read_text())  # picks of no recorded model, filtered
+    assert (record["command"], record["models"], record["threshold"], record["micrographs"]) == \
+        ("postprocess", [], 0.5, 2)
+    assert record["postprocess"] == {"threshold": 0.5, "nms_distance": 10.0, "edge_distance": 10.0,
+                                     "max_particles": 5}
     kept = read_coordinates(out / "mic_000.star")
     # (3, 100) is at the edge, (55, 50) suppressed by (50, 50), (100, 100) below threshold.
     np.testing.assert_allclose(kept.xy, [[50, 50]])
@@ -653,8 +659,12 @@ def test_end_to_end(run_cli, tmp_path: Path) -> None:
     assert rc == 0, err
     assert "picked" in err
     assert sorted(p.name for p in picks.iterdir() if p.name != MARKER_NAME) == ["coordinates.star", "mic_000.star",
-                                                       "mic_001.star", "skipped.json"]
+                                                       "mic_001.star", "pick.json", "skipped.json"]
     assert json.loads((picks / "skipped.json").read_text()) == []
+    record = json.loads((picks / "pick.json").read_text())  # the ensemble, by the weights' SHA-256
+    assert [m["weights_sha256"] for m in record["models"]] == [
+        hashlib.sha256(w).hexdigest() for w in weights]
+    assert (record["threshold"], record["micrographs"], record["shard"]) == (0.3, 2, None)
     total = 0
     for star in ("mic_000.star", "mic_001.star"):
         df = next(iter(starfile.read(picks / star, always_dict=True).values()))
@@ -1044,3 +1054,43 @@ def test_threads_option_sets_torch_threads(run_cli, tiny_model: Path, sim_data: 
         assert rc == 2 and "argument --threads" in error_line(err, "pick")
     finally:
         torch.set_num_threads(before)
+
+
+def test_pick_with_the_general_model(run_cli, tmp_path: Path) -> None:
+    """``--model general`` picks a simulated micrograph at the user's --diameter (its picks are
+    particles), and without --diameter is refused before anything is written."""
+    from scipy.spatial import cKDTree
+
+    from cryounet.io.coordinates import read_coordinates
+
+    rc, _, err = run_cli("simulate", "--output", tmp_path / "sim", "--micrographs", "1", "--size", "512",
+                         "--diameter", "40", "--particles", "20", "--snr", "0.3", "--seed", "1")
+    assert rc == 0, err
+    rc, _, err = run_cli("pick", "--model", "general", "--micrographs", tmp_path / "sim", "--output",
+                         tmp_path / "refused", "--device", "cpu", "--threads", "1")
+    assert rc == 2
+    assert "the general model needs the particle diameter: give --diameter" in error_line(err, "pick")
+    assert not (tmp_path / "refused").exists()
+    rc, _, err = run_cli("pick", "--model", "general", "--micrographs", tmp_path / "sim", "--output",
+                         tmp_path / "picks", "--diameter", "40", "--device", "cpu", "--threads", "1")
+    assert rc == 0, err
+    picks = read_coordinates(tmp_path / "picks" / "mic_000.star").xy
+    truth = read_coordinates(tmp_path / "sim" / "mic_000.star").xy
+    assert len(picks) >= 5
+    distance, _ = cKDTree(truth).query(picks)
+    assert np.mean(distance < 0.5 * 40) >= 0.8  # picks on particles, at the given scale
+
+
+def test_model_general_is_accepted_by_every_model_option(run_cli, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """export finds the shipped general model up to date; refine without --diameter is refused;
+    a folder named 'general' is given as ./general."""
+    rc, _, err = run_cli("export", "--model", "general")
+    assert rc == 0, err
+    assert "model.onnx is up to date" in err
+    rc, _, err = run_cli("refine", "--model", "general", "--micrographs", tmp_path, "--coordinates", tmp_path,
+                         "--output", tmp_path / "r")
+    assert rc == 2 and "needs the particle diameter" in error_line(err, "refine")
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = run_cli("export", "--model", "./general")
+    assert rc == 2 and "model folder general does not exist" in error_line(err, "export")

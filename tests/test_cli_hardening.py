@@ -329,12 +329,15 @@ def test_a_model_folder_config_is_bounded_before_anything_is_built(run_cli, tiny
 def test_nan_weights_are_refused(run_cli, tiny_model: Path, sim_data: SimData, tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 
+    from cryounet.io.model_folder import record_digests
+
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)
     state = load_file(str(model / "model.safetensors"))
     name = next(k for k, v in state.items() if v.is_floating_point())
     state[name] = torch.full_like(state[name], float("nan"))
     save_file(state, str(model / "model.safetensors"))
+    record_digests(model, ["model.safetensors"])  # as saved by a run that trained them (else: other bytes)
     rc, _, err = _pick(run_cli, model, sim_data.micrographs[0], tmp_path / "o")
     assert rc == 2 and "NaN or infinite values" in error_line(err, "pick")
 

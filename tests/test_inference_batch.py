@@ -18,7 +18,7 @@ from cryounet.inference.picker import Picker
 from cryounet.io.coordinates import Picks, read_coordinates
 from cryounet.io.mrc import write_mrc
 from cryounet.inference.batch import pick_micrographs
-from cryounet.io.picks_folder import warn_if_empty, write_picks
+from cryounet.io.picks_folder import read_pick_record, warn_if_empty, write_picks
 
 
 def _picker(threshold: float = 0.5) -> Picker:
@@ -69,7 +69,10 @@ def test_corrupt_micrograph_is_skipped(tmp_path: Path, caplog: pytest.LogCapture
     assert list(summary.failed) == [str(bad)] and str(bad) in summary.failed[str(bad)]
     assert any("skipping" in r.getMessage() and "bad.mrc" in r.getMessage() for r in caplog.records)
     assert sorted(p.name for p in out.iterdir()) == ["coordinates.star", "good_0.star", "good_1.star",
-                                                     "skipped.json"]
+                                                     "pick.json", "skipped.json"]
+    record = read_pick_record(out)
+    assert (record.command, record.micrographs, record.threshold, record.shard) == ("pick", 3, 0.5, None)
+    assert record.models == [{"folder": str(Path("m").resolve()), "weights_sha256": None}]  # a network without files
     index = starfile.read(out / "coordinates.star", always_dict=True)["coordinate_files"]
     assert len(index) == 2
 
@@ -198,3 +201,32 @@ def test_write_picks(tmp_path: Path) -> None:
                       ("b", "/data/b.mrc", Picks(np.zeros((0, 2))))])
     assert sorted(p.name for p in out.iterdir()) == ["a.star", "b.star", "coordinates.star"]
     assert len(read_coordinates(out / "a.star")) == 1 and len(read_coordinates(out / "b.star")) == 0
+
+
+def test_pick_records_round_trip_and_shard_checks(tmp_path: Path) -> None:
+    """pick.json reads back; check_shards joins one split's shards and names what is wrong."""
+    from cryounet.errors import InputFileError
+    from cryounet.io.picks_folder import RECORD_NAME, PickRecord, check_shards, write_pick_record
+
+    model = [{"folder": "/models/a", "weights_sha256": "ab" * 32}]
+
+    def record(shard: tuple[int, int] | None, **changes) -> PickRecord:
+        return PickRecord(**{"command": "pick", "models": model, "threshold": 0.25, "diameter_px": 40.0,
+                             "micrographs": 3, "shard": shard, "listed": 9, **changes})
+
+    write_pick_record(tmp_path, record((2, 3)))
+    assert read_pick_record(tmp_path) == record((2, 3))
+    merged = check_shards({Path(f"s{k}"): record((k, 3)) for k in (3, 1, 2)})
+    assert (merged.command, merged.shard, merged.micrographs, merged.listed) == ("merge", None, 9, 9)
+    with pytest.raises(CryoUNetError, match="shards 2/3, 3/3 missing"):
+        check_shards({Path("s1"): record((1, 3))})
+    with pytest.raises(CryoUNetError, match="different splits"):
+        check_shards({Path("s1"): record((1, 3)), Path("s2"): record((2, 3), listed=10)})
+    with pytest.raises(CryoUNetError, match="a shard cannot merge with a whole list"):
+        check_shards({Path("s1"): record((1, 2)), Path("w"): record(None)})
+    with pytest.raises(CryoUNetError, match="not picked alike: diameter 40.0 and 30.0"):
+        check_shards({Path("s1"): record((1, 2)), Path("s2"): record((2, 2), diameter_px=30.0)})
+    assert check_shards({Path("w1"): record(None), Path("w2"): record(None)}).micrographs == 6
+    (tmp_path / RECORD_NAME).write_text('{"format": "cryounet-picks", "shard": "x/3"}')
+    with pytest.raises(InputFileError, match="pick.json: not a readable pick record"):
+        read_pick_record(tmp_path)

@@ -23,7 +23,8 @@ from cryounet.inference.onnx_picker import (OnnxNetwork, OnnxPicker, OnnxUnusabl
 from cryounet.inference.picker import Picker
 from cryounet.inference.predict import predict_probability
 from cryounet.io.coordinates import read_coordinates
-from cryounet.io.model_folder import ONNX_NAME, ONNX_NETWORK_KEY, WEIGHTS_NAME, weights_digest
+from cryounet.io.model_folder import (CONFIG_NAME, ONNX_NAME, ONNX_NETWORK_KEY, SHA256_KEY, WEIGHTS_NAME, file_digest,
+                                      read_model_info, record_digests, weights_digest)
 from cryounet.io.mrc import write_mrc
 from cryounet.models.fusion import fold_batch_norms
 from cryounet.models.onnx_export import export_onnx
@@ -101,6 +102,7 @@ def test_a_graph_of_other_weights_or_none_is_not_used(tiny_model: Path, tmp_path
     name = next(k for k, v in state.items() if v.is_floating_point())
     state[name] = state[name] + 0.01
     save_file(state, str(folder / WEIGHTS_NAME))
+    record_digests(folder, [WEIGHTS_NAME])  # new weights, recorded as the folder's
     with pytest.raises(OnnxUnusable, match="other weights.*cryounet export --model .* --overwrite"):
         load_onnx_model(folder, 1)
     (folder / ONNX_NAME).write_bytes(b"not a graph")
@@ -123,6 +125,7 @@ def test_a_graph_without_its_network_record_is_not_used(run_cli, tiny_model: Pat
     del graph.metadata_props[:]
     graph.metadata_props.extend(kept)
     onnx.save(graph, str(folder / ONNX_NAME))
+    record_digests(folder, [ONNX_NAME])
     with pytest.raises(OnnxUnusable, match="does not record the network.*cryounet export --model "
                                            f"{re.escape(str(folder))} --overwrite rewrites it"):
         load_onnx_model(folder, 1)
@@ -142,8 +145,9 @@ def test_a_graph_of_another_network_is_not_used(run_cli, tiny_model: Path, sim_d
     config = json.loads((folder / "config.json").read_text())
     config["config"]["model"]["base_channels"] *= 2
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(OnnxUnusable, match="another network"):
+    with pytest.raises(OnnxUnusable, match="another network") as caught:
         load_onnx_model(folder, 1)
+    assert caught.value.anomaly
     rc, _, err = run_cli("pick", "--model", folder, "--micrographs", sim_data.micrographs[0], "--output",
                          tmp_path / "out", "--device", "cpu")
     assert rc != 0
@@ -247,3 +251,109 @@ def test_export_command_writes_checks_and_refuses_to_overwrite(run_cli, tiny_mod
     rc, _, err = run_cli("export", "--model", tmp_path / "absent")
     assert rc != 0 and "does not exist" in err
 
+
+
+def _tamper_graph(folder: Path) -> None:
+    """Change one weight value inside ``folder/model.onnx``, its metadata left as it was."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(folder / ONNX_NAME))
+    tensor = next(t for t in graph.graph.initializer if numpy_helper.to_array(t).size > 1)
+    values = numpy_helper.to_array(tensor).copy()
+    values.flat[0] += 1.0
+    tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
+    onnx.save(graph, str(folder / ONNX_NAME))
+
+
+def test_a_graph_whose_bytes_do_not_match_the_record_is_not_used(run_cli, tiny_model: Path, sim_data: SimData,
+                                                                 tmp_path: Path) -> None:
+    """Weights changed inside model.onnx (its metadata still naming the folder's weights): PyTorch
+    picks, with a warning naming the rewrite; --backend onnxruntime refuses."""
+    folder = _copy(tiny_model, tmp_path)
+    _tamper_graph(folder)
+    assert OnnxNetwork(folder / ONNX_NAME, 1).weights_sha256 == weights_digest(folder)  # metadata says fine
+    with pytest.raises(OnnxUnusable, match="does not match the SHA-256 recorded") as caught:
+        load_onnx_model(folder, 1)
+    assert caught.value.anomaly
+    rc, _, err = run_cli("pick", "--model", folder, "--micrographs", sim_data.micrographs[0], "--output",
+                         tmp_path / "p", "--device", "cpu", "--threads", "1")
+    assert rc == 0, err
+    assert re.search(r"WARNING.*picking with PyTorch: .*model\.onnx does not match the SHA-256 recorded.*"
+                     rf"cryounet export --model {re.escape(str(folder))} --overwrite", err)
+    assert "ONNX Runtime" not in err.split("picking with PyTorch")[1]
+    rc, _, err = run_cli("pick", "--model", folder, "--micrographs", sim_data.micrographs[0], "--output",
+                         tmp_path / "q", "--device", "cpu", "--backend", "onnxruntime")
+    assert rc != 0
+    assert "--backend onnxruntime cannot pick here" in err and "does not match the SHA-256" in err
+    rc, _, err = run_cli("export", "--model", folder)
+    assert rc != 0 and "pass --overwrite" in error_line(err, "export")
+    rc, _, err = run_cli("export", "--model", folder, "--overwrite")
+    assert rc == 0, err
+    assert load_onnx_model(folder, 1).path == folder
+
+
+def test_a_folder_recording_no_graph_hash_picks_with_pytorch_until_exported(
+        run_cli, tiny_model: Path, sim_data: SimData, tmp_path: Path) -> None:
+    """A folder of an earlier CryoUNet (config.json records no SHA-256): its graph is not trusted
+    (PyTorch picks, the reason logged), its weights are used with a warning, and export writes the
+    graph again and records both hashes, without --overwrite."""
+    folder = _copy(tiny_model, tmp_path)
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    del config[SHA256_KEY]
+    (folder / CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(OnnxUnusable, match="records no SHA-256 of model.onnx.*cryounet export --model") as caught:
+        load_onnx_model(folder, 1)
+    assert not caught.value.anomaly
+    rc, _, err = run_cli("pick", "--model", folder, "--micrographs", sim_data.micrographs[0], "--output",
+                         tmp_path / "p", "--device", "cpu", "--threads", "1")
+    assert rc == 0, err
+    assert "picking with PyTorch" in err and "records no SHA-256 of model.onnx" in err
+    assert "its weights cannot be checked" in err
+    rc, _, err = run_cli("export", "--model", folder)
+    assert rc == 0, err
+    recorded = read_model_info(folder).sha256
+    assert recorded == {WEIGHTS_NAME: weights_digest(folder), ONNX_NAME: file_digest(folder / ONNX_NAME)}
+    assert load_onnx_model(folder, 1).path == folder
+
+
+def test_damaged_weights_are_refused_by_both_backends(run_cli, tiny_model: Path, sim_data: SimData,
+                                                      tmp_path: Path) -> None:
+    """Weights whose bytes differ from the record: an error naming the file, whatever the backend
+    (config.json's other values are not a way around it)."""
+    folder = _copy(tiny_model, tmp_path)
+    data = bytearray((folder / WEIGHTS_NAME).read_bytes())
+    data[-3] ^= 0x10
+    (folder / WEIGHTS_NAME).write_bytes(bytes(data))
+    for backend in ("torch", "onnxruntime", "auto"):
+        rc, _, err = run_cli("pick", "--model", folder, "--micrographs", sim_data.micrographs[0], "--output",
+                             tmp_path / backend, "--device", "cpu", "--backend", backend)
+        assert rc != 0
+        assert "model.safetensors: does not match the SHA-256" in error_line(err, "pick")
+
+
+def test_export_records_the_graph_hash(tiny_model: Path, tmp_path: Path) -> None:
+    folder = _copy(tiny_model, tmp_path)
+    assert read_model_info(folder).sha256[ONNX_NAME] == file_digest(folder / ONNX_NAME)  # training's
+    network = load_model(folder).network
+    (folder / ONNX_NAME).unlink()
+    record_digests(folder, [ONNX_NAME])
+    assert ONNX_NAME not in read_model_info(folder).sha256
+    assert export_onnx(network, folder) is None
+    assert read_model_info(folder).sha256[ONNX_NAME] == file_digest(folder / ONNX_NAME)
+
+
+def test_a_fold_model_graph_is_checked_too(run_cli, tiny_model: Path, sim_data: SimData, tmp_path: Path) -> None:
+    """A calibration fold model picks with the main one: its graph is held to its own record."""
+    folder = _copy(tiny_model, tmp_path)
+    shutil.copytree(tiny_model, folder / "fold_1")
+    _tamper_graph(folder / "fold_1")
+    rc, _, err = run_cli("pick", "--model", folder, "--micrographs", sim_data.micrographs[0], "--output",
+                         tmp_path / "p", "--device", "cpu", "--threads", "1")
+    assert rc == 0, err
+    assert "ensemble of 2 networks" in err
+    assert re.search(rf"WARNING.*picking with PyTorch: {re.escape(str(folder / 'fold_1' / ONNX_NAME))} does not "
+                     "match the SHA-256", err)
+    rc, _, err = run_cli("export", "--model", folder, "--overwrite")
+    assert rc == 0, err
+    assert load_onnx_model(folder / "fold_1", 1).path == folder / "fold_1"

@@ -11,8 +11,9 @@ import torch
 from cryounet.config import CryoUNetConfig
 from cryounet.errors import CryoUNetError, InputFileError
 from cryounet.io.atomic import write_json
-from cryounet.io.model_folder import (CONFIG_NAME, FORMAT_VERSION, MODEL_FORMAT, WEIGHTS_NAME, ModelInfo,
-                                      read_json_list, read_model_info)
+from cryounet.io.model_folder import (CONFIG_NAME, FORMAT_VERSION, MODEL_FORMAT, SHA256_KEY, WEIGHTS_NAME, ModelInfo,
+                                      check_model_folder, file_digest, general_model_path, is_general, read_json_list,
+                                      read_model_info, record_digests, resolve_model, weights_digest)
 from cryounet.models.weights import load_model, load_weights, save_model
 from cryounet.models import build_model
 
@@ -242,3 +243,59 @@ def test_list_model_folders_keeps_only_usable_models(tmp_path: Path) -> None:
     problems = check_model_folder(library / "truncated")
     assert len(problems) == 1 and "is incomplete or damaged" in problems[0] and WEIGHTS_NAME in problems[0]
     assert list_model_folders(tmp_path / "absent") == []
+
+
+def test_weights_hash_is_recorded_and_checked(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """save_model records the weights' SHA-256; weights with other bytes are refused (by load_model
+    and check_model_folder), and a config.json without the record warns instead of checking."""
+    _saved(tmp_path / "m")
+    folder = tmp_path / "m"
+    assert read_model_info(folder).sha256 == {WEIGHTS_NAME: file_digest(folder / WEIGHTS_NAME)}
+    assert json.loads((folder / CONFIG_NAME).read_text())[SHA256_KEY][WEIGHTS_NAME] == weights_digest(folder)
+    other = tmp_path / "other"
+    net = build_model(CFG.model)
+    save_model(other, net, ModelInfo(CFG, 56.0, 0.5))  # same network, other values: loads, but other bytes
+    shutil.copy(other / WEIGHTS_NAME, folder / WEIGHTS_NAME)
+    with pytest.raises(InputFileError, match="does not match the SHA-256 recorded"):
+        load_model(folder)
+    assert "does not match the SHA-256" in check_model_folder(folder)[0]
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    del config[SHA256_KEY]
+    write_json(folder / CONFIG_NAME, config)
+    with caplog.at_level("WARNING", logger="cryounet"):
+        load_model(folder)
+    assert "records no SHA-256 of model.safetensors" in caplog.text and "cryounet export --model" in caplog.text
+    assert check_model_folder(folder) == []
+    record_digests(folder, [WEIGHTS_NAME])
+    assert read_model_info(folder).sha256 == {WEIGHTS_NAME: weights_digest(folder)}
+    assert json.loads((folder / CONFIG_NAME).read_text())["threshold"] == 0.42  # the rest kept
+
+
+@pytest.mark.parametrize("record", [["x"], {"model.safetensors": "abc"}, {"notes.txt": "0" * 64}])
+def test_malformed_hash_record_refused(tmp_path: Path, record: object) -> None:
+    _saved(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / CONFIG_NAME).read_text())
+    config[SHA256_KEY] = record
+    write_json(tmp_path / "m" / CONFIG_NAME, config)
+    with pytest.raises(InputFileError, match=f"config.json.*'{SHA256_KEY}'"):
+        read_model_info(tmp_path / "m")
+
+
+def test_general_resolves_to_the_shipped_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_model("general") == general_model_path()
+    assert is_general("general") and is_general(general_model_path())
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "general").mkdir()
+    assert resolve_model("./general") == Path("general")  # a folder of that name, given as a path
+    assert not is_general(tmp_path / "general") and not is_general(Path("general"))
+    assert resolve_model(tmp_path / "m") == tmp_path / "m"
+
+
+def test_shipped_general_model_records_and_matches_its_files() -> None:
+    from cryounet.io.model_folder import ONNX_NAME
+
+    folder = general_model_path()
+    info = read_model_info(folder)
+    assert check_model_folder(folder) == []
+    assert (folder / ONNX_NAME).is_file()
+    assert info.sha256 == {WEIGHTS_NAME: weights_digest(folder), ONNX_NAME: file_digest(folder / ONNX_NAME)}

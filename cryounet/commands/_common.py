@@ -5,13 +5,19 @@ import argparse
 import logging
 import math
 import sys
+from pathlib import Path
 from typing import Callable
 
 from cryounet.errors import CryoUNetError
 from cryounet.io.micrographs import MICROGRAPH_SUFFIXES, check_diameter
+from cryounet.io.model_folder import GENERAL_NAME, resolve_model
 
 MICROGRAPHS_HELP = (f"micrographs: folders (all {', '.join('*' + s for s in MICROGRAPH_SUFFIXES)}), files, "
                     "globs (quote them) or @LIST.txt files with one path per line")
+
+
+#: How a model option names the general model (appended to its help).
+GENERAL_HELP = f"'{GENERAL_NAME}' names the general model shipped with CryoUNet (a folder of that name: ./{GENERAL_NAME})"
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +65,14 @@ def diameter(text: str) -> float:
     """argparse type of a particle diameter in pixels (see :func:`check_diameter`)."""
     try:
         return check_diameter(text, "the diameter")
+    except CryoUNetError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def model_folder(text: str) -> Path:
+    """argparse type of a model folder: a path, or ``general`` for the shipped general model."""
+    try:
+        return resolve_model(text)
     except CryoUNetError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

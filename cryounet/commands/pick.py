@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cryounet.commands._common import (MICROGRAPHS_HELP, add_device, add_overwrite, diameter, non_negative_int,
-                                      positive_int, shard, show_progress)
+from cryounet.commands._common import (GENERAL_HELP, MICROGRAPHS_HELP, add_device, add_overwrite, diameter,
+                                      model_folder, non_negative_int, positive_int, shard, show_progress)
 from cryounet.config import BACKENDS, GPU_PICK_WORKERS, PRECISIONS, CryoUNetConfig, PickConfig
 from cryounet.io.model_folder import AUTO_THRESHOLD
 
@@ -19,8 +19,9 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", action="append", required=True, type=Path,
-                        help="model folder (repeat for an ensemble: mean probability, spread kept)")
+    parser.add_argument("--model", action="append", required=True, type=model_folder,
+                        help="model folder (repeat for an ensemble: mean probability, spread kept); "
+                             f"{GENERAL_HELP}, which needs --diameter")
     parser.add_argument("--micrographs", nargs="+", required=True, help=MICROGRAPHS_HELP)
     parser.add_argument("--output", required=True, type=Path,
                         help="folder for <micrograph>.star files and the coordinates.star index")
@@ -51,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "networks too, as one ensemble (default: the config's pick.folds, on)")
     parser.add_argument("--diameter", type=diameter,
                         help="particle diameter in pixels (default: the one the model was trained "
-                             "with; set it for a general model or a differently sampled dataset)")
+                             "with; required with the general model, and for a differently sampled dataset)")
     parser.add_argument("--allow-all-skipped", action="store_true",
                         help="exit 0 even when no micrograph could be read (each skipped one is "
                              "listed with its reason in OUTPUT/skipped.json); for pipelines")
@@ -69,14 +70,15 @@ def main(args: argparse.Namespace) -> int:
     from cryounet.config import cpu_pick_settings
     from cryounet.inference.batch import pick_micrographs
     from cryounet.io.micrographs import expand_micrographs
-    from cryounet.io.model_folder import parse_threshold, read_model_info
+    from cryounet.io.model_folder import check_general_diameter, parse_threshold, read_model_info
     from cryounet.io.outputs import claim_output_folder
     from cryounet.io.picks_folder import PICK_PATTERNS, check_stems, select_shard
 
     threshold = parse_threshold(args.threshold)
+    check_general_diameter(args.model, args.diameter)
     micrographs = expand_micrographs(args.micrographs)
+    total = len(micrographs)
     if args.shard is not None:
-        total = len(micrographs)
         micrographs = select_shard(micrographs, *args.shard)
         logger.info("shard %d/%d: %d of %d micrographs", *args.shard, len(micrographs), total)
     base = read_model_info(args.model[0]).config
@@ -89,7 +91,7 @@ def main(args: argparse.Namespace) -> int:
     check_stems(micrographs)
     folder = claim_output_folder(args.output, "pick", overwrite=args.overwrite, patterns=PICK_PATTERNS)
     summary = pick_micrographs(picker, micrographs, args.output, threshold, show_progress(args),
-                               allow_all_skipped=args.allow_all_skipped)
+                               allow_all_skipped=args.allow_all_skipped, shard=args.shard, listed=total)
     folder.complete()
     logger.info("picked %d particles on %d micrograph(s) at threshold %.3f%s; STAR files in %s",
                 summary.total, len(summary.picked), summary.threshold,
@@ -141,7 +143,7 @@ def _onnx_picker(args: argparse.Namespace, pick_cfg: PickConfig, members: list[P
     if pick_cfg.backend == "torch":
         return None
     explicit = pick_cfg.backend == "onnxruntime"
-    reason = None
+    reason, anomaly = None, False
     if device not in ("cpu", "auto"):
         reason = f"ONNX Runtime picks on the CPU only, and --device {args.device} asks for a GPU"
     elif device == "auto" and not explicit and not _cuda_impossible():
@@ -161,11 +163,11 @@ def _onnx_picker(args: argparse.Namespace, pick_cfg: PickConfig, members: list[P
         try:
             models = [load_onnx_model(path, threads) for path in members]
         except OnnxUnusable as exc:
-            reason = str(exc)
+            reason, anomaly = str(exc), exc.anomaly
     if reason is not None:
         if explicit:
             raise CryoUNetError(f"--backend onnxruntime cannot pick here: {reason}")
-        logger.info("picking with PyTorch: %s", reason)
+        logger.log(logging.WARNING if anomaly else logging.INFO, "picking with PyTorch: %s", reason)
         return None
     if device == "auto" and not _cuda_impossible():
         logger.info("--backend onnxruntime: running on the CPU although this machine may have a CUDA GPU")

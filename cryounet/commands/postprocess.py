@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -36,7 +37,8 @@ def main(args: argparse.Namespace) -> int:
     from cryounet.io.micrographs import expand_micrographs
     from cryounet.io.mrc import micrograph_shape
     from cryounet.io.outputs import claim_output_folder
-    from cryounet.io.picks_folder import PICK_PATTERNS, check_picks_folder, check_stems, warn_if_empty, write_picks
+    from cryounet.io.picks_folder import (PICK_PATTERNS, check_picks_folder, check_stems, postprocessed_record,
+                                          read_pick_record, warn_if_empty, write_picks)
     from cryounet.postprocess.filters import FilterConfig, filter_picks
 
     check_picks_folder(args.picks)
@@ -67,7 +69,8 @@ def main(args: argparse.Namespace) -> int:
         results.append((stem, name, kept))
         picked[stem] = len(kept)
     folder = claim_output_folder(args.output, "postprocess", overwrite=args.overwrite, patterns=PICK_PATTERNS)
-    write_picks(args.output, results)
+    write_picks(args.output, results, postprocessed_record(read_pick_record(args.picks), dataclasses.asdict(cfg),
+                                                           len(results)))
     folder.complete()
     warn_if_empty(picked)
     logger.info("kept %d of %d picks on %d micrograph(s); STAR files in %s",

@@ -5,8 +5,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from cryounet.commands._common import (MICROGRAPHS_HELP, add_device, add_overwrite, non_negative_int, positive_int,
-                                      show_progress)
+from cryounet.commands._common import (GENERAL_HELP, MICROGRAPHS_HELP, add_device, add_overwrite, diameter,
+                                      model_folder, non_negative_int, positive_int, show_progress)
 
 name = "refine"
 help = ("refine a trained model by self-training on unlabelled micrographs (pseudo-labels with "
@@ -15,7 +15,11 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, type=Path, help="trained model folder to start from")
+    parser.add_argument("--model", required=True, type=model_folder,
+                        help=f"trained model folder to start from ({GENERAL_HELP}, which needs --diameter)")
+    parser.add_argument("--diameter", type=diameter,
+                        help="particle diameter in pixels (default: the model's; required with the "
+                             "general model)")
     parser.add_argument("--micrographs", nargs="+", required=True,
                         help=f"labelled {MICROGRAPHS_HELP} (those without coordinates count as unlabelled)")
     parser.add_argument("--coordinates", required=True, type=Path, help="folder of coordinate files")
@@ -38,7 +42,7 @@ def main(args: argparse.Namespace) -> int:
     from cryounet.device import resolve_device
     from cryounet.errors import CryoUNetError, InputFileError
     from cryounet.io.micrographs import expand_micrographs
-    from cryounet.io.model_folder import MODEL_PATTERNS
+    from cryounet.io.model_folder import MODEL_PATTERNS, check_general_diameter
     from cryounet.io.outputs import claim_output_folder
     from cryounet.models.weights import load_model
     from cryounet.training.data import load_labelled, load_micrograph, split_validation
@@ -48,8 +52,11 @@ def main(args: argparse.Namespace) -> int:
         raise CryoUNetError("--valid-micrographs and --valid-coordinates go together")
     if args.output.resolve() == args.model.resolve():
         raise CryoUNetError("--output must differ from --model (the input model would be overwritten)")
+    check_general_diameter([args.model], args.diameter)
     device = resolve_device(args.device, args.threads)
     model = load_model(args.model, device)
+    if args.diameter is not None:
+        model.info.diameter_px = args.diameter
     cfg = load_config(args.config, base=model.info.config)
     if args.rounds is not None:
         cfg.refine.rounds = args.rounds

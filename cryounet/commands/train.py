@@ -6,8 +6,8 @@ import logging
 import time
 from pathlib import Path
 
-from cryounet.commands._common import (MICROGRAPHS_HELP, add_device, add_overwrite, diameter, non_negative_int,
-                                      positive_int, show_progress)
+from cryounet.commands._common import (GENERAL_HELP, MICROGRAPHS_HELP, add_device, add_overwrite, diameter,
+                                      model_folder, non_negative_int, positive_int, show_progress)
 
 name = "train"
 help = "train a model from micrographs and picks (STAR, BOX or CSV/TXT, matched by file stem)"
@@ -30,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=positive_int, help="maximum epochs (overrides the config)")
     parser.add_argument("--seed", type=non_negative_int, help="random seed (overrides the config)")
     parser.add_argument("--config", type=Path, help="JSON config file (see cryounet.config)")
-    parser.add_argument("--init", help="start from the weights of this model folder, or 'general' "
-                                       "for the starting model shipped with CryoUNet")
+    parser.add_argument("--init", type=model_folder,
+                        help=f"start from the weights of this model folder ({GENERAL_HELP})")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from OUTPUT/checkpoint.pt")
     add_overwrite(parser, "the model folder")
@@ -131,8 +131,7 @@ def main(args: argparse.Namespace) -> int:
     from cryounet.config import load_config
     from cryounet.device import resolve_device
     from cryounet.errors import CryoUNetError
-    from cryounet.io.model_folder import (CONFIG_NAME, WEIGHTS_NAME, general_model_path,
-                                          read_model_info)
+    from cryounet.io.model_folder import CONFIG_NAME, WEIGHTS_NAME, check_weights_digest, read_model_info
     from cryounet.training import distributed
 
     if args.resume and args.overwrite:
@@ -151,8 +150,9 @@ def main(args: argparse.Namespace) -> int:
             raise CryoUNetError("--valid-micrographs and --valid-coordinates go together")
     init = None
     if args.init:
-        init_dir = general_model_path() if args.init == "general" else Path(args.init)
+        init_dir = args.init
         init_info = read_model_info(init_dir)
+        check_weights_digest(init_dir, init_info)
         if init_info.config.model != cfg.model:
             logger.info("--init: using the architecture of %s", init_dir)
             cfg.model = init_info.config.model

@@ -19,7 +19,7 @@ from cryounet.errors import CryoUNetError, InputFileError
 from cryounet.inference.picking import BasePicker
 from cryounet.io.coordinates import INDEX_NAME, Picks, write_star_index, write_star_picks
 from cryounet.io.mrc import read_micrograph
-from cryounet.io.picks_folder import warn_if_empty, write_skipped
+from cryounet.io.picks_folder import PickRecord, model_entry, warn_if_empty, write_pick_record, write_skipped
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,8 @@ class _InTurn:
 
 def pick_micrographs(picker: BasePicker, micrographs: Sequence[Path], output: Path,
                      threshold: float | None, progress: bool = True,
-                     allow_all_skipped: bool = False, workers: int | None = None) -> PickSummary:
+                     allow_all_skipped: bool = False, workers: int | None = None,
+                     shard: tuple[int, int] | None = None, listed: int | None = None) -> PickSummary:
     """Pick each micrograph, write its STAR file as soon as it is done, then the index.
 
     ``threshold`` None picks at the picker's threshold rule (``pick.threshold``, else calibrated).
@@ -69,6 +70,9 @@ def pick_micrographs(picker: BasePicker, micrographs: Sequence[Path], output: Pa
     reason in ``skipped.json`` (``[{"micrograph": path, "reason": text}, ...]``). When every
     micrograph fails, :class:`CryoUNetError` is raised unless ``allow_all_skipped`` (then the
     index is written empty). The index lists the picked micrographs in the order given.
+
+    ``pick.json`` records the models (their weights' SHA-256), the threshold, the diameter, the
+    number of micrographs and ``shard`` (K, N) of a list of ``listed`` micrographs, for ``merge``.
     """
     from tqdm import tqdm
 
@@ -134,6 +138,9 @@ def pick_micrographs(picker: BasePicker, micrographs: Sequence[Path], output: Pa
         while behind:
             collect(*behind.popleft())
     write_skipped(output, summary.failed)
+    write_pick_record(output, PickRecord(
+        "pick", [model_entry(m.path, m.info.sha256) for m in picker.models], thr,
+        picker.models[0].info.diameter_px, len(micrographs), shard, listed))
     if not done and not allow_all_skipped:
         raise CryoUNetError(f"none of the {len(micrographs)} micrographs could be picked "
                             f"(first problem: {next(iter(summary.failed.values()), 'none')})")

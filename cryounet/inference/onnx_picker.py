@@ -6,7 +6,8 @@ same network as its ``model.safetensors``. ONNX Runtime imports in 0.1 s where t
 without test-time augmentation and 0.8x with it, a warm batch with it the same time (2 cores,
 BENCHMARKS.md, "ONNX Runtime on the CPU"). The maps equal PyTorch's to float32 rounding, tiling
 and test-time augmentation included, so the calibrated thresholds hold. A graph is used only when
-it was made from the folder's weights (their SHA-256) for the network its config.json describes.
+its bytes match the SHA-256 the folder's config.json records, and it was made from the folder's
+weights (their SHA-256) for the network config.json describes.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from cryounet.errors import CryoUNetError, InputFileError
 from cryounet.inference.picking import BasePicker
 from cryounet.inference.tiling import dihedral, dihedral_inverse, pad_to_multiple, predict_tiled, tta_symmetries
 from cryounet.io.model_folder import (CONFIG_NAME, ONNX_MULTIPLE_KEY, ONNX_NAME, ONNX_NETWORK_KEY, ONNX_WEIGHTS_KEY,
-                                      WEIGHTS_NAME, ModelInfo, network_signature, read_model_info, weights_digest)
+                                      WEIGHTS_NAME, ModelInfo, check_weights_digest, network_signature,
+                                      read_model_info, recorded_digest, weights_digest)
 
 logger = logging.getLogger(__name__)
 
@@ -87,19 +89,24 @@ class OnnxUnusable(CryoUNetError):
     made from other weights or for another network); PyTorch may still pick with it.
 
     Attributes:
+        anomaly: the graph is damaged or does not belong to the folder (see ``__init__``).
         reason: what is wrong, without the advice that ``str()`` adds for a graph that ``cryounet
             export --overwrite`` can rewrite (``rewrite``: that folder).
     """
 
-    def __init__(self, reason: str, rewrite: Path | None = None) -> None:
+    def __init__(self, reason: str, rewrite: Path | None = None, anomaly: bool = False) -> None:
         self.reason = reason
+        #: Something is wrong with a graph that should match (damaged, replaced): a warning, and
+        #: ``cryounet export`` needs ``--overwrite`` to replace it.
+        self.anomaly = anomaly
         super().__init__(reason if rewrite is None
                          else f"{reason} (cryounet export --model {rewrite} --overwrite rewrites it)")
 
 
 def load_onnx_model(folder: str | os.PathLike[str], threads: int) -> OnnxModel:
-    """The ONNX network of a model folder, after checking that it was made from the folder's
-    weights for the network its config.json describes.
+    """The ONNX network of a model folder, after checking that its bytes match the SHA-256 its
+    config.json records, and that it was made from the folder's weights (which must match their
+    recorded SHA-256) for the network config.json describes.
 
     Raises:
         OnnxUnusable: why this folder cannot pick with ONNX Runtime.
@@ -112,17 +119,24 @@ def load_onnx_model(folder: str | os.PathLike[str], threads: int) -> OnnxModel:
     if not path.is_file():
         raise OnnxUnusable(f"{folder} has no {ONNX_NAME} (a model trained with CryoUNet 0.4 or earlier: "
                            f"cryounet export --model {folder} writes it)")
+    check_weights_digest(folder, info)
+    problem = recorded_digest(folder, info, ONNX_NAME)
+    if problem is not None:
+        if ONNX_NAME in info.sha256:
+            raise OnnxUnusable(problem, folder, anomaly=True)
+        raise OnnxUnusable(f"{problem}: cryounet export --model {folder} writes the graph again and records it")
     try:
         network = OnnxNetwork(path, threads)
     except InputFileError as exc:
-        raise OnnxUnusable(str(exc)) from None
+        raise OnnxUnusable(str(exc), anomaly=True) from None
     if network.weights_sha256 != weights_digest(folder):
-        raise OnnxUnusable(f"{path} was made from other weights than {folder / WEIGHTS_NAME}", folder)
+        raise OnnxUnusable(f"{path} was made from other weights than {folder / WEIGHTS_NAME}", folder, anomaly=True)
     if not network.network_signature:
         raise OnnxUnusable(f"{path} does not record the network it was made for (an earlier export "
-                           "format)", folder)
+                           "format)", folder, anomaly=True)
     if network.network_signature != network_signature(info):
-        raise OnnxUnusable(f"{path} was made for another network than {folder / CONFIG_NAME} describes")
+        raise OnnxUnusable(f"{path} was made for another network than {folder / CONFIG_NAME} describes",
+                           anomaly=True)
     return OnnxModel(network, info, folder)
 
 

@@ -39,6 +39,12 @@ ONNX_WEIGHTS_KEY = "cryounet_weights_sha256"
 ONNX_MULTIPLE_KEY = "cryounet_multiple"
 ONNX_NETWORK_KEY = "cryounet_network"
 CONFIG_NAME = "config.json"
+#: Key of config.json holding ``{file name: SHA-256 hex}`` of the files a model folder picks with
+#: (``model.safetensors``, and ``model.onnx`` once exported): a file that does not match is not
+#: used (:func:`check_weights_digest`, :func:`recorded_digest`).
+SHA256_KEY = "sha256"
+#: The files whose SHA-256 the record holds.
+HASHED_FILES = (WEIGHTS_NAME, ONNX_NAME)
 HISTORY_NAME = "history.json"
 CURVE_NAME = "validation_curve.json"
 #: Per-round record of a pseudo-labelled refinement (written by ``cryounet refine``).
@@ -80,6 +86,9 @@ class ModelInfo:
     calibration: dict[str, float] = field(default_factory=dict)
     #: CryoUNet version that wrote the folder (this one for a model being trained).
     cryounet_version: str = __version__
+    #: SHA-256 (hex) of the folder's files by name (:data:`SHA256_KEY`); empty for a folder written
+    #: before CryoUNet recorded them.
+    sha256: dict[str, str] = field(default_factory=dict, compare=False)
     #: Where it was read from (for messages; not stored).
     source: str = field(default="this model", compare=False)
 
@@ -102,6 +111,8 @@ class ModelInfo:
             data["validation_tta"] = self.validation_tta
         if self.calibration:
             data["calibration"] = self.calibration
+        if self.sha256:
+            data[SHA256_KEY] = dict(self.sha256)
         return data
 
 
@@ -212,6 +223,7 @@ def read_model_info(folder: str | os.PathLike[str], allow_incomplete: bool = Fal
             validation_tta={k: float(v) for k, v in dict(data.get("validation_tta", {})).items()},
             calibration={k: float(v) for k, v in dict(data.get("calibration", {})).items()},
             cryounet_version=str(data.get("cryounet_version", "")),
+            sha256=_read_digests(data.get(SHA256_KEY, {}), config_path),
             source=str(folder),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -224,6 +236,19 @@ def read_model_info(folder: str | os.PathLike[str], allow_incomplete: bool = Fal
     return info
 
 
+def _read_digests(value: object, config_path: Path) -> dict[str, str]:
+    """The ``sha256`` record of a config.json, checked: file names of :data:`HASHED_FILES` to
+    64 hex digits."""
+    if not isinstance(value, dict):
+        raise InputFileError(config_path, f"'{SHA256_KEY}' must map file names to SHA-256 digests")
+    for name, digest in value.items():
+        if name not in HASHED_FILES or not isinstance(digest, str) or len(digest) != 64 \
+                or any(c not in "0123456789abcdef" for c in digest):
+            raise InputFileError(config_path, f"'{SHA256_KEY}' holds {name!r}: {digest!r}, not a file of "
+                                              f"the model with its SHA-256 (64 hex digits)")
+    return dict(value)
+
+
 def check_model_folder(folder: str | os.PathLike[str]) -> list[str]:
     """Problems that make ``folder`` unusable as a model (an empty list when it is fine)."""
     folder = Path(folder)
@@ -233,20 +258,75 @@ def check_model_folder(folder: str | os.PathLike[str]) -> list[str]:
     if missing:
         return missing
     try:
-        read_model_info(folder)
+        info = read_model_info(folder)
         check_weights_file(folder / WEIGHTS_NAME)
+        check_weights_digest(folder, info, warn=False)
     except CryoUNetError as exc:
         return [str(exc)]
     return []
 
 
-def weights_digest(folder: str | os.PathLike[str]) -> str:
-    """SHA-256 (hex) of a model folder's ``model.safetensors``: what ties ``model.onnx`` to it."""
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """SHA-256 (hex) of a file's bytes."""
     digest = hashlib.sha256()
-    with open(Path(folder) / WEIGHTS_NAME, "rb") as stream:
+    with open(path, "rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def weights_digest(folder: str | os.PathLike[str]) -> str:
+    """SHA-256 (hex) of a model folder's ``model.safetensors``: what ties ``model.onnx`` to it."""
+    return file_digest(Path(folder) / WEIGHTS_NAME)
+
+
+def recorded_digest(folder: str | os.PathLike[str], info: ModelInfo, name: str) -> str | None:
+    """Whether ``folder/name`` matches the SHA-256 its config.json records: None when it does, else
+    why not (nothing recorded, or other bytes)."""
+    path = Path(folder) / name
+    recorded = info.sha256.get(name)
+    if recorded is None:
+        return f"{Path(folder) / CONFIG_NAME} records no SHA-256 of {name} (a folder written by an earlier CryoUNet)"
+    if file_digest(path) != recorded:
+        return f"{path} does not match the SHA-256 recorded in {Path(folder) / CONFIG_NAME} (damaged or replaced)"
+    return None
+
+
+def check_weights_digest(folder: str | os.PathLike[str], info: ModelInfo, warn: bool = True) -> None:
+    """Refuse weights whose bytes differ from the SHA-256 config.json records; weights of a folder
+    that records none are used, with a warning (when ``warn``) that names the command recording it.
+
+    Raises:
+        InputFileError: the weights are not the ones the folder recorded.
+    """
+    problem = recorded_digest(folder, info, WEIGHTS_NAME)
+    if problem is None:
+        return
+    if WEIGHTS_NAME in info.sha256:
+        raise InputFileError(Path(folder) / WEIGHTS_NAME, "does not match the SHA-256 recorded in its "
+                             f"{CONFIG_NAME}: the weights are damaged or were replaced; copy the model "
+                             "folder again, or retrain")
+    if warn:
+        logger.warning("%s; its weights cannot be checked (cryounet export --model %s records it)",
+                       problem, folder)
+
+
+def record_digests(folder: str | os.PathLike[str], names: Sequence[str]) -> None:
+    """Record in ``folder/config.json`` the SHA-256 of each of ``names`` present in the folder
+    (and drop the record of those absent); the rest of config.json is kept as it is."""
+    folder = Path(folder)
+    config_path = folder / CONFIG_NAME
+    data = _read_json(config_path, "model config")
+    if not isinstance(data, dict):
+        raise InputFileError(config_path, "not a CryoUNet model config")
+    digests = dict(_read_digests(data.get(SHA256_KEY, {}), config_path))
+    for name in names:
+        if (folder / name).is_file():
+            digests[name] = file_digest(folder / name)
+        else:
+            digests.pop(name, None)
+    data[SHA256_KEY] = digests
+    write_json(config_path, data)
 
 
 def network_signature(info: ModelInfo) -> str:
@@ -330,11 +410,42 @@ def list_model_folders(root: str | os.PathLike[str]) -> list[str]:
 GENERAL_MODEL = Path(__file__).resolve().parents[1] / "weights" / "general"
 
 
+#: The name that stands for the shipped general model wherever a model folder is asked for.
+GENERAL_NAME = "general"
+
+
 def general_model_path() -> Path:
-    """The shipped general starting model (``--init general``)."""
+    """The shipped general starting model (``--model general``, ``--init general``)."""
     if not (GENERAL_MODEL / WEIGHTS_NAME).is_file():
         raise CryoUNetError(f"no general starting model is installed (expected {GENERAL_MODEL})")
     return GENERAL_MODEL
+
+
+def is_general(model: str | os.PathLike[str]) -> bool:
+    """Whether ``model`` names the shipped general model: the word ``general`` as typed (a string;
+    a folder of that name is given as ``./general``) or its folder."""
+    return (isinstance(model, str) and model == GENERAL_NAME) or Path(model).resolve() == GENERAL_MODEL
+
+
+def resolve_model(model: str | os.PathLike[str]) -> Path:
+    """The model folder ``model`` names: the shipped general model for the string ``general``
+    (as typed on a command line or in a form), else the path."""
+    return general_model_path() if isinstance(model, str) and model == GENERAL_NAME else Path(model)
+
+
+def check_general_diameter(models: Sequence[str | os.PathLike[str]], diameter: float | None,
+                           option: str = "--diameter") -> None:
+    """Refuse picking with the general model without the user's particle diameter: its own
+    diameter is the one of the sets it was trained on, not the user's.
+
+    Raises:
+        CryoUNetError: a model is the general one and ``diameter`` is None.
+    """
+    if diameter is None and any(is_general(model) for model in models):
+        own = read_model_info(GENERAL_MODEL).diameter_px
+        raise CryoUNetError(f"the general model needs the particle diameter: give {option} (in pixels of "
+                            f"your micrographs); its own {own:g} px is the diameter of the sets it was "
+                            "trained on, not of yours")
 
 
 def _read_json(path: Path, what: str) -> Any:

@@ -3,7 +3,8 @@
 The graph is a derived copy of ``model.safetensors`` (which stays the model): batch norms folded
 into the convolutions, any batch size and image size that is a multiple of the network's pooling
 factor. It carries the SHA-256 of the weights it was made from and the network section of the
-folder's config.json (``io.model_folder.network_signature``), and is only written after ONNX
+folder's config.json (``io.model_folder.network_signature``); its own SHA-256 is recorded in that
+config.json (a graph that does not match is not used). It is only written after ONNX
 Runtime reproduced PyTorch's output on a second, differently shaped input; an architecture that
 does not export (the bottleneck's fused self-attention) gets no ``model.onnx`` and picks with
 PyTorch.
@@ -22,9 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from cryounet.errors import CryoUNetError
 from cryounet.io.atomic import atomic_path
 from cryounet.io.model_folder import (ONNX_MULTIPLE_KEY, ONNX_NAME, ONNX_NETWORK_KEY, ONNX_WEIGHTS_KEY,
-                                      network_signature, read_model_info, weights_digest)
+                                      network_signature, read_model_info, record_digests, weights_digest)
 from cryounet.models.fusion import fold_batch_norms
 
 logger = logging.getLogger(__name__)
@@ -64,6 +66,7 @@ def export_onnx(network: nn.Module, folder: str | os.PathLike[str]) -> str | Non
         return _without(target, problem)
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
+    record_digests(folder, [ONNX_NAME])  # the graph is used only while its bytes match this record
     logger.debug("wrote %s (%.1f MB)", target, len(data) / 1e6)
     return None
 
@@ -71,6 +74,8 @@ def export_onnx(network: nn.Module, folder: str | os.PathLike[str]) -> str | Non
 def _without(target: Path, reason: str) -> str:
     with contextlib.suppress(FileNotFoundError):
         target.unlink()  # a graph of earlier weights must not stay beside these
+    with contextlib.suppress(CryoUNetError):
+        record_digests(target.parent, [ONNX_NAME])  # nor its record
     logger.info("no %s in %s (%s): this model picks with PyTorch", ONNX_NAME, target.parent, reason)
     return reason
 

@@ -5,6 +5,7 @@ folder's ``config.json`` through the registry.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,8 @@ from torch import nn
 
 from cryounet.errors import InputFileError
 from cryounet.io.atomic import atomic_path, write_json
-from cryounet.io.model_folder import CONFIG_NAME, WEIGHTS_NAME, ModelInfo, read_model_info
+from cryounet.io.model_folder import (CONFIG_NAME, WEIGHTS_NAME, ModelInfo, check_weights_digest, read_model_info,
+                                      weights_digest)
 from cryounet.models.registry import build_model
 
 
@@ -37,10 +39,12 @@ def save_weights(path: str | os.PathLike[str], network: nn.Module) -> None:
 
 
 def save_model(folder: str | os.PathLike[str], network: nn.Module, info: ModelInfo) -> None:
-    """Write weights and config into ``folder`` (created if needed)."""
+    """Write weights and config into ``folder`` (created if needed); the config records the
+    weights' SHA-256 (and no graph's: a ``model.onnx`` of earlier weights is not this network)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_weights(folder / WEIGHTS_NAME, network)
+    info = dataclasses.replace(info, sha256={WEIGHTS_NAME: weights_digest(folder)})
     write_json(folder / CONFIG_NAME, info.to_json())
 
 
@@ -70,10 +74,12 @@ def load_weights(network: nn.Module, path: str | os.PathLike[str]) -> None:
 
 
 def load_model(folder: str | os.PathLike[str], device: torch.device | str = "cpu") -> LoadedModel:
-    """Rebuild the network of a model folder, load its weights and put it in eval mode."""
+    """Rebuild the network of a model folder, load its weights (checked against the SHA-256 its
+    config.json records) and put it in eval mode."""
     folder = Path(folder)
     info = read_model_info(folder)
     network = build_model(info.config.model)
-    load_weights(network, folder / WEIGHTS_NAME)
+    load_weights(network, folder / WEIGHTS_NAME)  # an unreadable file or another network: named as such
+    check_weights_digest(folder, info)
     network.to(device).eval()
     return LoadedModel(network, info, folder)

@@ -56,8 +56,9 @@ COORDS_INDEX = _coordinates.INDEX_NAME
 MICROGRAPH_SUFFIXES = _micrographs.MICROGRAPH_SUFFIXES
 #: Box size = BOX_FACTOR x particle diameter, and back.
 BOX_FACTOR = _coordinates.BOX_FACTOR
-#: ``cryounet train --init`` value of the general model shipped with the engine.
-GENERAL_MODEL = "general"
+#: The name of the general model shipped with the engine in every model option of the engine's
+#: command line (``--model``, ``--init``).
+GENERAL_MODEL = _models.GENERAL_NAME
 #: Distribution name of the engine (the engine environment installs ``<it>[engine]``).
 ENGINE_DISTRIBUTION = "cryounet"
 
@@ -184,6 +185,19 @@ def generalModelFolder():
         ValueError: this installation of the engine has no general model.
     """
     return str(_asValueError(_models.general_model_path)())
+
+
+@_asValueError
+def resolveModelFolder(model):
+    """The model folder ``model`` names, by the engine's one rule: the general model's folder for
+    :data:`GENERAL_MODEL`, else ``model`` itself (a path)."""
+    return str(_models.resolve_model(str(model)))
+
+
+def isGeneralModel(folder):
+    """Whether ``folder`` is the general model shipped with the engine (it needs the user's
+    particle diameter to pick)."""
+    return bool(folder) and _models.is_general(str(folder))
 
 
 def listModelFolders(root):

@@ -242,6 +242,10 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
             errors += engine.checkModelFolder(model.getPath())
         if self.particleDiameter.get():
             errors += self._particleDiameterErrors(self.getPickDiameter(), self.getInputMicrographs(), "")
+        if not self.particleDiameter.get() and any(engine.isGeneralModel(m.getPath()) for m in models):
+            errors.append("The general model needs the particle diameter: give it (its own %.0f px is "
+                          "the diameter of the sets it was trained on, not of these micrographs)."
+                          % engine.readModelInfo(engine.generalModelFolder())["diameter"])
         diameters = sorted({round(m.getDiameter() or 0, 1) for m in models})
         if len(diameters) > 1 and not self.particleDiameter.get():
             errors.append("The models were trained for different particle diameters (%s px); "

@@ -365,3 +365,13 @@ def test_extra_config():
     assert base["train"]["epochs"] == 40  # not modified
 
 
+
+
+def test_general_model_is_resolved_by_the_engine_rule(tmp_path):
+    general = E.generalModelFolder()
+    assert E.resolveModelFolder(E.GENERAL_MODEL) == general
+    assert E.resolveModelFolder(str(tmp_path)) == str(tmp_path)
+    assert E.isGeneralModel(general) and E.isGeneralModel(E.GENERAL_MODEL)
+    assert not E.isGeneralModel(str(tmp_path)) and not E.isGeneralModel("")
+    assert E.checkModelFolder(general) == []
+    assert os.path.isfile(os.path.join(general, "model.onnx"))  # picks on the CPU without PyTorch

@@ -137,6 +137,8 @@ class TestCryoUnetFailures(CryoUnetTestBase):
         name = next(k for k, v in state.items() if v.is_floating_point())
         state[name] = torch.full_like(state[name], float("nan"))
         save_file(state, weights)
+        from cryounet.io.model_folder import record_digests
+        record_digests(modelDir, ["model.safetensors"])  # as a run that trained them records them
         importModel = self.runProt(self.newProtocol(CryoUnetProtImportModel, modelFolder=modelDir,
                                                     samplingRate=2.0, copyFiles=False))
         pick = self.newProtocol(CryoUnetProtPick, useGpu=False, streamingBatchSize=0)

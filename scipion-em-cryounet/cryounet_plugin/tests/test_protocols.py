@@ -406,10 +406,10 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
                                    tta=False, streamingBatchSize=0)
         general.inputMicrographs.set(self.streamImport)
         general.inputMicrographs.setExtended("outputMicrographs")
-        self.assertEqual(general.validate(), [])
-        # the general model knows no pixel size: without a particle diameter the form says so
-        self.assertTrue(any("give the particle diameter" in w for w in general.warnings()))
+        # the general model's diameter is its training sets': without the user's, the form refuses
+        self.assertTrue(any("general model needs the particle diameter" in e for e in general.validate()))
         general.particleDiameter.set(SIM_DIAMETER)
+        self.assertEqual(general.validate(), [])
         self.assertFalse(any("pixel size" in w for w in general.warnings()))
         self.runProt(general)
         self.assertIsNotNone(general.outputCoordinates)
