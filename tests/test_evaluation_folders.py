@@ -10,6 +10,7 @@ import pytest
 from cryounet.errors import CryoUNetError
 from cryounet.evaluation.folders import evaluate_folders
 from cryounet.io.coordinates import Picks, write_star_index, write_star_picks, write_text_picks
+from cryounet.io.picks_folder import PickRecord, write_pick_record
 
 
 def _folders(tmp_path: Path) -> tuple[Path, Path]:
@@ -105,7 +106,7 @@ def test_ap_over_picks_cut_at_a_threshold_is_said(tmp_path: Path) -> None:
     assert result.ap_cut_at is None and result.ap_note is None
     assert result.lines()[-1].endswith("over all candidates (comparable between runs)")
     # A threshold the pick folder records counts too.
-    (full_picks / ".cryounet-output.json").write_text('{"command": "pick", "complete": true, "threshold": 0.3}')
+    write_pick_record(full_picks, PickRecord("pick", [], 0.3, 20.0, 1))
     assert evaluate_folders(full_picks, full_truth, diameter=20.0).ap_cut_at == pytest.approx(0.3)
 
 

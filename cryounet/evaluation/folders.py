@@ -15,8 +15,7 @@ from cryounet.evaluation.honesty import (BEST_F1_NOTE, ap_note, check_finite_sco
 from cryounet.evaluation.metrics import MATCH_RADIUS, average_precision, best_f1, evaluate
 from cryounet.io.coordinates import (COORDINATE_SUFFIXES, find_coordinate_file, list_coordinate_files,
                                      read_coordinates)
-from cryounet.io.outputs import read_marker
-from cryounet.io.picks_folder import check_picks_folder
+from cryounet.io.picks_folder import check_picks_folder, read_pick_record
 
 logger = logging.getLogger(__name__)
 
@@ -130,11 +129,10 @@ def load_evaluation_input(picks_dir: Path, truth_dir: Path) -> EvaluationInput:
 
 
 def _recorded_threshold(picks_dir: Path) -> float | None:
-    """The picking threshold a pick folder's marker records, when it records one."""
-    value = (read_marker(picks_dir) or {}).get("threshold")
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
+    """The threshold a pick folder's ``pick.json`` says its picks were cut at, when it says one."""
+    record = read_pick_record(picks_dir)
+    value = None if record is None else record.threshold
+    return float(value) if value is not None and math.isfinite(value) else None
 
 
 def score(data: EvaluationInput, diameter: float, threshold: float | None = None,
