@@ -44,3 +44,21 @@ def write_pick_previews(micrographs: Sequence[Path], picks_dir: Path, diameter: 
         write_preview(micrograph, preview_picks(micrograph, picks_dir), diameter, path)
         written.append(path)
     return written
+
+
+def picks_diameter(picks_dir: Path, given: float | None) -> float:
+    """The diameter to draw picks at: ``given``, else the one the pick folder's ``pick.json`` records.
+
+    Raises:
+        CryoUNetError: neither is known (picks made by other software, or an earlier CryoUNet).
+    """
+    from cryounet.errors import CryoUNetError
+    from cryounet.io.picks_folder import RECORD_NAME, read_pick_record
+
+    if given is not None:
+        return float(given)
+    record = read_pick_record(picks_dir)
+    if record is None or record.diameter_px is None:
+        raise CryoUNetError(f"{picks_dir}: its {RECORD_NAME} records no particle diameter; give --diameter "
+                            "(in pixels of the micrographs)")
+    return float(record.diameter_px)

@@ -27,3 +27,15 @@ def test_previews_of_the_first_micrographs(tmp_path: Path, caplog: pytest.LogCap
     assert written == [out / "a_picks.png", out / "b_picks.png"]
     assert all(p.stat().st_size > 5000 for p in written)
     assert any("b.mrc: no pick file" in r.getMessage() for r in caplog.records)
+
+
+def test_the_diameter_comes_from_the_pick_record_unless_given(tmp_path: Path) -> None:
+    from cryounet.errors import CryoUNetError
+    from cryounet.io.picks_folder import PickRecord, write_pick_record
+    from cryounet.previews import picks_diameter
+
+    with pytest.raises(CryoUNetError, match="give --diameter"):
+        picks_diameter(tmp_path, None)
+    write_pick_record(tmp_path, PickRecord("pick", [], 0.4, 56.0, 3))
+    assert picks_diameter(tmp_path, None) == 56.0
+    assert picks_diameter(tmp_path, 40.0) == 40.0
