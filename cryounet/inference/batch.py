@@ -19,7 +19,7 @@ from cryounet.errors import CryoUNetError, InputFileError
 from cryounet.inference.picking import BasePicker
 from cryounet.io.coordinates import INDEX_NAME, Picks, write_star_index, write_star_picks
 from cryounet.io.mrc import read_micrograph
-from cryounet.io.picks_folder import warn_if_empty, write_skipped
+from cryounet.io.picks_folder import finished_picks, warn_if_empty, write_skipped
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,8 @@ class _InTurn:
 
 def pick_micrographs(picker: BasePicker, micrographs: Sequence[Path], output: Path,
                      threshold: float | None, progress: bool = True,
-                     allow_all_skipped: bool = False, workers: int | None = None) -> PickSummary:
+                     allow_all_skipped: bool = False, workers: int | None = None,
+                     resume: bool = False) -> PickSummary:
     """Pick each micrograph, write its STAR file as soon as it is done, then the index.
 
     ``threshold`` None picks at the picker's threshold rule (``pick.threshold``, else calibrated).
@@ -69,6 +70,9 @@ def pick_micrographs(picker: BasePicker, micrographs: Sequence[Path], output: Pa
     reason in ``skipped.json`` (``[{"micrograph": path, "reason": text}, ...]``). When every
     micrograph fails, :class:`CryoUNetError` is raised unless ``allow_all_skipped`` (then the
     index is written empty). The index lists the picked micrographs in the order given.
+
+    With ``resume`` (an interrupted pick into ``output``), micrographs whose STAR file is there are
+    kept as they are, not picked again, and listed in the index with the others.
     """
     from tqdm import tqdm
 
@@ -79,6 +83,9 @@ def pick_micrographs(picker: BasePicker, micrographs: Sequence[Path], output: Pa
     summary = PickSummary(threshold=thr)
     output.mkdir(parents=True, exist_ok=True)
     done: list[Path] = []
+    finished = finished_picks(output, micrographs) if resume else {}
+    summary.picked.update(finished)
+    todo = [mic for mic in micrographs if mic.stem not in finished]
 
     def prepare(mic: Path):
         return picker.prepare(read_micrograph(mic))
@@ -109,10 +116,10 @@ def pick_micrographs(picker: BasePicker, micrographs: Sequence[Path], output: Pa
             stack.callback(readers.shutdown, cancel_futures=True)  # on an error: no more reading
         else:
             readers = finishers = _InTurn()
-        queue = iter(micrographs)
+        queue = iter(todo)
         ahead: deque[tuple[Path, Future]] = deque()
         behind: deque[tuple[Path, Future[Picks]]] = deque()
-        bar = stack.enter_context(tqdm(total=len(micrographs), desc="picking", unit="mic",
+        bar = stack.enter_context(tqdm(total=len(todo), desc="picking", unit="mic",
                                        disable=not progress))
         while True:
             # At most workers + 1 micrographs read ahead and workers maps behind: memory stays bounded.
@@ -134,9 +141,11 @@ def pick_micrographs(picker: BasePicker, micrographs: Sequence[Path], output: Pa
         while behind:
             collect(*behind.popleft())
     write_skipped(output, summary.failed)
-    if not done and not allow_all_skipped:
+    picked = set(done)
+    listed = [m for m in micrographs if m in picked or m.stem in finished]
+    if not listed and not allow_all_skipped:
         raise CryoUNetError(f"none of the {len(micrographs)} micrographs could be picked "
                             f"(first problem: {next(iter(summary.failed.values()), 'none')})")
-    write_star_index(output / INDEX_NAME, [(str(m), str(output / f"{m.stem}.star")) for m in done])
+    write_star_index(output / INDEX_NAME, [(str(m), str(output / f"{m.stem}.star")) for m in listed])
     warn_if_empty(summary.picked)
     return summary

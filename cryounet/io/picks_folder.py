@@ -22,9 +22,15 @@ EMPTY_WARNING_FRACTION = 0.2
 SKIPPED_NAME = "skipped.json"
 
 
-#: What ``pick`` and ``postprocess`` write in a pick folder (what ``--overwrite`` removes from a folder
-#: without a marker of :mod:`cryounet.io.outputs`).
+#: What ``pick``, ``postprocess`` and ``merge`` write in a pick folder (the new files of these kinds
+#: make the manifest of :mod:`cryounet.io.outputs`).
 PICK_PATTERNS = ("*.star", SKIPPED_NAME)
+
+
+def pick_names(micrographs: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """The files picking (or filtering picks of) ``micrographs`` writes in a pick folder:
+    ``<stem>.star`` each, the index and the skipped list."""
+    return [f"{Path(m).stem}.star" for m in micrographs] + [INDEX_NAME, SKIPPED_NAME]
 
 
 def check_picks_folder(folder: str | os.PathLike[str]) -> Path:
@@ -55,6 +61,26 @@ def warn_if_empty(picked: dict[str, int]) -> None:
             "diameter wrong, or these micrographs empty", len(empty), len(picked), ", ".join(empty[:3]))
     elif empty:
         logger.info("%d micrograph(s) have no picks: %s", len(empty), ", ".join(empty[:5]))
+
+
+def finished_picks(folder: Path, micrographs: Sequence[Path]) -> dict[str, int]:
+    """``{stem: number of picks}`` of the micrographs whose ``<stem>.star`` an interrupted pick into
+    ``folder`` finished (STAR files are written whole, atomically; one that cannot be read is
+    picked again)."""
+    from cryounet.io.coordinates import read_coordinates
+
+    finished = {}
+    for mic in micrographs:
+        star = folder / f"{Path(mic).stem}.star"
+        if star.is_file():
+            try:
+                finished[Path(mic).stem] = len(read_coordinates(star))
+            except (InputFileError, CryoUNetError) as exc:
+                logger.warning("%s: picking it again (%s)", star, exc)
+    if micrographs:
+        logger.info("resuming: %d of %d micrograph(s) already picked in %s", len(finished),
+                    len(micrographs), folder)
+    return finished
 
 
 def write_picks(output: Path, results: Sequence[tuple[str, str, Picks]]) -> None:
