@@ -186,7 +186,7 @@ def test_a_second_run_into_a_busy_folder_is_refused(tmp_path: Path) -> None:
     claim_output_folder(out, "pick", writes=["a.star"]).release()
     (out / "a.star").write_text("being written")
     _mark_as_other_process(out)
-    fd = os.open(out / LOCK_NAME, os.O_RDWR)  # another open file: as another process holds it
+    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT)  # another open file: as another process holds it
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         for flags in ({}, {"overwrite": True}, {"resume": True}):
@@ -196,8 +196,9 @@ def test_a_second_run_into_a_busy_folder_is_refused(tmp_path: Path) -> None:
         assert (out / "a.star").read_text() == "being written"
     finally:
         os.close(fd)
-    claim_output_folder(out, "pick", overwrite=True)  # the lock is free again: an interrupted run
+    claim_output_folder(out, "pick", overwrite=True).complete()  # the lock is free again: an interrupted run
     assert not (out / "a.star").exists()
+    assert not (out / LOCK_NAME).exists()  # a finished run removes its lock file
 
 
 def test_a_nested_output_folder_is_in_the_manifest_from_its_claim(tmp_path: Path) -> None:
