@@ -8,7 +8,7 @@ from cryounet.commands._common import add_overwrite, diameter, non_negative_int,
 
 logger = logging.getLogger(__name__)
 
-#: What ``simulate`` writes (what ``--overwrite`` removes from a folder without a marker).
+#: What ``simulate`` writes (the new files of these kinds make its manifest, :mod:`cryounet.io.outputs`).
 SIMULATED_PATTERNS = ("mic_*.mrc", "mic_*.star", "meta.json")
 
 name = "simulate"
