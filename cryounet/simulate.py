@@ -459,6 +459,12 @@ def micrograph_rngs(cfg: SimulationConfig) -> list[np.random.Generator]:
     return [np.random.default_rng(child) for child in children]
 
 
+def simulated_names(cfg: SimulationConfig) -> list[str]:
+    """The files :func:`simulate_dataset` writes for ``cfg`` (names in its output folder)."""
+    return [f"mic_{i:03d}{suffix}" for i in range(int(cfg.n_micrographs)) for suffix in (".mrc", ".star")] \
+        + ["meta.json"]
+
+
 def simulate_dataset(cfg: SimulationConfig, output_dir: str | os.PathLike[str]) -> list[Path]:
     """Write a synthetic data set: micrographs, RELION coordinate files and ``meta.json``.
 

@@ -396,4 +396,6 @@ def test_zero_validation_f1_is_warned(run_cli, sim_data: SimData, tiny_config_fi
 def test_the_marker_of_a_finished_run(run_cli, tiny_model: Path, sim_data: SimData, tmp_path: Path) -> None:
     out = tmp_path / "picks"
     assert _pick(run_cli, tiny_model, sim_data.micrographs[0], out)[0] == 0
-    assert json.loads((out / MARKER_NAME).read_text()) == {"command": "pick", "complete": True}
+    marker = json.loads((out / MARKER_NAME).read_text())
+    assert marker == {"command": "pick", "complete": True, "host": marker["host"], "pid": os.getpid(),
+                      "files": ["coordinates.star", "mic_000.star", "pick.json", "skipped.json"]}

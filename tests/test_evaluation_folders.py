@@ -112,7 +112,7 @@ def test_ap_over_picks_cut_at_a_threshold_is_said(tmp_path: Path) -> None:
 
 def test_nan_scores_are_refused(tmp_path: Path) -> None:
     picks, truth = _crowded(tmp_path, [0.9, float("nan"), 0.7, 0.06])
-    with pytest.raises(CryoUNetError, match=r"m\.star: (1 of 4 picks have a score that is not a finite number|scores contain NaN or infinite values)"):
+    with pytest.raises(CryoUNetError, match=r"m\.star: 1 of 4 picks have a score that is not a finite number"):
         evaluate_folders(picks, truth, diameter=20.0)
 
 

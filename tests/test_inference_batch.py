@@ -52,6 +52,22 @@ def test_pick_writes_star_files_and_index(tmp_path: Path) -> None:
     assert list(index["rlnMicrographCoordinates"]) == [str(out / f"{m.stem}.star") for m in mics]
 
 
+def test_resume_keeps_finished_star_files_and_indexes_them_all(tmp_path: Path) -> None:
+    mics, _ = _micrographs(tmp_path / "mics", n=3)
+    out = tmp_path / "picks"
+    out.mkdir()
+    from cryounet.io.coordinates import write_star_picks
+
+    write_star_picks(out / "good_1.star", Picks(np.array([[5.0, 5.0]])))  # finished by the interrupted run
+    (out / "good_2.star").write_text("data_\nloop_\n_rlnCoordinateX #1\n")  # unreadable: picked again
+    kept = (out / "good_1.star").read_bytes()
+    summary = pick_micrographs(_picker(), mics, out, None, progress=False, resume=True)
+    assert summary.picked == {"good_0": 4, "good_1": 1, "good_2": 4}
+    assert (out / "good_1.star").read_bytes() == kept
+    index = starfile.read(out / "coordinates.star", always_dict=True)["coordinate_files"]
+    assert list(index["rlnMicrographName"]) == [str(m) for m in mics]
+
+
 def test_explicit_threshold_wins(tmp_path: Path) -> None:
     mics, _ = _micrographs(tmp_path / "mics", n=1)
     summary = pick_micrographs(_picker(threshold=0.5), mics, tmp_path / "p", 0.999999, progress=False)
@@ -230,3 +246,13 @@ def test_pick_records_round_trip_and_shard_checks(tmp_path: Path) -> None:
     (tmp_path / RECORD_NAME).write_text('{"format": "cryounet-picks", "shard": "x/3"}')
     with pytest.raises(InputFileError, match="pick.json: not a readable pick record"):
         read_pick_record(tmp_path)
+
+
+def test_resume_refuses_a_folder_another_threshold_started(tmp_path: Path) -> None:
+    mics, _ = _micrographs(tmp_path / "mics", n=2)
+    out = tmp_path / "picks"
+    pick_micrographs(_picker(), mics[:1], out, 0.3, progress=False)
+    with pytest.raises(CryoUNetError, match="threshold differ"):
+        pick_micrographs(_picker(), mics, out, 0.6, progress=False, resume=True)
+    summary = pick_micrographs(_picker(), mics, out, 0.3, progress=False, resume=True)
+    assert set(summary.picked) == {"good_0", "good_1"}

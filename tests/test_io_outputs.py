@@ -1,8 +1,12 @@
 """Output folders (cryounet.io.outputs): never write over what the user made; --overwrite removes
-the previous run's outputs first; an incomplete run is known as such; umask and temporaries."""
+exactly the previous run's files (its manifest); never into an input or a folder of another kind;
+one run at a time (the lock); an incomplete run is known as such; umask and temporaries."""
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import socket
 import stat
 from pathlib import Path
 
@@ -10,17 +14,36 @@ import pytest
 
 from cryounet.errors import CryoUNetError
 from cryounet.io.atomic import write_text_atomic
-from cryounet.io.outputs import (MARKER_NAME, check_output_file, claim_output_folder, is_incomplete,
-                                 read_marker)
+from cryounet.io.folder_lock import LOCK_NAME
+from cryounet.io.model_folder import MODEL_PATTERNS
+from cryounet.io.outputs import (MARKER_NAME, check_output_file, claim_output_folder, input_paths, is_incomplete,
+                                 manifest, read_marker)
 
 
 def test_new_folder_is_claimed_and_completed(tmp_path: Path) -> None:
-    folder = claim_output_folder(tmp_path / "picks", "pick")
-    assert read_marker(tmp_path / "picks") == {"command": "pick", "complete": False}
+    folder = claim_output_folder(tmp_path / "picks", "pick", writes=["a.star"])
+    marker = read_marker(tmp_path / "picks")
+    assert marker == {"command": "pick", "complete": False, "host": socket.gethostname(), "pid": os.getpid(),
+                      "files": ["a.star"]}  # what the run plans to write
     assert is_incomplete(tmp_path / "picks")
+    (tmp_path / "picks" / "a.star").write_text("x")
     folder.complete()
-    assert read_marker(tmp_path / "picks") == {"command": "pick", "complete": True}
+    assert read_marker(tmp_path / "picks")["complete"] is True
     assert not is_incomplete(tmp_path / "picks")
+
+
+def test_the_manifest_lists_what_the_run_wrote(tmp_path: Path) -> None:
+    out = tmp_path / "picks"
+    folder = claim_output_folder(out, "pick", patterns=("*.star", "skipped.json"),
+                                 writes=["a.star", "b.star", "coordinates.star", "skipped.json"])
+    for name in ("a.star", "coordinates.star", "extra.star", "skipped.json"):
+        (out / name).write_text("x")
+    (out / "notes.txt").write_text("not of a kind pick writes")
+    (out / "sub").mkdir()
+    (out / "sub" / "c.star").write_text("x")  # under an entry that is not of pick's kinds
+    folder.complete()
+    # b.star was planned and never written; extra.star is new and of pick's kinds.
+    assert manifest(read_marker(out)) == ["a.star", "coordinates.star", "extra.star", "skipped.json"]
 
 
 def test_users_files_are_refused_without_overwrite(tmp_path: Path) -> None:
@@ -30,42 +53,174 @@ def test_users_files_are_refused_without_overwrite(tmp_path: Path) -> None:
     with pytest.raises(CryoUNetError, match=r"already holds files \(mic_001.star\); give --overwrite"):
         claim_output_folder(out, "pick", patterns=("*.star",))
     assert (out / "mic_001.star").read_text() == "my own picks"
-    assert not (out / MARKER_NAME).exists()
+    assert sorted(p.name for p in out.iterdir()) == ["mic_001.star"]  # nothing touched, no lock file
 
 
-def test_overwrite_in_an_unmarked_folder_removes_only_what_the_command_writes(tmp_path: Path) -> None:
+def test_overwrite_in_an_unmarked_folder_removes_only_what_the_command_writes_now(tmp_path: Path) -> None:
     out = tmp_path / "mine"
     out.mkdir()
-    (out / "mic_001.star").write_text("old picks")
+    for name in ("mic_001.star", "particles.star", "coordinates.star"):
+        (out / name).write_text("old")
     (out / "notes.txt").write_text("keep me")
-    claim_output_folder(out, "pick", overwrite=True, patterns=("*.star", "skipped.json"))
-    assert not (out / "mic_001.star").exists()
+    (out / "skipped.json").mkdir()  # a folder of a planned name is never removed
+    claim_output_folder(out, "pick", overwrite=True, patterns=("*.star", "skipped.json"),
+                        writes=["mic_001.star", "coordinates.star", "skipped.json"])
+    assert not (out / "mic_001.star").exists() and not (out / "coordinates.star").exists()
+    assert (out / "particles.star").read_text() == "old"  # RELION's, not a name pick writes now
     assert (out / "notes.txt").read_text() == "keep me"
+    assert (out / "skipped.json").is_dir()
 
 
-def test_an_earlier_run_is_refused_then_removed_whole_with_overwrite(tmp_path: Path) -> None:
+def test_overwrite_removes_exactly_the_earlier_runs_files(tmp_path: Path) -> None:
     out = tmp_path / "picks"
-    claim_output_folder(out, "pick").complete()
+    folder = claim_output_folder(out, "pick", patterns=("*.star", "skipped.json"), writes=["a.star", "b.star"])
     for name in ("a.star", "b.star", "skipped.json"):
         (out / name).write_text("x")
+    folder.complete()
+    (out / "notes.txt").write_text("mine")
+    (out / "Extract" / "job007").mkdir(parents=True)
+    (out / "Extract" / "job007" / "particles.star").write_text("mine")
+    (out / "particles.star").write_text("mine")
     with pytest.raises(CryoUNetError, match="holds the outputs of an earlier cryounet pick run"):
         claim_output_folder(out, "pick")
+    claim_output_folder(out, "pick", overwrite=True, writes=["c.star"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([MARKER_NAME, LOCK_NAME, "Extract", "notes.txt",
+                                                            "particles.star"])
+    assert (out / "Extract" / "job007" / "particles.star").read_text() == "mine"
+
+
+def test_an_interrupted_runs_planned_files_are_removed_by_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "picks"
+    claim_output_folder(out, "pick", writes=["a.star", "b.star"]).release()  # killed: never completed
+    (out / "a.star").write_text("finished before the kill")
+    (out / ".b.star.x1y2.tmp").write_text("half written")
+    (out / "mine.txt").write_text("mine")
+    _mark_as_other_process(out)
+    with pytest.raises(CryoUNetError, match=r"an earlier run, pid 999999 on elsewhere, was interrupted .cryounet "
+                                            r"pick.; give --overwrite to replace them or --resume to continue it"):
+        claim_output_folder(out, "pick")
     claim_output_folder(out, "pick", overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == [MARKER_NAME]  # nothing stale survives
+    assert sorted(p.name for p in out.iterdir()) == [MARKER_NAME, LOCK_NAME, "mine.txt"]
 
 
 def test_resume_keeps_files_and_removes_temporaries(tmp_path: Path) -> None:
     out = tmp_path / "model"
-    claim_output_folder(out, "train")
+    claim_output_folder(out, "train", patterns=MODEL_PATTERNS)
     (out / "checkpoint.pt").write_text("state")
     (out / ".model.safetensors.abc123.tmp").write_text("half written")
+    (out / ".mine.tmp").write_text("the user's")
     with pytest.raises(CryoUNetError, match="--overwrite to replace them or --resume to continue it"):
         claim_output_folder(out, "train")
-    claim_output_folder(out, "train", resume=True)
+    folder = claim_output_folder(out, "train", resume=True, patterns=MODEL_PATTERNS)
     assert (out / "checkpoint.pt").exists()
     assert not (out / ".model.safetensors.abc123.tmp").exists()
+    assert (out / ".mine.tmp").exists()
     with pytest.raises(CryoUNetError, match="holds the outputs of cryounet train, not refine"):
         claim_output_folder(out, "refine", resume=True)
+    folder = claim_output_folder(out, "train", resume=True, patterns=MODEL_PATTERNS)
+    folder.complete()
+    assert "checkpoint.pt" in manifest(read_marker(out))  # the earlier part of the run stays listed
+    with pytest.raises(CryoUNetError, match="already finished: nothing to resume"):
+        claim_output_folder(out, "train", resume=True)
+    with pytest.raises(CryoUNetError, match="give one"):
+        claim_output_folder(out, "train", resume=True, overwrite=True)
+
+
+def test_resume_in_a_folder_no_run_wrote_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "a.star").write_text("mine")
+    with pytest.raises(CryoUNetError, match="nothing to resume: no CryoUNet run wrote this folder"):
+        claim_output_folder(out, "pick", resume=True)
+    claim_output_folder(tmp_path / "new", "pick", resume=True)  # nothing there yet: a fresh start
+
+
+@pytest.mark.parametrize("owner, command", [("train", "pick"), ("train", "postprocess"), ("train", "merge"),
+                                            ("train", "simulate"), ("pick", "train"), ("simulate", "pick"),
+                                            ("refine", "demo")])
+def test_a_folder_of_another_kind_is_refused_whatever_the_flags(tmp_path: Path, owner: str, command: str) -> None:
+    out = tmp_path / "model"
+    folder = claim_output_folder(out, owner, writes=["model.safetensors"])
+    (out / "model.safetensors").write_text("weights")
+    folder.complete()
+    for flags in ({}, {"overwrite": True}, {"resume": True}):
+        with pytest.raises(CryoUNetError, match=f"is a .* of cryounet {owner}; cryounet {command} does not "
+                                                "write into it .not even with --overwrite.: choose another"):
+            claim_output_folder(out, command, **flags)
+    assert (out / "model.safetensors").read_text() == "weights"
+
+
+@pytest.mark.parametrize("owner, command", [("train", "refine"), ("refine", "train"), ("pick", "postprocess"),
+                                            ("postprocess", "merge"), ("merge", "pick")])
+def test_commands_of_one_kind_share_folders(tmp_path: Path, owner: str, command: str) -> None:
+    out = tmp_path / "out"
+    folder = claim_output_folder(out, owner, writes=["a"])
+    (out / "a").write_text("x")
+    folder.complete()
+    claim_output_folder(out, command, overwrite=True)
+    assert not (out / "a").exists()
+
+
+def test_an_input_in_or_around_the_output_folder_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    mic = data / "mic_000.mrc"
+    mic.write_bytes(b"mrc")
+    link_dir = tmp_path / "links"
+    link_dir.mkdir()
+    (link_dir / "mic_000.mrc").symlink_to(mic)
+    cases = [(data, [mic], "holds"), (data, [data], "is"), (data / "picks", [data], "lies inside"),
+             (tmp_path, [mic], "holds"), (data, [link_dir / "mic_000.mrc"], "holds")]
+    for out, inputs, relation in cases:
+        with pytest.raises(CryoUNetError, match=f"the output folder {relation} an input of this run"):
+            claim_output_folder(out, "pick", overwrite=True, inputs=inputs)
+    assert sorted(p.name for p in data.iterdir()) == ["mic_000.mrc"] and not (data / "picks").exists()
+    # Beside the inputs, or inside the folder of micrographs given one by one: allowed.
+    claim_output_folder(tmp_path / "picks", "pick", inputs=[mic, data])
+    claim_output_folder(data / "picks", "pick", inputs=[mic])
+    assert input_paths(["@" + str(mic)], [str(data / "*.mrc")], None, str(tmp_path / "absent")) == [mic, mic]
+
+
+def test_a_second_run_into_a_busy_folder_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "picks"
+    claim_output_folder(out, "pick", writes=["a.star"]).release()
+    (out / "a.star").write_text("being written")
+    _mark_as_other_process(out)
+    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT)  # another open file: as another process holds it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for flags in ({}, {"overwrite": True}, {"resume": True}):
+            with pytest.raises(CryoUNetError, match=r"output folder is in use by cryounet pick, pid 999999 on "
+                                                    r"elsewhere; wait for it to finish, or choose another folder"):
+                claim_output_folder(out, "pick", **flags)
+        assert (out / "a.star").read_text() == "being written"
+    finally:
+        os.close(fd)
+    claim_output_folder(out, "pick", overwrite=True).complete()  # the lock is free again: an interrupted run
+    assert not (out / "a.star").exists()
+    assert not (out / LOCK_NAME).exists()  # a finished run removes its lock file
+
+
+def test_a_nested_output_folder_is_in_the_manifest_from_its_claim(tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    main = claim_output_folder(out, "train", patterns=MODEL_PATTERNS)
+    fold = claim_output_folder(out / "fold_1", "train", patterns=MODEL_PATTERNS)
+    (out / "fold_1" / "model.safetensors").write_text("w")
+    (out / "fold_1" / "mine.txt").write_text("the user's")
+    assert "fold_1/" in manifest(read_marker(out))  # before the run completes: an interruption leaves it listed
+    fold.complete()
+    main.release()  # interrupted
+    claim_output_folder(out, "train", overwrite=True)
+    assert sorted(p.name for p in (out / "fold_1").iterdir()) == ["mine.txt"]
+    (out / "fold_1" / "mine.txt").unlink()
+    claim_output_folder(out / "fold_1", "train", patterns=MODEL_PATTERNS).complete()
+
+
+def _mark_as_other_process(folder: Path) -> None:
+    """Make the marker name another host and process, as a run elsewhere writes it."""
+    marker = read_marker(folder)
+    marker.update(host="elsewhere", pid=999999)
+    (folder / MARKER_NAME).write_text(json.dumps(marker))
 
 
 def test_a_folder_with_only_a_marker_is_reused(tmp_path: Path) -> None:

@@ -161,7 +161,10 @@ def test_only_rank_zero_wrote_a_complete_model_folder(runs: dict[str, Path]) -> 
     folder = runs["two"]
     names = sorted(p.name for p in folder.iterdir())
     assert not [n for n in names if ".tmp" in n or n.startswith(".tmp")], names
-    assert json.loads((folder / MARKER_NAME).read_text()) == {"command": "train", "complete": True}
+    marker = json.loads((folder / MARKER_NAME).read_text())
+    assert marker["command"] == "train" and marker["complete"] is True
+    assert {"model.safetensors", "config.json", "checkpoint.pt"} <= set(marker["files"])
+    assert ".cryounet-output.lock" not in names  # the launcher held the lock, and removed it at the end
     state = torch.load(folder / CHECKPOINT_NAME, weights_only=True)
     assert state["world_size"] == 2
 
@@ -222,4 +225,6 @@ def test_fold_models_of_two_processes_train_rank_zeros_epoch_count(sim_data, tmp
     epochs = json.loads((out / "main_epochs.json").read_text())["main_best_epoch"]
     assert 1 <= epochs <= 3
     assert [r["epoch"] for r in _history(out / "fold_1")] == list(range(1, epochs + 1))
-    assert json.loads((out / MARKER_NAME).read_text()) == {"command": "train", "complete": True}
+    marker = json.loads((out / MARKER_NAME).read_text())
+    assert marker["command"] == "train" and marker["complete"] is True
+    assert "fold_1/model.safetensors" in marker["files"]  # the fold models are the run's too

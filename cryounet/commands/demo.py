@@ -20,7 +20,7 @@ DEMO_CONFIG = {
 }
 
 
-#: What ``demo`` writes (what ``--overwrite`` removes from a folder without a marker).
+#: What ``demo`` writes (the new files under these make its manifest, :mod:`cryounet.io.outputs`).
 DEMO_PATTERNS = ("data", "model", "picks", "scores.json")
 
 

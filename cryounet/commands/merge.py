@@ -23,14 +23,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from cryounet.io.outputs import claim_output_folder
-    from cryounet.io.picks_folder import PICK_PATTERNS, plan_merge, write_merge
+    from cryounet.io.picks_folder import PICK_PATTERNS, pick_names, plan_merge, write_merge
 
     for folder in args.picks:
         if args.output.exists() and folder.resolve() == args.output.resolve():
             raise CryoUNetError(f"{folder}: the output folder is one of the folders to merge; merge "
                                 "into a new folder")
     plan = plan_merge(args.picks)  # every check before the output folder is claimed
-    folder = claim_output_folder(args.output, "merge", overwrite=args.overwrite, patterns=PICK_PATTERNS)
+    folder = claim_output_folder(args.output, "merge", overwrite=args.overwrite, patterns=PICK_PATTERNS,
+                                 writes=pick_names([f"{stem}.star" for _, stem, _ in plan.files]),
+                                 inputs=args.picks)
     write_merge(plan, args.output)
     folder.complete()
     logger.info("merged %d folder(s): %d micrograph(s) with picks%s; index %s", len(args.picks),

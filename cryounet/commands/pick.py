@@ -62,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pick only shard K of N of the micrograph list (every N-th from the K-th): "
                              "run N of these (e.g. one queue job each, into N output folders), then "
                              "cryounet merge --picks THEM --output ONE")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted pick into --output: micrographs whose STAR file "
+                             "it finished are kept, the others picked; the index lists them all")
     add_overwrite(parser)
     add_device(parser)
 
@@ -71,8 +74,8 @@ def main(args: argparse.Namespace) -> int:
     from cryounet.inference.batch import pick_micrographs
     from cryounet.io.micrographs import expand_micrographs
     from cryounet.io.model_folder import check_general_diameter, parse_threshold, read_model_info
-    from cryounet.io.outputs import claim_output_folder
-    from cryounet.io.picks_folder import PICK_PATTERNS, check_stems, select_shard
+    from cryounet.io.outputs import claim_output_folder, input_paths
+    from cryounet.io.picks_folder import PICK_PATTERNS, check_stems, pick_names, select_shard
 
     threshold = parse_threshold(args.threshold)
     check_general_diameter(args.model, args.diameter)
@@ -89,9 +92,12 @@ def main(args: argparse.Namespace) -> int:
     if picker is None:
         picker = _torch_picker(args, base, members)
     check_stems(micrographs)
-    folder = claim_output_folder(args.output, "pick", overwrite=args.overwrite, patterns=PICK_PATTERNS)
+    folder = claim_output_folder(args.output, "pick", overwrite=args.overwrite, resume=args.resume,
+                                 patterns=PICK_PATTERNS, writes=pick_names(micrographs),
+                                 inputs=input_paths(args.micrographs, micrographs, members, args.config))
     summary = pick_micrographs(picker, micrographs, args.output, threshold, show_progress(args),
-                               allow_all_skipped=args.allow_all_skipped, shard=args.shard, listed=total)
+                               allow_all_skipped=args.allow_all_skipped, shard=args.shard, listed=total,
+                               resume=args.resume)
     folder.complete()
     logger.info("picked %d particles on %d micrograph(s) at threshold %.3f%s; STAR files in %s",
                 summary.total, len(summary.picked), summary.threshold,

@@ -36,9 +36,9 @@ def main(args: argparse.Namespace) -> int:
     from cryounet.io.coordinates import INDEX_NAME, list_coordinate_files, read_coordinates, read_star_index
     from cryounet.io.micrographs import expand_micrographs
     from cryounet.io.mrc import micrograph_shape
-    from cryounet.io.outputs import claim_output_folder
-    from cryounet.io.picks_folder import (PICK_PATTERNS, check_picks_folder, check_stems, postprocessed_record,
-                                          read_pick_record, warn_if_empty, write_picks)
+    from cryounet.io.outputs import claim_output_folder, input_paths
+    from cryounet.io.picks_folder import (PICK_PATTERNS, check_picks_folder, check_stems, pick_names,
+                                          postprocessed_record, read_pick_record, warn_if_empty, write_picks)
     from cryounet.postprocess.filters import FilterConfig, filter_picks
 
     check_picks_folder(args.picks)
@@ -68,7 +68,9 @@ def main(args: argparse.Namespace) -> int:
         name = str(mic) if mic is not None else index.get(path.stem, f"{stem}.mrc")
         results.append((stem, name, kept))
         picked[stem] = len(kept)
-    folder = claim_output_folder(args.output, "postprocess", overwrite=args.overwrite, patterns=PICK_PATTERNS)
+    folder = claim_output_folder(args.output, "postprocess", overwrite=args.overwrite, patterns=PICK_PATTERNS,
+                                 writes=pick_names([Path(f"{stem}.star") for stem in files]),
+                                 inputs=input_paths(args.picks, args.micrographs, list(mics.values())))
     write_picks(args.output, results, postprocessed_record(read_pick_record(args.picks), dataclasses.asdict(cfg),
                                                            len(results)))
     folder.complete()

@@ -43,7 +43,7 @@ def main(args: argparse.Namespace) -> int:
     from cryounet.errors import CryoUNetError, InputFileError
     from cryounet.io.micrographs import expand_micrographs
     from cryounet.io.model_folder import MODEL_PATTERNS, check_general_diameter
-    from cryounet.io.outputs import claim_output_folder
+    from cryounet.io.outputs import claim_output_folder, input_paths
     from cryounet.models.weights import load_model
     from cryounet.training.data import load_labelled, load_micrograph, split_validation
     from cryounet.training.refine import refine
@@ -82,7 +82,10 @@ def main(args: argparse.Namespace) -> int:
     else:
         train_items, valid = split_validation(items, cfg.train.valid_fraction,
                                               np.random.default_rng(cfg.train.seed))
-    folder = claim_output_folder(args.output, "refine", overwrite=args.overwrite, patterns=MODEL_PATTERNS)
+    folder = claim_output_folder(args.output, "refine", overwrite=args.overwrite, patterns=MODEL_PATTERNS,
+                                 inputs=input_paths(args.model, args.micrographs, args.coordinates, args.unlabelled,
+                                                    args.valid_micrographs, args.valid_coordinates, args.config,
+                                                    unlabelled_paths))
     history = refine(model, train_items, valid, unlabelled, cfg, args.output, device,
                      show_progress(args))
     folder.complete()

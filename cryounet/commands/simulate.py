@@ -8,7 +8,7 @@ from cryounet.commands._common import add_overwrite, diameter, non_negative_int,
 
 logger = logging.getLogger(__name__)
 
-#: What ``simulate`` writes (what ``--overwrite`` removes from a folder without a marker).
+#: What ``simulate`` writes (the new files of these kinds make its manifest, :mod:`cryounet.io.outputs`).
 SIMULATED_PATTERNS = ("mic_*.mrc", "mic_*.star", "meta.json")
 
 name = "simulate"
@@ -42,7 +42,7 @@ def main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cryounet.io.outputs import claim_output_folder
-    from cryounet.simulate import SimulationConfig, simulate_dataset
+    from cryounet.simulate import SimulationConfig, simulate_dataset, simulated_names
 
     overrides = {
         "n_micrographs": args.micrographs,
@@ -55,7 +55,7 @@ def main(args: argparse.Namespace) -> int:
     }
     cfg = SimulationConfig(**{key: value for key, value in overrides.items() if value is not None})
     folder = claim_output_folder(args.output, "simulate", overwrite=args.overwrite,
-                                 patterns=SIMULATED_PATTERNS)
+                                 patterns=SIMULATED_PATTERNS, writes=simulated_names(cfg))
     paths = simulate_dataset(cfg, args.output)
     folder.complete()
     meta = json.loads((Path(args.output) / "meta.json").read_text(encoding="utf-8"))

@@ -93,6 +93,21 @@ def _datasets(args: argparse.Namespace) -> list[dict]:
     return data
 
 
+def _inputs(args: argparse.Namespace) -> list[Path]:
+    """The input files and folders of a training run (which its output folder must stay clear of)."""
+    from cryounet.io.model_folder import general_model_path
+    from cryounet.io.outputs import input_paths
+
+    groups = [args.micrographs, args.coordinates, args.valid_micrographs, args.valid_coordinates,
+              args.config, args.datasets]
+    if args.init:
+        groups.append(general_model_path() if args.init == "general" else args.init)
+    for entry in _datasets(args) if args.datasets is not None else []:
+        groups += [entry.get(key) for key in ("micrographs", "coordinates", "valid_micrographs",
+                                              "valid_coordinates")]
+    return input_paths(*groups)
+
+
 def _launch(args: argparse.Namespace, devices: list[str], cfg) -> int:
     """Run this command in one torchrun process per device, after claiming the output folder (the
     processes write into it; it is marked complete when they all succeeded)."""
@@ -108,7 +123,7 @@ def _launch(args: argparse.Namespace, devices: list[str], cfg) -> int:
     distributed.check_devices(devices)
     check_batch_shared(cfg.train.batch_size, len(devices), "devices")
     folder = claim_output_folder(args.output, "train", overwrite=args.overwrite, resume=args.resume,
-                                 patterns=MODEL_PATTERNS)
+                                 patterns=MODEL_PATTERNS, inputs=_inputs(args))
     env = dict(os.environ)
     env[distributed.CLAIMED_OUTPUT_VARIABLE] = str(args.output.resolve())
     threads = distributed.process_threads(args.threads, len(devices))
@@ -200,7 +215,7 @@ def _train_here(args: argparse.Namespace, cfg, datasets: list[dict], init: Path 
         pass  # claimed by the `--devices` launch that started this process; it marks completion
     elif world.is_main:
         folder = claim_output_folder(args.output, "train", overwrite=args.overwrite, resume=args.resume,
-                                     patterns=MODEL_PATTERNS)
+                                     patterns=MODEL_PATTERNS, inputs=_inputs(args))
     if not world.is_main:
         logging.getLogger("cryounet").setLevel(logging.WARNING)  # rank 0 tells the story
 

@@ -19,7 +19,8 @@ from cryounet.errors import CryoUNetError, InputFileError
 from cryounet.inference.picking import BasePicker
 from cryounet.io.coordinates import INDEX_NAME, Picks, write_star_index, write_star_picks
 from cryounet.io.mrc import read_micrograph
-from cryounet.io.picks_folder import PickRecord, model_entry, warn_if_empty, write_pick_record, write_skipped
+from cryounet.io.picks_folder import (PickRecord, check_same_picking, finished_picks, model_entry, warn_if_empty,
+                                      write_pick_record, write_skipped)
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ class _InTurn:
 def pick_micrographs(picker: BasePicker, micrographs: Sequence[Path], output: Path,
                      threshold: float | None, progress: bool = True,
                      allow_all_skipped: bool = False, workers: int | None = None,
-                     shard: tuple[int, int] | None = None, listed: int | None = None) -> PickSummary:
+                     shard: tuple[int, int] | None = None, listed: int | None = None,
+                     resume: bool = False) -> PickSummary:
     """Pick each micrograph, write its STAR file as soon as it is done, then the index.
 
     ``threshold`` None picks at the picker's threshold rule (``pick.threshold``, else calibrated).
@@ -73,6 +75,9 @@ def pick_micrographs(picker: BasePicker, micrographs: Sequence[Path], output: Pa
 
     ``pick.json`` records the models (their weights' SHA-256), the threshold, the diameter, the
     number of micrographs and ``shard`` (K, N) of a list of ``listed`` micrographs, for ``merge``.
+
+    With ``resume`` (an interrupted pick into ``output``), micrographs whose STAR file is there are
+    kept as they are, not picked again, and listed in the index with the others.
     """
     from tqdm import tqdm
 
@@ -82,7 +87,15 @@ def pick_micrographs(picker: BasePicker, micrographs: Sequence[Path], output: Pa
     thr = picker.threshold(threshold)
     summary = PickSummary(threshold=thr)
     output.mkdir(parents=True, exist_ok=True)
+    record = PickRecord("pick", [model_entry(m.path, m.info.sha256) for m in picker.models], thr,
+                        picker.models[0].info.diameter_px, len(micrographs), shard, listed)
+    if resume:
+        check_same_picking(output, record)
+    write_pick_record(output, record)  # first: an interrupted run's folder says what it was picking
     done: list[Path] = []
+    finished = finished_picks(output, micrographs) if resume else {}
+    summary.picked.update(finished)
+    todo = [mic for mic in micrographs if mic.stem not in finished]
 
     def prepare(mic: Path):
         return picker.prepare(read_micrograph(mic))
@@ -113,10 +126,10 @@ def pick_micrographs(picker: BasePicker, micrographs: Sequence[Path], output: Pa
             stack.callback(readers.shutdown, cancel_futures=True)  # on an error: no more reading
         else:
             readers = finishers = _InTurn()
-        queue = iter(micrographs)
+        queue = iter(todo)
         ahead: deque[tuple[Path, Future]] = deque()
         behind: deque[tuple[Path, Future[Picks]]] = deque()
-        bar = stack.enter_context(tqdm(total=len(micrographs), desc="picking", unit="mic",
+        bar = stack.enter_context(tqdm(total=len(todo), desc="picking", unit="mic",
                                        disable=not progress))
         while True:
             # At most workers + 1 micrographs read ahead and workers maps behind: memory stays bounded.
@@ -138,12 +151,11 @@ def pick_micrographs(picker: BasePicker, micrographs: Sequence[Path], output: Pa
         while behind:
             collect(*behind.popleft())
     write_skipped(output, summary.failed)
-    write_pick_record(output, PickRecord(
-        "pick", [model_entry(m.path, m.info.sha256) for m in picker.models], thr,
-        picker.models[0].info.diameter_px, len(micrographs), shard, listed))
-    if not done and not allow_all_skipped:
+    picked = set(done)
+    indexed = [m for m in micrographs if m in picked or m.stem in finished]
+    if not indexed and not allow_all_skipped:
         raise CryoUNetError(f"none of the {len(micrographs)} micrographs could be picked "
                             f"(first problem: {next(iter(summary.failed.values()), 'none')})")
-    write_star_index(output / INDEX_NAME, [(str(m), str(output / f"{m.stem}.star")) for m in done])
+    write_star_index(output / INDEX_NAME, [(str(m), str(output / f"{m.stem}.star")) for m in indexed])
     warn_if_empty(summary.picked)
     return summary

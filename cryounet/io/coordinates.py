@@ -120,7 +120,9 @@ def read_coordinates(path: str | os.PathLike[str]) -> Picks:
     if len(picks) and not np.isfinite(picks.xy).all():
         raise InputFileError(path, "coordinates contain NaN or infinite values")
     if picks.scores is not None and not np.isfinite(picks.scores).all():
-        raise InputFileError(path, "scores contain NaN or infinite values")
+        bad = int((~np.isfinite(picks.scores)).sum())
+        raise InputFileError(path, f"{bad} of {len(picks)} picks have a score that is not a finite number "
+                                   "(NaN or infinite): fix or remove them")
     return _without_duplicates(path, picks)
 
 

@@ -62,8 +62,8 @@ MAIN_EPOCHS_NAME = "main_epochs.json"
 RESUME_FILES = (CHECKPOINT_NAME, MAIN_EPOCHS_NAME)
 #: Cross-fitting fold models of ``train.calibration_folds`` (each a model folder of its own).
 FOLD_PREFIX = "fold_"
-#: What ``train`` and ``refine`` write in a model folder (what ``--overwrite`` removes from a folder
-#: without a marker of :mod:`cryounet.io.outputs`).
+#: What ``train`` and ``refine`` write in a model folder (the new files of these kinds make the
+#: manifest of :mod:`cryounet.io.outputs`).
 MODEL_PATTERNS = (WEIGHTS_NAME, ONNX_NAME, CONFIG_NAME, HISTORY_NAME, CURVE_NAME, REFINE_HISTORY_NAME, CHECKPOINT_NAME,
                   MAIN_EPOCHS_NAME, "round_*", FOLD_PREFIX + "*")
 

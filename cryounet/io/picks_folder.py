@@ -32,9 +32,15 @@ RECORD_NAME = "pick.json"
 RECORD_FORMAT = "cryounet-picks"
 RECORD_VERSION = 1
 
-#: What ``pick`` and ``postprocess`` write in a pick folder (what ``--overwrite`` removes from a folder
-#: without a marker of :mod:`cryounet.io.outputs`).
+#: What ``pick``, ``postprocess`` and ``merge`` write in a pick folder (the new files of these kinds
+#: make the manifest of :mod:`cryounet.io.outputs`).
 PICK_PATTERNS = ("*.star", SKIPPED_NAME, RECORD_NAME)
+
+
+def pick_names(micrographs: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """The files picking (or filtering picks of) ``micrographs`` writes in a pick folder:
+    ``<stem>.star`` each, the index, the skipped list and the record."""
+    return [f"{Path(m).stem}.star" for m in micrographs] + [INDEX_NAME, SKIPPED_NAME, RECORD_NAME]
 
 
 def check_picks_folder(folder: str | os.PathLike[str]) -> Path:
@@ -65,6 +71,26 @@ def warn_if_empty(picked: dict[str, int]) -> None:
             "diameter wrong, or these micrographs empty", len(empty), len(picked), ", ".join(empty[:3]))
     elif empty:
         logger.info("%d micrograph(s) have no picks: %s", len(empty), ", ".join(empty[:5]))
+
+
+def finished_picks(folder: Path, micrographs: Sequence[Path]) -> dict[str, int]:
+    """``{stem: number of picks}`` of the micrographs whose ``<stem>.star`` an interrupted pick into
+    ``folder`` finished (STAR files are written whole, atomically; one that cannot be read is
+    picked again)."""
+    from cryounet.io.coordinates import read_coordinates
+
+    finished = {}
+    for mic in micrographs:
+        star = folder / f"{Path(mic).stem}.star"
+        if star.is_file():
+            try:
+                finished[Path(mic).stem] = len(read_coordinates(star))
+            except (InputFileError, CryoUNetError) as exc:
+                logger.warning("%s: picking it again (%s)", star, exc)
+    if micrographs:
+        logger.info("resuming: %d of %d micrograph(s) already picked in %s", len(finished),
+                    len(micrographs), folder)
+    return finished
 
 
 def write_picks(output: Path, results: Sequence[tuple[str, str, Picks]], record: PickRecord | None = None) -> None:
@@ -156,6 +182,23 @@ def model_entry(folder: str | os.PathLike[str], recorded: dict[str, str]) -> dic
     if digest is None and (path / WEIGHTS_NAME).is_file():
         digest = file_digest(path / WEIGHTS_NAME)
     return {"folder": str(path.resolve()), "weights_sha256": digest}
+
+
+def check_same_picking(folder: str | os.PathLike[str], record: PickRecord) -> None:
+    """Refuse to resume a pick folder that other models, another threshold or another diameter
+    started (its ``pick.json``), naming what differs; a folder without a record passes."""
+    earlier = read_pick_record(folder)
+    if earlier is None:
+        return
+    differences = [what for what, a, b in (
+        ("models", [m["weights_sha256"] for m in earlier.models], [m["weights_sha256"] for m in record.models]),
+        ("threshold", earlier.threshold, record.threshold), ("diameter", earlier.diameter_px, record.diameter_px),
+        ("shard", earlier.shard, record.shard)) if a != b]
+    if differences:
+        raise CryoUNetError(f"{folder}: --resume continues a pick with the same settings, but the "
+                            f"{' and '.join(differences)} differ from those its {RECORD_NAME} records "
+                            f"({earlier.describe_models()}, threshold {earlier.threshold}); pick into another "
+                            "folder, or replace this one with --overwrite")
 
 
 def write_pick_record(folder: str | os.PathLike[str], record: PickRecord) -> None:

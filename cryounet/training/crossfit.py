@@ -26,7 +26,8 @@ from cryounet.config import CryoUNetConfig, check_calibration_folds
 from cryounet.device import preferred_layout
 from cryounet.errors import CryoUNetError
 from cryounet.io.atomic import write_json
-from cryounet.io.model_folder import CHECKPOINT_NAME, CONFIG_NAME, FOLD_PREFIX, WEIGHTS_NAME, read_model_info
+from cryounet.io.model_folder import (CHECKPOINT_NAME, CONFIG_NAME, FOLD_PREFIX, MODEL_PATTERNS, WEIGHTS_NAME,
+                                      read_model_info)
 from cryounet.io.outputs import claim_output_folder, is_incomplete, read_marker
 from cryounet.models.registry import build_model
 from cryounet.models.weights import load_weights
@@ -91,8 +92,8 @@ def train_folds(folds: Sequence[Fold], cfg: CryoUNetConfig, diameter_px: float, 
         logger.info("%s: training on %d micrograph(s)%s, holding out %s", label, len(fold.train),
                     "" if stop_after is None else f" for {stop_after} epoch(s) (the main model's best)",
                     ", ".join(item.name for item in fold.held_out))
-        claimed = claim_output_folder(where, "train", resume=has_checkpoint, overwrite=not has_checkpoint) \
-            if world.is_main else None
+        claimed = claim_output_folder(where, "train", resume=has_checkpoint, overwrite=not has_checkpoint,
+                                      patterns=MODEL_PATTERNS) if world.is_main else None
         world.decision(False, device)  # the folder exists before any process trains into it
         train(fold.train, fold.held_out, fold_cfg, diameter_px, where, device, resume=has_checkpoint,
               init_weights=init_weights, progress=progress, world=world, stop_after=stop_after)
