@@ -356,3 +356,9 @@ def test_extra_config():
     assert base["train"]["epochs"] == 40  # not modified
 
 
+
+
+def test_gpu_presence_is_the_engines_torch_free_rule():
+    from cryounet.device_probe import cuda_impossible
+
+    assert E.cudaImpossible() is cuda_impossible()
