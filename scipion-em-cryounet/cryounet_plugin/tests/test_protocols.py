@@ -209,7 +209,7 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
         self.assertFalse(prot.applyThreshold.get())
         own, where = prot.getOwnThreshold()
         self.assertAlmostEqual(own, self.pick.getPickingThreshold(), places=9)
-        self.assertIn("pick run '%s': its models' calibrated threshold" % self.pick.getRunName(), where)
+        self.assertEqual("pick run '%s', calibrated at training for the best F1" % self.pick.getRunName(), where)
         self.assertGreaterEqual(min(getattr(c, SCORE_ATTR).get() for c in source.iterItems()), own - 1e-6)
         self.assertEqual(prot.validate(), [])
         self.runProt(prot)

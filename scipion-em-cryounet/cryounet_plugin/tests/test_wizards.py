@@ -79,11 +79,11 @@ def test_postprocess_suggestion_keeps_the_picks_own_threshold():
     assert message.startswith("Suggested 0.178: the threshold these picks were made at "
                               "(pick run 'p'); it keeps 400 of the 400 picks.")
     valley = thresholdFromScores(scores)
-    assert "the valley of the score histogram (Otsu's split) is %.3f and keeps %d of the 400" \
+    assert "the score histogram's valley (Otsu) is %.3f and keeps %d of the 400." \
         % (valley, np.sum(scores >= valley)) in message
     value, message = postprocessSuggestion(scores)
     assert value == valley
-    assert message.startswith("Suggested %.3f: the valley of the score histogram (Otsu's split); "
+    assert message.startswith("Suggested %.3f: the score histogram's valley (Otsu); "
                               "it keeps %d of the 400 picks." % (valley, np.sum(scores >= valley)))
     assert "made at is unknown (their lowest score is %.3f)" % scores.min() in message
     assert postprocessSuggestion([]) == (None, "The input coordinates have no usable scores.")

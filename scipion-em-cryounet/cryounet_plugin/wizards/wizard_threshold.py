@@ -30,17 +30,17 @@ def postprocessSuggestion(scores, own=None, source=None):
     if scores.size == 0:
         return None, "The input coordinates have no usable scores."
     valley = thresholdFromScores(scores)
-    valleyText = ("" if valley is None else "the valley of the score histogram (Otsu's split) is "
-                  "%.3f and keeps %d of the %d picks" % (valley, np.sum(scores >= valley), scores.size))
+    valleyText = ("" if valley is None else "the score histogram's valley (Otsu) is %.3f and keeps "
+                  "%d of the %d" % (valley, np.sum(scores >= valley), scores.size))
     if own is not None:
         own = round(own, 3)
         text = ("Suggested %.3f: the threshold these picks were made at (%s); it keeps %d of the "
-                "%d picks. A higher threshold trades recall for precision"
+                "%d picks. A higher one trades recall for precision"
                 % (own, source or "by their picker", np.sum(scores >= own), scores.size))
         return own, text + (": %s." % valleyText if valleyText else ".")
     if valley is None:
         return None, "The input scores are all equal: there is nothing to separate."
-    return valley, ("Suggested %.3f: the valley of the score histogram (Otsu's split); it keeps %d "
+    return valley, ("Suggested %.3f: the score histogram's valley (Otsu); it keeps %d "
                     "of the %d picks. The threshold these picks were made at is unknown (their "
                     "lowest score is %.3f)." % (valley, np.sum(scores >= valley), scores.size,
                                                 scores.min()))
