@@ -18,8 +18,8 @@ from cryounet.io.coordinates import box_size_for_diameter, diameter_for_box_size
 from cryounet.io.model_folder import format_threshold, parse_threshold
 from engine_helpers import REPO
 
-GROUND = ("cryounet.config", "cryounet.errors", "cryounet.io.atomic", "cryounet.io.coordinates",
-          "cryounet.io.micrographs", "cryounet.io.model_folder", "cryounet.io.mrc",
+GROUND = ("cryounet.config", "cryounet.device_probe", "cryounet.errors", "cryounet.io.atomic",
+          "cryounet.io.coordinates", "cryounet.io.micrographs", "cryounet.io.model_folder", "cryounet.io.mrc",
           "cryounet.io.picks_folder", "cryounet.render")
 
 _PROBE = r"""
@@ -91,3 +91,13 @@ def test_list_coordinate_files(tmp_path) -> None:
         list_coordinate_files(tmp_path)
     with pytest.raises(CryoUNetError, match="does not exist"):
         list_coordinate_files(tmp_path / "nope")
+
+
+def test_cuda_impossible_reads_the_nvidia_driver_file(tmp_path) -> None:
+    from cryounet.device_probe import cuda_impossible
+
+    driver = tmp_path / "version"
+    assert cuda_impossible("linux", driver)
+    driver.write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module\n")
+    assert not cuda_impossible("linux", driver)
+    assert not cuda_impossible("darwin", tmp_path / "absent")  # unknown without torch: maybe

@@ -20,6 +20,8 @@ from .constants import (CRYOUNET_HOME, CRYOUNET_MODELS, CRYOUNET_PYTHON, CRYOUNE
                         DEFAULT_MODELS_FOLDER, DEFAULT_TORCH, ENGINE_BINARY, ENGINE_ENV_DONE,
                         ENGINE_ENV_PYTHON, GPU_PLACEHOLDER)
 
+#: Appended to engine command lines: the engine's log into the run's output log.
+ENGINE_LOG_REDIRECT = " 2>&1"
 #: Released together with the engine (``cryounet``) of the same version, which it requires.
 __version__ = "0.4.0"
 _logo = "cryounet_logo.png"
@@ -135,13 +137,18 @@ class Plugin(pwem.Plugin):
             subcommand: ``train``, ``refine``, ``pick`` or ``postprocess``.
             args: list of arguments (paths, options); each is quoted for the shell.
             kwargs: passed on to ``runJob`` (e.g. ``cwd``).
+        The engine's log (its stderr) goes to the run's output log with its stdout.
+
         Raises:
             Exception from runJob when the engine exits with a non-zero status.
         """
         program, arguments = cls.getEngineCommandLine(subcommand, args)
         kwargs.setdefault("env", cls.getEnviron())
         kwargs.setdefault("numberOfMpi", 1)
-        protocol.runJob(program, arguments, **kwargs)
+        # The engine logs to stderr; the run's output log (run.stdout, or a queue job's output)
+        # is where Scipion users follow a run, so its progress (epochs, picked micrographs) and
+        # its error line go there, in order.
+        protocol.runJob(program, arguments + ENGINE_LOG_REDIRECT, **kwargs)
 
 
 def engineInstallCommand(torchSpec, source, python=None):

@@ -115,6 +115,43 @@ def formatRefineHistory(history):
     return lines
 
 
+#: Validation metrics of a model folder's config.json and their names in its history.json.
+_KEPT_KEYS = (("f1", "valid_f1"), ("ap", "valid_ap"), ("precision", "valid_precision"),
+              ("recall", "valid_recall"))
+
+
+def keptEpoch(history, validation):
+    """Number of the epoch whose weights a model folder kept: the last ``history.json`` record
+    with the validation metrics its ``config.json`` holds (None when none has them)."""
+    def same(a, b):
+        return a is not None and b is not None and abs(float(a) - float(b)) <= 1e-9
+
+    for item in reversed(history):
+        if all(same(validation.get(key), item.get(name)) for key, name in _KEPT_KEYS):
+            return item.get("epoch")
+    return None
+
+
+def trainingEpochsText(history, validation, maxEpochs, mainEpochs=None):
+    """'Epochs: N run of at most M; kept epoch K (validation F1 ...)' for a training summary.
+
+    Args:
+        history: the model folder's ``history.json`` records (one per epoch run).
+        validation: its ``config.json`` validation metrics (``f1``, ``ap``, ...).
+        maxEpochs: the most epochs the run could train.
+        mainEpochs: the kept epoch recorded by a run with calibration folds (their cross-fitted
+            metrics replace the kept epoch's), else None.
+    """
+    text = "Epochs: %d run of at most %d" % (len(history), maxEpochs)
+    if len(history) < maxEpochs:
+        text += " (stopped early)"
+    kept = mainEpochs or keptEpoch(history, validation)
+    record = next((item for item in history if item.get("epoch") == kept), None)
+    if record is None:
+        return text + "; the kept epoch is not recorded."
+    return text + "; kept the weights of epoch %d (validation F1 %s)." % (kept, _fmt(record.get("valid_f1")))
+
+
 def _fmt(value):
     try:
         return "%.3f" % float(value)

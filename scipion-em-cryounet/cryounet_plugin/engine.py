@@ -19,6 +19,7 @@ import shlex
 import cryounet as _cryounet
 from cryounet import __version__ as VERSION
 from cryounet import config as _config
+from cryounet import device_probe as _device_probe
 from cryounet import render as _render
 from cryounet.errors import CryoUNetError
 from cryounet.io import atomic as _atomic
@@ -231,6 +232,7 @@ def resumableTraining(folder):
 
 
 readHistory = _asValueError(_models.read_history)
+readMainEpochs = _asValueError(_models.read_main_epochs)
 readRefineHistory = _asValueError(_models.read_refine_history)
 readValidationCurve = _asValueError(_models.read_validation_curve)
 
@@ -328,6 +330,13 @@ def boxSizeFromDiameter(diameterPx):
 def diameterFromBoxSize(boxPx):
     """Particle diameter (px) implied by a coordinate box size (px), the inverse of the above."""
     return _coordinates.diameter_for_box_size(boxPx)
+
+
+# ================================================================== machine
+def cudaImpossible():
+    """True when this machine certainly has no CUDA GPU (Linux without the NVIDIA driver), known
+    without importing torch: the forms' 'use the GPU' default follows it."""
+    return _device_probe.cuda_impossible()
 
 
 # ================================================================== files

@@ -10,37 +10,13 @@ from pyworkflow.constants import BETA
 from .. import Plugin, engine
 from ..constants import (DEVICE_CPU, DIAMETER_UNITS, ENGINE_COMMAND, ENGINE_CONFIG, GPU_PLACEHOLDER,
                          INPUTS_INFO, MICS_FOLDER, MICS_LIST, UNIT_ANGSTROM, UNIT_PIXELS)
-from ..convert import diameterInPixels, matchMicrographs, samePixelSize
+from ..convert import diameterInPixels, samePixelSize
+from .sets import linkFile, smallestMicrographSide, writeMicrographList
 
 #: What pyworkflow's queue executor says when a job submission is refused.
 QUEUE_REFUSED = "Failed to submit to queue"
-#: How many offending items an error message lists before "and N more".
-_LIST_LIMIT = 5
-
-
-def listSome(items, limit=_LIST_LIMIT):
-    items = list(items)
-    text = ", ".join(str(i) for i in items[:limit])
-    if len(items) > limit:
-        text += " and %d more" % (len(items) - limit)
-    return text
-
-
-def linkFile(source, target):
-    """Symlink ``target`` -> absolute ``source`` (replacing an existing link)."""
-    source = os.path.abspath(source)
-    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-    if os.path.lexists(target):
-        if os.path.islink(target) and os.path.realpath(target) == os.path.realpath(source):
-            return target
-        os.remove(target)
-    os.symlink(source, target)
-    return target
-
-
-def writeMicrographList(path, paths):
-    """Write the ``@list`` file the engine reads: one micrograph path per line."""
-    engine.writeTextAtomic(path, "".join("%s\n" % p for p in paths))
+#: Projects whose forms said, in this Scipion session, that CryoUNet runs on the CPU.
+CPU_NOTED = set()
 
 
 class EngineError(RuntimeError):
@@ -63,16 +39,21 @@ class CryoUnetProtBase:
 
     # ================================================================== params
     def _defineDeviceParams(self, form):
-        """Hidden GPU parameters, shown by Scipion in the form's header row ("Use GPU",
-        "GPU IDs"; hidden parameters get no label of their own)."""
-        form.addHidden(params.USE_GPU, params.BooleanParam, default=True,
-                       help="Yes: run the network on the GPU(s) listed in 'GPU IDs' (CUDA). "
-                            "No: run on the CPU (much slower; fine for small data sets).")
+        """Hidden GPU parameters, shown by Scipion in the form's header row "GPU IDs" (Yes/No,
+        then the ids; hidden parameters get no label of their own). Yes by default unless this
+        machine certainly has no CUDA GPU (no NVIDIA driver), where it is No, with a note."""
+        noGpu = engine.cudaImpossible()
+        note = (" This machine has no NVIDIA driver, hence no CUDA GPU: No is the default here."
+                if noGpu else "")
+        form.addHidden(params.USE_GPU, params.BooleanParam, default=not noGpu,
+                       help="Yes: run the network on the GPU(s) of 'GPU IDs' (CUDA). No: run on "
+                            "the CPU (slower; fine for small data sets)." + note)
         form.addHidden(params.GPU_LIST, params.StringParam, default="0",
-                       help="GPU ids (as nvidia-smi numbers them) separated by spaces, e.g. "
-                            "'0 1'. Scipion hands each step its own GPU from this list; to run "
-                            "several steps at once (ensemble members, picking batches) give the "
-                            "protocol one thread more than GPUs. On a queue, the job asks for "
+                       help="GPU IDs: Yes runs the network on the GPUs listed (ids as nvidia-smi "
+                            "numbers them, separated by spaces, e.g. '0 1'); No runs it on the "
+                            "CPU." + note + " Scipion hands each step its own GPU from this list; "
+                            "to run several steps at once (ensemble members, picking batches) give "
+                            "the protocol one thread more than GPUs. On a queue, the job asks for "
                             "as many GPUs as listed here.")
 
     def _defineDiameterParams(self, form, zeroMeans):
@@ -107,7 +88,7 @@ class CryoUnetProtBase:
             if self.diameterUnit.get() == UNIT_ANGSTROM and self.particleDiameter.get():
                 return ["The input micrographs have no sampling rate: give the diameter in pixels."]
             return [missing]
-        side = self._smallestMicrographSide(micSet) if micSet is not None else None
+        side = smallestMicrographSide(micSet) if micSet is not None else None
         if side and diameter >= side:
             return ["Particle diameter %.1f px is not smaller than the micrographs (%d px): check "
                     "the diameter and its unit." % (diameter, side)]
@@ -212,51 +193,6 @@ class CryoUnetProtBase:
         return lines[-1].split(marker, 1)[1].strip() if lines else None
 
     # ================================================================== micrographs
-    @staticmethod
-    def _micrographItems(micSet):
-        """``[(id, file name, micName)]`` of a micrograph set, in set order."""
-        return [(mic.getObjId(), mic.getFileName(), mic.getMicName())
-                for mic in micSet.iterItems()]
-
-    @staticmethod
-    def _nonMicrographFiles(items):
-        """File names of the items that are not MRC micrographs by name."""
-        return [fn for _, fn, _ in items if not engine.isMicrographName(fn)]
-
-    @staticmethod
-    def _unreadableMicrographs(items):
-        """``[(file name, problem)]`` of micrographs whose name, MRC header or size is wrong."""
-        bad = []
-        for _, fn, _ in items:
-            problem = engine.checkMicrograph(fn)
-            if problem:
-                bad.append((fn, problem))
-        return bad
-
-    @classmethod
-    def _requireReadableMicrographs(cls, items, where):
-        """Raise ValueError naming ``where`` unless every micrograph is a readable MRC file."""
-        bad = cls._unreadableMicrographs(items)
-        if bad:
-            raise ValueError("Unreadable micrograph(s) in %s: %s. Remove them from the set "
-                             "(e.g. with a subset) and run again."
-                             % (where, listSome("%s: %s" % b for b in bad)))
-
-    def _nonMicrographErrors(self, micSet):
-        """Form errors for micrographs of ``micSet`` CryoUNet cannot read by their file name."""
-        names = self._nonMicrographFiles(self._micrographItems(micSet))
-        if names:
-            return ["CryoUNet reads MRC micrographs only (%s); these are not: %s"
-                    % (", ".join(engine.MICROGRAPH_SUFFIXES), listSome(names))]
-        return []
-
-    @staticmethod
-    def _smallestMicrographSide(micSet):
-        """Smallest side (px) of the first micrograph of a set, or None when unreadable."""
-        first = micSet.getFirstItem()
-        shape = engine.micrographShape(first.getFileName()) if first is not None else None
-        return min(shape) if shape else None
-
     def _linkMicrographs(self, items, stems, tag, folder=None, listPath=None):
         """Symlink micrographs under unique stems and write the engine's ``@list`` file.
 
@@ -275,79 +211,6 @@ class CryoUnetProtBase:
         listPath = listPath or self._getExtraPath(MICS_LIST % tag)
         writeMicrographList(listPath, [os.path.abspath(p) for p in links.values()])
         return listPath, links
-
-    # ================================================================== sizes
-    @staticmethod
-    def _diameterFromBoxSize(boxPx):
-        """Particle diameter (px) implied by a coordinate box size (px): the one rule of train,
-        refine and post-process, the inverse of the box the pick protocol writes."""
-        return engine.diameterFromBoxSize(boxPx) if boxPx else None
-
-    @staticmethod
-    def _coordinateScale(coordSet, micSet):
-        """Factor from pixels of the micrographs ``coordSet`` was picked on to pixels of ``micSet``
-        (1 when either sampling rate is unknown)."""
-        coordMics = coordSet.getMicrographs()
-        coordSampling = coordMics.getSamplingRate() if coordMics is not None else None
-        micSampling = micSet.getSamplingRate()
-        return coordSampling / micSampling if coordSampling and micSampling else 1.0
-
-    @staticmethod
-    def _boxSizeForDiameter(diameterPx):
-        """Box size (px) the pick protocol gives its coordinates for a particle diameter (px)."""
-        return engine.boxSizeFromDiameter(diameterPx)
-
-    # ================================================================== coordinates
-    @staticmethod
-    def _writeCoordinateFiles(folder, xyByStem, scores=None, spread=None):
-        """Write one RELION STAR file per micrograph stem into ``folder``.
-
-        Args:
-            xyByStem: dict stem -> ``[(x, y), ...]`` in pixels of that micrograph.
-            scores, spread: optional dicts stem -> values (same order as the positions).
-        Returns:
-            The number of coordinates written.
-        """
-        os.makedirs(folder, exist_ok=True)
-        for stem, xy in xyByStem.items():
-            engine.writeStarPicks(os.path.join(folder, stem + ".star"), xy,
-                                  (scores or {}).get(stem), (spread or {}).get(stem))
-        return sum(len(xy) for xy in xyByStem.values())
-
-    @staticmethod
-    def _coordinateGroups(coordSet, scoreAttr=None, spreadAttr=None):
-        """Coordinates grouped by micrograph id.
-
-        Returns:
-            OrderedDict micId -> dict(name=micName, xy=[(x, y)], scores=[...], spread=[...])
-            (scores/spread lists only filled when the attribute names are given).
-        """
-        groups = OrderedDict()
-        for coord in coordSet.iterItems():
-            micId = coord.getMicId()
-            group = groups.get(micId)
-            if group is None:
-                group = groups[micId] = {"name": coord.getMicName(), "xy": [], "scores": [],
-                                         "spread": []}
-            group["xy"].append((coord.getX(), coord.getY()))
-            if scoreAttr:
-                value = getattr(coord, scoreAttr, None)
-                group["scores"].append(value.get() if value is not None else None)
-            if spreadAttr:
-                value = getattr(coord, spreadAttr, None)
-                group["spread"].append(value.get() if value is not None else None)
-        return groups
-
-    @staticmethod
-    def _coordinateMicrographKeys(coordSet):
-        """dict micId -> micName of the micrographs referenced by a coordinate set (SQL query)."""
-        values = coordSet.getUniqueValues(["_micId", "_micName"])
-        return OrderedDict(zip(values["_micId"], values["_micName"]))
-
-    @staticmethod
-    def _matchCoordinates(items, coordKeys):
-        """Match coordinate micrograph ids to a micrograph list (ids first, then names)."""
-        return matchMicrographs(OrderedDict((mid, name) for mid, _, name in items), coordKeys)
 
     # ================================================================== info helpers
     def _inputsFile(self):
@@ -376,22 +239,39 @@ class CryoUnetProtBase:
 
     def _gpuWarnings(self, what):
         if not self._usesGpuDevice():
-            return ["%s runs on the CPU ('Use GPU' is No): expect it to be much slower than on "
-                    "a GPU." % what]
-        if self.useQueue() and Plugin.visibleGpuCount() == 0:
-            return ["'Use GPU' is Yes and this machine has no CUDA GPU: the queue's nodes must have "
+            return self._cpuNote(what)
+        if self.useQueue() and self._visibleGpus() == 0:
+            return ["'GPU IDs' is Yes and this machine has no CUDA GPU: the queue's nodes must have "
                     "one (the job asks for %d)." % len(self.getGpuList())]
         return []
 
+    def _cpuNote(self, what):
+        """That the run uses the CPU: said once per project in a Scipion session (the first CPU
+        run's form), not before every run."""
+        project = self.getProject()
+        key = project.getPath() if project is not None else ""
+        if key in CPU_NOTED:
+            return []
+        CPU_NOTED.add(key)
+        why = ", as this machine has no CUDA GPU" if engine.cudaImpossible() else " ('GPU IDs' is No)"
+        return ["%s runs on the CPU%s: slower than on a GPU. CryoUNet says this once per session."
+                % (what, why)]
+
+    @staticmethod
+    def _visibleGpus():
+        """CUDA GPUs the engine sees here: none without the NVIDIA driver (no torch import), else
+        the engine's own count (None when it cannot tell)."""
+        return 0 if engine.cudaImpossible() else Plugin.visibleGpuCount()
+
     def _gpuErrors(self):
-        """'Use GPU' = Yes where the run happens here (no queue) on a machine whose engine sees
+        """'GPU IDs' = Yes where the run happens here (no queue) on a machine whose engine sees
         no CUDA GPU: said when the form is validated, not when the engine fails."""
         if not self._usesGpuDevice() or self.useQueue():
             return []
-        count = Plugin.visibleGpuCount()
+        count = self._visibleGpus()
         if count == 0:
-            return ["'Use GPU' is Yes but the CryoUNet engine (%s) sees no CUDA GPU on this machine: "
-                    "set 'Use GPU' to No to run on the CPU, or submit the run to a GPU queue."
+            return ["'GPU IDs' is Yes but the CryoUNet engine (%s) sees no CUDA GPU on this machine: "
+                    "set 'GPU IDs' to No to run on the CPU, or submit the run to a GPU queue."
                     % Plugin.getPython()]
         wanted = [int(g) for g in self.getGpuList() if str(g).isdigit()]
         if count and wanted and max(wanted) >= count:

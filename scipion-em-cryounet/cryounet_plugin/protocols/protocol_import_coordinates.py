@@ -10,7 +10,8 @@ from pwem.protocols.protocol_particles_picking import ProtParticlePickingOutput
 from .. import engine
 from ..constants import IMPORTED_SCORE_ATTR
 from ..convert import micrographStem, roundPosition
-from .protocol_base import CryoUnetProtBase, listSome
+from .protocol_base import CryoUnetProtBase
+from .sets import listSome
 
 
 class CryoUnetProtImportCoordinates(CryoUnetProtBase, EMProtocol):

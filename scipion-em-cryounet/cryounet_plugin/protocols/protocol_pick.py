@@ -8,21 +8,22 @@ from pyworkflow.protocol.constants import LEVEL_ADVANCED, STEPS_PARALLEL
 from pwem.objects import Coordinate
 from pwem.protocols import ProtParticlePickingAuto
 
-from .. import Plugin, engine
+from .. import engine
 from ..constants import (BATCHES_FOLDER, BOX_SIZE_AUTO, CMD_PICK, COORDS_FOLDER, ENGINE_COMMAND,
                          MICS_FOLDER, MICS_LIST, MODEL_SOURCES, MODELS_GENERAL, MODELS_INPUT,
                          MODELS_LIBRARY, RECORDS_FOLDER, SCORE_ATTR, SPREAD_ATTR, THRESHOLD_AUTO)
-from ..convert import nmsFraction, roundPosition, uniqueStems
-from ..objects import CryoUNetModel
+from ..convert import roundPosition, uniqueStems
 from .pick_records import allRecords, readRecord, writeRecord
-from .protocol_base import CryoUnetProtBase, listSome
+from .pick_settings import PickSettings
+from .protocol_base import CryoUnetProtBase
+from .sets import listSome
 
 
 #: Default micrographs per picking step (one engine run loads the models once per step).
 DEFAULT_STREAMING_BATCH = 8
 
 
-class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
+class CryoUnetProtPick(PickSettings, CryoUnetProtBase, ProtParticlePickingAuto):
     """Pick particles with CryoUNet: one trained model, or several as an ensemble (their
     probabilities are averaged and their spread is kept as an uncertainty per particle).
 
@@ -58,7 +59,9 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
                       label="Input models",
                       help="One CryoUNet model, or several (from an ensemble training or "
                            "different runs) to pick as an ensemble. All must be trained for the "
-                           "same particle diameter (pixels) and the micrographs' pixel size.")
+                           "same particle diameter (pixels) and the micrographs' pixel size. The "
+                           "wizard adds the newest trained models of this project (every member "
+                           "of the train, refine or import-model run that finished last).")
         self._defineDiameterParams(
             form, "the diameter the models were trained for (in pixels). Give it to pick particles "
                   "of another size than the training ones, or micrographs of another pixel size: "
@@ -236,7 +239,7 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
         except ValueError as exc:
             return [str(exc)]
         if not models:
-            return ["Select at least one model."]
+            return [self._noModelError()]
         errors = self._gpuErrors() + self._engineConfigErrors()
         for model in models:
             errors += engine.checkModelFolder(model.getPath())
@@ -311,61 +314,6 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
         return ["Ronneberger2015"]
 
     # ================================================================== UTILS
-    def _getModels(self):
-        """The models picking uses, as CryoUNetModel objects (built from the folder for the general
-        model and the models folder).
-
-        Raises:
-            ValueError: the general model or the named library model is not there.
-        """
-        source = self.modelSource.get()
-        if source == MODELS_GENERAL:
-            return [modelFromFolder(engine.generalModelFolder(), "general model")]
-        if source == MODELS_LIBRARY:
-            return [modelFromLibrary(self.libraryModel.get())]
-        return [pointer.get() for pointer in self.inputModels if pointer.get() is not None]
-
-    def _modelsIfValid(self):
-        """The models, or none when they cannot be found (said by the form's validation)."""
-        try:
-            return self._getModels()
-        except ValueError:
-            return []
-
-    def getPickDiameter(self):
-        """Particle diameter (px of the input micrographs) picked: the form's, else the models'."""
-        given = self._diameterParamPx(self.getInputMicrographs())
-        models = self._modelsIfValid()
-        return given if given != 0 else (models[0].getDiameter() if models else None)
-
-    def _getBoxSize(self):
-        return self.boxSize.get() or self._boxSizeForDiameter(self.getPickDiameter())
-
-    def _explicitThreshold(self):
-        """The form's threshold, or None for automatic (the engine's rule decides)."""
-        threshold = self.threshold.get()
-        return None if threshold == THRESHOLD_AUTO else threshold
-
-    def getPickingThreshold(self, automatic=False):
-        """The threshold the engine picks at with this form, by the engine's own rule; with
-        ``automatic``, the one it would use with the automatic threshold (what the wizard
-        suggests).
-
-        Raises:
-            ValueError: a model folder or the extra engine options cannot be read.
-        """
-        return engine.pickingThreshold([m.getPath() for m in self._getModels()], bool(self.tta.get()),
-                                       None if automatic else self._explicitThreshold(),
-                                       self._engineConfig())
-
-    def _engineConfig(self):
-        pick = {"tta": bool(self.tta.get()), "batch_size": self.inferenceBatch.get(),
-                "folds": bool(self.useFolds.get())}
-        if self.nmsDistance.get():
-            pick["nms_radius"] = nmsFraction(self.nmsDistance.get(), self.getPickDiameter())
-            pick["saddle_ratio"] = 0.0  # the form's distance is plain non-maximum suppression
-        return engine.mergeConfig({"pick": pick}, self._getExtraConfig())
-
     def _stemsFor(self, items):
         """Unique stems over every micrograph known so far (streaming-safe: a micrograph keeps
         the stem recorded when it was picked)."""
@@ -391,27 +339,3 @@ class CryoUnetProtPick(CryoUnetProtBase, ProtParticlePickingAuto):
     def _allRecords(self):
         return allRecords(self._recordsFolder())
 
-
-def modelFromFolder(folder, label):
-    """A CryoUNetModel (not stored in the project) describing the model folder ``folder``."""
-    errors = engine.checkModelFolder(folder)
-    if errors:
-        raise ValueError("; ".join(errors))
-    model = CryoUNetModel.fromFolder(folder)
-    model.setObjLabel(label)
-    return model
-
-
-def modelFromLibrary(name):
-    """The model called ``name`` in the CRYOUNET_MODELS folder.
-
-    Raises:
-        ValueError: no name, or no usable model of that name (the message lists the usable ones).
-    """
-    root = Plugin.getModelsFolder()
-    available = engine.listModelFolders(root)
-    if not name or name not in available:
-        raise ValueError("%s: there is no model %r in the models folder %s (CRYOUNET_MODELS). "
-                         "Usable models there: %s." % ("Model name", name or "", root,
-                                                       ", ".join(available) or "none"))
-    return modelFromFolder(os.path.join(root, name), name)

@@ -11,7 +11,9 @@ from pwem.protocols.protocol_particles_picking import ProtParticlePickingOutput
 from .. import engine
 from ..constants import CMD_POSTPROCESS, COORDS_FOLDER, INPUT_PICKS_FOLDER, SPREAD_ATTR
 from ..convert import chooseScoreAttribute, roundPosition, uniqueStems
-from .protocol_base import CryoUnetProtBase, listSome
+from .protocol_base import CryoUnetProtBase
+from .sets import (coordinateGroups, diameterFromBoxSize, listSome, micrographItems,
+                  writeCoordinateFiles)
 
 #: Coordinate attributes that are never scores.
 _NOT_SCORES = ("_x", "_y", "_micId", "_micName", "_micrographPointer")
@@ -49,15 +51,20 @@ class CryoUnetProtPostprocess(CryoUnetProtBase, EMProtocol):
                            "coordinates divided by %g (CryoUNet's box convention)." % engine.BOX_FACTOR)
 
         form.addSection(label="Filters")
-        form.addParam("applyThreshold", params.BooleanParam, default=True,
+        form.addParam("applyThreshold", params.BooleanParam, default=False,
                       label="Re-threshold scores?",
-                      help="Yes: keep only picks whose score reaches the threshold below.")
-        form.addParam("threshold", params.FloatParam, default=0.5,
+                      help="No (default): keep the threshold the picks were made at: this filter "
+                           "keeps every input pick (CryoUNet picks are cut at their models' "
+                           "calibrated threshold; the summary says which). Yes: keep only the "
+                           "picks whose score reaches the threshold below.")
+        form.addParam("threshold", params.FloatParam, allowsNull=True,
                       condition="applyThreshold",
                       label="Score threshold",
                       help="Lowest score kept, on the picker's scale (CryoUNet: probability "
-                           "0-1; Topaz: log-likelihood). The wizard suggests a value that "
-                           "separates the two modes of the score histogram.")
+                           "0-1; Topaz: log-likelihood). The wizard suggests a value and says "
+                           "why: for CryoUNet picks the threshold they were made at and what a "
+                           "higher one keeps; for other pickers the valley of the score "
+                           "histogram. A value below the picks' own threshold removes nothing.")
         form.addParam("nmsDistance", params.FloatParam, default=0, validators=[params.GE(0)],
                       label="Minimum distance (px)",
                       help="Of two picks closer than this (pixels), only the higher-scoring one "
@@ -91,9 +98,9 @@ class CryoUnetProtPostprocess(CryoUnetProtBase, EMProtocol):
             raise ValueError("The input coordinates have no score attribute; only the edge "
                              "filter can be used on them.")
         spreadAttr = SPREAD_ATTR if self._hasAttribute(SPREAD_ATTR) else None
-        groups = self._coordinateGroups(coordSet, scoreAttr, spreadAttr)
+        groups = coordinateGroups(coordSet, scoreAttr, spreadAttr)
         micSet = coordSet.getMicrographs()
-        items = [item for item in self._micrographItems(micSet) if item[0] in groups]
+        items = [item for item in micrographItems(micSet) if item[0] in groups]
         missing = [mid for mid in groups if mid not in {i[0] for i in items}]
         if missing:
             raise ValueError("%d micrograph(s) of the coordinates are not in their micrograph "
@@ -107,7 +114,7 @@ class CryoUnetProtPostprocess(CryoUnetProtBase, EMProtocol):
                 if attr and any(v is None for v in group[key]):
                     raise ValueError("Some coordinates of micrograph %s have no %s value."
                                      % (group["name"], attr))
-        self._writeCoordinateFiles(
+        writeCoordinateFiles(
             self._getExtraPath(INPUT_PICKS_FOLDER),
             {stems[micId]: groups[micId]["xy"] for micId, _, _ in items},
             {stems[micId]: groups[micId]["scores"] for micId, _, _ in items} if scoreAttr else None,
@@ -125,7 +132,7 @@ class CryoUnetProtPostprocess(CryoUnetProtBase, EMProtocol):
                 "--diameter", "%.3f" % self._getDiameterPx(),
                 "--micrographs", "@" + os.path.abspath(info["micrographs_list"])]
         if self.applyThreshold.get():
-            args += ["--threshold", "%.6f" % self.threshold.get()]
+            args += ["--threshold", "%.6f" % self.threshold.get()]  # else the picks' own
         if self.nmsDistance.get():
             args += ["--nms-distance", "%.3f" % self.nmsDistance.get()]
         if self.edgeDistance.get():
@@ -190,6 +197,9 @@ class CryoUnetProtPostprocess(CryoUnetProtBase, EMProtocol):
                           "distance and maximum per micrograph).")
         if not self._getDiameterPx():
             errors.append("Set the particle diameter: the input coordinates have no box size.")
+        if self.applyThreshold.get() and self.threshold.get() is None:
+            errors.append("Set the score threshold (its wizard suggests one), or set 'Re-threshold "
+                          "scores?' to No to keep the threshold the picks were made at.")
         return errors
 
     def _warnings(self):
@@ -197,14 +207,18 @@ class CryoUnetProtPostprocess(CryoUnetProtBase, EMProtocol):
         if not (self.applyThreshold.get() or self.nmsDistance.get() or self.edgeDistance.get()
                 or self.maxPerMicrograph.get()):
             warnings.append("No filter is enabled: the output will equal the input.")
+        own, _ = self.getOwnThreshold()
+        if self.applyThreshold.get() and None not in (own, self.threshold.get()) \
+                and self.threshold.get() < own:
+            warnings.append("Score threshold %g is below %.3f, the threshold these picks were made "
+                            "at: it removes nothing. To get more picks, pick again with a lower "
+                            "threshold." % (self.threshold.get(), own))
         return warnings
 
     def _summary(self):
         summary = []
         info = self._loadInputsInfo()
-        filters = []
-        if self.applyThreshold.get():
-            filters.append("score >= %g" % self.threshold.get())
+        filters = [self._thresholdText()]
         if self.nmsDistance.get():
             filters.append("minimum distance %g px" % self.nmsDistance.get())
         if self.edgeDistance.get():
@@ -236,6 +250,31 @@ class CryoUnetProtPostprocess(CryoUnetProtBase, EMProtocol):
         return []
 
     # ================================================================== UTILS
+    def getOwnThreshold(self):
+        """``(threshold, what set it)`` of the input picks, or ``(None, None)`` when unknown: the
+        threshold of the CryoUNet pick run that made them (its form's, else its models' calibrated
+        one), or the re-threshold of the post-process run that filtered them (else its input's)."""
+        producer = self.inputCoordinates.getObjValue()
+        try:
+            if isinstance(producer, CryoUnetProtPostprocess):
+                if producer.applyThreshold.get() and producer.threshold.get() is not None:
+                    return producer.threshold.get(), "re-thresholded by run '%s'" % producer.getRunName()
+                return producer.getOwnThreshold()
+            if hasattr(producer, "getPickingThreshold"):
+                how = ("calibrated at training for the best F1" if producer._explicitThreshold() is None
+                       else "set on its form")
+                return producer.getPickingThreshold(), "pick run '%s', %s" % (producer.getRunName(), how)
+        except (ValueError, AttributeError):
+            pass
+        return None, None
+
+    def _thresholdText(self):
+        if self.applyThreshold.get():
+            return "score >= %g" % self.threshold.get()
+        own, source = self.getOwnThreshold()
+        return ("score >= the picks' own threshold (%.3f, %s)" % (own, source) if own is not None
+                else "score >= the picks' own threshold")
+
     def _needsScores(self):
         return bool(self.applyThreshold.get() or self.nmsDistance.get()
                     or self.maxPerMicrograph.get())
@@ -258,7 +297,7 @@ class CryoUnetProtPostprocess(CryoUnetProtBase, EMProtocol):
         if self.particleDiameter.get():
             return self.particleDiameter.get()
         coordSet = self.inputCoordinates.get()
-        return self._diameterFromBoxSize(coordSet.getBoxSize() if coordSet is not None else None)
+        return diameterFromBoxSize(coordSet.getBoxSize() if coordSet is not None else None)
 
     def getScores(self):
         """Scores of the input coordinates (for the threshold wizard and the histogram)."""

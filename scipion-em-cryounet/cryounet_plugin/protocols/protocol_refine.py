@@ -11,6 +11,8 @@ from ..constants import CMD_REFINE, COORDS_FOLDER, MODEL_FOLDER
 from ..convert import formatRefineHistory, uniqueStems
 from ..objects import CryoUNetModel
 from .protocol_base import CryoUnetProtBase
+from .sets import (coordinateGroups, diameterFromBoxSize, micrographItems, nonMicrographErrors,
+                  requireReadableMicrographs, smallestMicrographSide, writeCoordinateFiles)
 
 
 #: Relative difference between the coordinates' implied diameter and the model's that is warned about.
@@ -117,8 +119,8 @@ class CryoUnetProtRefine(CryoUnetProtBase, EMProtocol):
         coordSet = self.inputCoordinates.get()
         labelledSet = coordSet.getMicrographs()
         unlabelledSet = self.inputUnlabelled.get()
-        groups = self._coordinateGroups(coordSet)
-        labelledItems = [item for item in self._micrographItems(labelledSet)
+        groups = coordinateGroups(coordSet)
+        labelledItems = [item for item in micrographItems(labelledSet)
                          if item[0] in groups]
         if not labelledItems:
             raise ValueError("The labelled coordinates %s refer to no micrograph of %s."
@@ -126,7 +128,7 @@ class CryoUnetProtRefine(CryoUnetProtBase, EMProtocol):
         labelledFiles = {os.path.realpath(fn) for _, fn, _ in labelledItems}
         unlabelledItems = []
         duplicates = 0
-        for micId, fn, name in self._micrographItems(unlabelledSet):
+        for micId, fn, name in micrographItems(unlabelledSet):
             if os.path.realpath(fn) in labelledFiles:
                 duplicates += 1
                 continue
@@ -138,13 +140,13 @@ class CryoUnetProtRefine(CryoUnetProtBase, EMProtocol):
             raise ValueError("No unlabelled micrographs left in %s after removing the labelled "
                              "ones." % unlabelledSet.getNameId())
         allItems = labelledItems + unlabelledItems
-        self._requireReadableMicrographs(allItems, "the input sets")
+        requireReadableMicrographs(allItems, "the input sets")
 
         stems = uniqueStems((mid, fn) for mid, fn, _ in allItems)
         labelledList, _ = self._linkMicrographs(labelledItems, stems, "labelled")
         unlabelledList, _ = self._linkMicrographs(unlabelledItems, stems, "unlabelled")
         coordsDir = self._getExtraPath(COORDS_FOLDER)
-        nParticles = self._writeCoordinateFiles(
+        nParticles = writeCoordinateFiles(
             coordsDir, {stems[micId]: groups[micId]["xy"] for micId, _, _ in labelledItems})
         self._writeEngineConfig("refine", self._engineConfig())
         self._saveInputsInfo({"labelled_micrographs": len(labelledItems),
@@ -192,8 +194,8 @@ class CryoUnetProtRefine(CryoUnetProtBase, EMProtocol):
             errors += engine.checkModelFolder(model.getPath())
         unlabelled = self.inputUnlabelled.get()
         if unlabelled is not None:
-            errors += self._nonMicrographErrors(unlabelled)
-            side = self._smallestMicrographSide(unlabelled)
+            errors += nonMicrographErrors(unlabelled)
+            side = smallestMicrographSide(unlabelled)
             if model is not None and side and model.getDiameter() >= side:
                 errors.append("The model's particle diameter (%.1f px) is not smaller than the "
                               "unlabelled micrographs (%d px)." % (model.getDiameter(), side))
@@ -211,7 +213,7 @@ class CryoUnetProtRefine(CryoUnetProtBase, EMProtocol):
         warnings += self._pixelSizeWarnings(model, self.inputUnlabelled.get(), "the unlabelled micrographs")
         warnings += self._pixelSizeWarnings(model, coordSet.getMicrographs() if coordSet is not None else None,
                                             "the labelled micrographs")
-        boxDiameter = self._diameterFromBoxSize(coordSet.getBoxSize() if coordSet is not None else None)
+        boxDiameter = diameterFromBoxSize(coordSet.getBoxSize() if coordSet is not None else None)
         if boxDiameter and model.getDiameter() and \
                 abs(boxDiameter - model.getDiameter()) > BOX_DIAMETER_TOLERANCE * model.getDiameter():
             warnings.append("The labelled coordinates' box size (%s px) implies a particle diameter "

@@ -6,15 +6,18 @@ from pyworkflow.protocol.constants import LEVEL_ADVANCED, STEPS_PARALLEL
 from pwem.protocols import EMProtocol
 
 from .. import engine
-from ..constants import (DEVICE_CPU, ARCH_ATTENTION_UNET, ARCH_UNET, ARCHITECTURES, AUGMENT_LIGHT,
-                         AUGMENTATIONS, CMD_TRAIN, COORDS_FOLDER, LOSS_BCE,
-                         LOSS_FOCAL, LOSS_FOCAL_DICE, LOSSES, MAX_ENSEMBLE, MODEL_FOLDER,
-                         MODEL_MEMBER_FOLDER, GENERAL_START_BELOW, SEPARATION_AUTO, SEPARATIONS,
-                         START_AUTO, START_CHOICES, START_GENERAL, START_MODEL, START_SCRATCH,
-                         TARGET_DISK, TARGET_SHAPES)
-from ..convert import uniqueStems
+from ..constants import (ARCH_ATTENTION_UNET, ARCH_UNET, ARCHITECTURES, AUGMENT_LIGHT,
+                         AUGMENTATIONS, CMD_TRAIN, COORDS_FOLDER, LOSS_BCE, LOSS_FOCAL,
+                         LOSS_FOCAL_DICE, LOSSES, MAX_ENSEMBLE, MODEL_FOLDER, MODEL_MEMBER_FOLDER,
+                         GENERAL_START_BELOW, SEPARATION_AUTO, SEPARATIONS, START_AUTO,
+                         START_CHOICES, START_MODEL, TARGET_DISK, TARGET_SHAPES)
+from ..convert import trainingEpochsText, uniqueStems
 from ..objects import CryoUNetModel
 from .protocol_base import CryoUnetProtBase
+from .sets import (coordinateGroups, coordinateMicrographKeys, coordinateScale, matchCoordinates,
+                  micrographItems, nonMicrographErrors, requireReadableMicrographs,
+                  writeCoordinateFiles)
+from .train_settings import TrainSettings
 
 #: Particles below which validation statistics are unreliable.
 FEW_PARTICLES = 30
@@ -30,7 +33,7 @@ def outputModelName(member):
 TRAIN_OUTPUTS = {outputModelName(member): CryoUNetModel for member in range(1, MAX_ENSEMBLE + 1)}
 
 
-class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
+class CryoUnetProtTrain(TrainSettings, CryoUnetProtBase, EMProtocol):
     """Train a CryoUNet particle picker (a U-Net that predicts particle centres) from
     micrographs and coordinates picked on some of them (manually or by another picker).
 
@@ -206,7 +209,7 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
                            "(BENCHMARKS.md).")
         form.addParam("cpuProcesses", params.IntParam, default=1, validators=[params.Range(1, 64)],
                       expertLevel=LEVEL_ADVANCED, label="Training processes on the CPU",
-                      help="With 'Use GPU' = No: train each network in this many data-parallel "
+                      help="With 'GPU IDs' = No: train each network in this many data-parallel "
                            "processes (torchrun, gloo), sharing the protocol's threads; for CPU-only "
                            "clusters. 1 = one process.")
         self._defineExtraConfigParam(form)
@@ -224,11 +227,11 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
     def convertInputStep(self):
         micSet = self.inputMicrographs.get()
         coordSet = self.inputCoordinates.get()
-        items = self._micrographItems(micSet)
-        self._requireReadableMicrographs(items, micSet.getNameId())
+        items = micrographItems(micSet)
+        requireReadableMicrographs(items, micSet.getNameId())
 
-        groups = self._coordinateGroups(coordSet)
-        mapping, byName = self._matchCoordinates(
+        groups = coordinateGroups(coordSet)
+        mapping, byName = matchCoordinates(
             items, {cid: g["name"] for cid, g in groups.items()})
         if not mapping:
             raise ValueError(
@@ -242,14 +245,14 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
         for problem in self._diameterErrors():
             raise ValueError(problem)
         diameter = self._getDiameterPx()
-        scale = self._coordinateScale(self.inputCoordinates.get(), self.inputMicrographs.get())
+        scale = coordinateScale(self.inputCoordinates.get(), self.inputMicrographs.get())
         stems = uniqueStems((mid, fn) for mid, fn, _ in items)
         # only labelled micrographs go to the engine (the others would be ignored by it)
         labelledIds = set(mapping.values())
         listPath, _ = self._linkMicrographs([i for i in items if i[0] in labelledIds], stems,
                                             "train")
         coordsDir = self._getExtraPath(COORDS_FOLDER)
-        nParticles = self._writeCoordinateFiles(coordsDir, {
+        nParticles = writeCoordinateFiles(coordsDir, {
             stems[micId]: [(x * scale, y * scale) for x, y in groups[coordMicId]["xy"]]
             for coordMicId, micId in mapping.items()})
         labelled = list(mapping.values())
@@ -268,7 +271,8 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
         self._saveInputsInfo({"diameter_px": diameter, "labelled_micrographs": len(labelled),
                               "unlabelled_micrographs": len(items) - len(labelled),
                               "particles": nParticles, "micrographs_list": listPath,
-                              "coordinates_folder": coordsDir, "coordinate_scale": scale})
+                              "coordinates_folder": coordsDir, "coordinate_scale": scale,
+                              "start": self._startText(len(labelled))})
 
     def trainStep(self, member):
         info = self._loadInputsInfo()
@@ -289,31 +293,6 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
         if errors:
             raise RuntimeError("cryounet train finished without a usable model: %s"
                                % "; ".join(errors))
-
-    def _trainDeviceArgs(self):
-        """``--device``/``--devices`` and ``--threads`` of a training step: all the step's GPUs
-        (data-parallel), its first GPU, or the CPU in one or more processes (each with its share
-        of the step's threads)."""
-        threads = self._engineThreads(len(self._members()))
-        if self._usesGpuDevice():
-            option = "--devices" if self.dataParallel.get() else "--device"
-            return [option, self._getDeviceArg(), "--threads", str(threads)]
-        processes = self.cpuProcesses.get() or 1
-        if processes == 1:
-            return ["--device", DEVICE_CPU, "--threads", str(threads)]
-        perProcess = max(1, threads // processes) if threads else 0
-        return ["--devices", ",".join([DEVICE_CPU] * processes), "--threads", str(perProcess)]
-
-    def _trainProcesses(self):
-        """Processes each training step runs in, where the form fixes it (None: it depends on
-        how Scipion shares the GPUs among parallel steps)."""
-        if not self._usesGpuDevice():
-            return self.cpuProcesses.get() or 1
-        if not self.dataParallel.get():
-            return 1
-        if (self.numberOfThreads.get() or 1) <= 1:
-            return len(self.getGpuList())
-        return None
 
     def createOutputStep(self):
         sampling = self.inputMicrographs.get().getSamplingRate()
@@ -336,44 +315,23 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
         coordSet = self.inputCoordinates.get()
         if micSet is None or coordSet is None:
             return errors
-        errors += self._gpuErrors() + self._engineConfigErrors() + self._nonMicrographErrors(micSet)
+        errors += self._gpuErrors() + self._engineConfigErrors() + nonMicrographErrors(micSet)
         if self.startFrom.get() == START_MODEL:
             model = self.initModel.get()
             errors += (["Choose the starting model (Start from = a model)."] if model is None
                        else engine.checkModelFolder(model.getPath()))
-        items = self._micrographItems(micSet)
+        items = micrographItems(micSet)
         errors += self._diameterErrors() + self._processErrors()
         if coordSet.getSize() == 0:
             errors.append("The input coordinates are empty.")
         else:
-            mapping, _ = self._matchCoordinates(items, self._coordinateMicrographKeys(coordSet))
+            mapping, _ = matchCoordinates(items, coordinateMicrographKeys(coordSet))
             if not mapping:
                 errors.append("None of the input micrographs has coordinates in the input "
                               "coordinates (matched by micrograph id or name).")
             else:
                 errors += self._calibrationFoldErrors(len(mapping))
         return errors
-
-    def _calibrationFoldErrors(self, labelled):
-        """Calibration folds that the training micrographs left after the validation split cannot fill."""
-        try:
-            train = self._engineConfig(1)["train"]
-            return engine.calibrationFoldErrors(int(train["calibration_folds"]), labelled,
-                                                float(train["valid_fraction"]))
-        except (ValueError, KeyError, TypeError):
-            return []  # said by the configuration's own check
-
-    def _processErrors(self):
-        """A batch that the training processes of a step cannot share out equally."""
-        processes = self._trainProcesses()
-        if not processes or processes == 1:
-            return []
-        try:
-            batch = self._engineConfig(1)["train"]["batch_size"]
-        except (ValueError, KeyError, TypeError):
-            return []  # said by the configuration's own check
-        return engine.batchSharingErrors(batch, processes, "training processes of a step (%s)"
-                                         % ("GPUs" if self._usesGpuDevice() else "CPU processes"))
 
     def _warnings(self):
         warnings = self._gpuWarnings("Training")
@@ -384,8 +342,8 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
         if 0 < coordSet.getSize() < FEW_PARTICLES:
             warnings.append("Only %d particles: the network will be weak and its validation "
                             "statistics unreliable." % coordSet.getSize())
-        items = self._micrographItems(micSet)
-        mapping, _ = self._matchCoordinates(items, self._coordinateMicrographKeys(coordSet))
+        items = micrographItems(micSet)
+        mapping, _ = matchCoordinates(items, coordinateMicrographKeys(coordSet))
         unlabelled = len(items) - len(mapping)
         if mapping and unlabelled:
             warnings.append("%d of %d micrographs have no coordinates and are not used for "
@@ -398,15 +356,25 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
         info = self._loadInputsInfo()
         if info:
             summary.append("Trained on %d labelled micrographs (%d particles), particle "
-                           "diameter %.1f px." % (info.get("labelled_micrographs", 0),
-                                                  info.get("particles", 0),
-                                                  info.get("diameter_px", 0)))
+                           "diameter %.1f px, starting from %s."
+                           % (info.get("labelled_micrographs", 0), info.get("particles", 0),
+                              info.get("diameter_px", 0), info.get("start", "an unrecorded start")))
         models = self._outputModels()
         if not models:
             summary.append("Output model(s) not ready yet.")
         for name, model in models:
             summary.append("%s: %s" % (name, model.describe()))
+            summary.append("  %s" % self._epochsText(model.getPath()))
         return summary
+
+    def _epochsText(self, folder):
+        """Epochs run and the one whose weights the model kept, from its folder's records."""
+        try:
+            return trainingEpochsText(engine.readHistory(folder), engine.readModelInfo(folder),
+                                      self._engineConfig(1)["train"]["epochs"],
+                                      engine.readMainEpochs(folder))
+        except (ValueError, KeyError, TypeError) as exc:
+            return "Epochs: unknown (%s)." % exc
 
     def _methods(self):
         models = self._outputModels()
@@ -452,9 +420,6 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
             return self._getExtraPath(MODEL_FOLDER)
         return self._getExtraPath(MODEL_MEMBER_FOLDER % member)
 
-    def _targetShape(self):
-        return TARGET_SHAPES[self.targetShape.get()]
-
     @staticmethod
     def _targetsText(modelFolder):
         """', on Gaussian targets of sigma ... diameters' for a model trained on them (as its
@@ -466,59 +431,6 @@ class CryoUnetProtTrain(CryoUnetProtBase, EMProtocol):
         if info["target_shape"] != "gaussian":
             return ""
         return ", on Gaussian targets of sigma %g diameters around the picks" % info["target_radius"]
-
-    def _memberArchitecture(self, member):
-        index = self.architecture.get()
-        if self.mixArchitectures.get() and self.ensembleSize.get() > 1:
-            index = (index + member - 1) % len(ARCHITECTURES)
-        return ARCHITECTURES[index]
-
-    def _engineConfig(self, member):
-        config = {
-            "preprocess": {"working_diameter": self.workingDiameter.get()},
-            "target": {"shape": self._targetShape(),
-                       "positive_radius": engine.SHAPE_RADII[self._targetShape()],
-                       "unlabelled_weight": self.unlabelledWeight.get(),
-                       "separation": SEPARATIONS[self.separation.get()]},
-            "model": {"architecture": self._memberArchitecture(member),
-                      "base_channels": self.baseChannels.get(), "depth": self.depth.get()},
-            "loss": {"name": LOSSES[self.loss.get()]},
-            "augment": {"preset": AUGMENTATIONS[self.augmentation.get()]},
-            "train": {"epochs": self.epochs.get(), "steps_per_epoch": self.stepsPerEpoch.get(),
-                      "batch_size": self.batchSize.get(), "patch_size": self.patchSize.get(),
-                      "learning_rate": self.learningRate.get(), "patience": self.patience.get(),
-                      "valid_fraction": self.validFraction.get(),
-                      "calibration_folds": self.calibrationFolds.get(),
-                      "seed": self.seed.get() + member - 1},
-        }
-        return engine.mergeConfig(config, self._getExtraConfig())
-
-    def _engineConfigs(self):
-        return [self._engineConfig(member) for member in self._members()]
-
-    def _getDiameterPx(self):
-        """Particle diameter in pixels of the input micrographs, or None when unknown."""
-        micSet = self.inputMicrographs.get()
-        given = self._diameterParamPx(micSet)
-        if given != 0:
-            return given
-        coordSet = self.inputCoordinates.get()
-        box = coordSet.getBoxSize() if coordSet is not None else None
-        return self._diameterFromBoxSize(box * self._coordinateScale(coordSet, micSet)) if box else None
-
-    def _initArgs(self, labelled):
-        """``--init`` of the engine run: the general model, a model folder, or nothing."""
-        start = self.startFrom.get()
-        if start == START_AUTO:
-            start = START_GENERAL if labelled < GENERAL_START_BELOW else START_SCRATCH
-        if start == START_MODEL and self.initModel.get() is not None:
-            return ["--init", os.path.abspath(self.initModel.get().getPath())]
-        return ["--init", engine.GENERAL_MODEL] if start == START_GENERAL else []
-
-    def _diameterErrors(self):
-        return self._particleDiameterErrors(
-            self._getDiameterPx(), self.inputMicrographs.get(),
-            "Set the particle diameter: it is 0 and the input coordinates have no box size to take it from.")
 
     def _outputModels(self):
         models = []

@@ -77,7 +77,7 @@ def test_link_and_list(tmp_path):
     """The protocols' base helpers that hand micrographs to the engine."""
     import os
 
-    from cryounet_plugin.protocols.protocol_base import linkFile, writeMicrographList
+    from cryounet_plugin.protocols.sets import linkFile, writeMicrographList
 
     source = tmp_path / "src.mrc"
     source.write_text("x")
@@ -86,3 +86,20 @@ def test_link_and_list(tmp_path):
     linkFile(str(source), link)  # idempotent
     writeMicrographList(str(tmp_path / "list.txt"), ["/a/1.mrc", "/b/2.mrc"])
     assert (tmp_path / "list.txt").read_text() == "/a/1.mrc\n/b/2.mrc\n"
+
+
+def test_training_epochs_text():
+    """Epochs run and the one kept: the history record with the model's validation metrics (a
+    later epoch with other metrics was not kept), or the epoch a calibration-fold run recorded."""
+    def record(epoch, f1):
+        return {"epoch": epoch, "valid_f1": f1, "valid_ap": f1 - 0.1, "valid_precision": f1,
+                "valid_recall": f1}
+
+    history = [record(1, 0.5), record(2, 0.7), record(3, 0.6)]
+    kept = {"f1": 0.7, "ap": 0.6, "precision": 0.7, "recall": 0.7}
+    assert C.keptEpoch(history, kept) == 2
+    assert C.trainingEpochsText(history, kept, 40) == (
+        "Epochs: 3 run of at most 40 (stopped early); kept the weights of epoch 2 (validation F1 0.700).")
+    assert C.trainingEpochsText(history, {"f1": 0.9}, 3) == (
+        "Epochs: 3 run of at most 3; the kept epoch is not recorded.")
+    assert C.trainingEpochsText(history, {"f1": 0.9}, 3, mainEpochs=1).endswith("epoch 1 (validation F1 0.500).")

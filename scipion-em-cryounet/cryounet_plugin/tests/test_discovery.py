@@ -17,7 +17,8 @@ PLUGIN = "cryounet_plugin"
 PROTOCOLS = ["CryoUnetProtTrain", "CryoUnetProtRefine", "CryoUnetProtPick",
              "CryoUnetProtPostprocess", "CryoUnetProtImportModel",
              "CryoUnetProtImportCoordinates"]
-WIZARDS = ["CryoUnetDiameterWizard", "CryoUnetLibraryModelWizard", "CryoUnetThresholdWizard"]
+WIZARDS = ["CryoUnetDiameterWizard", "CryoUnetLibraryModelWizard", "CryoUnetNewestModelWizard",
+           "CryoUnetThresholdWizard"]
 VIEWERS = ["CryoUnetModelViewer", "CryoUnetTrainingViewer", "CryoUnetPicksViewer"]
 #: The plugin's distribution folder (scipion-em-cryounet/) and the repository root (the engine's).
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -89,6 +90,8 @@ def test_wizards_found_and_targeted(domain):
     for cls in (CryoUnetProtPick, CryoUnetProtPostprocess):
         assert domain.findWizards(cls(), DESKTOP_TKINTER)["threshold"] \
             is wizards["CryoUnetThresholdWizard"]
+    assert domain.findWizards(CryoUnetProtPick(), DESKTOP_TKINTER)["inputModels"] \
+        is wizards["CryoUnetNewestModelWizard"]
 
 
 def test_viewers_and_objects_found(domain):

@@ -375,3 +375,9 @@ def test_general_model_is_resolved_by_the_engine_rule(tmp_path):
     assert not E.isGeneralModel(str(tmp_path)) and not E.isGeneralModel("")
     assert E.checkModelFolder(general) == []
     assert os.path.isfile(os.path.join(general, "model.onnx"))  # picks on the CPU without PyTorch
+
+
+def test_gpu_presence_is_the_engines_torch_free_rule():
+    from cryounet.device_probe import cuda_impossible
+
+    assert E.cudaImpossible() is cuda_impossible()

@@ -108,23 +108,45 @@ class TestCryoUnetFailures(CryoUnetTestBase):
         self.assertNoOutputs(prot)
 
     def test_use_gpu_without_a_gpu_is_a_form_error(self):
-        """'Use GPU' = Yes (the default) on a machine without CUDA fails at validation, naming the
-        parameter, instead of failing in the engine after the run started."""
+        """'GPU IDs' = Yes on a machine without CUDA fails at validation, naming the form's own
+        label, instead of failing in the engine after the run started."""
         from cryounet_plugin import Plugin
         if Plugin.visibleGpuCount():
             pytest.skip("this machine has a CUDA GPU")
         prot = self.newTrain(self.micsA, self.coordsA)
         prot.useGpu.set(True)
         errors = prot.validate()
-        self.assertTrue(any("'Use GPU' is Yes but the CryoUNet engine" in e and "set 'Use GPU' to No" in e
+        self.assertTrue(any("'GPU IDs' is Yes but the CryoUNet engine" in e and "set 'GPU IDs' to No" in e
                             for e in errors), errors)
+        self.assertFalse(any("Use GPU" in e for e in errors), errors)
         prot._useQueue.set(True)  # on a queue the nodes may have GPUs: a warning only
-        self.assertFalse(any("Use GPU" in e for e in prot.validate()), prot.validate())
+        self.assertFalse(any("GPU IDs" in e for e in prot.validate()), prot.validate())
         self.assertTrue(any("the queue's nodes must have one" in w for w in prot.warnings()))
         pick = self.newProtocol(CryoUnetProtPick, useGpu=True)
         pick.inputMicrographs.set(self.micsA)
         pick.inputMicrographs.setExtended("outputMicrographs")
-        self.assertEqual(pick._gpuErrors()[0].split(" but ")[0], "'Use GPU' is Yes")
+        self.assertEqual(pick._gpuErrors()[0].split(" but ")[0], "'GPU IDs' is Yes")
+
+    def test_gpu_default_follows_the_machine(self):
+        """Without the NVIDIA driver every form defaults to the CPU, says why in the GPU help, and
+        the note that a run uses the CPU comes once per project in a session, not on every form."""
+        from cryounet_plugin import engine
+        from cryounet_plugin.protocols import CryoUnetProtRefine
+        from cryounet_plugin.protocols.protocol_base import CPU_NOTED
+        if not engine.cudaImpossible():
+            pytest.skip("this machine has the NVIDIA driver")
+        for cls in (CryoUnetProtTrain, CryoUnetProtPick, CryoUnetProtRefine):
+            prot = self.newProtocol(cls)
+            self.assertFalse(prot.useGpu.get(), cls.__name__)
+            self.assertIn("no CUDA GPU: No is the default here", prot.getParam("gpuList").getHelp())
+        CPU_NOTED.discard(self.proj.getPath())
+        first = self.newTrain(self.micsA, self.coordsA)
+        self.assertEqual(first.validate(), [])
+        notes = [w for w in first.warnings() if "runs on the CPU" in w]
+        self.assertEqual(notes, ["Training runs on the CPU, as this machine has no CUDA GPU: slower "
+                                 "than on a GPU. CryoUNet says this once per session."])
+        again = self.newTrain(self.micsA, self.coordsA)
+        self.assertFalse(any("runs on the CPU" in w for w in again.warnings() + first.warnings()))
 
     def test_engine_error_reaches_the_protocol(self):
         """A failing engine run (here: model weights full of NaN) ends the protocol with the

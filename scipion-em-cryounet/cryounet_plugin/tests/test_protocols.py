@@ -104,6 +104,14 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
         self.assertIn("F1", summary)
         self.assertIn("threshold", summary)
         self.assertIn("5 labelled micrographs", summary)
+        # the summary says where training started and which epoch each model kept
+        self.assertIn("starting from random weights (scratch), chosen automatically for 5 labelled "
+                      "micrograph(s).", summary)
+        self.assertEqual(summary.count("  Epochs: 1 run of at most 1; kept the weights of epoch 1 "
+                                       "(validation F1 "), 2)
+        # the engine's epoch lines reach the run's output log (run.stdout), not only run.stderr
+        with open(prot.getStdoutLog()) as handle:
+            self.assertIn("epoch 1/1: loss", handle.read())
 
     # ------------------------------------------------------------------ pick (streaming)
     def test_02_pick_streaming(self):
@@ -191,6 +199,44 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
         self.assertIn("Kept %d of %d" % (output.getSize(), source.getSize()),
                       "\n".join(prot.summary()))
 
+    def test_03a_postprocess_keeps_the_picks_own_threshold(self):
+        """A default post-process keeps the threshold the picks were made at: every pick stays,
+        no --threshold reaches the engine, and the summary names that threshold and its run."""
+        source = self.pick.outputCoordinates
+        prot = self.newProtocol(CryoUnetProtPostprocess)
+        prot.inputCoordinates.set(self.pick)
+        prot.inputCoordinates.setExtended("outputCoordinates")
+        self.assertFalse(prot.applyThreshold.get())
+        own, where = prot.getOwnThreshold()
+        self.assertAlmostEqual(own, self.pick.getPickingThreshold(), places=9)
+        self.assertEqual("pick run '%s', calibrated at training for the best F1" % self.pick.getRunName(), where)
+        self.assertGreaterEqual(min(getattr(c, SCORE_ATTR).get() for c in source.iterItems()), own - 1e-6)
+        self.assertEqual(prot.validate(), [])
+        self.runProt(prot)
+        self.assertEqual(prot.outputCoordinates.getSize(), source.getSize())
+        with open(prot._getExtraPath("cryounet_postprocess.cmd")) as handle:
+            self.assertNotIn("--threshold", handle.read())
+        self.assertIn("Filters: score >= the picks' own threshold (%.3f, pick run '%s'"
+                      % (own, self.pick.getRunName()), "\n".join(prot.summary()))
+        # Yes without a value is a form error; a value below the picks' own removes nothing: said
+        lower = self.newProtocol(CryoUnetProtPostprocess, applyThreshold=True)
+        lower.inputCoordinates.set(self.pick)
+        lower.inputCoordinates.setExtended("outputCoordinates")
+        self.assertTrue(any(e.startswith("Set the score threshold (its wizard suggests one)")
+                            for e in lower.validate()), lower.validate())
+        lower.threshold.set(own / 2)
+        self.assertEqual(lower.validate(), [])
+        self.assertTrue(any("is below %.3f, the threshold these picks were made at" % own in w
+                            for w in lower.warnings()), lower.warnings())
+        # on a post-process run's picks: the threshold that run applied
+        chained = self.newProtocol(CryoUnetProtPostprocess)
+        chained.inputCoordinates.set(self.post)
+        chained.inputCoordinates.setExtended("outputCoordinates")
+        self.assertEqual(chained.getOwnThreshold(), (self.post.threshold.get(), "re-thresholded by run '%s'"
+                                                     % self.post.getRunName()))
+        chained.inputCoordinates.set(prot)  # which kept its input's
+        self.assertEqual(chained.getOwnThreshold(), (own, where))
+
     # ------------------------------------------------------------------ refine
     def test_04_refine(self):
         prot = self.newProtocol(CryoUnetProtRefine, rounds=2, epochs=1, useGpu=False,
@@ -227,6 +273,17 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
             self.assertEqual(getattr(model, getter)(), getattr(source, getter)(), getter)
         self.assertTrue(os.path.exists(model.getWeightsFile()))
         self.assertFalse(os.path.exists(os.path.join(model.getPath(), "checkpoint.pt")))
+        # the pick form offers the newest models: this run's, the last to finish with models
+        from cryounet_plugin.wizards import CryoUnetNewestModelWizard
+        pick = self.newProtocol(CryoUnetProtPick)
+        self.assertIn("Select at least one model (the wizard of 'Input models' adds the newest trained "
+                      "ones, of run '%s')." % prot.getRunName(), pick.validate())
+        form = FakeForm(pick)
+        CryoUnetNewestModelWizard().show(form)
+        self.assertEqual([(p.getObjValue().getObjId(), p.getExtended()) for p in form.values["inputModels"]],
+                         [(prot.getObjId(), "outputModel")])
+        self.assertEqual(form.messages, ["Added the 1 model(s) of run '%s', the newest with CryoUNet "
+                                         "models." % prot.getRunName()])
 
     # ------------------------------------------------------------------ viewers
     def test_06_viewers(self):
@@ -305,10 +362,12 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
         post.inputCoordinates.setExtended("outputCoordinates")
         form = FakeForm(post)
         CryoUnetThresholdWizard().show(form)
-        scores = [getattr(c, SCORE_ATTR).get() for c in self.pick.outputCoordinates.iterItems()]
-        # Within the scores' range, up to the wizard's rounding to 3 decimals.
-        self.assertGreaterEqual(form.values["threshold"], min(scores) - 5e-4)
-        self.assertLessEqual(form.values["threshold"], max(scores) + 5e-4)
+        # the threshold the picks were made at, saying so, and what the histogram's valley keeps
+        own = post.getOwnThreshold()[0]
+        self.assertEqual(form.values, {"threshold": round(own, 3)})
+        self.assertTrue(form.messages[0].startswith("Suggested %.3f: the threshold these picks were "
+                                                    "made at (pick run '%s'" % (own, self.pick.getRunName())),
+                        form.messages)
 
     # ------------------------------------------------------------------ info
     def test_08_info_methods(self):

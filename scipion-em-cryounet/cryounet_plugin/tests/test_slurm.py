@@ -111,8 +111,9 @@ class TestCryoUnetSlurm(CryoUnetTestBase):
         message = pick.getErrorMessage()
         self.assertIn("cryounet pick failed:", message)
         self.assertIn("model.safetensors", message)
-        errs = [p for p in glob.glob(os.path.join(pick._getLogsPath(), "*.err"))]
-        self.assertTrue(any("cryounet pick: error:" in open(p).read() for p in errs), errs)
+        # the engine's log, its error line included, goes to the job's output (.out)
+        outs = [p for p in glob.glob(os.path.join(pick._getLogsPath(), "*.out"))]
+        self.assertTrue(any("cryounet pick: error:" in open(p).read() for p in outs), outs)
 
     def test_3_a_job_slurm_refuses_is_said_to_be_refused(self):
         """Use GPU = Yes on a queue whose node has no GPU: sbatch refuses the job (gres)."""
@@ -142,7 +143,7 @@ class TestCryoUnetSlurm(CryoUnetTestBase):
         self.assertIn("#SBATCH --cpus-per-task=2", script)
         self.assertIn("-m cryounet train", script)
         self.assertIn("--devices cpu,cpu --threads 1", script)
-        with open(scripts[0][:-len(".job")] + ".err") as handle:
+        with open(scripts[0][:-len(".job")] + ".out") as handle:  # the engine's log
             log = handle.read()
         for line in ("torch.distributed.run --standalone --nproc-per-node=2", "process 1 of 2",
                      "process 2 of 2", "gloo backend", "data-parallel over 2 processes"):

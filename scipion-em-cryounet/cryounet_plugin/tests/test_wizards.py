@@ -65,3 +65,48 @@ def test_diameter_wizard_on_fake_form():
     form = FakeForm(protocol)
     CryoUnetDiameterWizard().show(form)
     assert form.values == {} and "no box size" in form.messages[0]
+
+
+def test_postprocess_suggestion_keeps_the_picks_own_threshold():
+    """Where the threshold the picks were made at is known, the wizard suggests it (it keeps every
+    pick) and says what the histogram's valley would keep instead; else the valley, saying why."""
+    from cryounet_plugin.wizards.wizard_threshold import postprocessSuggestion
+
+    rng = np.random.default_rng(2)
+    scores = np.concatenate([rng.uniform(0.18, 0.4, 300), rng.uniform(0.7, 1.0, 100)])
+    value, message = postprocessSuggestion(scores, 0.178, "pick run 'p'")
+    assert value == 0.178
+    assert message.startswith("Suggested 0.178: the threshold these picks were made at "
+                              "(pick run 'p'); it keeps 400 of the 400 picks.")
+    valley = thresholdFromScores(scores)
+    assert "the score histogram's valley (Otsu) is %.3f and keeps %d of the 400." \
+        % (valley, np.sum(scores >= valley)) in message
+    value, message = postprocessSuggestion(scores)
+    assert value == valley
+    assert message.startswith("Suggested %.3f: the score histogram's valley (Otsu); "
+                              "it keeps %d of the 400 picks." % (valley, np.sum(scores >= valley)))
+    assert "made at is unknown (their lowest score is %.3f)" % scores.min() in message
+    assert postprocessSuggestion([]) == (None, "The input coordinates have no usable scores.")
+    assert postprocessSuggestion([0.5, 0.5])[0] is None
+    assert postprocessSuggestion([0.5, 0.5], 0.3)[0] == 0.3
+
+
+def test_postprocess_wizard_on_fake_form():
+    from cryounet_plugin.wizards.wizard_threshold import CryoUnetThresholdWizard
+    from cryounet_plugin.protocols import CryoUnetProtPostprocess
+
+    class Post(CryoUnetProtPostprocess):
+        def __init__(self):  # no project: only what the wizard reads
+            self.inputCoordinates = _getter(object())
+
+        def getScores(self):
+            return [0.2, 0.3, 0.9, 0.95]
+
+        def getOwnThreshold(self):
+            return 0.2, "pick run 'p'"
+
+    form = FakeForm(Post())
+    form.showInfo = form.messages.append
+    CryoUnetThresholdWizard().show(form)
+    assert form.values == {"threshold": 0.2}
+    assert form.messages[0].startswith("Suggested 0.200: the threshold these picks were made at")

@@ -18,7 +18,7 @@ import json
 import os
 import sys
 
-from cryounet_plugin.engine import BOX_FACTOR
+from cryounet_plugin.engine import BOX_FACTOR, cudaImpossible
 
 DEFAULT_WORKFLOW = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "cryounet_workflow.json")
@@ -51,7 +51,8 @@ def parseArgs(argv=None):
                              "training takes the particle diameter as box / %g)" % BOX_FACTOR)
     device = parser.add_mutually_exclusive_group()
     device.add_argument("--gpus", default=None, help="GPU ids for training and picking ('0 1')")
-    device.add_argument("--cpu", action="store_true", help="run on the CPU (slow)")
+    device.add_argument("--cpu", action="store_true",
+                        help="run on the CPU (slow; the default on a machine without a CUDA GPU)")
     parser.add_argument("--set", action="append", default=[], metavar="LABEL.PARAM=VALUE",
                         help="set a protocol parameter of the workflow (repeatable)")
     return parser.parse_args(argv)
@@ -75,7 +76,7 @@ def applySettings(protocols, args):
     setParam(LABEL_COORDINATES, "filesPattern", args.coordinates_pattern)
     setParam(LABEL_COORDINATES, "boxSize", str(args.box_size))
     for label in GPU_LABELS:
-        if args.cpu:
+        if args.cpu or (args.gpus is None and cudaImpossible()):
             setParam(label, "useGpu", "False")
         elif args.gpus is not None:
             setParam(label, "useGpu", "True")
