@@ -163,8 +163,10 @@ def main(args: argparse.Namespace) -> int:
     devices = distributed.parse_devices(args.devices) if args.devices else None
     if devices and len(devices) > 1 and not distributed.in_torchrun():
         return _launch(args, devices, cfg)
-    if args.threads:
-        cfg.train.num_threads = args.threads
+    if args.threads or cfg.train.num_threads:
+        from cryounet.limits import fit_threads
+
+        cfg.train.num_threads = fit_threads(args.threads or cfg.train.num_threads)
     ranks = distributed.environment_ranks()
     spec = distributed.process_device(devices, args.device, ranks[2] if ranks else 0) \
         if ranks is not None or devices else args.device
