@@ -394,3 +394,53 @@ def test_the_marker_of_a_finished_run(run_cli, tiny_model: Path, sim_data: SimDa
     out = tmp_path / "picks"
     assert _pick(run_cli, tiny_model, sim_data.micrographs[0], out)[0] == 0
     assert json.loads((out / MARKER_NAME).read_text()) == {"command": "pick", "complete": True}
+
+
+# ======================================================================== limits of the process (issue 31)
+def _fail_in_evaluate(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
+    from cryounet.commands import evaluate
+
+    def failing(args):
+        raise error
+
+    monkeypatch.setattr(evaluate, "main", failing)
+
+
+ORT_FAIL = type("RuntimeException", (Exception,), {"__module__": "onnxruntime.capi.onnxruntime_pybind11_state"})
+
+
+@pytest.mark.parametrize("error, words", [
+    (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 640 vs 534"), "disk is full or a file-size limit"),
+    (RuntimeError("[enforce fail at inline_container.cc:595] . PytorchStreamWriter failed writing file data/0: file write failed"),
+     "disk is full or a file-size limit"),
+    (type("SafetensorError", (Exception,), {"__module__": "safetensors_rust"})(
+        "Error while serializing: I/O error: No space left on device (os error 28)"), "disk is full"),
+    (OSError(errno.EFBIG, "File too large", "/x/checkpoint.pt"), "/x/checkpoint.pt: file too large for this process's file-size limit"),
+    (ORT_FAIL("Exception during initialization: BFCArena::AllocateRawInternal Failed to allocate memory for "
+              "requested buffer of size 4194304"), "out of memory"),
+    (OSError("/venv/lib/python3.11/site-packages/torch/lib/libtorch_cpu.so: failed to map segment from shared object"),
+     "cannot load /venv/lib/python3.11/site-packages/torch/lib/libtorch_cpu.so"),
+    (ImportError("libgomp.so.1: failed to map segment from shared object"), "cannot load libgomp.so.1"),
+    (RuntimeError("can't start new thread"), "a thread could not be started"),
+])
+def test_limits_reported_by_libraries_are_one_line(run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   error: BaseException, words: str) -> None:
+    _fail_in_evaluate(monkeypatch, error)
+    rc, _, err = run_cli("evaluate", "--picks", tmp_path, "--truth", tmp_path, "--diameter", "20")
+    assert rc == 2 and words in error_line(err, "evaluate")
+
+
+def test_a_file_size_limit_during_training_is_one_line(sim_data: SimData, tiny_config_file: Path,
+                                                       tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from engine_helpers import REPO
+
+    argv = " ".join(map(str, _train_argv(sim_data, tmp_path / "model", tiny_config_file)))
+    # 8 KiB: the small JSON files fit, the checkpoint does not (SIGXFSZ killed the process before)
+    proc = subprocess.run(["bash", "-c", f"ulimit -f 8; exec {sys.executable} -m cryounet {argv}"], cwd=REPO,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "file-size limit" in error_line(proc.stderr, "train")
+    assert not list((tmp_path / "model").glob(".*.tmp"))
