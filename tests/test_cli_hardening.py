@@ -444,3 +444,10 @@ def test_a_file_size_limit_during_training_is_one_line(sim_data: SimData, tiny_c
     assert proc.returncode == 2, proc.stderr
     assert "file-size limit" in error_line(proc.stderr, "train")
     assert not list((tmp_path / "model").glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("value", ["18446744073709551616", "-1", "4294967296"])
+@pytest.mark.parametrize("command", ["train", "simulate"])
+def test_oversized_seeds_are_refused(run_cli, tmp_path: Path, command: str, value: str) -> None:
+    rc, _, err = run_cli(command, "--output", tmp_path / "out", f"--seed={value}")
+    assert rc == 2 and "a whole number from 0 to 4294967295" in err and "Traceback" not in err

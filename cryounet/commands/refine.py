@@ -5,7 +5,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from cryounet.commands._common import (MICROGRAPHS_HELP, add_device, add_overwrite, non_negative_int, positive_int,
+from cryounet.commands._common import (MICROGRAPHS_HELP, add_device, add_overwrite, positive_int, seed,
                                       show_progress)
 
 name = "refine"
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--valid-micrographs", nargs="+", help=f"validation {MICROGRAPHS_HELP}")
     parser.add_argument("--valid-coordinates", type=Path, help="folder of validation coordinates")
     parser.add_argument("--rounds", type=positive_int, help="self-training rounds (overrides the config)")
-    parser.add_argument("--seed", type=non_negative_int, help="random seed (overrides the config)")
+    parser.add_argument("--seed", type=seed, help="random seed (overrides the config)")
     parser.add_argument("--config", type=Path,
                         help="JSON file overriding the model's config (e.g. its 'refine' section)")
     add_overwrite(parser, "the model folder")

@@ -6,7 +6,7 @@ import logging
 import time
 from pathlib import Path
 
-from cryounet.commands._common import (MICROGRAPHS_HELP, add_device, add_overwrite, diameter, non_negative_int,
+from cryounet.commands._common import (MICROGRAPHS_HELP, add_device, add_overwrite, diameter, seed,
                                       positive_int, show_progress)
 
 name = "train"
@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--valid-micrographs", nargs="+", help=f"validation {MICROGRAPHS_HELP}")
     parser.add_argument("--valid-coordinates", type=Path, help="folder of validation coordinates")
     parser.add_argument("--epochs", type=positive_int, help="maximum epochs (overrides the config)")
-    parser.add_argument("--seed", type=non_negative_int, help="random seed (overrides the config)")
+    parser.add_argument("--seed", type=seed, help="random seed (overrides the config)")
     parser.add_argument("--config", type=Path, help="JSON config file (see cryounet.config)")
     parser.add_argument("--init", help="start from the weights of this model folder, or 'general' "
                                        "for the starting model shipped with CryoUNet")
@@ -45,9 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _datasets(args: argparse.Namespace) -> list[dict]:
     """The datasets to train on: from --datasets, or the one given by the plain arguments."""
-    import json
-
-    from cryounet.errors import CryoUNetError
+    from cryounet.errors import CryoUNetError, InputFileError
+    from cryounet.io.json_files import read_json
     from cryounet.io.micrographs import check_diameter
 
     plain = [args.micrographs, args.coordinates, args.diameter]
@@ -60,14 +59,9 @@ def _datasets(args: argparse.Namespace) -> list[dict]:
     if any(v is not None for v in plain):
         raise CryoUNetError("--datasets replaces --micrographs/--coordinates/--diameter; give one or the other")
     try:
-        data = json.loads(args.datasets.read_text(encoding="utf-8"))
-    except IsADirectoryError:
-        raise CryoUNetError(f"{args.datasets}: is a folder, not a JSON dataset list") from None
-    except UnicodeDecodeError:
-        raise CryoUNetError(f"{args.datasets}: not a text (UTF-8) file, so not a JSON dataset list") from None
-    except (OSError, ValueError) as exc:  # ValueError: invalid JSON
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        raise CryoUNetError(f"{args.datasets}: cannot read the dataset list ({reason})") from None
+        data = read_json(args.datasets, "JSON dataset list")
+    except InputFileError as exc:
+        raise CryoUNetError(f"{args.datasets}: cannot read the dataset list ({exc.problem})") from None
     known = {"micrographs", "coordinates", "diameter", "valid_micrographs", "valid_coordinates"}
     if not isinstance(data, list) or not data:
         raise CryoUNetError(f"{args.datasets}: expected a non-empty JSON list of datasets")
