@@ -451,3 +451,35 @@ def test_a_file_size_limit_during_training_is_one_line(sim_data: SimData, tiny_c
 def test_oversized_seeds_are_refused(run_cli, tmp_path: Path, command: str, value: str) -> None:
     rc, _, err = run_cli(command, "--output", tmp_path / "out", f"--seed={value}")
     assert rc == 2 and "a whole number from 0 to 4294967295" in err and "Traceback" not in err
+
+
+def test_long_and_non_utf8_micrograph_names(run_cli, tiny_model: Path, sim_data: SimData, tmp_path: Path) -> None:
+    mics = tmp_path / "mics"
+    mics.mkdir()
+    names = [b"caf\xe9.mrc",  # a Latin-1 name on a UTF-8 system
+             b"b" * 247 + b".mrc",  # its STAR file fits in 255 bytes; the temporary name did not
+             b"c" * 251 + b".mrc",  # its STAR file would not fit: skipped with the reason, not the batch
+             b"ok.mrc"]
+    for name in names:
+        shutil.copy(sim_data.micrographs[0], os.fsdecode(os.fsencode(mics) + b"/" + name))
+    out = tmp_path / "picks"
+    rc, _, err = _pick(run_cli, tiny_model, mics, out)
+    assert rc == 0, err
+    made = sorted(os.fsencode(p.name) for p in out.glob("*.star"))
+    assert made == sorted([b"caf\xe9.star", b"b" * 247 + b".star", b"ok.star", b"coordinates.star"])
+    skipped = json.loads((out / "skipped.json").read_text())
+    assert len(skipped) == 1 and "c" * 251 in skipped[0]["micrograph"]
+    assert "more than the 255 this file system allows" in skipped[0]["reason"]
+    assert b"caf\xe9.mrc" in (out / "coordinates.star").read_bytes()
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_list_file_paths_are_relative_to_its_folder(run_cli, tiny_model: Path, sim_data: SimData,
+                                                    tmp_path: Path) -> None:
+    data = _mics(sim_data, tmp_path / "data" / "mics")
+    listing = tmp_path / "data" / "selected.txt"
+    listing.write_bytes(b"mics/" + sim_data.micrographs[0].name.encode() + b"\n")
+    rc, _, err = _pick(run_cli, tiny_model, f"@{listing}", tmp_path / "picks")
+    assert rc == 0, err
+    assert [p.name for p in (tmp_path / "picks").glob("mic*.star")] == [sim_data.micrographs[0].stem + ".star"]
+    assert data.is_dir()

@@ -12,7 +12,8 @@ from cryounet.errors import CryoUNetError
 from cryounet.io.micrographs import MICROGRAPH_SUFFIXES, check_diameter
 
 MICROGRAPHS_HELP = (f"micrographs: folders (all {', '.join('*' + s for s in MICROGRAPH_SUFFIXES)}), files, "
-                    "globs (quote them) or @LIST.txt files with one path per line")
+                    "globs (quote them) or @LIST.txt files with one path per line (a relative path "
+                    "is relative to the list file's folder)")
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:

@@ -17,6 +17,7 @@ from typing import Callable, Sequence, TypeVar
 
 from cryounet.errors import CryoUNetError, InputFileError
 from cryounet.inference.picking import BasePicker
+from cryounet.io.atomic import name_too_long
 from cryounet.io.coordinates import INDEX_NAME, Picks, write_star_index, write_star_picks
 from cryounet.io.mrc import read_micrograph
 from cryounet.io.picks_folder import warn_if_empty, write_skipped
@@ -65,8 +66,8 @@ def pick_micrographs(picker: BasePicker, micrographs: Sequence[Path], output: Pa
     ``workers`` (default: the picker's ``pick.workers``) threads read and preprocess ahead of the
     network and as many find peaks and write STAR files behind it; 0 does it all in turn.
 
-    A micrograph that cannot be read is skipped with a warning (no STAR file) and listed with the
-    reason in ``skipped.json`` (``[{"micrograph": path, "reason": text}, ...]``). When every
+    A micrograph that cannot be read, or whose STAR file name would be too long for the file system,
+    is skipped with a warning (no STAR file) and listed with the reason in ``skipped.json`` (``[{"micrograph": path, "reason": text}, ...]``). When every
     micrograph fails, :class:`CryoUNetError` is raised unless ``allow_all_skipped`` (then the
     index is written empty). The index lists the picked micrographs in the order given.
     """
@@ -92,6 +93,12 @@ def pick_micrographs(picker: BasePicker, micrographs: Sequence[Path], output: Pa
         logger.warning("skipping %s: %s", mic, exc)
         summary.failed[str(mic)] = str(exc)
 
+    def fits(mic: Path) -> bool:
+        problem = name_too_long(output, f"{mic.stem}.star")
+        if problem is not None:
+            failed(mic, InputFileError(mic, problem))
+        return problem is None
+
     def collect(mic: Path, future: Future[Picks]) -> None:
         try:
             picks = future.result()
@@ -109,7 +116,7 @@ def pick_micrographs(picker: BasePicker, micrographs: Sequence[Path], output: Pa
             stack.callback(readers.shutdown, cancel_futures=True)  # on an error: no more reading
         else:
             readers = finishers = _InTurn()
-        queue = iter(micrographs)
+        queue = (mic for mic in micrographs if fits(mic))
         ahead: deque[tuple[Path, Future]] = deque()
         behind: deque[tuple[Path, Future[Picks]]] = deque()
         bar = stack.enter_context(tqdm(total=len(micrographs), desc="picking", unit="mic",
