@@ -26,6 +26,7 @@ from typing import Iterator, Sequence
 from cryounet import __version__
 from cryounet.errors import CryoUNetError
 from cryounet.failures import describe_failure, describe_os_failure
+from cryounet.limits import check_room_for_torch
 from cryounet.process import MALLOC_SETTINGS
 
 COMMANDS = ("train", "refine", "pick", "merge", "evaluate", "postprocess", "export", "simulate", "demo")
@@ -86,6 +87,17 @@ def _interrupt(signum: int, frame: object) -> None:
     for other in TERMINATING_SIGNALS:  # a repeat must not break the clean-up that follows
         signal.signal(other, signal.SIG_IGN)
     raise Interrupted(signum)
+
+
+class TorchGuard:
+    """An import hook that checks the address-space limit before ``torch`` is loaded (below
+    :data:`~cryounet.limits.TORCH_ADDRESS_SPACE` its import aborts the process); it finds nothing
+    itself, so the import then goes on as usual."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "torch":
+            check_room_for_torch()
+        return None
 
 
 @contextlib.contextmanager
@@ -157,8 +169,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.debug("allocator settings: %s", ", ".join(
         f"{k}={os.environ.get(k, 'glibc default')}" for k in MALLOC_SETTINGS))
     prefix = f"cryounet {args.command}"
-    with process_signals():
-        return run_command(args, prefix)
+    guard = TorchGuard()
+    sys.meta_path.insert(0, guard)
+    try:
+        with process_signals():
+            return run_command(args, prefix)
+    finally:
+        sys.meta_path.remove(guard)
 
 
 def run_command(args: argparse.Namespace, prefix: str) -> int:

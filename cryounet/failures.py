@@ -64,7 +64,8 @@ def describe_failure(exc: BaseException, threads_option: str = "--threads") -> s
     text = str(exc).lower()
     if any(words in text for words in WRITE_FAILED):
         return WRITE_MESSAGE
-    if any(words in text for words in ALLOCATION_FAILED):
+    if any(words in text for words in ALLOCATION_FAILED) or (
+            "could not create a primitive" in text and address_space_limit() is not None):  # oneDNN
         return (f"out of memory: {_memory_limit_words()} (use fewer {threads_option} or smaller tiles and "
                 "batches: pick.tile_size, pick.batch_size, train.batch_size, or --batch-size; or raise "
                 "the limit)")

@@ -122,6 +122,27 @@ def gib(n: int) -> str:
     return f"{n / 1024 ** 3:.2f} GiB"
 
 
+#: Address space below which loading PyTorch is refused: torch 2.x's import aborted the process
+#: (std::bad_alloc, no Python exception) under ``ulimit -v 700000`` (0.67 GiB), and its first
+#: convolution failed under 0.76 GiB; picking a 512 px micrograph worked under 0.86 GiB (2-core VM).
+TORCH_ADDRESS_SPACE = 1024 ** 3
+
+
+def check_room_for_torch() -> None:
+    """Refuse to load PyTorch under an address-space limit too small for it (its import would
+    abort the process without a word).
+
+    Raises:
+        CryoUNetError: naming the limit and the ways on.
+    """
+    limit = address_space_limit()
+    if limit is not None and limit < TORCH_ADDRESS_SPACE:
+        raise CryoUNetError(
+            f"this process's address-space limit (ulimit -v, or the queue's h_vmem) is {gib(limit)}, too "
+            f"little to load PyTorch (it needs at least {gib(TORCH_ADDRESS_SPACE)}): raise the limit "
+            "(pick can run without PyTorch: --backend onnxruntime with a model.onnx)")
+
+
 def check_thread_room(threads: int, option: str = "--threads") -> None:
     """Refuse a pool of ``threads`` threads that would not fit under the address-space limit.
 

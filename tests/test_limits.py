@@ -100,3 +100,19 @@ def test_pick_under_an_address_space_limit_ends_in_one_line(onnx_model: Path, si
     assert proc.returncode == 2, proc.stderr
     message = error_line(proc.stderr, "pick")
     assert "address-space limit" in message and "--threads 1" in message
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ulimit -v as on a Linux queue node")
+def test_torch_under_a_too_small_limit_is_one_line(onnx_model: Path, sim_data: SimData, tmp_path: Path) -> None:
+    # torch's import aborted (std::bad_alloc, exit 134) under 0.67 GiB; ONNX Runtime still picks
+    argv = (f"{sys.executable} -m cryounet pick --model {onnx_model} --micrographs {sim_data.micrographs[0]} "
+            f"--device cpu --threads 1 --no-tta")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torch_run = subprocess.run(["bash", "-c", f"ulimit -v 700000; exec {argv} --backend torch --output {tmp_path / 't'}"],
+                               cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert torch_run.returncode == 2, torch_run.stderr
+    assert "too little to load PyTorch" in error_line(torch_run.stderr, "pick")
+    onnx_run = subprocess.run(["bash", "-c", f"ulimit -v 700000; exec {argv} --output {tmp_path / 'o'}"],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert onnx_run.returncode == 0, onnx_run.stderr
+
