@@ -91,7 +91,6 @@ def _launch(args: argparse.Namespace, devices: list[str], cfg) -> int:
     """Run this command in one torchrun process per device, after claiming the output folder (the
     processes write into it; it is marked complete when they all succeeded)."""
     import os
-    import subprocess
 
     from cryounet.config import check_batch_shared
     from cryounet.errors import CryoUNetError
@@ -112,7 +111,7 @@ def _launch(args: argparse.Namespace, devices: list[str], cfg) -> int:
         argv += ["--threads", str(threads)]
     command = distributed.launch_command(argv, len(devices))
     logger.info("data-parallel training on %s: %s", ",".join(devices), " ".join(command))
-    code = subprocess.run(command, env=env, check=False).returncode
+    code = distributed.run_launcher(command, env)
     if code != 0:
         raise CryoUNetError(f"data-parallel training failed (torchrun exit code {code}; the failing "
                             f"process's error is above); {args.output} keeps its checkpoint: continue "
