@@ -8,7 +8,8 @@ the traceback under ``--verbose``. SIGTERM and SIGHUP (a queue's time limit, ``s
 terminal) end a command as Ctrl-C does: the command unwinds (a training keeps its last checkpoint, a
 pick folder stays marked unfinished), says ``interrupted by SIGTERM`` and exits with 128 + the signal
 number (143, 129; 130 for SIGINT). SIGXFSZ is ignored so that a write over ``ulimit -f`` fails with
-EFBIG and is reported instead of killing the process.
+EFBIG and is reported instead of killing the process, and PyTorch is not loaded under an
+address-space limit too small for it (its import would abort the process without a word).
 """
 from __future__ import annotations
 

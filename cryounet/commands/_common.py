@@ -21,8 +21,11 @@ def add_device(parser: argparse.ArgumentParser) -> None:
                         help="auto (GPU if present, else CPU, logged), cpu, cuda, cuda:N or a GPU "
                              "index N; asking for a GPU that is absent is an error")
     parser.add_argument("--threads", type=non_negative_int, default=0, metavar="N",
-                        help="CPU threads for torch (default 0: torch's own choice, every core); a "
-                             "queue job or a shared node should give what it was allotted")
+                        help="CPU threads (default 0: every CPU this process may use); never more "
+                             "than the CPUs its affinity and cgroup quota allow (capped, said in the "
+                             "log), and refused when the threads do not fit under an address-space "
+                             "limit (ulimit -v, h_vmem); a queue job or a shared node should give what "
+                             "it was allotted")
 
 
 def show_progress(args: argparse.Namespace) -> bool:
