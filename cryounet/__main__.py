@@ -1,8 +1,13 @@
 """``python -m cryounet`` (and the ``cryounet`` command) run the command-line interface."""
 import sys
 
-from cryounet.cli import main
-from cryounet.process import reexec_with_allocator_settings
+if __name__ == "__main__":  # drop the working folder from the import path before importing more
+    from cryounet.process import strip_working_folder
+
+    strip_working_folder()
+
+from cryounet.cli import main  # noqa: E402 - after the import path is made safe
+from cryounet.process import reexec_with_allocator_settings  # noqa: E402
 
 
 def run() -> None:

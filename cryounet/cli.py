@@ -1,23 +1,33 @@
 """The ``cryounet`` command line: one sub-command per module in :mod:`cryounet.commands`.
 
 Each command module exposes ``name``, ``help``, ``add_arguments(parser)`` and ``main(args) -> int``.
-User errors (:class:`~cryounet.errors.CryoUNetError`, OS errors, out of memory) are printed as one
-``error:`` line and give exit code 2; anything else is a bug: one line asking to report it (exit code
-1), with the traceback under ``--verbose``.
+User errors (:class:`~cryounet.errors.CryoUNetError`, OS errors, out of memory, a full disk or a
+limit of the process as libraries report them: :mod:`cryounet.failures`) are printed as one ``error:``
+line and give exit code 2; anything else is a bug: one line asking to report it (exit code 1), with
+the traceback under ``--verbose``. SIGTERM and SIGHUP (a queue's time limit, ``scancel``, a closed
+terminal) end a command as Ctrl-C does: the command unwinds (a training keeps its last checkpoint, a
+pick folder stays marked unfinished), says ``interrupted by SIGTERM`` and exits with 128 + the signal
+number (143, 129; 130 for SIGINT). SIGXFSZ is ignored so that a write over ``ulimit -f`` fails with
+EFBIG and is reported instead of killing the process, and PyTorch is not loaded under an
+address-space limit too small for it (its import would abort the process without a word).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
 import logging
 import os
+import signal
 import sys
 import traceback
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from cryounet import __version__
 from cryounet.errors import CryoUNetError
+from cryounet.failures import describe_failure, describe_os_failure
+from cryounet.limits import check_room_for_torch
 from cryounet.process import MALLOC_SETTINGS
 
 COMMANDS = ("train", "refine", "pick", "merge", "evaluate", "show", "postprocess", "export", "simulate",
@@ -63,8 +73,66 @@ OUT_OF_MEMORY = ("out of memory (use smaller tiles or batches: pick.tile_size, p
                  "train.batch_size, or --batch-size)")
 
 
+class Interrupted(KeyboardInterrupt):
+    """A termination signal (SIGTERM, SIGHUP) received: the command unwinds as on Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+#: Signals that end a command as Ctrl-C does.
+TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    for other in TERMINATING_SIGNALS:  # a repeat must not break the clean-up that follows
+        signal.signal(other, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+class TorchGuard:
+    """An import hook that checks the address-space limit before ``torch`` is loaded (below
+    :data:`~cryounet.limits.TORCH_ADDRESS_SPACE` its import aborts the process); it finds nothing
+    itself, so the import then goes on as usual."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "torch":
+            check_room_for_torch()
+        return None
+
+
+@contextlib.contextmanager
+def process_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise :class:`Interrupted`, SIGXFSZ is ignored (a write over the
+    file-size limit fails with EFBIG); the previous handlers come back afterwards. Nothing is
+    changed outside the main thread (signal handlers can only be set there)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    wanted = {**{s: _interrupt for s in TERMINATING_SIGNALS}, signal.SIGXFSZ: signal.SIG_IGN}
+    previous = {s: signal.signal(s, handler) for s, handler in wanted.items()}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def interrupted(prefix: str, exc: KeyboardInterrupt) -> int:
+    """The one line and exit code (128 + the signal number) of an interrupted command."""
+    signum = getattr(exc, "signum", signal.SIGINT)
+    print(f"{prefix}: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+    return 128 + int(signum)
+
+
 def describe_os_error(exc: OSError) -> str:
     """One line for an operating-system error: the file(s) and the system's words."""
+    special = describe_os_failure(exc)
+    if special is not None:
+        return special
     what = exc.strerror or str(exc) or type(exc).__name__
     if exc.errno == errno.ENOSPC:
         what = "no space left on the device (files already written are intact; free space and run again)"
@@ -103,6 +171,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.debug("allocator settings: %s", ", ".join(
         f"{k}={os.environ.get(k, 'glibc default')}" for k in MALLOC_SETTINGS))
     prefix = f"cryounet {args.command}"
+    guard = TorchGuard()
+    sys.meta_path.insert(0, guard)
+    try:
+        with process_signals():
+            return run_command(args, prefix)
+    finally:
+        sys.meta_path.remove(guard)
+
+
+def run_command(args: argparse.Namespace, prefix: str) -> int:
+    """Run the parsed command at the error boundary: every failure ends as one line."""
     try:
         return int(args._main(args) or 0)
     except CryoUNetError as exc:
@@ -114,14 +193,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError:
         print(f"{prefix}: error: {OUT_OF_MEMORY}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print(f"{prefix}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return interrupted(prefix, exc)
     except Exception as exc:  # noqa: BLE001 - the boundary of the process: report, never hide
         if isinstance(exc, ModuleNotFoundError) and is_engine_module(exc):
             return report_missing_engine(exc, prefix)
         if type(exc).__name__ == "OutOfMemoryError":  # torch's GPU out of memory (torch is not imported here)
             print(f"{prefix}: error: the GPU is {OUT_OF_MEMORY}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        known = describe_failure(exc)
+        if known is not None:
+            print(f"{prefix}: error: {known}", file=sys.stderr)
             return EXIT_USER_ERROR
         if args.verbose:
             traceback.print_exc()

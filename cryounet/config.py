@@ -7,7 +7,6 @@ stored in every model folder, so a run can be reproduced from it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from cryounet.errors import CryoUNetError
+from cryounet.io.json_files import read_json
 
 # ---------------------------------------------------------------------------- choice lists
 # The one list of names of each enumerated setting. The model registry, the loss factory and the
@@ -333,6 +333,11 @@ GPU_LARGE_MEMORY_GIB = 16
 PRECISIONS = ("float32", "bfloat16", "float16")
 
 
+#: Largest random seed (2^32 - 1): every generator the seed reaches (torch's, numpy's, derived
+#: per-epoch seeds) takes it without overflow.
+MAX_SEED = 2 ** 32 - 1
+
+
 def cpu_pick_settings() -> dict[str, Any]:
     """The defaults of the picking machine's settings (``PICK_MACHINE_SETTINGS``) on the CPU
     (:func:`cryounet.device.machine_pick_settings` for any device)."""
@@ -491,8 +496,9 @@ class CryoUNetConfig:
             check_calibration_folds(self.train.calibration_folds, max(0, self.train.calibration_folds - 1))
         except CryoUNetError as exc:
             raise CryoUNetError(f"{source}: {exc}") from None
-        if self.train.seed < 0:
-            raise CryoUNetError(f"{source}: train.seed must not be negative, got {self.train.seed}")
+        if not 0 <= self.train.seed <= MAX_SEED:
+            raise CryoUNetError(f"{source}: train.seed must be a whole number from 0 to {MAX_SEED}, got "
+                                f"{self.train.seed}")
         if not 0 <= self.preprocess.lowpass_sigma <= 1:
             raise CryoUNetError(f"{source}: preprocess.lowpass_sigma must be between 0 and 1 (a fraction "
                                 f"of the particle diameter), got {self.preprocess.lowpass_sigma}")
@@ -667,16 +673,5 @@ def load_config(path: str | os.PathLike[str] | None, base: CryoUNetConfig | None
     if path is None:
         return base
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CryoUNetError(f"{path}: config file does not exist") from None
-    except IsADirectoryError:
-        raise CryoUNetError(f"{path}: is a folder, not a JSON config file") from None
-    except UnicodeDecodeError:
-        raise CryoUNetError(f"{path}: not a text (UTF-8) file, so not a JSON config") from None
-    except OSError as exc:
-        raise CryoUNetError(f"{path}: cannot read the config ({exc.strerror or exc})") from None
-    except json.JSONDecodeError as exc:
-        raise CryoUNetError(f"{path}: not valid JSON ({exc})") from None
+    data = read_json(path, "config file")
     return base.updated(data, source=str(path))

@@ -8,23 +8,25 @@ import torch
 
 from cryounet.config import GPU_LARGE_MEMORY_GIB, GPU_PICK_WORKERS, GPU_TILE_SIZE, cpu_pick_settings
 from cryounet.errors import CryoUNetError
+from cryounet.limits import check_thread_room, fit_threads, usable_cpus
 
 logger = logging.getLogger(__name__)
 
 
 def resolve_device(spec: str | None, threads: int = 0) -> torch.device:
     """Turn a ``--device`` value into a :class:`torch.device` and log what is used; ``threads`` > 0
-    sets torch's CPU threads (``--threads``).
+    sets torch's CPU threads (``--threads``). The CPU threads never exceed the CPUs this process may
+    use (:func:`~cryounet.limits.fit_threads`) and must fit under its address-space limit.
 
     Accepted: ``auto`` (a CUDA GPU when present, else the CPU, said in the log), ``cpu``, ``cuda``,
     ``cuda:N``, or a bare GPU index ``N`` / list ``"N M"`` (as Scipion's ``%(GPU)s`` gives; the first
     is used).
 
     Raises:
-        CryoUNetError: a GPU was asked for and is not available, or the value is not understood.
+        CryoUNetError: a GPU was asked for and is not available, or the value is not understood, or
+            the threads do not fit under the address-space limit.
     """
-    if threads > 0:
-        torch.set_num_threads(threads)
+    set_cpu_threads(threads)
     spec = "auto" if spec is None else spec.strip().lower()
     if spec == "auto":
         if torch.cuda.is_available():
@@ -65,6 +67,16 @@ def resolve_device(spec: str | None, threads: int = 0) -> torch.device:
     else:
         logger.info("using device cpu (%d threads)", torch.get_num_threads())
     return device
+
+
+def set_cpu_threads(threads: int) -> int:
+    """Set torch's CPU threads: ``threads`` (0: torch's own choice) capped at the usable CPUs, and
+    refused when the pool would not fit under the address-space limit; the count set."""
+    count = fit_threads(threads) if threads > 0 else min(torch.get_num_threads(), usable_cpus())
+    check_thread_room(count)
+    if count != torch.get_num_threads():
+        torch.set_num_threads(count)
+    return count
 
 
 def preferred_layout(network: torch.nn.Module, device: torch.device | str,

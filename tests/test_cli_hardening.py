@@ -399,3 +399,92 @@ def test_the_marker_of_a_finished_run(run_cli, tiny_model: Path, sim_data: SimDa
     marker = json.loads((out / MARKER_NAME).read_text())
     assert marker == {"command": "pick", "complete": True, "host": marker["host"], "pid": os.getpid(),
                       "files": ["coordinates.star", "mic_000.star", "pick.json", "skipped.json"]}
+
+
+# ======================================================================== limits of the process (issue 31)
+def _fail_in_evaluate(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
+    from cryounet.commands import evaluate
+
+    def failing(args):
+        raise error
+
+    monkeypatch.setattr(evaluate, "main", failing)
+
+
+ORT_FAIL = type("RuntimeException", (Exception,), {"__module__": "onnxruntime.capi.onnxruntime_pybind11_state"})
+
+
+@pytest.mark.parametrize("error, words", [
+    (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 640 vs 534"), "disk is full or a file-size limit"),
+    (RuntimeError("[enforce fail at inline_container.cc:595] . PytorchStreamWriter failed writing file data/0: file write failed"),
+     "disk is full or a file-size limit"),
+    (type("SafetensorError", (Exception,), {"__module__": "safetensors_rust"})(
+        "Error while serializing: I/O error: No space left on device (os error 28)"), "disk is full"),
+    (OSError(errno.EFBIG, "File too large", "/x/checkpoint.pt"), "/x/checkpoint.pt: file too large for this process's file-size limit"),
+    (ORT_FAIL("Exception during initialization: BFCArena::AllocateRawInternal Failed to allocate memory for "
+              "requested buffer of size 4194304"), "out of memory"),
+    (OSError("/venv/lib/python3.11/site-packages/torch/lib/libtorch_cpu.so: failed to map segment from shared object"),
+     "cannot load /venv/lib/python3.11/site-packages/torch/lib/libtorch_cpu.so"),
+    (ImportError("libgomp.so.1: failed to map segment from shared object"), "cannot load libgomp.so.1"),
+    (RuntimeError("can't start new thread"), "a thread could not be started"),
+])
+def test_limits_reported_by_libraries_are_one_line(run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   error: BaseException, words: str) -> None:
+    _fail_in_evaluate(monkeypatch, error)
+    rc, _, err = run_cli("evaluate", "--picks", tmp_path, "--truth", tmp_path, "--diameter", "20")
+    assert rc == 2 and words in error_line(err, "evaluate")
+
+
+def test_a_file_size_limit_during_training_is_one_line(sim_data: SimData, tiny_config_file: Path,
+                                                       tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from engine_helpers import REPO
+
+    argv = " ".join(map(str, _train_argv(sim_data, tmp_path / "model", tiny_config_file)))
+    # 8 KiB: the small JSON files fit, the checkpoint does not (SIGXFSZ killed the process before)
+    proc = subprocess.run(["bash", "-c", f"ulimit -f 8; exec {sys.executable} -m cryounet {argv}"], cwd=REPO,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "file-size limit" in error_line(proc.stderr, "train")
+    assert not list((tmp_path / "model").glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("value", ["18446744073709551616", "-1", "4294967296"])
+@pytest.mark.parametrize("command", ["train", "simulate"])
+def test_oversized_seeds_are_refused(run_cli, tmp_path: Path, command: str, value: str) -> None:
+    rc, _, err = run_cli(command, "--output", tmp_path / "out", f"--seed={value}")
+    assert rc == 2 and "a whole number from 0 to 4294967295" in err and "Traceback" not in err
+
+
+def test_long_and_non_utf8_micrograph_names(run_cli, tiny_model: Path, sim_data: SimData, tmp_path: Path) -> None:
+    mics = tmp_path / "mics"
+    mics.mkdir()
+    names = [b"caf\xe9.mrc",  # a Latin-1 name on a UTF-8 system
+             b"b" * 247 + b".mrc",  # its STAR file fits in 255 bytes; the temporary name did not
+             b"c" * 251 + b".mrc",  # its STAR file would not fit: skipped with the reason, not the batch
+             b"ok.mrc"]
+    for name in names:
+        shutil.copy(sim_data.micrographs[0], os.fsdecode(os.fsencode(mics) + b"/" + name))
+    out = tmp_path / "picks"
+    rc, _, err = _pick(run_cli, tiny_model, mics, out)
+    assert rc == 0, err
+    made = sorted(os.fsencode(p.name) for p in out.glob("*.star"))
+    assert made == sorted([b"caf\xe9.star", b"b" * 247 + b".star", b"ok.star", b"coordinates.star"])
+    skipped = json.loads((out / "skipped.json").read_text())
+    assert len(skipped) == 1 and "c" * 251 in skipped[0]["micrograph"]
+    assert "more than the 255 this file system allows" in skipped[0]["reason"]
+    assert b"caf\xe9.mrc" in (out / "coordinates.star").read_bytes()
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_list_file_paths_are_relative_to_its_folder(run_cli, tiny_model: Path, sim_data: SimData,
+                                                    tmp_path: Path) -> None:
+    data = _mics(sim_data, tmp_path / "data" / "mics")
+    listing = tmp_path / "data" / "selected.txt"
+    listing.write_bytes(b"mics/" + sim_data.micrographs[0].name.encode() + b"\n")
+    rc, _, err = _pick(run_cli, tiny_model, f"@{listing}", tmp_path / "picks")
+    assert rc == 0, err
+    assert [p.name for p in (tmp_path / "picks").glob("mic*.star")] == [sim_data.micrographs[0].stem + ".star"]
+    assert data.is_dir()

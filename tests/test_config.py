@@ -240,3 +240,24 @@ def test_accuracy_options_have_off_defaults_and_json_form() -> None:
     assert CryoUNetConfig.from_dict(json.loads(json.dumps(on.to_dict()))) == on
     with pytest.raises(CryoUNetError, match="model.se: expected true/false"):
         cfg.updated({"model": {"se": "yes"}})
+
+
+@pytest.mark.parametrize("content, words", [
+    (b'{"train": {"epochs": 3}, "train": {"epochs": 5}}', "the key 'train' appears twice"),
+    (b'{"model": ' * 100_000 + b"1" + b"}" * 100_000, "nested too deeply"),
+    (b'{"train": {"epochs": 3}}\xff', "not a text (UTF-8) file"),
+])
+def test_config_files_that_json_would_misread(tmp_path: Path, content: bytes, words: str) -> None:
+    path = tmp_path / "cfg.json"
+    path.write_bytes(content)
+    with pytest.raises(CryoUNetError, match="cfg.json: ") as caught:
+        load_config(path)
+    assert words in str(caught.value)
+
+
+@pytest.mark.parametrize("seed", [-1, 2 ** 32, 2 ** 64, 10 ** 30])
+def test_seeds_out_of_range_are_refused(tmp_path: Path, seed: int) -> None:
+    path = tmp_path / "cfg.json"
+    path.write_text(f'{{"train": {{"seed": {seed}}}}}')
+    with pytest.raises(CryoUNetError, match=r"train.seed must be a whole number from 0 to 4294967295"):
+        load_config(path)

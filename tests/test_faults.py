@@ -202,3 +202,53 @@ def test_a_failing_write_leaves_the_previous_file_intact(tmp_path: Path, sim_dat
     assert rc == 2 and "no space left on the device" in error_line(err, "train")
     assert _digest(model / target) == before
     assert not list(model.glob(".*.tmp"))
+
+
+def _signal_when(proc: subprocess.Popen, ready: Path, signum: int) -> subprocess.CompletedProcess:
+    """Send ``signum`` to ``proc`` once ``ready`` exists (its run is under way); its output."""
+    deadline = time.monotonic() + 240
+    while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before the signal could be sent"
+    proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=60)  # ends within seconds: no hang
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_terminated_training_says_so_and_resumes(tmp_path: Path, sim_data: SimData, signum: int) -> None:
+    import json
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"train": {"epochs": 40, "steps_per_epoch": 3, "batch_size": 4, "patch_size": 64,
+                                            "num_threads": 1, "patience": 0},
+                                  "model": {"base_channels": 4, "depth": 2}, "pick": {"tta": False}}))
+    out = tmp_path / "model"
+    argv = _train_argv(sim_data, out, config)
+    done = _signal_when(_start(*argv), out / "checkpoint.pt", signum)
+    name = signal.Signals(signum).name
+    assert done.returncode == 128 + signum, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == f"cryounet train: interrupted by {name}"
+    assert "Traceback" not in done.stderr
+    assert is_incomplete(out) and (out / "checkpoint.pt").is_file()
+    assert not list(out.glob(".*.tmp"))
+    resumed = _run(*argv, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert not is_incomplete(out)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_terminated_pick_says_so_and_stays_unfinished(tmp_path: Path, sim_data: SimData, uninterrupted: Path,
+                                                        signum: int) -> None:
+    mics = tmp_path / "mics"
+    mics.mkdir()
+    for i in range(200):  # more than the signal needs to land in the middle
+        (mics / f"m{i:03d}.mrc").symlink_to(sim_data.micrographs[i % len(sim_data.micrographs)])
+    out = tmp_path / "picks"
+    proc = _start("pick", "--model", uninterrupted, "--micrographs", mics, "--device", "cpu", "--output", out)
+    done = _signal_when(proc, out / "m000.star", signum)
+    assert done.returncode == 128 + signum, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == f"cryounet pick: interrupted by {signal.Signals(signum).name}"
+    assert "Traceback" not in done.stderr
+    assert is_incomplete(out) and not list(out.glob(".*.tmp"))

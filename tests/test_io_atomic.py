@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from cryounet.io.atomic import atomic_path, write_bytes_atomic, write_text_atomic
+from cryounet.io.atomic import (NAME_MAX, atomic_path, name_too_long, temporary_prefix, write_bytes_atomic,
+                                write_text_atomic)
 
 
 def _names(folder: Path) -> list[str]:
@@ -102,3 +103,30 @@ def test_failing_weights_write_keeps_old_weights(tmp_path: Path,
         save_weights(target, torch.nn.Linear(3, 2))
     assert target.read_bytes() == before
     assert _names(tmp_path) == ["model.safetensors"]
+
+
+@pytest.mark.parametrize("length", [200, 240, 250, 255])
+def test_a_long_name_gets_a_temporary_name_within_the_limit(tmp_path: Path, length: int) -> None:
+    name = "\u00e9" * 20 + "m" * (length - 45) + ".star"  # multi-byte characters count as bytes
+    assert len(os.fsencode(name)) == length
+    target = tmp_path / name
+    seen = []
+    with atomic_path(target) as tmp:
+        seen.append(tmp.name)
+        tmp.write_text("data")
+    assert target.read_text() == "data" and _names(tmp_path) == [name]
+    assert len(os.fsencode(seen[0])) <= NAME_MAX and seen[0].startswith(".") and seen[0].endswith(".tmp")
+    # two long names that share their start get different temporary prefixes
+    assert temporary_prefix("a" * 250 + "1") != temporary_prefix("a" * 250 + "2")
+
+
+def test_name_too_long_says_why(tmp_path: Path) -> None:
+    assert name_too_long(tmp_path, "m" * 250 + ".star") is None
+    problem = name_too_long(tmp_path, "m" * 251 + ".star")
+    assert problem is not None and "256 bytes, more than the 255" in problem and "shorter name" in problem
+
+
+def test_text_with_names_that_are_not_utf8_is_written_as_their_bytes(tmp_path: Path) -> None:
+    name = os.fsdecode(b"mic\xff.mrc")  # as os.listdir gives a Latin-1 file name on a UTF-8 system
+    write_text_atomic(tmp_path / "index.star", f"{name}\n")
+    assert (tmp_path / "index.star").read_bytes() == b"mic\xff.mrc\n"

@@ -94,10 +94,12 @@ def test_launch_command_is_torchrun_standalone() -> None:
 
 
 def test_process_threads_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    from cryounet import limits
+
+    monkeypatch.setattr(limits, "usable_cpus", lambda: 16)
     assert distributed.process_threads(0, 4) == 4
     assert distributed.process_threads(3, 4) == 3
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(limits, "usable_cpus", lambda: 2)
     assert distributed.process_threads(0, 4) == 1
 
 
@@ -228,3 +230,30 @@ def test_fold_models_of_two_processes_train_rank_zeros_epoch_count(sim_data, tmp
     marker = json.loads((out / MARKER_NAME).read_text())
     assert marker["command"] == "train" and marker["complete"] is True
     assert "fold_1/model.safetensors" in marker["files"]  # the fold models are the run's too
+
+
+def test_a_terminated_launcher_ends_its_processes_and_keeps_the_checkpoint(sim_data, tmp_path: Path) -> None:
+    """SIGTERM to the launching cryounet (as a queue's time limit sends it): torchrun and the
+    training processes end too, the run says so (exit 143) and its checkpoint is kept."""
+    longer = tmp_path / "longer.json"
+    longer.write_text(json.dumps({**CONFIG, "train": {**CONFIG["train"], "epochs": 40, "steps_per_epoch": 30}}))
+    out = tmp_path / "terminated"
+    proc = subprocess.Popen(_train_argv(sim_data, longer, out, "--devices", "cpu,cpu"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not (out / CHECKPOINT_NAME).is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)  # the launcher alone, not its process group
+    _, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 143, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == "cryounet train: interrupted by SIGTERM"
+    for _ in range(100):  # no training process is left running
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("training processes outlived their launcher")
+    assert (out / CHECKPOINT_NAME).is_file() and not json.loads((out / MARKER_NAME).read_text())["complete"]

@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from cryounet.config import MAX_SEED
 from cryounet.errors import CryoUNetError
 from cryounet.io.micrographs import MICROGRAPH_SUFFIXES, check_diameter
 from cryounet.io.model_folder import GENERAL_NAME, resolve_model
 
 MICROGRAPHS_HELP = (f"micrographs: folders (all {', '.join('*' + s for s in MICROGRAPH_SUFFIXES)}), files, "
-                    "globs (quote them) or @LIST.txt files with one path per line")
+                    "globs (quote them) or @LIST.txt files with one path per line (a relative path "
+                    "is relative to the list file's folder)")
 
 
 #: How a model option names the general model (appended to its help).
@@ -25,8 +27,11 @@ def add_device(parser: argparse.ArgumentParser) -> None:
                         help="auto (GPU if present, else CPU, logged), cpu, cuda, cuda:N or a GPU "
                              "index N; asking for a GPU that is absent is an error")
     parser.add_argument("--threads", type=non_negative_int, default=0, metavar="N",
-                        help="CPU threads for torch (default 0: torch's own choice, every core); a "
-                             "queue job or a shared node should give what it was allotted")
+                        help="CPU threads (default 0: every CPU this process may use); never more "
+                             "than the CPUs its affinity and cgroup quota allow (capped, said in the "
+                             "log), and refused when the threads do not fit under an address-space "
+                             "limit (ulimit -v, h_vmem); a queue job or a shared node should give what "
+                             "it was allotted")
 
 
 def show_progress(args: argparse.Namespace) -> bool:
@@ -59,6 +64,7 @@ finite_number = _number(float, lambda v: True, "a finite number")
 non_negative = _number(float, lambda v: v >= 0, "a number >= 0")
 positive_int = _number(int, lambda v: v >= 1, "a whole number >= 1")
 non_negative_int = _number(int, lambda v: v >= 0, "a whole number >= 0")
+seed = _number(int, lambda v: 0 <= v <= MAX_SEED, f"a random seed, a whole number from 0 to {MAX_SEED}")
 
 
 def diameter(text: str) -> float:

@@ -6,7 +6,8 @@ import logging
 import time
 from pathlib import Path
 
-from cryounet.commands._common import add_device, add_overwrite, diameter, non_negative_int, positive_int, show_progress
+from cryounet.commands._common import (add_device, add_overwrite, diameter, positive_int, seed,
+                                      show_progress)
 
 name = "demo"
 help = ("simulate micrographs with known particles, train a model, pick held-out micrographs, write "
@@ -31,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=positive_int, default=512, help="micrograph side in pixels")
     parser.add_argument("--diameter", type=diameter, default=32.0, help="particle diameter in pixels")
     parser.add_argument("--epochs", type=positive_int, help="training epochs (default 12)")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
+    parser.add_argument("--seed", type=seed, default=0, help="random seed")
     add_overwrite(parser)
     add_device(parser)
 

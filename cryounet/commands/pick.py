@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -164,8 +163,9 @@ def _onnx_picker(args: argparse.Namespace, pick_cfg: PickConfig, members: list[P
             reason = "ONNX Runtime is not installed (pip install onnxruntime)"
     if reason is None:
         from cryounet.inference.onnx_picker import OnnxPicker, OnnxUnusable, load_onnx_model
+        from cryounet.limits import fit_threads
 
-        threads = args.threads or len(os.sched_getaffinity(0))
+        threads = fit_threads(args.threads)
         try:
             models = [load_onnx_model(path, threads) for path in members]
         except OnnxUnusable as exc:

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from cryounet.commands._common import (GENERAL_HELP, MICROGRAPHS_HELP, add_device, add_overwrite, diameter,
-                                      model_folder, non_negative_int, positive_int, show_progress)
+                                      model_folder, positive_int, seed, show_progress)
 
 name = "refine"
 help = ("refine a trained model by self-training on unlabelled micrographs (pseudo-labels with "
@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--valid-micrographs", nargs="+", help=f"validation {MICROGRAPHS_HELP}")
     parser.add_argument("--valid-coordinates", type=Path, help="folder of validation coordinates")
     parser.add_argument("--rounds", type=positive_int, help="self-training rounds (overrides the config)")
-    parser.add_argument("--seed", type=non_negative_int, help="random seed (overrides the config)")
+    parser.add_argument("--seed", type=seed, help="random seed (overrides the config)")
     parser.add_argument("--config", type=Path,
                         help="JSON file overriding the model's config (e.g. its 'refine' section)")
     add_overwrite(parser, "the model folder")

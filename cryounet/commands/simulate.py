@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from cryounet.commands._common import add_overwrite, diameter, non_negative_int, positive_int
+from cryounet.commands._common import add_overwrite, diameter, positive_int, seed
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="signal variance / noise variance (default 0.05)")
     parser.add_argument("--pixel-size", metavar="A", type=float, default=None,
                         help="pixel size in Angstrom (default 2.0)")
-    parser.add_argument("--seed", metavar="N", type=non_negative_int, default=None,
+    parser.add_argument("--seed", metavar="N", type=seed, default=None,
                         help="random seed; the same seed gives identical data (default 0)")
     add_overwrite(parser)
 

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from cryounet.commands._common import (GENERAL_HELP, MICROGRAPHS_HELP, add_device, add_overwrite, diameter,
-                                      model_folder, non_negative_int, positive_int, show_progress)
+                                      model_folder, positive_int, seed, show_progress)
 
 name = "train"
 help = "train a model from micrographs and picks (STAR, BOX or CSV/TXT, matched by file stem)"
@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--valid-micrographs", nargs="+", help=f"validation {MICROGRAPHS_HELP}")
     parser.add_argument("--valid-coordinates", type=Path, help="folder of validation coordinates")
     parser.add_argument("--epochs", type=positive_int, help="maximum epochs (overrides the config)")
-    parser.add_argument("--seed", type=non_negative_int, help="random seed (overrides the config)")
+    parser.add_argument("--seed", type=seed, help="random seed (overrides the config)")
     parser.add_argument("--config", type=Path, help="JSON config file (see cryounet.config)")
     parser.add_argument("--init", type=model_folder,
                         help=f"start from the weights of this model folder ({GENERAL_HELP})")
@@ -45,9 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _datasets(args: argparse.Namespace) -> list[dict]:
     """The datasets to train on: from --datasets, or the one given by the plain arguments."""
-    import json
-
-    from cryounet.errors import CryoUNetError
+    from cryounet.errors import CryoUNetError, InputFileError
+    from cryounet.io.json_files import read_json
     from cryounet.io.micrographs import check_diameter
 
     plain = [args.micrographs, args.coordinates, args.diameter]
@@ -60,14 +59,9 @@ def _datasets(args: argparse.Namespace) -> list[dict]:
     if any(v is not None for v in plain):
         raise CryoUNetError("--datasets replaces --micrographs/--coordinates/--diameter; give one or the other")
     try:
-        data = json.loads(args.datasets.read_text(encoding="utf-8"))
-    except IsADirectoryError:
-        raise CryoUNetError(f"{args.datasets}: is a folder, not a JSON dataset list") from None
-    except UnicodeDecodeError:
-        raise CryoUNetError(f"{args.datasets}: not a text (UTF-8) file, so not a JSON dataset list") from None
-    except (OSError, ValueError) as exc:  # ValueError: invalid JSON
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        raise CryoUNetError(f"{args.datasets}: cannot read the dataset list ({reason})") from None
+        data = read_json(args.datasets, "JSON dataset list")
+    except InputFileError as exc:
+        raise CryoUNetError(f"{args.datasets}: cannot read the dataset list ({exc.problem})") from None
     known = {"micrographs", "coordinates", "diameter", "valid_micrographs", "valid_coordinates"}
     if not isinstance(data, list) or not data:
         raise CryoUNetError(f"{args.datasets}: expected a non-empty JSON list of datasets")
@@ -112,7 +106,6 @@ def _launch(args: argparse.Namespace, devices: list[str], cfg) -> int:
     """Run this command in one torchrun process per device, after claiming the output folder (the
     processes write into it; it is marked complete when they all succeeded)."""
     import os
-    import subprocess
 
     from cryounet.config import check_batch_shared
     from cryounet.errors import CryoUNetError
@@ -133,7 +126,7 @@ def _launch(args: argparse.Namespace, devices: list[str], cfg) -> int:
         argv += ["--threads", str(threads)]
     command = distributed.launch_command(argv, len(devices))
     logger.info("data-parallel training on %s: %s", ",".join(devices), " ".join(command))
-    code = subprocess.run(command, env=env, check=False).returncode
+    code = distributed.run_launcher(command, env)
     if code != 0:
         raise CryoUNetError(f"data-parallel training failed (torchrun exit code {code}; the failing "
                             f"process's error is above); {args.output} keeps its checkpoint: continue "
@@ -178,8 +171,10 @@ def main(args: argparse.Namespace) -> int:
     devices = distributed.parse_devices(args.devices) if args.devices else None
     if devices and len(devices) > 1 and not distributed.in_torchrun():
         return _launch(args, devices, cfg)
-    if args.threads:
-        cfg.train.num_threads = args.threads
+    if args.threads or cfg.train.num_threads:
+        from cryounet.limits import fit_threads
+
+        cfg.train.num_threads = fit_threads(args.threads or cfg.train.num_threads)
     ranks = distributed.environment_ranks()
     spec = distributed.process_device(devices, args.device, ranks[2] if ranks else 0) \
         if ranks is not None or devices else args.device

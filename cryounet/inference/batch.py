@@ -17,6 +17,7 @@ from typing import Callable, Sequence, TypeVar
 
 from cryounet.errors import CryoUNetError, InputFileError
 from cryounet.inference.picking import BasePicker
+from cryounet.io.atomic import name_too_long
 from cryounet.io.coordinates import INDEX_NAME, Picks, write_star_index, write_star_picks
 from cryounet.io.mrc import read_micrograph
 from cryounet.io.picks_folder import (PickRecord, check_same_picking, finished_picks, model_entry, warn_if_empty,
@@ -68,9 +69,9 @@ def pick_micrographs(picker: BasePicker, micrographs: Sequence[Path], output: Pa
     ``workers`` (default: the picker's ``pick.workers``) threads read and preprocess ahead of the
     network and as many find peaks and write STAR files behind it; 0 does it all in turn.
 
-    A micrograph that cannot be read is skipped with a warning (no STAR file) and listed with the
-    reason in ``skipped.json`` (``[{"micrograph": path, "reason": text}, ...]``). When every
-    micrograph fails, :class:`CryoUNetError` is raised unless ``allow_all_skipped`` (then the
+    A micrograph that cannot be read, or whose STAR file name would be too long for the file system,
+    is skipped with a warning (no STAR file) and listed with the reason in ``skipped.json``
+    (``[{"micrograph": path, "reason": text}, ...]``). When every micrograph fails, :class:`CryoUNetError` is raised unless ``allow_all_skipped`` (then the
     index is written empty). The index lists the picked micrographs in the order given.
 
     ``pick.json`` records the models (their weights' SHA-256), the threshold, the diameter, the
@@ -109,6 +110,12 @@ def pick_micrographs(picker: BasePicker, micrographs: Sequence[Path], output: Pa
         logger.warning("skipping %s: %s", mic, exc)
         summary.failed[str(mic)] = str(exc)
 
+    def fits(mic: Path) -> bool:
+        problem = name_too_long(output, f"{mic.stem}.star")
+        if problem is not None:
+            failed(mic, InputFileError(mic, problem))
+        return problem is None
+
     def collect(mic: Path, future: Future[Picks]) -> None:
         try:
             picks = future.result()
@@ -126,7 +133,7 @@ def pick_micrographs(picker: BasePicker, micrographs: Sequence[Path], output: Pa
             stack.callback(readers.shutdown, cancel_futures=True)  # on an error: no more reading
         else:
             readers = finishers = _InTurn()
-        queue = iter(todo)
+        queue = (mic for mic in todo if fits(mic))
         ahead: deque[tuple[Path, Future]] = deque()
         behind: deque[tuple[Path, Future[Picks]]] = deque()
         bar = stack.enter_context(tqdm(total=len(todo), desc="picking", unit="mic",

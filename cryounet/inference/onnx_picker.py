@@ -23,6 +23,7 @@ from scipy.special import expit
 from cryounet.config import PickConfig
 from cryounet.errors import CryoUNetError, InputFileError
 from cryounet.inference.picking import BasePicker
+from cryounet.limits import check_thread_room
 from cryounet.inference.tiling import dihedral, dihedral_inverse, pad_to_multiple, predict_tiled, tta_symmetries
 from cryounet.io.model_folder import (CONFIG_NAME, ONNX_MULTIPLE_KEY, ONNX_NAME, ONNX_NETWORK_KEY, ONNX_WEIGHTS_KEY,
                                       WEIGHTS_NAME, ModelInfo, check_weights_digest, network_signature,
@@ -47,6 +48,7 @@ class OnnxNetwork:
     def __init__(self, path: Path, threads: int) -> None:
         import onnxruntime
 
+        check_thread_room(threads)  # a pool that cannot be created makes ONNX Runtime hang
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -43,9 +43,30 @@ def check_micrograph_file(path: str | os.PathLike[str]) -> str | None:
     return check_mrc_header(path)
 
 
+def read_micrograph_list(list_file: Path) -> list[Path]:
+    """The micrograph paths of an ``@list`` file: one a line, blank lines and ``#`` comments left
+    out; a relative path is relative to the list file's folder (not the working folder). Bytes that
+    are not UTF-8 are kept as they are (file names on Linux are bytes).
+
+    Raises:
+        CryoUNetError: the list file is missing or unreadable, or not a text file.
+    """
+    try:
+        data = list_file.read_bytes()
+    except FileNotFoundError:
+        raise CryoUNetError(f"{list_file}: micrograph list file does not exist") from None
+    except OSError as exc:
+        raise CryoUNetError(f"{list_file}: cannot read the micrograph list ({exc.strerror or exc})") from None
+    if b"\0" in data:
+        raise CryoUNetError(f"{list_file}: not a text file (it holds NUL bytes), so not a micrograph list "
+                            "with one path per line")
+    lines = [ln.strip() for ln in os.fsdecode(data.removeprefix(b"\xef\xbb\xbf")).splitlines()]
+    return [list_file.parent / ln for ln in lines if ln and not ln.startswith("#")]
+
+
 def expand_micrographs(items: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """Micrograph paths from folders (every file with a :data:`MICROGRAPH_SUFFIXES` suffix), globs,
-    files and ``@list.txt`` files.
+    files and ``@list.txt`` files (paths relative to the list file's folder).
 
     Raises:
         CryoUNetError: an item matches nothing, or no micrograph is found at all.
@@ -54,11 +75,7 @@ def expand_micrographs(items: Iterable[str | os.PathLike[str]]) -> list[Path]:
     for item in items:
         text = str(item)
         if text.startswith("@"):
-            list_file = Path(text[1:])
-            if not list_file.is_file():
-                raise CryoUNetError(f"{list_file}: micrograph list file does not exist")
-            lines = [ln.strip() for ln in list_file.read_text().splitlines()]
-            paths += [Path(ln) for ln in lines if ln and not ln.startswith("#")]
+            paths += read_micrograph_list(Path(text[1:]))
             continue
         path = Path(text)
         if path.is_dir():

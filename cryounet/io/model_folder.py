@@ -24,6 +24,7 @@ from cryounet import __version__
 from cryounet.config import LEGACY_TTA_SYMMETRIES, CryoUNetConfig
 from cryounet.errors import CryoUNetError, InputFileError
 from cryounet.io.atomic import write_json
+from cryounet.io.json_files import parse_json, read_json
 from cryounet.io.outputs import is_incomplete
 
 logger = logging.getLogger(__name__)
@@ -196,12 +197,9 @@ def read_model_info(folder: str | os.PathLike[str], allow_incomplete: bool = Fal
         raise InputFileError(folder, "model folder of a training run that did not finish (interrupted, "
                              "or still running): continue it with cryounet train --resume, or train again")
     config_path = folder / CONFIG_NAME
-    try:
-        data = json.loads(config_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputFileError(config_path, "model config is missing: not a CryoUNet model folder") from None
-    except json.JSONDecodeError as exc:
-        raise InputFileError(config_path, f"model config is not valid JSON ({exc})") from None
+    if not config_path.exists():
+        raise InputFileError(config_path, "model config is missing: not a CryoUNet model folder")
+    data = read_json(config_path, "model config")
     if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
         raise InputFileError(config_path, f"not a CryoUNet model config (format is not '{MODEL_FORMAT}')")
     version = data.get("format_version", 0)
@@ -354,10 +352,10 @@ def check_weights_file(path: Path) -> None:
         if not 2 <= length <= min(_MAX_HEADER_BYTES, size - 8):
             raise InputFileError(path, "is not a safetensors weights file (bad header)")
         try:
-            header = json.loads(handle.read(length).decode("utf-8"))
+            header = parse_json(handle.read(length).decode("utf-8"), path, "safetensors header")
             ends = [int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"]
-        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, TypeError,
-                ValueError, IndexError):
+        except (UnicodeDecodeError, InputFileError, AttributeError, KeyError, TypeError, ValueError,
+                IndexError):
             raise InputFileError(path, "is not a safetensors weights file (unreadable header)") from None
     if not ends:
         raise InputFileError(path, "holds no tensors")
@@ -449,12 +447,7 @@ def check_general_diameter(models: Sequence[str | os.PathLike[str]], diameter: f
 
 
 def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputFileError(path, f"{what} is not valid JSON ({exc})") from None
-    except OSError as exc:
-        raise InputFileError(path, f"{what} cannot be read ({exc.strerror or exc})") from None
+    return read_json(path, what)
 
 
 def read_json_list(path: Path, what: str = "history") -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ What is equivalent to one process, and what is not:
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -211,8 +212,33 @@ def launch_command(argv: Sequence[str], processes: int) -> list[str]:
             "-m", "cryounet", *argv]
 
 
+def run_launcher(command: Sequence[str], env: dict[str, str], grace: float = 120.0) -> int:
+    """Run the torchrun ``command`` and return its exit code. When this process is interrupted
+    (Ctrl-C, SIGTERM, SIGHUP: a :class:`KeyboardInterrupt`), the same signal goes to torchrun,
+    which passes it to the training processes; they end as this one does (the checkpoint kept)
+    and are waited for, ``grace`` seconds at most, before the interruption goes on."""
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(list(command), env=env)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt as exc:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(getattr(exc, "signum", signal.SIGINT))
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
+
+
 def process_threads(threads: int, processes: int) -> int:
-    """CPU threads per process: ``--threads`` when given, else the cores shared out (at least 1)."""
+    """CPU threads per process: ``--threads`` when given, else the CPUs this process may use
+    (affinity and cgroup quota) shared out (at least 1)."""
+    from cryounet.limits import usable_cpus
+
     if threads > 0:
         return threads
-    return max(1, (os.cpu_count() or 1) // processes)
+    return max(1, usable_cpus() // processes)

@@ -10,7 +10,7 @@ from pwem.protocols import ProtParticlePickingAuto
 
 from .. import engine
 from ..constants import (BATCHES_FOLDER, BOX_SIZE_AUTO, CMD_PICK, COORDS_FOLDER, ENGINE_COMMAND,
-                         MICS_FOLDER, MICS_LIST, MODEL_SOURCES, MODELS_GENERAL, MODELS_INPUT,
+                         MICS_FOLDER, MICS_LIST, MODEL_SOURCES, MODELS_INPUT,
                          MODELS_LIBRARY, RECORDS_FOLDER, SCORE_ATTR, SPREAD_ATTR, THRESHOLD_AUTO)
 from ..convert import roundPosition, uniqueStems
 from .pick_records import allRecords, readRecord, writeRecord
