@@ -20,7 +20,8 @@ from cryounet import __version__
 from cryounet.errors import CryoUNetError
 from cryounet.process import MALLOC_SETTINGS
 
-COMMANDS = ("train", "refine", "pick", "merge", "evaluate", "postprocess", "export", "simulate", "demo")
+COMMANDS = ("train", "refine", "pick", "merge", "evaluate", "postprocess", "export", "simulate", "demo",
+            "diameter")
 
 logger = logging.getLogger("cryounet")
 

@@ -77,6 +77,16 @@ class DiameterEstimate:
                                             if m.diameter_px is not None) + ")")
 
 
+    def report(self) -> str:
+        """Lines for a terminal: the estimate, then one line per method."""
+        head = (f"particle diameter: {self.describe()}" if self.diameter_px is None else
+                f"particle diameter: {self.diameter_px:.0f} px (range {self.low:.0f}-{self.high:.0f} px, "
+                f"{self.confidence} confidence)")
+        rows = [f"  {m.method:<8} " + (f"{m.diameter_px:6.0f} px  " if m.diameter_px is not None else
+                                       "     -     ") + m.note for m in self.methods]
+        return "\n".join([head, *rows])
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(float(value), 1)
 

@@ -15,7 +15,7 @@ from cryounet.analysis.diameter import (DiameterEstimate, MethodEstimate, box_es
 from cryounet.analysis.image_size import blob_estimate, profile_estimate
 from cryounet.errors import CryoUNetError, InputFileError
 from cryounet.io.coordinates import BOX_FACTOR, BOX_SUFFIXES, STAR_SUFFIXES, find_coordinate_file, read_coordinates
-from cryounet.io.mrc import micrograph_shape, read_micrograph
+from cryounet.io.mrc import micrograph_shape, read_micrograph, read_pixel_size
 
 logger = logging.getLogger(__name__)
 
@@ -140,10 +140,26 @@ def estimate_diameter(micrographs: Sequence[Path], coordinates: Path | None = No
     return estimate_from(read_evidence(micrographs, coordinates), use_images=use_images, max_images=max_images)
 
 
-def check_training_diameter(diameter: float, micrographs: Sequence[Path], coordinates: Path
-                            ) -> tuple[DiameterEstimate, str | None]:
-    """The estimate from the training data and why ``diameter`` contradicts it (None when it does
-    not)."""
+#: ``--diameter-check`` choices of ``cryounet train``.
+CHECK_MODES = ("error", "warn", "off")
+
+
+def training_diameter_problem(diameter: float, micrographs: Sequence[Path], coordinates: Path,
+                              what: str = "--diameter") -> str | None:
+    """One message when the training ``diameter`` (px) contradicts the estimate from the
+    micrographs and their picks (stating the estimate and how to override the check), else None."""
     evidence = read_evidence(micrographs, coordinates)
     estimate = estimate_from(evidence, max_images=3)
-    return estimate, diameter_problem(diameter, estimate, nearest_neighbour_distances(evidence.xy))
+    problem = diameter_problem(diameter, estimate, nearest_neighbour_distances(evidence.xy))
+    if problem is None:
+        logger.info("particle diameter %g px; the data suggest %s", diameter, estimate.describe())
+        return None
+    hint = ""
+    pixel = read_pixel_size(evidence.paths[0]) if evidence.paths else None
+    if pixel and estimate.diameter_px and diameter_problem(diameter / pixel, estimate, np.zeros(0)) is None:
+        hint = (f"; {diameter:g} looks like Angstrom: at the header's {pixel:g} A/px it is "
+                f"{diameter / pixel:.0f} px")
+    return (f"{what} {diameter:g} px does not fit the particles in {coordinates}: {problem}; the picks and "
+            f"micrographs suggest {estimate.describe()}{hint}. Give the particle diameter "
+            f"in pixels of these micrographs ('cryounet diameter' shows the evidence), or pass "
+            f"--diameter-check off (or warn) to train with it anyway")
