@@ -70,6 +70,18 @@ def _star_box_sizes(path: Path) -> list[float]:
     return []
 
 
+def evidence_from_picks(micrographs: Sequence[Path], xy_sets: Sequence[np.ndarray] | None = None,
+                        box_sizes: Sequence[float] = ()) -> Evidence:
+    """Evidence from picks held in memory (``xy_sets[i]`` on ``micrographs[i]``, px of that micrograph;
+    None: the micrographs alone), as an application such as Scipion holds them."""
+    paths = [Path(p) for p in micrographs]
+    if xy_sets is not None and len(xy_sets) != len(paths):
+        raise CryoUNetError(f"{len(xy_sets)} pick lists for {len(paths)} micrographs")
+    xy = [np.zeros((0, 2)) for _ in paths] if xy_sets is None else \
+        [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in xy_sets]
+    return Evidence(paths, xy, [micrograph_shape(p) for p in paths], [float(b) for b in box_sizes if b])
+
+
 def read_evidence(micrographs: Sequence[Path], coordinates: Path | None) -> Evidence:
     """The picks (when a coordinate folder is given) and shapes of the micrographs; those without a
     coordinate file are left out when there is a folder."""
@@ -148,7 +160,13 @@ def training_diameter_problem(diameter: float, micrographs: Sequence[Path], coor
                               what: str = "--diameter") -> str | None:
     """One message when the training ``diameter`` (px) contradicts the estimate from the
     micrographs and their picks (stating the estimate and how to override the check), else None."""
-    evidence = read_evidence(micrographs, coordinates)
+    try:
+        evidence = read_evidence(micrographs, coordinates)
+    except CryoUNetError as exc:  # the training loaders report bad inputs in their own words
+        logger.debug("diameter check skipped: %s", exc)
+        return None
+    if any(diameter >= min(shape) for shape in evidence.shapes):
+        return None  # preprocessing refuses it, with its own words
     estimate = estimate_from(evidence, max_images=3)
     problem = diameter_problem(diameter, estimate, nearest_neighbour_distances(evidence.xy))
     if problem is None:

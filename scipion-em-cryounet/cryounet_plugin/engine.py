@@ -1,7 +1,8 @@
 """The plugin's one door to the CryoUNet engine.
 
 This is the only plugin module that imports ``cryounet``, and it imports only the engine's
-torch-free ground (``cryounet.config``, ``cryounet.errors`` and ``cryounet.io``), so Scipion's GUI
+torch-free ground (``cryounet.config``, ``cryounet.errors``, ``cryounet.io`` and the diameter
+estimate of ``cryounet.analysis``), so Scipion's GUI
 never loads torch. Every rule the two halves share lives once, in the engine, and reaches the
 plugin here: file names of model and pick folders, the micrograph and coordinate suffixes, the MRC
 header check, the picking-threshold rule, the box/diameter rule, the choice lists of the forms, the
@@ -19,6 +20,8 @@ import shlex
 import cryounet as _cryounet
 from cryounet import __version__ as VERSION
 from cryounet import config as _config
+from cryounet.analysis import diameter as _diameterRules
+from cryounet.analysis import diameter_inputs as _diameter
 from cryounet.errors import CryoUNetError
 from cryounet.io import atomic as _atomic
 from cryounet.io import coordinates as _coordinates
@@ -310,6 +313,25 @@ def boxSizeFromDiameter(diameterPx):
 def diameterFromBoxSize(boxPx):
     """Particle diameter (px) implied by a coordinate box size (px), the inverse of the above."""
     return _coordinates.diameter_for_box_size(boxPx)
+
+
+@_asValueError
+def estimateDiameter(micrographPaths, picks=None, boxSize=None, maxMicrographs=6):
+    """The particle diameter (px of the micrographs) the engine estimates from the micrographs and,
+    when given, their picks (``picks[i]``: ``(N, 2)`` x, y on ``micrographPaths[i]``) and box size:
+    ``{"diameter_px", "low", "high", "confidence", "methods": [...], "report": text}``
+    (``diameter_px`` None when nothing could be measured)."""
+    evidence = _diameter.evidence_from_picks(micrographPaths, picks, [boxSize] if boxSize else [])
+    estimate = _diameter.estimate_from(evidence, max_images=maxMicrographs)
+    return dict(estimate.as_dict(), report=estimate.report())
+
+
+def diameterContradiction(diameterPx, estimate):
+    """Why a diameter (px) contradicts an :func:`estimateDiameter` result (the rule ``cryounet train``
+    applies, without the picks' crowding), or None."""
+    found = _diameterRules.DiameterEstimate(estimate["diameter_px"], estimate["low"], estimate["high"],
+                                            estimate["confidence"])
+    return _diameterRules.diameter_problem(float(diameterPx), found, ())
 
 
 # ================================================================== files
