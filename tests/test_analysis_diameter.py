@@ -132,6 +132,19 @@ def test_missing_coordinates_are_named(sim_sets, tmp_path: Path) -> None:
         read_evidence(mics, tmp_path / "nowhere")
     with pytest.raises(CryoUNetError, match="no coordinate file matches"):
         read_evidence(mics, tmp_path)
+    # train's check leaves bad inputs to the training loaders, which name them in their own words
+    assert training_diameter_problem(20.0, mics, tmp_path / "nowhere") is None
+
+
+def test_estimate_from_picks_in_memory(sim_sets) -> None:
+    from cryounet.analysis.diameter_inputs import estimate_from, evidence_from_picks
+
+    mics = sim_sets[40.0]
+    xy = read_evidence(mics, mics[0].parent).xy
+    estimate = estimate_from(evidence_from_picks(mics, xy, [60.0]))
+    assert _within(estimate.diameter_px, 40.0) and estimate.methods[0].diameter_px == 40.0
+    with pytest.raises(CryoUNetError, match="1 pick lists for 2 micrographs"):
+        evidence_from_picks(mics, xy[:1])
 
 
 def test_nearest_neighbour_distances() -> None:
