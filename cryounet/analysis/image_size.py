@@ -128,10 +128,17 @@ def blob_scale(image: np.ndarray) -> tuple[float, int, np.ndarray]:
     return best_sigma, factor, -best_sigma ** 2 * ndi.gaussian_laplace(small, best_sigma)
 
 
-def blob_picks(image: np.ndarray, count: int = BLOBS_PER_MICROGRAPH) -> tuple[np.ndarray, float]:
-    """The ``count`` strongest extrema at the blob scale (``(N, 2)`` x, y in px of ``image``) and
-    that scale's diameter (``2 sqrt 2 sigma``, px)."""
-    sigma, factor, response = blob_scale(image)
+def blob_picks(image: np.ndarray, diameter: float | None = None, count: int = BLOBS_PER_MICROGRAPH
+               ) -> tuple[np.ndarray, float]:
+    """The ``count`` strongest LoG extrema (``(N, 2)`` x, y in px of ``image``) at the scale of
+    ``diameter`` (px; by default the most heavy-tailed scale, :func:`blob_scale`), and that scale's
+    diameter (``2 sqrt 2 sigma``, px)."""
+    if diameter is None:
+        sigma, factor, response = blob_scale(image)
+    else:
+        factor = max(1, max(image.shape) // BLOB_SIDE)
+        sigma = diameter / (2 * math.sqrt(2) * factor)
+        response = -sigma ** 2 * ndi.gaussian_laplace(_normalised(block_mean(image, factor)), sigma)
     if abs(np.percentile(response, 0.1)) > abs(np.percentile(response, 99.9)):
         response = -response  # the particles' side of the response is the heavier tail
     size = max(3, int(2 * math.sqrt(2) * sigma) | 1)
@@ -145,12 +152,21 @@ def blob_picks(image: np.ndarray, count: int = BLOBS_PER_MICROGRAPH) -> tuple[np
 
 
 def blob_estimate(images: Sequence[np.ndarray]) -> MethodEstimate:
-    """The ``blobs`` method (micrographs alone): blob candidates, measured by their profile."""
+    """The ``blobs`` method (micrographs alone): candidates at the most heavy-tailed LoG scale,
+    measured by their profile; then candidates detected again at the scale of that measurement and
+    measured once more (one step: on simulated 120 px particles it corrects 1.47x to 1.07x; more
+    steps drift on the crowded CryoPPP-10947 and the hollow apoferritin of EMPIAR-10146)."""
     if not images:
         return MethodEstimate("blobs", None, note="no micrographs")
     found = [blob_picks(image) for image in images]
     scale = float(np.median([d for _, d in found]))
     side = min(min(image.shape) for image in images)
-    estimate = profile_estimate(images, [xy for xy, _ in found], min(2.0 * scale, side / 6.0), "blobs")
-    estimate.note = f"blob scale {scale:.0f} px; {estimate.note}"
-    return estimate
+    first = profile_estimate(images, [xy for xy, _ in found], min(2.0 * scale, side / 6.0), "blobs")
+    if first.diameter_px is None:
+        first.note = f"blob scale {scale:.0f} px; {first.note}"
+        return first
+    again = [blob_picks(image, first.diameter_px)[0] for image in images]
+    second = profile_estimate(images, again, min(2.0 * first.diameter_px, side / 6.0), "blobs")
+    final = second if second.diameter_px is not None else first
+    final.note = f"blob scale {scale:.0f} px, first measure {first.diameter_px:.0f} px; {final.note}"
+    return final
