@@ -71,7 +71,7 @@ def _row(name: str, folder: Path, truth: float) -> dict:
         row[mode] = {**estimate.as_dict(), "seconds": round(time.monotonic() - t0, 1),
                      "ratio": None if value is None else round(value / truth, 3),
                      "within_25_percent": value is not None and abs(value / truth - 1) <= 0.25}
-    train = _splits(folder)[0]
+    train = next((s for s in _splits(folder) if s.name == "train"), _splits(folder)[0])
     t0 = time.monotonic()
     problem = training_diameter_problem(truth, expand_micrographs([str(train)]), train)
     row["train_check_at_annotated"] = {"folder": train.name, "refused": problem is not None, "message": problem,
