@@ -17,11 +17,12 @@ from cryounet.io.coordinates import BOX_FACTOR
 from cryounet.io.mrc import read_micrograph
 
 
-def _simulated(root: Path, diameter: float, size: int, particles: int, seed: int) -> list[Path]:
+def _simulated(root: Path, diameter: float, size: int, particles: int, seed: int,
+               pixel_size: float = 2.0) -> list[Path]:
     from cryounet.simulate import SimulationConfig, simulate_dataset
 
     cfg = SimulationConfig(n_micrographs=2, size=size, diameter_px=diameter,
-                           particles_per_micrograph=particles, seed=seed)
+                           particles_per_micrograph=particles, seed=seed, pixel_size=pixel_size)
     return [p for p in simulate_dataset(cfg, root) if p.suffix == ".mrc"]
 
 
@@ -124,6 +125,13 @@ def test_training_diameter_problem_names_the_estimate_and_the_override(sim_sets)
     assert message.startswith("--diameter 200 px does not fit")
     assert "suggest" in message and "--diameter-check off" in message and "cryounet diameter" in message
     assert training_diameter_problem(600.0, mics, mics[0].parent) is None  # preprocessing's own error
+
+
+def test_a_diameter_in_angstrom_is_named_as_such(tmp_path: Path) -> None:
+    """40 px particles at 5 A/px: 200 (Angstrom) is refused, and the message converts it."""
+    mics = _simulated(tmp_path, 40.0, 512, 40, 7, pixel_size=5.0)
+    message = training_diameter_problem(200.0, mics, mics[0].parent)
+    assert "200 looks like Angstrom: at the header's 5 A/px it is 40 px" in message
 
 
 def test_missing_coordinates_are_named(sim_sets, tmp_path: Path) -> None:
