@@ -18,7 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--micrographs", nargs="+", help=f"training {MICROGRAPHS_HELP}")
     parser.add_argument("--coordinates", type=Path,
                         help="folder of coordinate files named like the micrographs")
-    parser.add_argument("--diameter", type=diameter, help="particle diameter in pixels")
+    parser.add_argument("--diameter", type=diameter,
+                        help="particle diameter in pixels of the micrographs, not Angstrom ('cryounet "
+                             "diameter' estimates it)")
     parser.add_argument("--diameter-check", choices=("error", "warn", "off"), default="error",
                         help="a diameter far from what the picks and micrographs suggest (see 'cryounet "
                              "diameter') is an error (default), a warning, or not checked (off)")
