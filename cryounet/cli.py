@@ -30,8 +30,8 @@ from cryounet.failures import describe_failure, describe_os_failure
 from cryounet.limits import check_room_for_torch
 from cryounet.process import MALLOC_SETTINGS
 
-COMMANDS = ("train", "refine", "pick", "merge", "evaluate", "show", "postprocess", "export", "simulate",
-            "demo")
+COMMANDS = ("train", "refine", "pick", "merge", "evaluate", "show", "diameter", "postprocess", "export",
+            "simulate", "demo")
 
 logger = logging.getLogger("cryounet")
 

@@ -254,12 +254,29 @@ def _generic_section(data: dict[str, Any]) -> list[str]:
     return lines + ([""] if data.get("notes") else []) + _source(data)
 
 
+def _diameter_section(data: dict[str, Any]) -> list[str]:
+    lines = ["## Diameter estimate", "", "`cryounet diameter` (and `train`'s check) against the annotated diameter: "
+             "px, and the ratio to the annotation. The target is within 25 % on every set.", "",
+             "| set | annotated | from coordinates | from micrographs | combined |", "|---|---|---|---|---|"]
+
+    def cell(part: dict[str, Any] | None) -> str:
+        if not part or part.get("diameter_px") is None:
+            return "none"
+        return f"{part['diameter_px']:.0f} ({part['ratio']:.2f})"
+
+    for row in data["rows"]:
+        lines.append(f"| {row['set']} | {row['annotated_px']:g} | {cell(row.get('coordinates'))} | "
+                     f"{cell(row.get('micrographs'))} | **{cell(row.get('combined'))}** |")
+    return lines + [""] + _source(data)
+
+
 SPECIFIC: dict[str, Callable[[dict[str, dict[str, Any]]], list[str]]] = {
     "accuracy-default": _accuracy_section,
     "downstream": lambda r: _downstream_section(r["downstream"]),
     "speed-cpu": lambda r: _speed_section(r["speed-cpu"], r["speed-topaz"]),
     "gpu": lambda r: _gpu_section(r["gpu"]),
     "scale-out": lambda r: _scale_out_section(r["scale-out"]),
+    "diameter": lambda r: _diameter_section(r["diameter"]),
 }
 #: Result files that another section renders.
 RENDERED_BY_OTHERS = {"accuracy-folds", "topaz", "speed-topaz"}

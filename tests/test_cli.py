@@ -1094,3 +1094,46 @@ def test_model_general_is_accepted_by_every_model_option(run_cli, tmp_path: Path
     monkeypatch.chdir(tmp_path)
     rc, _, err = run_cli("export", "--model", "./general")
     assert rc == 2 and "model folder general does not exist" in error_line(err, "export")
+
+
+# ------------------------------------------------------------------------------ diameter
+@pytest.fixture(scope="module")
+def sim56(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two micrographs of 56 px particles (a CryoPPP-10028-like size)."""
+    from cryounet.simulate import SimulationConfig, simulate_dataset
+
+    folder = tmp_path_factory.mktemp("sim56")
+    simulate_dataset(SimulationConfig(n_micrographs=2, size=512, diameter_px=56.0,
+                                      particles_per_micrograph=24, seed=4), folder)
+    return folder
+
+
+def test_diameter_command_prints_and_writes_json(run_cli, sim56: Path, tmp_path: Path) -> None:
+    rc, out, err = run_cli("diameter", "--micrographs", sim56, "--coordinates", sim56,
+                           "--json", tmp_path / "d.json")
+    assert rc == 0, err
+    estimate = float(re.search(r"particle diameter: (\d+) px", out).group(1))
+    assert 42 <= estimate <= 70
+    assert all(method in out for method in ("box", "spacing", "profile", "blobs"))
+    data = json.loads((tmp_path / "d.json").read_text())
+    assert round(data["diameter_px"]) == estimate and len(data["methods"]) == 4
+    rc, out, _ = run_cli("diameter", "--micrographs", sim56)  # the micrographs alone
+    assert rc == 0 and "blobs" in out and "spacing" not in out
+    rc, _, err = run_cli("diameter", "--micrographs", sim56, "--json", tmp_path / "d.json")
+    assert rc == 2 and "--overwrite" in error_line(err, "diameter")
+    rc, _, err = run_cli("diameter", "--micrographs", sim56, "--coordinates", tmp_path / "none")
+    assert rc == 2 and "coordinates folder does not exist" in error_line(err, "diameter")
+
+
+def test_train_refuses_a_diameter_in_the_wrong_unit(run_cli, sim56: Path, tiny_config_file: Path,
+                                                    tmp_path: Path) -> None:
+    argv = ["train", "--micrographs", sim56, "--coordinates", sim56, "--output", tmp_path / "m",
+            "--config", tiny_config_file, "--device", "cpu", "--quiet"]
+    rc, _, err = run_cli(*argv, "--diameter", 300)
+    line = error_line(err, "train")
+    assert rc == 2 and "--diameter 300 px does not fit" in line and "suggest" in line
+    assert "--diameter-check off" in line and not (tmp_path / "m").exists()
+    rc, _, err = run_cli(*argv, "--diameter", 160, "--diameter-check", "off")
+    assert rc == 0, err
+    rc, _, err = run_cli(*argv, "--diameter", 160, "--diameter-check", "warn", "--overwrite")
+    assert rc == 0 and "does not fit" in err

@@ -20,7 +20,8 @@ from engine_helpers import REPO
 
 GROUND = ("cryounet.config", "cryounet.device_probe", "cryounet.errors", "cryounet.io.atomic",
           "cryounet.io.coordinates", "cryounet.io.micrographs", "cryounet.io.model_folder", "cryounet.io.mrc",
-          "cryounet.io.picks_folder", "cryounet.render")
+          "cryounet.io.picks_folder", "cryounet.render", "cryounet.analysis.diameter",
+          "cryounet.analysis.image_size", "cryounet.analysis.diameter_inputs")
 
 _PROBE = r"""
 import importlib, json, sys

@@ -18,7 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--micrographs", nargs="+", help=f"training {MICROGRAPHS_HELP}")
     parser.add_argument("--coordinates", type=Path,
                         help="folder of coordinate files named like the micrographs")
-    parser.add_argument("--diameter", type=diameter, help="particle diameter in pixels")
+    parser.add_argument("--diameter", type=diameter,
+                        help="particle diameter in pixels of the micrographs, not Angstrom ('cryounet "
+                             "diameter' estimates it)")
+    parser.add_argument("--diameter-check", choices=("error", "warn", "off"), default="error",
+                        help="a diameter far from what the picks and micrographs suggest (see 'cryounet "
+                             "diameter') is an error (default), a warning, or not checked (off)")
     parser.add_argument("--datasets", type=Path,
                         help="JSON list of datasets to train on together, instead of --micrographs/"
                              "--coordinates/--diameter: [{\"micrographs\": [...], \"coordinates\": "
@@ -102,6 +107,21 @@ def _inputs(args: argparse.Namespace) -> list[Path]:
     return input_paths(*groups)
 
 
+def _check_diameters(datasets: list[dict], what: str, mode: str) -> None:
+    """Refuse (or, with ``mode`` warn, log) a diameter that contradicts the training data."""
+    from cryounet.analysis.diameter_inputs import training_diameter_problem
+    from cryounet.errors import CryoUNetError
+    from cryounet.io.micrographs import expand_micrographs
+
+    for entry in datasets:
+        problem = training_diameter_problem(float(entry["diameter"]), expand_micrographs(entry["micrographs"]),
+                                            Path(entry["coordinates"]), what)
+        if problem and mode == "error":
+            raise CryoUNetError(problem)
+        if problem:
+            logger.warning("%s", problem)
+
+
 def _launch(args: argparse.Namespace, devices: list[str], cfg) -> int:
     """Run this command in one torchrun process per device, after claiming the output folder (the
     processes write into it; it is marked complete when they all succeeded)."""
@@ -156,6 +176,9 @@ def main(args: argparse.Namespace) -> int:
     for entry in datasets:
         if (entry.get("valid_micrographs") is None) != (entry.get("valid_coordinates") is None):
             raise CryoUNetError("--valid-micrographs and --valid-coordinates go together")
+    if args.diameter_check != "off" and not distributed.in_torchrun():
+        _check_diameters(datasets, "--diameter" if args.datasets is None else f"{args.datasets}: diameter",
+                         args.diameter_check)
     init = None
     if args.init:
         init_dir = args.init

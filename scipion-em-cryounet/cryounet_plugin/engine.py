@@ -1,8 +1,9 @@
 """The plugin's one door to the CryoUNet engine.
 
 This is the only plugin module that imports ``cryounet``, and it imports only the engine's
-torch-free ground (``cryounet.config``, ``cryounet.errors``, ``cryounet.io`` and ``cryounet.render``),
-so Scipion's GUI never loads torch. Every rule the two halves share lives once, in the engine, and reaches the
+torch-free ground (``cryounet.config``, ``cryounet.errors``, ``cryounet.io``, ``cryounet.render`` and the
+diameter estimate of ``cryounet.analysis``), so Scipion's GUI never loads torch. Every rule the two halves
+share lives once, in the engine, and reaches the
 plugin here: file names of model and pick folders, the micrograph and coordinate suffixes, the MRC
 header check, the picking-threshold rule, the box/diameter rule, the choice lists of the forms, the
 validation of engine options, the engine command line and how picks are drawn on a micrograph.
@@ -21,6 +22,8 @@ from cryounet import __version__ as VERSION
 from cryounet import config as _config
 from cryounet import device_probe as _device_probe
 from cryounet import render as _render
+from cryounet.analysis import diameter as _diameterRules
+from cryounet.analysis import diameter_inputs as _diameter
 from cryounet.errors import CryoUNetError
 from cryounet.io import atomic as _atomic
 from cryounet.io import coordinates as _coordinates
@@ -337,6 +340,25 @@ def cudaImpossible():
     """True when this machine certainly has no CUDA GPU (Linux without the NVIDIA driver), known
     without importing torch: the forms' 'use the GPU' default follows it."""
     return _device_probe.cuda_impossible()
+
+
+@_asValueError
+def estimateDiameter(micrographPaths, picks=None, boxSize=None, maxMicrographs=6):
+    """The particle diameter (px of the micrographs) the engine estimates from the micrographs and,
+    when given, their picks (``picks[i]``: ``(N, 2)`` x, y on ``micrographPaths[i]``) and box size:
+    ``{"diameter_px", "low", "high", "confidence", "methods": [...], "report": text}``
+    (``diameter_px`` None when nothing could be measured)."""
+    evidence = _diameter.evidence_from_picks(micrographPaths, picks, [boxSize] if boxSize else [])
+    estimate = _diameter.estimate_from(evidence, max_images=maxMicrographs)
+    return dict(estimate.as_dict(), report=estimate.report())
+
+
+def diameterContradiction(diameterPx, estimate):
+    """Why a diameter (px) contradicts an :func:`estimateDiameter` result (the rule ``cryounet train``
+    applies, without the picks' crowding), or None."""
+    found = _diameterRules.DiameterEstimate(estimate["diameter_px"], estimate["low"], estimate["high"],
+                                            estimate["confidence"])
+    return _diameterRules.diameter_problem(float(diameterPx), found, ())
 
 
 # ================================================================== files

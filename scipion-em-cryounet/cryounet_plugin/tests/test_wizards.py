@@ -12,6 +12,8 @@ from cryounet_plugin.wizards.wizard_threshold import thresholdFromScores
 
 
 class FakeForm:
+    """A form that records what a wizard sets and says."""
+
     def __init__(self, protocol):
         self.protocol = protocol
         self.values, self.messages = {}, []
@@ -21,6 +23,9 @@ class FakeForm:
 
     def showWarning(self, msg, header="Warning"):
         self.messages.append(msg)
+
+    def showInfo(self, msg, header="Info"):
+        self.messages.append("info: " + msg)
 
 
 def _getter(value):
@@ -49,7 +54,8 @@ def test_threshold_from_scores():
 
 def test_diameter_wizard_on_fake_form():
     coordMics = SimpleNamespace(getSamplingRate=lambda: 1.0)
-    coords = SimpleNamespace(getBoxSize=lambda: 120, getMicrographs=lambda: coordMics)
+    coordMics.iterItems = lambda: iter(())
+    coords = SimpleNamespace(getBoxSize=lambda: 120, getMicrographs=lambda: coordMics, iterItems=lambda: iter(()))
     mics = SimpleNamespace(getSamplingRate=lambda: 2.0)
     protocol = SimpleNamespace(inputCoordinates=_getter(coords), inputMicrographs=_getter(mics),
                                diameterUnit=_getter(UNIT_PIXELS))
@@ -60,7 +66,7 @@ def test_diameter_wizard_on_fake_form():
     form = FakeForm(protocol)
     CryoUnetDiameterWizard().show(form)
     assert form.values == {} and "Select the input coordinates" in form.messages[0]
-    noBox = SimpleNamespace(getBoxSize=lambda: 0, getMicrographs=lambda: coordMics)
+    noBox = SimpleNamespace(getBoxSize=lambda: 0, getMicrographs=lambda: coordMics, iterItems=lambda: iter(()))
     protocol.inputCoordinates = _getter(noBox)
     form = FakeForm(protocol)
     CryoUnetDiameterWizard().show(form)
@@ -110,3 +116,41 @@ def test_postprocess_wizard_on_fake_form():
     CryoUnetThresholdWizard().show(form)
     assert form.values == {"threshold": 0.2}
     assert form.messages[0].startswith("Suggested 0.200: the threshold these picks were made at")
+
+
+def _simulatedCoordinates(folder, boxSize):
+    """Fake Scipion sets over simulated micrographs of 40 px particles (2 A/px), with their picks."""
+    from cryounet.simulate import SimulationConfig, simulate_dataset
+    from cryounet_plugin import engine
+
+    paths = [p for p in simulate_dataset(SimulationConfig(n_micrographs=2, size=384, diameter_px=40.0,
+                                                          particles_per_micrograph=30, seed=8), folder)
+             if p.suffix == ".mrc"]
+    mics = [SimpleNamespace(getObjId=lambda i=i: i + 1, getFileName=lambda p=p: str(p))
+            for i, p in enumerate(paths)]
+    coords = [SimpleNamespace(getMicId=lambda i=i: i + 1, getX=lambda x=x: x, getY=lambda y=y: y)
+              for i, p in enumerate(paths) for x, y in engine.readCoordinates(p.with_suffix(".star")).xy]
+    micSet = SimpleNamespace(getSamplingRate=lambda: 2.0, iterItems=lambda: iter(mics))
+    coordSet = SimpleNamespace(getBoxSize=lambda: boxSize, getMicrographs=lambda: micSet,
+                               iterItems=lambda: iter(coords))
+    return SimpleNamespace(inputCoordinates=_getter(coordSet), inputMicrographs=_getter(micSet),
+                           diameterUnit=_getter(UNIT_PIXELS))
+
+
+def test_diameter_wizard_shows_the_engine_estimate(tmp_path):
+    # The box says 40 px and the data agree: the box's value, and the estimate shown.
+    form = FakeForm(_simulatedCoordinates(tmp_path / "a", 60))
+    CryoUnetDiameterWizard().show(form)
+    assert form.values == {"particleDiameter": 40.0}
+    assert form.messages[0].startswith("info: ") and "spacing" in form.messages[0]
+    # A box of 300 px (a 200 px particle) contradicts the data: the estimate fills the form.
+    form = FakeForm(_simulatedCoordinates(tmp_path / "b", 300))
+    CryoUnetDiameterWizard().show(form)
+    assert 30 <= form.values["particleDiameter"] <= 50
+    assert "does not fit the data" in form.messages[0] and "profile" in form.messages[0]
+    # No box size: the estimate, in Angstrom when asked.
+    protocol = _simulatedCoordinates(tmp_path / "c", 0)
+    protocol.diameterUnit = _getter(UNIT_ANGSTROM)
+    form = FakeForm(protocol)
+    CryoUnetDiameterWizard().show(form)
+    assert 60 <= form.values["particleDiameter"] <= 100
