@@ -412,7 +412,13 @@ class CryoUNetConfig:
         return cfg
 
     def validate(self, source: str = "config") -> None:
-        """Check choices and ranges, raising :class:`CryoUNetError` naming the key."""
+        """Check choices and ranges, raising :class:`CryoUNetError` naming the key (``source`` names
+        where the values came from)."""
+        for check in (self._check_choices, self._check_sizes, self._check_ranges, self._check_relations):
+            check(source)
+
+    def _check_choices(self, source: str) -> None:
+        """Every enumerated setting is one of its choices."""
         choices = {
             "preprocess.normalisation": (self.preprocess.normalisation, NORMALISATIONS),
             "target.shape": (self.target.shape, TARGET_SHAPES),
@@ -428,6 +434,9 @@ class CryoUNetConfig:
         for key, (value, allowed) in choices.items():
             if value not in allowed:
                 raise CryoUNetError(f"{source}: {key} = {value!r} is not one of {', '.join(allowed)}")
+
+    def _check_sizes(self, source: str) -> None:
+        """Every float is finite, every size bounded, the network not too large."""
         for section in dataclasses.fields(self):
             for item in dataclasses.fields(getattr(self, section.name)):
                 value = getattr(getattr(self, section.name), item.name)
@@ -443,6 +452,9 @@ class CryoUNetConfig:
                                 f"model.depth = {self.model.depth} and model.blocks_per_level = "
                                 f"{self.model.blocks_per_level} would have about {parameters / 1e6:.0f} million "
                                 f"parameters, more than the {MAX_PARAMETERS / 1e6:.0f} million CryoUNet builds")
+
+    def _check_ranges(self, source: str) -> None:
+        """Positive sizes and fractions between 0 and 1."""
         positive = {
             "preprocess.working_diameter": self.preprocess.working_diameter,
             "target.positive_radius": self.target.positive_radius,
@@ -476,6 +488,9 @@ class CryoUNetConfig:
         for key, value in fractions.items():
             if not 0 <= value <= 1:
                 raise CryoUNetError(f"{source}: {key} must be between 0 and 1, got {value}")
+
+    def _check_relations(self, source: str) -> None:
+        """Signs, relations between keys, thresholds, folds, seeds and the pick settings."""
         if not (self.train.learning_rate >= 0 and self.train.weight_decay >= 0):
             raise CryoUNetError(f"{source}: train.learning_rate and train.weight_decay must not be negative")
         if self.train.positive_fraction + self.train.hard_negative_fraction > 1:

@@ -14,17 +14,20 @@ ENGINE = REPO / "cryounet"
 #: Each room of the engine and its floor: a module may import only rooms on lower floors (and its
 #: own room). Ground floors 0-2 are torch-free; commands only parse arguments and call the stages.
 FLOORS = {
-    "cryounet": 0, "errors": 0,
-    "config": 1,
-    "io": 2,
-    "preprocess": 3, "device": 3, "process": 3, "simulate": 3,
-    "models": 4, "postprocess": 4,
+    "cryounet": 0, "errors": 0, "device_probe": 0,
+    "config": 1, "limits": 1,
+    "io": 2, "failures": 2,
+    "preprocess": 3, "device": 3, "process": 3, "simulate": 3, "render": 3, "analysis": 3,
+    "models": 4, "postprocess": 4, "previews": 4,
     "inference": 5, "evaluation": 5,
     "training": 6,
     "commands": 7,
     "cli": 8,
     "__main__": 9,
 }
+#: Modules on another floor than their room: the one JSON reader sits below the configuration,
+#: which reads its files with it.
+MODULE_FLOORS = {"cryounet.io.json_files": 0.5}
 #: Longest function body (lines after its docstring).
 FUNCTION_LINES = 60
 #: Longest command module (lines).
@@ -63,13 +66,17 @@ def test_every_room_has_a_floor() -> None:
 def test_nothing_imports_upward() -> None:
     upward = []
     for module, path in _modules():
-        room = _room(module)
+        room, floor = _room(module), _floor(module)
         for line, name in _imports(ast.parse(path.read_text(encoding="utf-8"))):
             target = _room(name)
-            if target != room and FLOORS[target] >= FLOORS[room]:
-                upward.append(f"{path.relative_to(REPO)}:{line} ({room}, floor {FLOORS[room]}) imports "
-                              f"{name} ({target}, floor {FLOORS[target]})")
+            if target != room and _floor(name) >= floor:
+                upward.append(f"{path.relative_to(REPO)}:{line} ({room}, floor {floor}) imports "
+                              f"{name} ({target}, floor {_floor(name)})")
     assert upward == []
+
+
+def _floor(module: str) -> float:
+    return MODULE_FLOORS.get(module, FLOORS[_room(module)])
 
 
 def _body_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:

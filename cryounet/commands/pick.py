@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
-from typing import Any
 
 from cryounet.commands._common import (GENERAL_HELP, MICROGRAPHS_HELP, add_device, add_overwrite, diameter,
                                       model_folder, non_negative_int, positive_int, shard, show_progress)
-from cryounet.config import BACKENDS, GPU_PICK_WORKERS, PRECISIONS, CryoUNetConfig, PickConfig
+from cryounet.config import BACKENDS, GPU_PICK_WORKERS, PRECISIONS, PickConfig
 from cryounet.io.model_folder import AUTO_THRESHOLD
 
 name = "pick"
@@ -29,9 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "pick.threshold when set, else the one calibrated at training")
     parser.add_argument("--batch-size", type=positive_int, help="tiles per forward pass")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                        help="test-time augmentation over the model's pick.tta_symmetries (4 "
-                             "rotations; 8 flips/rotations for models of 0.4.0 or earlier) (default: "
-                             "the model's pick.tta, on for models trained since 0.2)")
+                        help="test-time augmentation: average the network's output over the "
+                             "model's pick.tta_symmetries (the four rotations, or all eight flips and "
+                             "rotations) (default: the model's pick.tta)")
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="arithmetic of the network when picking (a setting of this machine): "
                              "float32 (default; what thresholds are calibrated with), bfloat16 "
@@ -69,10 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from cryounet.config import cpu_pick_settings
+    from cryounet.inference.backend import OPTIONS, PickRequest, make_picker
     from cryounet.inference.batch import pick_micrographs
     from cryounet.io.micrographs import expand_micrographs
-    from cryounet.io.model_folder import check_general_diameter, parse_threshold, read_model_info
+    from cryounet.io.model_folder import check_general_diameter, parse_threshold
     from cryounet.io.outputs import claim_output_folder, input_paths
     from cryounet.io.picks_folder import PICK_PATTERNS, check_stems, pick_names, select_shard
 
@@ -83,18 +81,13 @@ def main(args: argparse.Namespace) -> int:
     if args.shard is not None:
         micrographs = select_shard(micrographs, *args.shard)
         logger.info("shard %d/%d: %d of %d micrographs", *args.shard, len(micrographs), total)
-    base = read_model_info(args.model[0]).config
-    # The models' picking rules (threshold, NMS, ...) apply; the machine's settings are this machine's.
-    cpu_cfg = _pick_config(args, base, cpu_pick_settings())
-    members = _members(args, cpu_cfg)  # pick.folds is a rule of the model, not of the machine
-    picker = _onnx_picker(args, cpu_cfg, members)
-    if picker is None:
-        picker = _torch_picker(args, base, members)
+    chosen = make_picker(PickRequest(list(args.model), args.device, args.threads, args.config,
+                                     {option: getattr(args, option) for option in OPTIONS}, args.diameter))
     check_stems(micrographs)
     folder = claim_output_folder(args.output, "pick", overwrite=args.overwrite, resume=args.resume,
                                  patterns=PICK_PATTERNS, writes=pick_names(micrographs),
-                                 inputs=input_paths(args.micrographs, micrographs, members, args.config))
-    summary = pick_micrographs(picker, micrographs, args.output, threshold, show_progress(args),
+                                 inputs=input_paths(args.micrographs, micrographs, chosen.members, args.config))
+    summary = pick_micrographs(chosen.picker, micrographs, args.output, threshold, show_progress(args),
                                allow_all_skipped=args.allow_all_skipped, shard=args.shard, listed=total,
                                resume=args.resume)
     folder.complete()
@@ -102,111 +95,3 @@ def main(args: argparse.Namespace) -> int:
                 summary.total, len(summary.picked), summary.threshold,
                 f" ({len(summary.failed)} skipped)" if summary.failed else "", args.output)
     return 0
-
-
-def _pick_config(args: argparse.Namespace, base: CryoUNetConfig, machine: dict[str, Any]) -> PickConfig:
-    """The pick settings: the first model's rules, ``machine``'s settings, then ``--config``'s and
-    the command line's."""
-    from cryounet.config import load_config
-
-    cfg = base.updated({"pick": machine})
-    if args.config is not None:
-        cfg = load_config(args.config, base=cfg)
-    pick_cfg = cfg.pick
-    for option in ("batch_size", "tta", "precision", "workers", "folds", "backend"):
-        if getattr(args, option) is not None:
-            setattr(pick_cfg, option, getattr(args, option))
-    return pick_cfg
-
-
-def _members(args: argparse.Namespace, pick_cfg: PickConfig) -> list[Path]:
-    """The model folders to pick with: the given ones, then their calibration fold models."""
-    from cryounet.io.model_folder import picking_members
-
-    given = list(args.model)
-    folds = [path for path in picking_members(given, pick_cfg.folds) if path not in set(given)]
-    if folds:
-        logger.info("with %d calibration fold model(s) of %s: an ensemble of %d networks "
-                    "(--no-folds: the given model(s) alone)", len(folds),
-                    ", ".join(str(p) for p in given), len(given) + len(folds))
-    return given + folds
-
-
-def _cuda_impossible() -> bool:
-    """Whether this machine certainly has no CUDA GPU, known without importing torch: Linux
-    without the NVIDIA driver (which every CUDA GPU needs, in a container too)."""
-    return sys.platform.startswith("linux") and not Path("/proc/driver/nvidia/version").exists()
-
-
-def _onnx_picker(args: argparse.Namespace, pick_cfg: PickConfig, members: list[Path]):
-    """An :class:`~cryounet.inference.onnx_picker.OnnxPicker` when ``pick.backend`` and this
-    machine allow it (see :class:`~cryounet.config.PickConfig`), else None (PyTorch picks; the
-    reason is logged). ``--backend onnxruntime`` raises instead of falling back."""
-    from cryounet.errors import CryoUNetError
-
-    device = "auto" if args.device is None else args.device.strip().lower()
-    if pick_cfg.backend == "torch":
-        return None
-    explicit = pick_cfg.backend == "onnxruntime"
-    reason, anomaly = None, False
-    if device not in ("cpu", "auto"):
-        reason = f"ONNX Runtime picks on the CPU only, and --device {args.device} asks for a GPU"
-    elif device == "auto" and not explicit and not _cuda_impossible():
-        reason = "this machine may have a CUDA GPU (pass --device cpu to pick on the CPU with it)"
-    elif pick_cfg.precision != "float32":
-        reason = f"ONNX Runtime picks in float32, and pick.precision is {pick_cfg.precision}"
-    if reason is None:
-        from cryounet.inference.onnx_picker import runtime_version
-
-        version = runtime_version()
-        if version is None:
-            reason = "ONNX Runtime is not installed (pip install onnxruntime)"
-    if reason is None:
-        from cryounet.inference.onnx_picker import OnnxPicker, OnnxUnusable, load_onnx_model
-        from cryounet.limits import fit_threads
-
-        threads = fit_threads(args.threads)
-        try:
-            models = [load_onnx_model(path, threads) for path in members]
-        except OnnxUnusable as exc:
-            reason, anomaly = str(exc), exc.anomaly
-    if reason is not None:
-        if explicit:
-            raise CryoUNetError(f"--backend onnxruntime cannot pick here: {reason}")
-        logger.log(logging.WARNING if anomaly else logging.INFO, "picking with PyTorch: %s", reason)
-        return None
-    if device == "auto" and not _cuda_impossible():
-        logger.info("--backend onnxruntime: running on the CPU although this machine may have a CUDA GPU")
-    logger.info("using device cpu (%d threads, ONNX Runtime %s; --backend torch for PyTorch)", threads, version)
-    _set_diameter(args, models)
-    _log_settings(pick_cfg)
-    return OnnxPicker(models, pick_cfg)
-
-
-def _torch_picker(args: argparse.Namespace, base: CryoUNetConfig, members: list[Path]):
-    """A :class:`~cryounet.inference.picker.Picker` on ``--device``."""
-    from cryounet.device import machine_pick_settings, resolve_device
-    from cryounet.inference.picker import Picker
-    from cryounet.inference.predict import check_precision
-    from cryounet.models.weights import load_model
-
-    device = resolve_device(args.device, args.threads)
-    pick_cfg = _pick_config(args, base, machine_pick_settings(device))
-    models = [load_model(path, device) for path in members]
-    _set_diameter(args, models)
-    check_precision(device, pick_cfg.precision)
-    if pick_cfg.precision != "float32":
-        logger.info("forward passes in %s (autocast); probabilities in float32", pick_cfg.precision)
-    _log_settings(pick_cfg)
-    return Picker(models, pick_cfg, device)
-
-
-def _set_diameter(args: argparse.Namespace, models: list) -> None:
-    if args.diameter is not None:
-        for model in models:
-            model.info.diameter_px = args.diameter
-
-
-def _log_settings(pick_cfg: PickConfig) -> None:
-    logger.info("picking with tile_size %d, batch_size %d, %d worker thread(s), %s",
-                pick_cfg.tile_size, pick_cfg.batch_size, pick_cfg.workers, pick_cfg.precision)

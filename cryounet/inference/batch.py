@@ -58,6 +58,79 @@ class _InTurn:
         return future
 
 
+class _Run:
+    """One picking run's steps: read and preprocess, the network, peaks and the STAR file, and the
+    bookkeeping of what was picked or skipped."""
+
+    def __init__(self, picker: BasePicker, output: Path, threshold: float) -> None:
+        self.picker, self.output, self.threshold = picker, output, threshold
+        self.summary = PickSummary(threshold=threshold)
+        self.done: list[Path] = []
+
+    def prepare(self, mic: Path):
+        return self.picker.prepare(read_micrograph(mic))
+
+    def finish(self, mic: Path, prob, spread, scale) -> Picks:
+        picks = self.picker.finish(prob, spread, scale, self.threshold)
+        write_star_picks(self.output / f"{mic.stem}.star", picks)
+        return picks
+
+    def failed(self, mic: Path, exc: Exception) -> None:
+        logger.warning("skipping %s: %s", mic, exc)
+        self.summary.failed[str(mic)] = str(exc)
+
+    def fits(self, mic: Path) -> bool:
+        problem = name_too_long(self.output, f"{mic.stem}.star")
+        if problem is not None:
+            self.failed(mic, InputFileError(mic, problem))
+        return problem is None
+
+    def collect(self, mic: Path, future: Future[Picks]) -> None:
+        try:
+            picks = future.result()
+        except (InputFileError, CryoUNetError) as exc:
+            self.failed(mic, exc)
+            return
+        self.done.append(mic)
+        self.summary.picked[mic.stem] = len(picks)
+        logger.debug("%s: %d picks", mic.name, len(picks))
+
+    def stream(self, todo: Sequence[Path], workers: int, progress: bool) -> None:
+        """Pick ``todo`` in order; at most ``workers`` + 1 micrographs read ahead and ``workers``
+        maps behind the network, so memory stays bounded."""
+        from tqdm import tqdm
+
+        with ExitStack() as stack:
+            if workers:
+                readers = stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix="cryounet-read"))
+                finishers = stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix="cryounet-peaks"))
+                stack.callback(readers.shutdown, cancel_futures=True)  # on an error: no more reading
+            else:
+                readers = finishers = _InTurn()
+            queue = (mic for mic in todo if self.fits(mic))
+            ahead: deque[tuple[Path, Future]] = deque()
+            behind: deque[tuple[Path, Future[Picks]]] = deque()
+            bar = stack.enter_context(tqdm(total=len(todo), desc="picking", unit="mic", disable=not progress))
+            while True:
+                while len(ahead) <= workers and (mic := next(queue, None)) is not None:
+                    ahead.append((mic, readers.submit(self.prepare, mic)))
+                if not ahead:
+                    break
+                mic, future = ahead.popleft()
+                try:
+                    image, scale = future.result()
+                    prob, spread = self.picker.probability(image)
+                except (InputFileError, CryoUNetError) as exc:
+                    self.failed(mic, exc)
+                else:
+                    behind.append((mic, finishers.submit(self.finish, mic, prob, spread, scale)))
+                while len(behind) > workers:
+                    self.collect(*behind.popleft())
+                bar.update()
+            while behind:
+                self.collect(*behind.popleft())
+
+
 def pick_micrographs(picker: BasePicker, micrographs: Sequence[Path], output: Path,
                      threshold: float | None, progress: bool = True,
                      allow_all_skipped: bool = False, workers: int | None = None,
@@ -71,8 +144,9 @@ def pick_micrographs(picker: BasePicker, micrographs: Sequence[Path], output: Pa
 
     A micrograph that cannot be read, or whose STAR file name would be too long for the file system,
     is skipped with a warning (no STAR file) and listed with the reason in ``skipped.json``
-    (``[{"micrograph": path, "reason": text}, ...]``). When every micrograph fails, :class:`CryoUNetError` is raised unless ``allow_all_skipped`` (then the
-    index is written empty). The index lists the picked micrographs in the order given.
+    (``[{"micrograph": path, "reason": text}, ...]``). When every micrograph fails,
+    :class:`CryoUNetError` is raised unless ``allow_all_skipped`` (then the index is written empty).
+    The index lists the picked micrographs in the order given.
 
     ``pick.json`` records the models (their weights' SHA-256), the threshold, the diameter, the
     number of micrographs and ``shard`` (K, N) of a list of ``listed`` micrographs, for ``merge``.
@@ -80,83 +154,22 @@ def pick_micrographs(picker: BasePicker, micrographs: Sequence[Path], output: Pa
     With ``resume`` (an interrupted pick into ``output``), micrographs whose STAR file is there are
     kept as they are, not picked again, and listed in the index with the others.
     """
-    from tqdm import tqdm
 
     workers = picker.pick.workers if workers is None else workers
     if workers < 0:
         raise CryoUNetError(f"pick.workers must not be negative, got {workers}")
     thr = picker.threshold(threshold)
-    summary = PickSummary(threshold=thr)
     output.mkdir(parents=True, exist_ok=True)
     record = PickRecord("pick", [model_entry(m.path, m.info.sha256) for m in picker.models], thr,
-                        picker.models[0].info.diameter_px, len(micrographs), shard, listed)
+                        picker.diameter, len(micrographs), shard, listed)
     if resume:
         check_same_picking(output, record)
     write_pick_record(output, record)  # first: an interrupted run's folder says what it was picking
-    done: list[Path] = []
     finished = finished_picks(output, micrographs) if resume else {}
-    summary.picked.update(finished)
-    todo = [mic for mic in micrographs if mic.stem not in finished]
-
-    def prepare(mic: Path):
-        return picker.prepare(read_micrograph(mic))
-
-    def finish(mic: Path, prob, spread, scale) -> Picks:
-        picks = picker.finish(prob, spread, scale, thr)
-        write_star_picks(output / f"{mic.stem}.star", picks)
-        return picks
-
-    def failed(mic: Path, exc: Exception) -> None:
-        logger.warning("skipping %s: %s", mic, exc)
-        summary.failed[str(mic)] = str(exc)
-
-    def fits(mic: Path) -> bool:
-        problem = name_too_long(output, f"{mic.stem}.star")
-        if problem is not None:
-            failed(mic, InputFileError(mic, problem))
-        return problem is None
-
-    def collect(mic: Path, future: Future[Picks]) -> None:
-        try:
-            picks = future.result()
-        except (InputFileError, CryoUNetError) as exc:
-            failed(mic, exc)
-            return
-        done.append(mic)
-        summary.picked[mic.stem] = len(picks)
-        logger.debug("%s: %d picks", mic.name, len(picks))
-
-    with ExitStack() as stack:
-        if workers:
-            readers = stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix="cryounet-read"))
-            finishers = stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix="cryounet-peaks"))
-            stack.callback(readers.shutdown, cancel_futures=True)  # on an error: no more reading
-        else:
-            readers = finishers = _InTurn()
-        queue = (mic for mic in todo if fits(mic))
-        ahead: deque[tuple[Path, Future]] = deque()
-        behind: deque[tuple[Path, Future[Picks]]] = deque()
-        bar = stack.enter_context(tqdm(total=len(todo), desc="picking", unit="mic",
-                                       disable=not progress))
-        while True:
-            # At most workers + 1 micrographs read ahead and workers maps behind: memory stays bounded.
-            while len(ahead) <= workers and (mic := next(queue, None)) is not None:
-                ahead.append((mic, readers.submit(prepare, mic)))
-            if not ahead:
-                break
-            mic, future = ahead.popleft()
-            try:
-                image, scale = future.result()
-                prob, spread = picker.probability(image)
-            except (InputFileError, CryoUNetError) as exc:
-                failed(mic, exc)
-            else:
-                behind.append((mic, finishers.submit(finish, mic, prob, spread, scale)))
-            while len(behind) > workers:
-                collect(*behind.popleft())
-            bar.update()
-        while behind:
-            collect(*behind.popleft())
+    run = _Run(picker, output, thr)
+    run.summary.picked.update(finished)
+    run.stream([mic for mic in micrographs if mic.stem not in finished], workers, progress)
+    summary, done = run.summary, run.done
     write_skipped(output, summary.failed)
     picked = set(done)
     indexed = [m for m in micrographs if m in picked or m.stem in finished]

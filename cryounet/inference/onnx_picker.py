@@ -164,11 +164,11 @@ def predict_probability_onnx(network: OnnxNetwork, image: np.ndarray, pick: Pick
 class OnnxPicker(BasePicker):
     """Picks micrographs with ONNX networks on the CPU (one model or an ensemble)."""
 
-    def __init__(self, models: Sequence[OnnxModel], pick: PickConfig) -> None:
+    def __init__(self, models: Sequence[OnnxModel], pick: PickConfig, diameter: float | None = None) -> None:
         if pick.precision != "float32":
             raise CryoUNetError(f"pick.precision {pick.precision} needs the PyTorch backend "
                                 "(--backend torch); ONNX Runtime picks in float32")
-        super().__init__(models, pick)
+        super().__init__(models, pick, diameter)
 
     def probability(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         return self.combine([predict_probability_onnx(m.network, image, self.pick) for m in self.models])

@@ -31,8 +31,8 @@ class Picker(BasePicker):
     """
 
     def __init__(self, models: Sequence[LoadedModel], pick: PickConfig,
-                 device: torch.device | str = "cpu") -> None:
-        super().__init__(models, pick)
+                 device: torch.device | str = "cpu", diameter: float | None = None) -> None:
+        super().__init__(models, pick, diameter)
         for model in self.models:
             # One pass over each feature map instead of two, in the device's fastest layout (same
             # values to float32 rounding, BENCHMARKS.md "Speed"); the picker owns its networks now.

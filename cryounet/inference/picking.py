@@ -46,7 +46,9 @@ class BasePicker(ABC):
     probability maps are on the same grid.
     """
 
-    def __init__(self, models: Sequence[PickingModel], pick: PickConfig) -> None:
+    def __init__(self, models: Sequence[PickingModel], pick: PickConfig, diameter: float | None = None) -> None:
+        """``diameter``: the particle diameter to pick at (px of the micrographs), None for the
+        models' own (a general model, or micrographs of another pixel size, need another)."""
         if not models:
             raise CryoUNetError("no model given")
         first = models[0]
@@ -64,7 +66,7 @@ class BasePicker(ABC):
             logger.warning("test-time augmentation over %d symmetries, but the TTA thresholds of these "
                            "models were calibrated over %s: the automatic threshold may be off",
                            pick.tta_symmetries, " and ".join(map(str, calibrated)))
-        self.diameter = first.info.diameter_px
+        self.diameter = first.info.diameter_px if diameter is None else float(diameter)
         self.preprocess_cfg = first.info.config.preprocess
 
     def threshold(self, explicit: float | None = None) -> float:

@@ -500,3 +500,18 @@ def read_validation_curve(folder: str | os.PathLike[str]) -> dict[str, list[floa
     if missing:
         raise InputFileError(path, f"validation curve has no '{missing[0]}'")
     return data
+
+
+#: ``train --init auto`` (Scipion: *Start from* automatic): start from the general model when fewer
+#: micrographs than this are labelled, else from random weights. With one labelled micrograph a
+#: start from another set's model gained F1 on both shared sets; with four it gained nothing
+#: (docs/history: "Few picks, with and without a starting model").
+AUTO_INIT_BELOW = 2
+#: The word that asks for the automatic start.
+AUTO_INIT = "auto"
+
+
+def automatic_start(labelled_micrographs: int) -> str | None:
+    """What ``--init auto`` starts from for this many labelled micrographs: ``general`` (the shipped
+    general model) or None (random weights)."""
+    return GENERAL_NAME if labelled_micrographs < AUTO_INIT_BELOW else None

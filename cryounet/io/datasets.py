@@ -1,0 +1,101 @@
+"""The labelled datasets a training run learns from: from the command line's options or a
+``--datasets`` JSON list, checked before anything is loaded.
+
+A dataset is a dict with ``micrographs`` (paths, globs, folders or ``@lists``), ``coordinates`` (a
+folder), ``diameter`` (px) and, optionally, ``valid_micrographs`` / ``valid_coordinates``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from cryounet.errors import CryoUNetError, InputFileError
+from cryounet.io.json_files import read_json
+from cryounet.io.micrographs import check_diameter
+
+REQUIRED = ("micrographs", "coordinates", "diameter")
+KEYS = REQUIRED + ("valid_micrographs", "valid_coordinates")
+
+
+def datasets_from_options(micrographs: Sequence[str] | None, coordinates: Path | None, diameter: float | None,
+                          valid_micrographs: Sequence[str] | None = None, valid_coordinates: Path | None = None,
+                          datasets_file: Path | None = None) -> list[dict[str, Any]]:
+    """The datasets to train on: the ``--datasets`` list, or the one the plain options give.
+
+    Raises:
+        CryoUNetError: options missing or given together with ``--datasets``, or an invalid list.
+    """
+    plain = {"--micrographs": micrographs, "--coordinates": coordinates, "--diameter": diameter}
+    if datasets_file is None:
+        missing = [option for option, value in plain.items() if value is None]
+        if missing:
+            raise CryoUNetError(f"give {', '.join(missing)} (or --datasets, a JSON list of datasets)")
+        data = [{"micrographs": list(micrographs), "coordinates": coordinates, "diameter": diameter,
+                 "valid_micrographs": valid_micrographs, "valid_coordinates": valid_coordinates}]
+    else:
+        if any(value is not None for value in plain.values()):
+            raise CryoUNetError("--datasets replaces --micrographs/--coordinates/--diameter; give one or the other")
+        data = read_dataset_list(datasets_file)
+    for entry in data:
+        if (entry.get("valid_micrographs") is None) != (entry.get("valid_coordinates") is None):
+            raise CryoUNetError("--valid-micrographs and --valid-coordinates go together")
+    return data
+
+
+def read_dataset_list(path: Path) -> list[dict[str, Any]]:
+    """A ``--datasets`` JSON list, each entry checked (keys, diameter, path types)."""
+    try:
+        data = read_json(path, "JSON dataset list")
+    except InputFileError as exc:
+        raise CryoUNetError(f"{path}: cannot read the dataset list ({exc.problem})") from None
+    if not isinstance(data, list) or not data:
+        raise CryoUNetError(f"{path}: expected a non-empty JSON list of datasets")
+    return [_checked_entry(entry, f"{path}: dataset {i}") for i, entry in enumerate(data)]
+
+
+def _checked_entry(entry: Any, where: str) -> dict[str, Any]:
+    if not isinstance(entry, dict) or not set(REQUIRED) <= set(entry):
+        raise CryoUNetError(f"{where} needs {', '.join(REQUIRED)}")
+    if set(entry) - set(KEYS):
+        raise CryoUNetError(f"{where} has unknown keys {sorted(set(entry) - set(KEYS))}")
+    if isinstance(entry["diameter"], bool):
+        raise CryoUNetError(f"{where}: diameter must be a number of pixels, got {entry['diameter']!r}")
+    entry["diameter"] = check_diameter(entry["diameter"], f"{where}: diameter")
+    for key in ("micrographs", "valid_micrographs"):
+        value = entry.get(key)
+        if isinstance(value, str):
+            entry[key] = [value]
+        elif value is not None and not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+            raise CryoUNetError(f"{where}: {key} must be a path or a list of paths, got {value!r}")
+    for key in ("coordinates", "valid_coordinates"):
+        if entry.get(key) is not None and not isinstance(entry[key], str):
+            raise CryoUNetError(f"{where}: {key} must be a folder path, got {entry[key]!r}")
+    return entry
+
+
+def dataset_paths(datasets: Sequence[dict[str, Any]]) -> list[str | os.PathLike[str]]:
+    """Every path the datasets name (micrograph sources and coordinate folders)."""
+    paths: list[str | os.PathLike[str]] = []
+    for entry in datasets:
+        for key in KEYS[:2] + KEYS[3:]:
+            value = entry.get(key)
+            if value is not None:
+                paths += value if isinstance(value, list) else [value]
+    return paths
+
+
+def labelled_micrographs(datasets: Sequence[dict[str, Any]]) -> int:
+    """How many of the datasets' micrographs (validation included) have a coordinate file."""
+    from cryounet.io.coordinates import list_coordinate_files
+    from cryounet.io.micrographs import expand_micrographs
+
+    count = 0
+    for entry in datasets:
+        for mics, coords in ((entry["micrographs"], entry["coordinates"]),
+                             (entry.get("valid_micrographs"), entry.get("valid_coordinates"))):
+            if mics is None or coords is None or not Path(coords).is_dir():
+                continue
+            stems = {p.stem for p in expand_micrographs(mics)}
+            count += len(stems & set(list_coordinate_files(coords, stems=stems)))
+    return count

@@ -1,0 +1,58 @@
+"""The datasets of a training run (cryounet.io.datasets): from options or a --datasets list."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cryounet.errors import CryoUNetError
+from cryounet.io.datasets import dataset_paths, datasets_from_options, labelled_micrographs
+
+from engine_helpers import SimData
+
+
+def test_missing_options_are_named() -> None:
+    with pytest.raises(CryoUNetError, match=r"give --coordinates, --diameter \(or --datasets"):
+        datasets_from_options(["mics/"], None, None)
+
+
+def test_datasets_replaces_the_plain_options(tmp_path: Path) -> None:
+    listing = tmp_path / "d.json"
+    listing.write_text(json.dumps([{"micrographs": "a/", "coordinates": "a/", "diameter": 40}]))
+    with pytest.raises(CryoUNetError, match="replaces"):
+        datasets_from_options(["mics/"], None, None, datasets_file=listing)
+    data = datasets_from_options(None, None, None, datasets_file=listing)
+    assert data == [{"micrographs": ["a/"], "coordinates": "a/", "diameter": 40.0}]
+
+
+@pytest.mark.parametrize("entry, words", [
+    ({"micrographs": "a/", "coordinates": "a/"}, "needs micrographs, coordinates, diameter"),
+    ({"micrographs": "a/", "coordinates": "a/", "diameter": 40, "colour": 1}, "unknown keys ['colour']"),
+    ({"micrographs": "a/", "coordinates": "a/", "diameter": True}, "diameter must be a number"),
+    ({"micrographs": [], "coordinates": "a/", "diameter": 40}, "must be a path or a list of paths"),
+    ({"micrographs": "a/", "coordinates": 3, "diameter": 40}, "must be a folder path"),
+])
+def test_a_bad_dataset_entry_is_named(tmp_path: Path, entry: dict, words: str) -> None:
+    listing = tmp_path / "d.json"
+    listing.write_text(json.dumps([entry]))
+    with pytest.raises(CryoUNetError, match="dataset 0") as info:
+        datasets_from_options(None, None, None, datasets_file=listing)
+    assert words in str(info.value)
+
+
+def test_validation_options_go_together() -> None:
+    with pytest.raises(CryoUNetError, match="go together"):
+        datasets_from_options(["m/"], Path("c"), 40.0, valid_micrographs=["v/"])
+
+
+def test_labelled_micrographs_counts_those_with_coordinates(sim_data: SimData, tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    shutil.copytree(sim_data.folder, folder)
+    data = datasets_from_options([str(folder)], folder, 20.0)
+    assert labelled_micrographs(data) == len(sim_data.micrographs)
+    for star in sorted(folder.glob("*.star"))[1:]:
+        star.unlink()
+    assert labelled_micrographs(data) == 1
+    assert set(dataset_paths(data)) == {str(folder), folder}
