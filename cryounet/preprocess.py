@@ -24,18 +24,23 @@ MIN_WORKING_SIZE = 16
 #: particle diameters (rounded to an odd number of pixels).
 FLAT_WINDOW = 0.5
 #: A window whose variance is below this fraction of the informative level is flat.
-FLAT_VARIANCE = 0.05
+FLAT_VARIANCE = 0.02
 #: Quantile of the local variances (outside constant windows) taken as the informative level.
 FLAT_LEVEL_QUANTILE = 0.75
 #: Flat regions are widened by this many working diameters on each side (the pixels that mix a
 #: region with its surroundings when the micrograph is downsampled or filtered).
 FLAT_MARGIN = 0.1
 #: The flat-region window keeps at least this many pixels across on a subgrid.
-FLAT_MIN_SIDE = 5
+FLAT_MIN_SIDE = 4
 #: Larger images are examined for flat regions on a subgrid of about this many pixels.
 FLAT_PIXELS = 1_100_000
 #: About this many pixels (a regular grid) give the informative centre and level of flat_mask.
 FLAT_SAMPLE = 65_536
+#: Flat regions are filled with white noise of this standard deviation (normalised units, centred on
+#: 0): quiet empty ice. A constant drew picks along the regions' edges (bench/normalisation.py).
+FILL_SCALE = 0.5
+#: Seed of the noise that fills flat regions (fixed: the same image always normalises the same way).
+FILL_SEED = 0
 #: Below this informative share of the image, normalisation falls back to the whole image.
 MIN_INFORMATIVE = 0.02
 
@@ -102,8 +107,9 @@ def normalise(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
 
     The statistics are taken over the informative part of the image: near-constant regions (zero
     padding, a grid bar, denoised vacuum; :func:`flat_mask`) would shrink the spread and amplify the
-    rest, so they are left out, and set to the centre (0 after normalisation) so that they hold no
-    peaks. When less than :data:`MIN_INFORMATIVE` of the image is informative, the whole image is used.
+    rest, so they are left out, and filled with quiet noise (:data:`FILL_SCALE`) around the centre,
+    so that they read as empty ice and hold no peaks. When less than :data:`MIN_INFORMATIVE` of the
+    image is informative, the whole image is used.
     """
     image = np.ascontiguousarray(image, dtype=np.float32)
     if cfg.normalisation not in ("robust", "standard"):
@@ -117,7 +123,8 @@ def normalise(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
         raise CryoUNetError("image has no contrast after downsampling; nothing can be picked")
     out = (image - centre) / spread
     if flat is not None:
-        out[flat] = 0.0
+        noise = np.random.default_rng(FILL_SEED).standard_normal(np.count_nonzero(flat), dtype=np.float32)
+        out[flat] = FILL_SCALE * noise
     if cfg.clip > 0:
         np.clip(out, -cfg.clip, cfg.clip, out=out)
     return out

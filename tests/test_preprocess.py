@@ -7,7 +7,7 @@ import pytest
 from cryounet.config import CryoUNetConfig, PreprocessConfig
 from cryounet.errors import CryoUNetError
 from engine_helpers import gaussian_blobs
-from cryounet.preprocess import (Scale, downsample_factor, flat_mask, lowpass, normalise, preprocess,
+from cryounet.preprocess import (FILL_SCALE, Scale, downsample_factor, flat_mask, lowpass, normalise, preprocess,
                                  working_scale)
 
 
@@ -149,8 +149,11 @@ def test_flat_regions_do_not_change_the_scale_of_the_rest(kind: str, normalisati
     # the intact part keeps its scale and level (within 10 %; the old MAD-based scale grew 1.5-3x)
     assert np.ptp(out[inner] - plain[inner]) < 0.5
     assert _spread(out, inner) == pytest.approx(_spread(plain, inner), rel=0.1)
-    # the flat region holds no structure: the centre, 0
-    assert np.abs(out[~intact]).max() == 0.0
+    # the flat region reads as quiet empty ice: white noise of half the scale around the centre
+    assert abs(float(out[~intact].mean())) < 0.05
+    assert float(out[~intact].std()) == pytest.approx(FILL_SCALE, rel=0.05)
+    assert abs(np.corrcoef(out[~intact][:-1], out[~intact][1:])[0, 1]) < 0.05
+    np.testing.assert_array_equal(normalise(blank, cfg), out)  # the same image, the same result
 
 
 def test_ordinary_micrographs_normalise_exactly_as_over_the_whole_image() -> None:
