@@ -146,7 +146,7 @@ def test_flat_regions_do_not_change_the_scale_of_the_rest(kind: str, normalisati
     out = normalise(blank, cfg)
     inner = intact & ~flat_mask(blank, cfg.working_diameter)  # the intact part, less the margin
     assert inner.mean() > 0.8 * intact.mean()
-    # the intact part keeps its scale and level (within 10 %; the old MAD-based scale grew 1.5-3x)
+    # the intact part keeps its level and scale (statistics over the whole image move it by 3-7 here)
     assert np.ptp(out[inner] - plain[inner]) < 0.5
     assert _spread(out, inner) == pytest.approx(_spread(plain, inner), rel=0.1)
     # the flat region reads as quiet empty ice: white noise of half the scale around the centre
