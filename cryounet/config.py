@@ -54,7 +54,10 @@ class PreprocessConfig:
     Attributes:
         working_diameter: particle diameter in pixels after downsampling. Micrographs are resized by
             ``diameter / working_diameter`` (never upsampled).
-        normalisation: ``robust`` (median and MAD, clipped) or ``standard`` (mean and std).
+        normalisation: ``robust`` (median and MAD, clipped) or ``standard`` (mean and std), both
+            over the informative part of the micrograph: blank and flat regions (zero padding, a
+            grid bar, denoised vacuum) are left out and filled with quiet noise
+            (:func:`cryounet.preprocess.flat_mask`).
         clip: values are clipped to +-``clip`` after normalisation (0 disables).
         lowpass_sigma: Gaussian low-pass filter of the working image, sigma as a fraction of the
             particle diameter (0 disables; 0.05 = 0.8 working pixels at the default working
