@@ -230,7 +230,8 @@ def main() -> int:
               f"{row['added_best_cpu_s']:.4f} s (best), {row['added_median_cpu_s']:.4f} s (median) CPU", flush=True)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     result = {"command": "python " + " ".join(sys.argv), "machine": f"2-core {platform.machine()} VM, shared by "
-              "parallel jobs", "date": datetime.date.today().isoformat(), "commit": commit,
+              "parallel jobs", "date": datetime.date.today().isoformat(), "code": commit[:7],
+              "id": "normalisation", "title": "Normalisation with blank and flat regions",
               "threshold": threshold, "train_config": TRAIN_CONFIG, "probe": probe, "preprocess_4k": timing,
               "real_data": real}
     args.output.parent.mkdir(parents=True, exist_ok=True)
