@@ -570,6 +570,10 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
 
         trained = os.path.abspath(self.train.outputModel.getPath())
         self.assertEqual(trainOn(self.diameterPick)._initArgs(3), ["--init", trained])
+        direct = trainOn(self.diameterPick)  # a pointer to the set itself (scripts) finds its run too
+        direct.inputCoordinates.set(self.diameterPick.outputCoordinates)
+        direct.inputCoordinates.setExtended(None)
+        self.assertEqual(direct._initArgs(3), ["--init", trained])
         self.assertEqual(trainOn(self.generalPick)._initArgs(3), ["--init", engine.GENERAL_MODEL])
         library = trainOn(self.libraryPick)
         self.assertEqual(library.validate(), [])
