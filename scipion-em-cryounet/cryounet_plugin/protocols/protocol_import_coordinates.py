@@ -12,6 +12,7 @@ from ..constants import IMPORTED_SCORE_ATTR
 from ..convert import micrographStem, roundPosition
 from .protocol_base import CryoUnetProtBase
 from .sets import listSome
+from .train_start import producingRun, runName
 
 
 class CryoUnetProtImportCoordinates(CryoUnetProtBase, EMProtocol):
@@ -143,7 +144,8 @@ class CryoUnetProtImportCoordinates(CryoUnetProtBase, EMProtocol):
                    % (output.getSize(), self.filesPath.get(), self.filesPattern.get(),
                       output.getBoxSize())]
         if self.correctedPicks.get() is not None:
-            summary.append("Corrections of %s." % self.correctedPicks.get().getNameId())
+            summary.append("Corrections of the coordinates of run %s."
+                           % runName(producingRun(self.correctedPicks, self.getProject())))
         return summary
 
     def _methods(self):

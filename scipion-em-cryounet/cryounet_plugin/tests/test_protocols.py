@@ -606,7 +606,9 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
         self.runProt(corrected)
         self.assertEqual(corrected.outputCoordinates.getBoxSize(),
                          self.generalPick.outputCoordinates.getBoxSize())  # box 0: the pick's
-        self.assertIn("Corrections of", "\n".join(corrected.summary()))
+        self.assertIn("Corrections of the coordinates of run '%s' (id %d)."
+                      % (self.generalPick.getRunName(), self.generalPick.getObjId()),
+                      "\n".join(corrected.summary()))
         fromCorrections = trainOn(corrected)
         self.assertEqual(fromCorrections.validate(), [])
         self.assertEqual(fromCorrections._initArgs(2), ["--init", engine.GENERAL_MODEL])
