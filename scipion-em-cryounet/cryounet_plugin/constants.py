@@ -90,14 +90,15 @@ SEPARATION_AUTO = SEPARATIONS.index("auto")
 TARGET_DISK = TARGET_SHAPES.index("disk")
 
 #: Where training starts (the train protocol's "Start from").
-START_CHOICES = ["automatic", "scratch", "general model", "a model"]
+START_CHOICES = ["automatic", "scratch", "general model", "a model", "the model that picked them"]
 START_AUTO = 0
 START_SCRATCH = 1
 START_GENERAL = 2
 START_MODEL = 3
-#: "automatic" starts from the general model below this many labelled micrographs. Measured
-#: (BENCHMARKS.md, few picks): with 1 labelled micrograph a start from another set's model gained
-#: +0.018 / +0.029 F1 on the two CryoPPP sets; with 4, --init general gained nothing (3 seeds).
+#: The model of the CryoUNet pick run the input coordinates come from (the correction loop).
+START_PICKER = 4
+#: "automatic" starts from the general model below this many labelled micrographs (a pretrained
+#: start helps with one labelled micrograph, not with several: docs/results.md).
 GENERAL_START_BELOW = 2
 
 #: Where the pick protocol's models come from.
