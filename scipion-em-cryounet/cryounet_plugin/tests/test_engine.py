@@ -381,3 +381,12 @@ def test_gpu_presence_is_the_engines_torch_free_rule():
     from cryounet.device_probe import cuda_impossible
 
     assert E.cudaImpossible() is cuda_impossible()
+
+
+def test_automatic_start_is_the_engines_rule():
+    from cryounet.io.model_folder import AUTO_INIT_BELOW, automatic_start
+    from cryounet_plugin.constants import GENERAL_START_BELOW
+
+    assert GENERAL_START_BELOW == E.AUTO_START_BELOW == AUTO_INIT_BELOW
+    assert automatic_start(GENERAL_START_BELOW - 1) == E.GENERAL_MODEL
+    assert automatic_start(GENERAL_START_BELOW) is None
