@@ -179,9 +179,9 @@ def process_and_limits(work: Path, data: Path, model: Path) -> None:
     for sig, code in ((signal.SIGTERM, 143), (signal.SIGHUP, 129)):
         folder = work / f"r2_signal_{sig.name}"
         shutil.rmtree(folder, ignore_errors=True)
-        proc = subprocess.Popen([sys.executable, "-m", "cryounet", "train", "--micrographs", data, "--coordinates", data,
-                                 "--diameter", "20", "--output", folder, "--config", work / "tiny.json", "--epochs", "8",
-                                 "--device", "cpu"], cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen([sys.executable, "-m", "cryounet", "train", "--micrographs", data, "--coordinates",
+                                 data, "--diameter", "20", "--output", folder, "--config", work / "tiny.json",
+                                 "--epochs", "8", "--device", "cpu"], cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
         while not (folder / "checkpoint.pt").exists() and proc.poll() is None:
             time.sleep(0.05)
@@ -207,8 +207,8 @@ def process_and_limits(work: Path, data: Path, model: Path) -> None:
     long_folder.mkdir()
     shutil.copy(data / "mic_000.mrc", long_folder / ("m" * 240 + ".mrc"))
     shutil.copy(data / "mic_001.mrc", long_folder / "short.mrc")
-    proc = cli("pick", "--model", model, "--micrographs", long_folder, "--output", work / "r2_long_picks", "--overwrite",
-               "--device", "cpu")
+    proc = cli("pick", "--model", model, "--micrographs", long_folder, "--output", work / "r2_long_picks",
+               "--overwrite", "--device", "cpu")
     picked = (work / "r2_long_picks" / "short.star").exists()
     record(group, "a 240-character micrograph name beside a short one",
            "read" if proc.returncode == 0 and picked else _outcome(proc, "read"), ("read",))

@@ -163,7 +163,8 @@ def headline_table(results: dict[str, dict[str, Any]]) -> str:
     gpu = results["gpu"]
     topaz_speed = {row["step"]: row for row in results["speed-topaz"]["rows"]}
     lines += ["", "| picking one 4096 x 4096 micrograph | 50 px particles | 108 px particles |", "|---|---|---|",
-              f"| CryoUNet, 2 CPU cores, cold command, no TTA / TTA | {cpu[50]['one_s']:.2f} / {cpu[50]['one_tta_s']:.2f} s "
+              f"| CryoUNet, 2 CPU cores, cold command, no TTA / TTA | {cpu[50]['one_s']:.2f} / "
+              f"{cpu[50]['one_tta_s']:.2f} s "
               f"| {cpu[108]['one_s']:.2f} / {cpu[108]['one_tta_s']:.2f} s |",
               f"| CryoUNet, one H200, once started (TTA) | {gpu['steady_per_s']['50']:g} micrographs/s | "
               f"{gpu['steady_per_s']['108']:g} micrographs/s |",
@@ -179,7 +180,8 @@ def _accuracy_section(results: dict[str, dict[str, Any]]) -> list[str]:
     lines = ["## Accuracy on the shared CryoPPP sets", "",
              f"Scoring: {ours['scoring']}. The test sets are 5 micrographs each (452 and 1,155 annotated "
              "particles), so differences under 0.02-0.03 F1 are within the spread over seeds and thread counts.", "",
-             "| set | picker | F1 at default threshold: mean (range) | best F1 | AP | training |", "|---|---|---|---|---|---|"]
+             "| set | picker | F1 at default threshold: mean (range) | best F1 | AP | training |",
+             "|---|---|---|---|---|---|"]
     for name in ours["sets"]:
         for label, data in (("CryoUNet default", ours), ("CryoUNet, 5 calibration folds", folds)):
             row = data["sets"][name]
@@ -221,7 +223,8 @@ def _speed_section(cpu: dict[str, Any], topaz: dict[str, Any]) -> list[str]:
 
 def _gpu_section(data: dict[str, Any]) -> list[str]:
     lines = ["## GPU", "", "| measure | 108 px particles | 50 px particles |", "|---|---|---|",
-             f"| micrographs per second once started | {data['steady_per_s']['108']:g} | {data['steady_per_s']['50']:g} |"]
+             f"| micrographs per second once started | {data['steady_per_s']['108']:g} | "
+             f"{data['steady_per_s']['50']:g} |"]
     by_d = {r["diameter_px"]: r for r in data["command_100"]}
     lines.append(f"| one command, 100 micrographs, TTA | {by_d[108]['wall_s']:g} s ({by_d[108]['per_s']:g}/s) | "
                  f"{by_d[50]['wall_s']:g} s ({by_d[50]['per_s']:g}/s) |")
