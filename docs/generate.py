@@ -290,6 +290,22 @@ def _normalisation_section(data: dict[str, Any]) -> list[str]:
     return lines + _source(data)
 
 
+def _general_section(results: dict[str, dict[str, Any]]) -> list[str]:
+    lopo, peers = results["general-lopo"], results.get("general-peers", {"sets": {}})
+    lines = ["## General model, one protein left out", "",
+             "A general model trained on the other sets picks the held-out set's test micrographs zero-shot. "
+             "Best F1 is tuned on the test truth (a ceiling); *own* is the model's calibrated threshold, *Otsu* "
+             "a label-free threshold from the held-out scores.", "",
+             "| held-out set | best F1 | AP | F1 own / Otsu | Topaz pretrained best F1 / AP | training |",
+             "|---|---|---|---|---|---|"]
+    for run in lopo["runs"]:
+        peer = peers["sets"].get(run["held_out"], {}).get("topaz_pretrained")
+        topaz = f"{peer['best_f1']:.3f} / {peer['ap']:.3f}" if peer else "not measured"
+        lines.append(f"| {run['held_out']} (seed {run['seed']}) | {run['best_f1']:.3f} | {run['ap']:.3f} | "
+                     f"{run['f1_own']:.3f} / {run['f1_otsu']:.3f} | {topaz} | {run['train_minutes']:g} min |")
+    return lines + [""] + _source(lopo) + ([f"*{peers['title']}:*"] + _source(peers) if "id" in peers else [])
+
+
 SPECIFIC: dict[str, Callable[[dict[str, dict[str, Any]]], list[str]]] = {
     "accuracy-default": _accuracy_section,
     "downstream": lambda r: _downstream_section(r["downstream"]),
@@ -298,9 +314,10 @@ SPECIFIC: dict[str, Callable[[dict[str, dict[str, Any]]], list[str]]] = {
     "scale-out": lambda r: _scale_out_section(r["scale-out"]),
     "diameter": lambda r: _diameter_section(r["diameter"]),
     "normalisation": lambda r: _normalisation_section(r["normalisation"]),
+    "general-lopo": _general_section,
 }
 #: Result files that another section renders.
-RENDERED_BY_OTHERS = {"accuracy-folds", "topaz", "speed-topaz"}
+RENDERED_BY_OTHERS = {"accuracy-folds", "topaz", "speed-topaz", "general-peers"}
 
 
 def results_page(results: dict[str, dict[str, Any]]) -> str:
