@@ -167,7 +167,7 @@ def test_an_unrecognized_option_gets_no_glob_hint(sim_data: SimData, tmp_path: P
     assert line.endswith("unrecognized arguments: --treshold 0.5")
 
 
-def test_many_unrecognized_arguments_are_counted(tmp_path: Path) -> None:
+def test_a_glob_in_the_working_folder_gets_the_hint(tmp_path: Path) -> None:
     for i in range(8):
         (tmp_path / f"m{i}.star").write_text("")
     proc = _cli("diameter", "--micrographs", "x.mrc", "--coordinates", *[f"m{i}.star" for i in range(8)],
