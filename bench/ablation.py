@@ -3,7 +3,7 @@
 Runs the baseline, each option alone (a JSON override of the baseline config), and the combined
 default, on every set: train on ``train`` (validating on ``valid``), pick ``test`` at the calibrated
 threshold, score with ../shared/data/README.md's convention. Prints one line per (variant, set)
-and a markdown table for BENCHMARKS.md; results are cached per variant in --output, so an
+and a markdown table for a study in docs/history; results are cached per variant in --output, so an
 interrupted run continues where it stopped.
 
     python bench/ablation.py [--variants baseline attention_gates ...] [--sets cryoppp-10028 ...]

@@ -23,9 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 PY = [sys.executable, "-m", "cryounet"]
 #: Lowest score kept as a candidate: the probability of Topaz's default extraction threshold (a
 #: log-likelihood ratio of -6, p >= 0.0025; the "usual threshold" of the peer table in
-#: BENCHMARKS.md), so that AP ranks as deep a candidate list as Topaz's AP did. Up to 2026-12-04 it
+#: docs/history), so that AP ranks as deep a candidate list as Topaz's AP did. Up to 2026-12-04 it
 #: was the engine's pick.min_score, 0.05, which cut the tail of the ranking off (AP up to 0.015
-#: lower; F1 (auto) the same: BENCHMARKS.md, "AP down to Topaz's candidate floor").
+#: lower; F1 (auto) the same: docs/history, "AP down to Topaz's candidate floor").
 CANDIDATE_THRESHOLD = 0.0025
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks and measurements of BENCHMARKS.md "GPU", in one go, on a machine with a CUDA GPU
+# The GPU checks and measurements of docs/history: "GPU", in one go, on a machine with a CUDA GPU
 # and the engine's packages importable by python3:
 #   1. the CUDA tests (tests/test_gpu.py) with the device, batch-picking and prediction tests;
 #   2. training and picking the shared sets with --device cuda (bench/accuracy.py, seed 0);

@@ -9,11 +9,14 @@ Every case runs ``python -m cryounet ...`` as a user would and is one of:
 - ``read``: the input was valid after all and was read correctly;
 - ``traceback``: a Python traceback or an internal error (a bug);
 - ``silent``: accepted without a word although the case needs an error, skip or warning;
-- ``data loss``: a file the user had was changed or removed.
+- ``data loss``: a file the user had was changed or removed;
+- ``hang``: still running at the case's time limit; ``crash``: ended by a signal.
+
+The second round's groups (``bench/reliability_round2.py``) run after the first's.
 
 Prints one line per group and the totals, and writes the table as JSON. Takes a few minutes.
 
-    python bench/reliability.py [--work DIR] [--json FILE]
+    python bench/reliability.py [--work DIR] [--json FILE] [--round 1|2|all]
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import hashlib
 import json
 import os
 import pickle
+import platform
 import shutil
 import signal
 import struct
@@ -47,13 +51,21 @@ problems: list[str] = []
 
 
 def cli(*argv: object, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cryounet", *map(str, argv)], cwd=REPO, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
+    """Run ``python -m cryounet ARGV``; a run past ``timeout`` is returned with returncode None (a hang)."""
+    command = [sys.executable, "-m", "cryounet", *map(str, argv)]
+    try:
+        return subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        return subprocess.CompletedProcess(command, None, exc.stdout or "", exc.stderr or "")  # type: ignore[arg-type]
 
 
 def classify(proc: subprocess.CompletedProcess, expect: str, names: str = "", warning: str = "") -> str:
     """Outcome of one run against what the case needs (``error``, ``warned`` or ``read``)."""
+    if proc.returncode is not None and proc.returncode < 0:
+        return "crash"
     err = proc.stderr
+    if proc.returncode is None:
+        return "hang"
     if "Traceback" in err or proc.returncode == 1 or "internal error" in err:
         return "traceback"
     last = [ln for ln in err.splitlines() if ln.strip()][-1:] or [""]
@@ -477,15 +489,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "reliability.json")
+    parser.add_argument("--round", choices=("1", "2", "all"), default="all", help="which groups to run")
     args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from reliability_round2 import GROUPS as ROUND_TWO
+
+    groups = ((bad_micrographs, bad_coordinates, bad_parameters, hostile_models, outputs_and_os, kills)
+              if args.round != "2" else ()) + (ROUND_TWO if args.round != "1" else ())
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="cryounet-reliability-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         data, _, model = setup(work)
-        for group in (bad_micrographs, bad_coordinates, bad_parameters, hostile_models, outputs_and_os, kills):
+        for group in groups:
             group(work, data, model)
-    columns = ("error", "skipped", "warned", "read", "traceback", "silent", "data loss")
+    columns = ("error", "skipped", "warned", "read", "traceback", "silent", "data loss", "hang", "crash")
     total = Counter()
     for group, counts in results.items():
         total.update(counts)
@@ -496,8 +514,17 @@ def main() -> int:
     for problem in problems:
         print(f"reliability problem: {problem}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"groups": {g: dict(c) for g, c in results.items()}, "total": dict(total),
-                                     "problems": problems}, indent=2))
+    rows = [[g, sum(c.values()), *(c[k] for k in columns)] for g, c in results.items()]
+    rows.append(["total", sum(total.values()), *(total[k] for k in columns)])
+    code = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
+    args.json.write_text(json.dumps({
+        "id": "reliability", "title": "Reliability audit: the real CLI on bad input, limits and signals",
+        "command": f"python bench/reliability.py --round {args.round}",
+        "machine": f"{os.cpu_count()}-core {platform.machine()} VM, as root, Python {platform.python_version()}",
+        "date": time.strftime("%Y-%m-%d"), "code": code.strip(),
+        "table": {"columns": ["group", "cases", *columns], "rows": rows},
+        "notes": problems or ["no failure: no traceback, silent misreading, data loss, hang or crash"],
+        "minutes": round((time.monotonic() - t0) / 60, 1)}, indent=1) + "\n")
     return 1 if problems else 0
 
 

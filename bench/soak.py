@@ -8,7 +8,7 @@ the engine runs' peak memory, and checks that every micrograph was picked exactl
                          [--size 256] [--output bench/results/soak]
 
 Runs in a throw-away Scipion user folder under --output; needs the ``test`` extra (Scipion).
-Prints one line; the figures go into BENCHMARKS.md by hand, with the command.
+Prints one line; record the figures in bench/results/scale-out.json, with the command.
 """
 from __future__ import annotations
 

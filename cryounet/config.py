@@ -54,12 +54,15 @@ class PreprocessConfig:
     Attributes:
         working_diameter: particle diameter in pixels after downsampling. Micrographs are resized by
             ``diameter / working_diameter`` (never upsampled).
-        normalisation: ``robust`` (median and MAD, clipped) or ``standard`` (mean and std).
+        normalisation: ``robust`` (median and MAD, clipped) or ``standard`` (mean and std), both
+            over the informative part of the micrograph: blank and flat regions (zero padding, a
+            grid bar, denoised vacuum) are left out and filled with quiet noise
+            (:func:`cryounet.preprocess.flat_mask`).
         clip: values are clipped to +-``clip`` after normalisation (0 disables).
         lowpass_sigma: Gaussian low-pass filter of the working image, sigma as a fraction of the
             particle diameter (0 disables; 0.05 = 0.8 working pixels at the default working
-            diameter). Off by default: at 0.05 it lowered F1 and AP on CryoPPP-10028 on every seed and
-            changed 10947 within its noise (BENCHMARKS.md).
+            diameter). Off by default: it did not help on the shared sets (docs/history:
+            "Spread over seeds and threads, low-pass").
     """
 
     working_diameter: float = 16.0

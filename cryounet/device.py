@@ -85,8 +85,8 @@ def preferred_layout(network: torch.nn.Module, device: torch.device | str,
 
     On the CPU that is channels-last: oneDNN then convolves without re-laying the weights and
     feature maps out on every call (on the 2-core VM training takes about 0.8x and picking 0.7x the
-    time: BENCHMARKS.md, "Channels-last training" and "Speed"). On a CUDA GPU, channels-last for
-    ``inference`` (picking): a TTA map took 0.78-0.79x the time on an H200 (BENCHMARKS.md, "GPU");
+    time: docs/history, "Channels-last training" and "Channels-last and bfloat16"). On a CUDA GPU, channels-last for
+    ``inference`` (picking): a TTA map took 0.78-0.79x the time on an H200 (docs/history: "GPU");
     training there keeps the default layout (not measured). The values are those of the default
     layout to float32 rounding (TF32 on recent GPUs). Other devices keep the default layout.
     """

@@ -20,6 +20,29 @@ logger = logging.getLogger(__name__)
 
 #: Smallest working image side accepted (the network needs a few pooling levels).
 MIN_WORKING_SIZE = 16
+#: Side of the window whose variance tells a flat region (padding, a grid bar, vacuum), in working
+#: particle diameters (rounded to an odd number of pixels).
+FLAT_WINDOW = 0.5
+#: A window whose variance is below this fraction of the informative level is flat.
+FLAT_VARIANCE = 0.02
+#: Quantile of the local variances (outside constant windows) taken as the informative level.
+FLAT_LEVEL_QUANTILE = 0.75
+#: Flat regions are widened by this many working diameters on each side (the pixels that mix a
+#: region with its surroundings when the micrograph is downsampled or filtered).
+FLAT_MARGIN = 0.1
+#: The flat-region window keeps at least this many pixels across on a subgrid.
+FLAT_MIN_SIDE = 4
+#: Larger images are examined for flat regions on a subgrid of about this many pixels.
+FLAT_PIXELS = 1_100_000
+#: About this many pixels (a regular grid) give the informative centre and level of flat_mask.
+FLAT_SAMPLE = 65_536
+#: Flat regions are filled with white noise of this standard deviation (normalised units, centred on
+#: 0): quiet empty ice. A constant drew picks along the regions' edges (bench/normalisation.py).
+FILL_SCALE = 0.5
+#: Seed of the noise that fills flat regions (fixed: the same image always normalises the same way).
+FILL_SEED = 0
+#: Below this informative share of the image, normalisation falls back to the whole image.
+MIN_INFORMATIVE = 0.02
 
 
 @dataclass(frozen=True)
@@ -80,24 +103,97 @@ def working_scale(input_shape: tuple[int, int], diameter: float, cfg: Preprocess
 
 
 def normalise(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
-    """Zero-centred, unit-scale float32 image (robust: median/MAD; standard: mean/std), clipped."""
-    image = np.asarray(image, dtype=np.float32)
-    if cfg.normalisation == "robust":
-        sample = image[::2, ::2] if image.size > 1_000_000 else image
-        centre = float(np.median(sample))
-        spread = 1.4826 * float(np.median(np.abs(sample - centre)))
-        if spread <= 0:
-            spread = float(sample.std())
-    elif cfg.normalisation == "standard":
-        centre, spread = float(image.mean()), float(image.std())
-    else:
+    """Zero-centred, unit-scale float32 image (robust: median/MAD; standard: mean/std), clipped.
+
+    The statistics are taken over the informative part of the image: near-constant regions (zero
+    padding, a grid bar, denoised vacuum; :func:`flat_mask`) would shrink the spread and amplify the
+    rest, so they are left out, and filled with quiet noise (:data:`FILL_SCALE`) around the centre,
+    so that they read as empty ice and hold no peaks. When less than :data:`MIN_INFORMATIVE` of the
+    image is informative, the whole image is used.
+    """
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    if cfg.normalisation not in ("robust", "standard"):
         raise CryoUNetError(f"unknown normalisation '{cfg.normalisation}' (robust or standard)")
+    flat = flat_mask(image, cfg.working_diameter)
+    if flat is not None and np.count_nonzero(flat) > (1 - MIN_INFORMATIVE) * flat.size:
+        logger.debug("%.0f %% of the image is flat; normalising over all of it", 100 * flat.mean())
+        flat = None
+    centre, spread = _statistics(image, flat, cfg.normalisation)
     if spread <= 0:
         raise CryoUNetError("image has no contrast after downsampling; nothing can be picked")
     out = (image - centre) / spread
+    if flat is not None:
+        noise = np.random.default_rng(FILL_SEED).standard_normal(np.count_nonzero(flat), dtype=np.float32)
+        out[flat] = FILL_SCALE * noise
     if cfg.clip > 0:
         np.clip(out, -cfg.clip, cfg.clip, out=out)
     return out
+
+
+def _statistics(image: np.ndarray, flat: np.ndarray | None, kind: str) -> tuple[float, float]:
+    """Centre and spread of ``image`` outside ``flat`` (all of it when ``flat`` is None)."""
+    if kind == "standard":
+        values = image if flat is None else image[~flat]
+        return float(values.mean()), float(values.std())
+    step = 2 if image.size > 1_000_000 else 1
+    sample = image[::step, ::step]
+    if flat is not None:
+        sample = sample[~flat[::step, ::step]]
+    centre = float(np.median(sample))
+    spread = 1.4826 * float(np.median(np.abs(sample - centre)))
+    if spread <= 0:
+        spread = float(sample.std())
+    return centre, spread
+
+
+def flat_mask(image: np.ndarray, working_diameter: float) -> np.ndarray | None:
+    """Near-constant regions of a working image (True), or None when it has none.
+
+    A pixel is flat when the window of :data:`FLAT_WINDOW` working diameters around it holds one
+    value only (padding, a constant bar), or its variance is below :data:`FLAT_VARIANCE` times the
+    informative level (the :data:`FLAT_LEVEL_QUANTILE` quantile of the local variances outside the
+    constant windows; denoised vacuum). Flat specks smaller than the window (chance in noise) are
+    dropped; the rest is widened by the window and :data:`FLAT_MARGIN` diameters, so that it reaches
+    the region's edge and the pixels that mix both sides. Images of more than :data:`FLAT_PIXELS`
+    pixels are examined on the subgrid of every k-th pixel, as long as the window keeps
+    :data:`FLAT_MIN_SIDE` of its pixels across.
+    """
+    window = FLAT_WINDOW * working_diameter
+    stride = max(1, min(int(math.sqrt(image.size / FLAT_PIXELS)), int(window / FLAT_MIN_SIDE)))
+    grid = np.ascontiguousarray(image[::stride, ::stride])
+    side = 2 * max(1, int(round(window / stride / 2))) + 1
+    flat = _low_variance(grid, side)
+    if flat is None:
+        return None
+    square = np.ones((side, side), np.uint8)
+    flat = cv2.erode(flat.view(np.uint8), square, borderType=cv2.BORDER_REPLICATE)
+    if not flat.any():
+        return None
+    grow = 2 * side + 2 * max(1, int(math.ceil(FLAT_MARGIN * working_diameter / stride)))
+    flat = cv2.dilate(flat, np.ones((grow, grow), np.uint8)).view(bool)
+    if stride == 1:
+        return flat
+    full = np.repeat(np.repeat(flat, stride, axis=0), stride, axis=1)
+    return full[: image.shape[0], : image.shape[1]]
+
+
+def _low_variance(grid: np.ndarray, side: int) -> np.ndarray | None:
+    """Pixels whose ``side`` x ``side`` window is constant or of low variance (see
+    :func:`flat_mask`), or None when there are none."""
+    square = np.ones((side, side), np.uint8)
+    flat = cv2.dilate(grid, square) == cv2.erode(grid, square)
+    step = max(1, int(math.sqrt(grid.size / FLAT_SAMPLE)))  # the level needs no more pixels
+    live = ~flat[::step, ::step]
+    if not live.any():
+        return flat
+    # Variances of values centred on the informative median (no float32 cancellation from an offset).
+    centred = grid - np.float32(np.median(grid[::step, ::step][live]))
+    mean = cv2.boxFilter(centred, -1, (side, side), borderType=cv2.BORDER_REFLECT_101)
+    variance = cv2.boxFilter(centred * centred, -1, (side, side), borderType=cv2.BORDER_REFLECT_101)
+    variance -= mean * mean
+    level = float(np.quantile(variance[::step, ::step][live], FLAT_LEVEL_QUANTILE))
+    flat |= variance < FLAT_VARIANCE * level
+    return flat if flat.any() else None
 
 
 def preprocess(image: np.ndarray, diameter: float, cfg: PreprocessConfig) -> tuple[np.ndarray, Scale]:

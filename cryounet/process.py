@@ -4,7 +4,8 @@ without the working folder.
 PyTorch on the CPU allocates and frees tensors of tens to hundreds of MB on every forward pass. By
 default glibc serves large blocks with mmap and returns freed memory to the system at once, so
 every pass faults its pages in again, zeroed by the kernel: picking one 4k micrograph with
-test-time augmentation spent more time in the kernel than in the network (BENCHMARKS.md, speed).
+test-time augmentation spent more time in the kernel than in the network (docs/history: "Adaptive
+tiling and allocator settings").
 With these settings freed blocks stay in the process for reuse; peak memory is unchanged (the
 same blocks are reused) while system time drops to near zero. glibc reads them only when a process
 starts, so the command line re-executes itself once with them set (Linux only; a value already in

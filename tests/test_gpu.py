@@ -1,7 +1,7 @@
 """The CUDA paths: device choice, picking (float32, bfloat16, float16) and training on a GPU.
 
 Skipped where torch sees no CUDA GPU, as in CI; they run on a GPU machine (``bench/gpu.py`` runs
-them first; BENCHMARKS.md "GPU" records where and when they last passed). Data-parallel training
+them first; docs/history: "GPU" records where and when they last passed). Data-parallel training
 over several GPUs needs more than one and is not covered here.
 """
 from __future__ import annotations

@@ -6,7 +6,9 @@ import pytest
 
 from cryounet.config import CryoUNetConfig, PreprocessConfig
 from cryounet.errors import CryoUNetError
-from cryounet.preprocess import Scale, downsample_factor, lowpass, normalise, preprocess, working_scale
+from engine_helpers import gaussian_blobs
+from cryounet.preprocess import (FILL_SCALE, Scale, downsample_factor, flat_mask, lowpass, normalise, preprocess,
+                                 working_scale)
 
 
 # ------------------------------------------------------------------------------- coordinates
@@ -108,6 +110,84 @@ def test_normalisation_errors() -> None:
         normalise(np.arange(16.0).reshape(4, 4), PreprocessConfig(normalisation="minmax"))
     with pytest.raises(CryoUNetError, match="no contrast"):
         normalise(np.ones((8, 8)), PreprocessConfig())
+
+
+# ------------------------------------------------------------------- blank and flat regions
+def _micrograph(seed: int = 4, size: int = 256) -> np.ndarray:
+    """Noise with a low-frequency background and dark blobs, at a detector-like offset."""
+    rng = np.random.default_rng(seed)
+    image = rng.normal(0, 10, (size, size)) + 100
+    image -= 30 * gaussian_blobs((size, size), rng.uniform(0, size, (40, 2)), 4.0)
+    return image.astype(np.float32)
+
+
+def _spread(out: np.ndarray, region: np.ndarray) -> float:
+    values = out[region]
+    return 1.4826 * float(np.median(np.abs(values - np.median(values))))
+
+
+@pytest.mark.parametrize("normalisation", ["robust", "standard"])
+@pytest.mark.parametrize("kind", ["zero padding 50 %", "constant bar", "vacuum"])
+def test_flat_regions_do_not_change_the_scale_of_the_rest(kind: str, normalisation: str) -> None:
+    cfg = PreprocessConfig(normalisation=normalisation, clip=0)
+    image = _micrograph()
+    plain = normalise(image, cfg)
+    blank = image.copy()
+    intact = np.ones(image.shape, dtype=bool)
+    if kind == "zero padding 50 %":
+        intact[:, 128:] = False
+        blank[~intact] = 0.0
+    elif kind == "constant bar":
+        intact[90:150] = False
+        blank[~intact] = image.min()
+    else:  # denoised vacuum: bright, near constant (2 % of the noise)
+        intact[:100, :140] = False
+        blank[~intact] = 160 + np.random.default_rng(5).normal(0, 0.2, np.count_nonzero(~intact))
+    out = normalise(blank, cfg)
+    inner = intact & ~flat_mask(blank, cfg.working_diameter)  # the intact part, less the margin
+    assert inner.mean() > 0.8 * intact.mean()
+    # the intact part keeps its level and scale (statistics over the whole image move it by 3-7 here)
+    assert np.ptp(out[inner] - plain[inner]) < 0.5
+    assert _spread(out, inner) == pytest.approx(_spread(plain, inner), rel=0.1)
+    # the flat region reads as quiet empty ice: white noise of half the scale around the centre
+    assert abs(float(out[~intact].mean())) < 0.05
+    assert float(out[~intact].std()) == pytest.approx(FILL_SCALE, rel=0.05)
+    assert abs(np.corrcoef(out[~intact][:-1], out[~intact][1:])[0, 1]) < 0.05
+    np.testing.assert_array_equal(normalise(blank, cfg), out)  # the same image, the same result
+
+
+def test_ordinary_micrographs_normalise_exactly_as_over_the_whole_image() -> None:
+    image = _micrograph(seed=6, size=300)
+    assert flat_mask(image, 16.0) is None
+    sample = image.astype(np.float64)
+    centre = np.median(sample)
+    spread = 1.4826 * np.median(np.abs(sample - centre))
+    np.testing.assert_allclose(normalise(image, PreprocessConfig(clip=0)), (sample - centre) / spread,
+                               rtol=0, atol=1e-4)
+
+
+def test_flat_mask_on_a_large_image_uses_a_subgrid_and_still_finds_the_padding() -> None:
+    image = np.random.default_rng(7).normal(0, 1, (1600, 1200)).astype(np.float32) + 50
+    assert flat_mask(image, 32.0) is None  # no flat specks by chance in pure noise
+    image[:400] = 0.0
+    mask = flat_mask(image, 32.0)
+    assert mask.shape == image.shape
+    assert mask[:400].all() and not mask[420:].any()  # the padding and a margin of a few pixels
+
+
+def test_an_image_flat_almost_everywhere_falls_back_to_the_whole_image() -> None:
+    image = np.zeros((128, 128), dtype=np.float32)
+    image[60:62, 60:62] = 5.0  # informative part far below the minimum share
+    out = normalise(image, PreprocessConfig(clip=0))
+    assert np.isfinite(out).all() and out.max() > 0
+
+
+def test_a_fully_flat_image_is_refused_as_without_contrast() -> None:
+    for value in (0.0, 137.0):
+        with pytest.raises(CryoUNetError, match="no contrast"):
+            normalise(np.full((96, 96), value, dtype=np.float32), PreprocessConfig())
+    with pytest.raises(CryoUNetError, match="no contrast"):
+        preprocess(np.zeros((512, 512), dtype=np.int16), 64.0, PreprocessConfig())
 
 
 def test_preprocess_accepts_integer_input_and_keeps_small_particles_at_full_size() -> None:

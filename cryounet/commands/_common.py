@@ -21,7 +21,8 @@ MICROGRAPHS_HELP = (f"micrographs: folders (all {', '.join('*' + s for s in MICR
 
 
 #: How a model option names the general model (appended to its help).
-GENERAL_HELP = f"'{GENERAL_NAME}' names the general model shipped with CryoUNet (a folder of that name: ./{GENERAL_NAME})"
+GENERAL_HELP = (f"'{GENERAL_NAME}' names the general model shipped with CryoUNet (a folder of that name: "
+                f"./{GENERAL_NAME})")
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:

@@ -4,7 +4,7 @@ A model folder's ``model.onnx`` (written by training, :mod:`cryounet.models.onnx
 same network as its ``model.safetensors``. ONNX Runtime imports in 0.1 s where torch takes over
 1 s, and computes no slower: a cold single pick of a 4k micrograph took 0.55x PyTorch's wall time
 without test-time augmentation and 0.8x with it, a warm batch with it the same time (2 cores,
-BENCHMARKS.md, "ONNX Runtime on the CPU"). The maps equal PyTorch's to float32 rounding, tiling
+docs/history: "ONNX Runtime on the CPU"). The maps equal PyTorch's to float32 rounding, tiling
 and test-time augmentation included, so the calibrated thresholds hold. A graph is used only when
 its bytes match the SHA-256 the folder's config.json records, and it was made from the folder's
 weights (their SHA-256) for the network config.json describes.
@@ -55,7 +55,7 @@ class OnnxNetwork:
         options.log_severity_level = 3
         # Idle threads sleep instead of spinning: the same wall time for one micrograph, 5 % less in
         # a batch (the spinning stole the core that preprocessing and peak finding run on), and no
-        # CPU burnt between micrographs on a shared node (BENCHMARKS.md "ONNX Runtime on the CPU").
+        # CPU burnt between micrographs on a shared node (docs/history: "ONNX Runtime on the CPU").
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -35,13 +35,13 @@ class Picker(BasePicker):
         super().__init__(models, pick, diameter)
         for model in self.models:
             # One pass over each feature map instead of two, in the device's fastest layout (same
-            # values to float32 rounding, BENCHMARKS.md "Speed"); the picker owns its networks now.
+            # values to float32 rounding, docs/history: "Folded batch norms"); the picker owns its networks now.
             if not model.network.training:
                 fold_batch_norms(model.network)
             preferred_layout(model.network, device, inference=True)
         if torch.device(device).type == "cuda":
             # A picking run passes images of one size again and again: let cuDNN time its
-            # algorithms once per size and keep the fastest (BENCHMARKS.md, "GPU").
+            # algorithms once per size and keep the fastest (docs/history: "GPU").
             torch.backends.cudnn.benchmark = True
         self.device = device
         #: TTA symmetries as one batch (:func:`symmetries_together`); off after running out of memory.

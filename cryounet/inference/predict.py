@@ -59,7 +59,7 @@ def symmetries_together(device: torch.device | str) -> bool:
     """Whether test-time augmentation sends its symmetries of a batch through the network as one
     larger batch (same shape together) rather than one after another: on a CUDA GPU with the
     memory for it (:func:`cryounet.device.large_gpu`), where a pass over one micrograph leaves most
-    of the device idle (BENCHMARKS.md, "GPU"); not on the CPU, where it would only multiply the
+    of the device idle (docs/history: "GPU"); not on the CPU, where it would only multiply the
     memory a pass needs, nor on a smaller GPU."""
     return large_gpu(device)
 

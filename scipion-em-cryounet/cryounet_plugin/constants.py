@@ -6,6 +6,7 @@ reached through :mod:`cryounet_plugin.engine`. Nothing here imports Scipion, so 
 (``convert``, wizard logic, plotting) and their tests can use these names without a project.
 """
 from .engine import ARCHITECTURES, AUGMENTATIONS, LOSSES, SEPARATIONS, TARGET_SHAPES  # noqa: F401 (the form lists)
+from .engine import AUTO_START_BELOW
 
 # ------------------------------------------------------------------ plugin variables
 #: Interpreter that runs the engine (``<python> -m cryounet``); default: the engine environment's
@@ -90,15 +91,17 @@ SEPARATION_AUTO = SEPARATIONS.index("auto")
 TARGET_DISK = TARGET_SHAPES.index("disk")
 
 #: Where training starts (the train protocol's "Start from").
-START_CHOICES = ["automatic", "scratch", "general model", "a model"]
+START_CHOICES = ["automatic", "scratch", "general model", "a model", "the model that picked them"]
 START_AUTO = 0
 START_SCRATCH = 1
 START_GENERAL = 2
 START_MODEL = 3
-#: "automatic" starts from the general model below this many labelled micrographs. Measured
-#: (BENCHMARKS.md, few picks): with 1 labelled micrograph a start from another set's model gained
-#: +0.018 / +0.029 F1 on the two CryoPPP sets; with 4, --init general gained nothing (3 seeds).
-GENERAL_START_BELOW = 2
+#: The model of the CryoUNet pick run the input coordinates come from (the correction loop).
+START_PICKER = 4
+#: "automatic" starts from the general model below this many labelled micrographs: the engine's
+#: rule (``cryounet train --init auto``; a pretrained start helped with one labelled micrograph, not
+#: with several).
+GENERAL_START_BELOW = AUTO_START_BELOW
 
 #: Where the pick protocol's models come from.
 MODEL_SOURCES = ["trained or imported", "general model", "models folder"]

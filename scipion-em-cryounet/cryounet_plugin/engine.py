@@ -63,6 +63,9 @@ BOX_FACTOR = _coordinates.BOX_FACTOR
 #: The name of the general model shipped with the engine in every model option of the engine's
 #: command line (``--model``, ``--init``).
 GENERAL_MODEL = _models.GENERAL_NAME
+#: "Start from: automatic" starts from the general model below this many labelled micrographs
+#: (the engine's rule, ``cryounet train --init auto``).
+AUTO_START_BELOW = _models.AUTO_INIT_BELOW
 #: Distribution name of the engine (the engine environment installs ``<it>[engine]``).
 ENGINE_DISTRIBUTION = "cryounet"
 

@@ -12,6 +12,7 @@ from ..constants import IMPORTED_SCORE_ATTR
 from ..convert import micrographStem, roundPosition
 from .protocol_base import CryoUnetProtBase
 from .sets import listSome
+from .train_start import producingRun, runName
 
 
 class CryoUnetProtImportCoordinates(CryoUnetProtBase, EMProtocol):
@@ -45,12 +46,19 @@ class CryoUnetProtImportCoordinates(CryoUnetProtBase, EMProtocol):
                       help="Box size of the coordinates in pixels of the micrographs: the "
                            "extraction box, by CryoUNet's convention %g x the particle diameter "
                            "(the train and post-process protocols take the diameter as box / %g "
-                           "when none is given). 0 = not set."
-                           % (engine.BOX_FACTOR, engine.BOX_FACTOR))
+                           "when none is given). 0 = the box size of the coordinates they correct "
+                           "(below), else not set." % (engine.BOX_FACTOR, engine.BOX_FACTOR))
         form.addParam("scale", params.FloatParam, default=1.0, validators=[params.Positive],
                       label="Scale",
                       help="Multiply the coordinates by this factor, e.g. 0.5 when the files "
                            "refer to micrographs twice as large as these.")
+        form.addParam("correctedPicks", params.PointerParam, pointerClass="SetOfCoordinates",
+                      allowsNull=True, label="Corrections of",
+                      help="Optional: the coordinates these files correct, e.g. a CryoUNet pick "
+                           "exported, corrected on a few micrographs in another program and imported "
+                           "back. It records where they come from, so that the train protocol's "
+                           "'Start from = the model that picked them' finds the model that picked "
+                           "them, and gives its box size when 'Box size' is 0.")
 
     def _insertAllSteps(self):
         self._insertFunctionStep(self.createOutputStep, needsGPU=False)
@@ -63,8 +71,8 @@ class CryoUnetProtImportCoordinates(CryoUnetProtBase, EMProtocol):
             raise ValueError("No coordinate files match %s in %s."
                              % (self.filesPattern.get(), self.filesPath.get()))
         output = self._createSetOfCoordinates(micSet)
-        if self.boxSize.get():
-            output.setBoxSize(self.boxSize.get())
+        if self._boxSize():
+            output.setBoxSize(self._boxSize())
         scale = self.scale.get()
         matched = set()
         nCoords = 0
@@ -96,6 +104,13 @@ class CryoUnetProtImportCoordinates(CryoUnetProtBase, EMProtocol):
         self.info("Imported %d coordinates on %d micrographs." % (nCoords, len(matched)))
         self._defineOutputs(outputCoordinates=output)
         self._defineSourceRelation(self.inputMicrographs, output)
+        if self.correctedPicks.get() is not None:
+            self._defineSourceRelation(self.correctedPicks, output)
+
+    def _boxSize(self):
+        """The form's box size, else that of the coordinates corrected (0: none)."""
+        corrected = self.correctedPicks.get()
+        return self.boxSize.get() or ((corrected.getBoxSize() or 0) if corrected is not None else 0)
 
     @staticmethod
     def _micStem(mic):
@@ -116,7 +131,7 @@ class CryoUnetProtImportCoordinates(CryoUnetProtBase, EMProtocol):
         return errors
 
     def _warnings(self):
-        if not self.boxSize.get():
+        if not self._boxSize():
             return ["Without a box size, the training protocol needs the particle diameter "
                     "to be given explicitly."]
         return []
@@ -125,9 +140,13 @@ class CryoUnetProtImportCoordinates(CryoUnetProtBase, EMProtocol):
         output = getattr(self, "outputCoordinates", None)
         if output is None:
             return ["Coordinates not imported yet."]
-        return ["Imported %d coordinates from %s (%s), box size %s px."
-                % (output.getSize(), self.filesPath.get(), self.filesPattern.get(),
-                   output.getBoxSize())]
+        summary = ["Imported %d coordinates from %s (%s), box size %s px."
+                   % (output.getSize(), self.filesPath.get(), self.filesPattern.get(),
+                      output.getBoxSize())]
+        if self.correctedPicks.get() is not None:
+            summary.append("Corrections of the coordinates of run %s."
+                           % runName(producingRun(self.correctedPicks, self.getProject())))
+        return summary
 
     def _methods(self):
         output = getattr(self, "outputCoordinates", None)

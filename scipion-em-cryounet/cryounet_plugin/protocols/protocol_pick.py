@@ -81,25 +81,24 @@ class CryoUnetProtPick(PickSettings, CryoUnetProtBase, ProtParticlePickingAuto):
                       label="Minimum distance (px)",
                       help="Picks closer than this many pixels (of the micrographs) are merged, "
                            "keeping the best-scoring one (non-maximum suppression). 0 = the "
-                           "model's default: for models trained after CryoUNet 0.4.0, 0.15 of the "
-                           "particle diameter, and up to 0.4 only for neighbours separated by a "
-                           "valley of the probability map (touching particles); 0.4 for models "
-                           "of CryoUNet 0.2 to 0.4.0, half of it before. A value here is plain "
-                           "non-maximum suppression at that distance.")
+                           "model's own rule (its pick.nms_radius, as a fraction of the particle "
+                           "diameter; touching neighbours separated by a valley of the probability "
+                           "map are kept, see pick.saddle_ratio). A value here is plain non-maximum "
+                           "suppression at that distance: raise it when one particle gets several "
+                           "picks.")
         form.addParam("tta", params.BooleanParam, default=True,
                       label="Test-time augmentation",
-                      help="Average the predictions over the 4 rotations of each micrograph "
-                           "(all 8 flips/rotations for models trained by CryoUNet 0.4.0 or earlier: "
-                           "the model's pick.tta_symmetries): +0.01 to +0.02 F1 on the CryoPPP "
-                           "benchmarks, 4 (8) forward passes instead of one. The automatic "
-                           "threshold is then the one calibrated with it at training.")
+                      help="Average the predictions over the model's symmetries of the square "
+                           "(its pick.tta_symmetries: the 4 rotations, or also their mirror images): "
+                           "slightly better picks at 4 (or 8) forward passes instead of one; turn it "
+                           "off for a quick look. The automatic threshold is then the one calibrated "
+                           "with it at training (docs/results.md).")
         form.addParam("useFolds", params.BooleanParam, default=True,
                       label="With the calibration folds",
                       help="For a model trained with 'Calibration folds' K > 1: pick with its K - 1 "
                            "fold networks too, as one ensemble of K (mean probability; the automatic "
-                           "threshold is the mean of theirs). Measured better than the main network "
-                           "alone on both CryoPPP benchmarks, at K times the picking time. No effect "
-                           "on other models.")
+                           "threshold is the mean of theirs), at K times the picking time "
+                           "(docs/results.md). No effect on other models.")
         form.addParam("inferenceBatch", params.IntParam, default=1, validators=[params.Positive],
                       expertLevel=LEVEL_ADVANCED, label="Tiles per GPU batch",
                       help="Micrograph tiles processed together by the network (a micrograph is "

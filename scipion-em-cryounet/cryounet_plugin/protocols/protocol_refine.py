@@ -92,8 +92,8 @@ class CryoUnetProtRefine(CryoUnetProtBase, EMProtocol):
         form.addParam("pseudoTta", params.BooleanParam, default=True,
                       expertLevel=LEVEL_ADVANCED, label="Test-time augmentation",
                       help="Predict the pseudo-labels averaging over the model's test-time "
-                           "symmetries (4 rotations; 8 flips/rotations for models trained by "
-                           "CryoUNet 0.4.0 or earlier): more reliable labels, 4 (8) times slower prediction.")
+                           "symmetries (its pick.tta_symmetries: 4 rotations, or also their mirror "
+                           "images): more reliable labels, 4 (or 8) times slower prediction.")
         form.addParam("learningRate", params.FloatParam, default=5e-4,
                       validators=[params.Positive], expertLevel=LEVEL_ADVANCED,
                       label="Learning rate",

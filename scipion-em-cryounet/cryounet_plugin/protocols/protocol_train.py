@@ -10,7 +10,7 @@ from ..constants import (ARCH_ATTENTION_UNET, ARCH_UNET, ARCHITECTURES, AUGMENT_
                          AUGMENTATIONS, CMD_TRAIN, COORDS_FOLDER, LOSS_BCE, LOSS_FOCAL,
                          LOSS_FOCAL_DICE, LOSSES, MAX_ENSEMBLE, MODEL_FOLDER, MODEL_MEMBER_FOLDER,
                          GENERAL_START_BELOW, SEPARATION_AUTO, SEPARATIONS, START_AUTO,
-                         START_CHOICES, START_MODEL, TARGET_DISK, TARGET_SHAPES)
+                         START_CHOICES, START_MODEL, START_PICKER, TARGET_DISK, TARGET_SHAPES)
 from ..convert import trainingEpochsText, uniqueStems
 from ..objects import CryoUNetModel
 from .protocol_base import CryoUnetProtBase
@@ -61,10 +61,12 @@ class CryoUnetProtTrain(TrainSettings, CryoUnetProtBase, EMProtocol):
         form.addParam("inputCoordinates", params.PointerParam, pointerClass="SetOfCoordinates",
                       important=True, label="Input coordinates",
                       help="Particle positions on some or all of the input micrographs (manual "
-                           "picks or another picker's). They are matched to the micrographs by "
-                           "micrograph id (or by name when the ids differ) and rescaled when "
-                           "their micrographs have another pixel size. Pick every particle of a "
-                           "labelled micrograph: unpicked particles count as background.")
+                           "picks, another picker's, or a pick corrected on a few micrographs). "
+                           "Only the micrographs with coordinates are used. They are matched to "
+                           "the micrographs by micrograph id (or by name when the ids differ) and "
+                           "rescaled when their micrographs have another pixel size. Pick every "
+                           "particle of a labelled micrograph: unpicked particles count as "
+                           "background.")
         self._defineDiameterParams(
             form, "the box size of the input coordinates divided by %g (CryoUNet's box convention: "
                   "its pick protocol writes boxes of %g x the diameter), converted to pixels of the "
@@ -75,18 +77,30 @@ class CryoUnetProtTrain(TrainSettings, CryoUnetProtBase, EMProtocol):
         form.addParam("startFrom", params.EnumParam, choices=START_CHOICES, default=START_AUTO,
                       label="Start from",
                       help="automatic: the general model shipped with CryoUNet when fewer than %d "
-                           "micrographs are labelled (with one labelled micrograph a pretrained start "
-                           "gained 0.02-0.03 F1 on both CryoPPP benchmark sets; with four it gained "
-                           "nothing), else scratch. scratch: random weights. general model: always "
-                           "the general model. a model: the weights of the CryoUNet model below. A "
-                           "starting model brings its own architecture and preprocessing, which "
-                           "replace this form's. An interrupted run (Continue) resumes from its "
-                           "checkpoint." % GENERAL_START_BELOW)
+                           "micrographs are labelled (a pretrained start helps most with one "
+                           "labelled micrograph; see docs/results.md), else scratch. scratch: random "
+                           "weights. general model: always the general model. a model: the weights of "
+                           "the CryoUNet model below. the model that picked them: the model of the "
+                           "CryoUNet pick run the input coordinates come from (the correction loop: "
+                           "pick, correct a few micrographs, train, pick again); it is found by "
+                           "following the coordinates back through the runs that made them, or "
+                           "chosen in 'Pick run'. A starting model brings its own architecture and "
+                           "preprocessing, which replace this form's. An interrupted run (Continue) "
+                           "resumes from its checkpoint." % GENERAL_START_BELOW)
         form.addParam("initModel", params.PointerParam, pointerClass="CryoUNetModel",
                       allowsNull=True, condition="startFrom == %d" % START_MODEL,
                       label="Starting model",
                       help="A CryoUNet model (a train, refine or import-model output) whose weights "
                            "training starts from, e.g. last week's model of the same sample.")
+        form.addParam("pickRun", params.PointerParam, pointerClass="CryoUnetProtPick",
+                      allowsNull=True, condition="startFrom == %d" % START_PICKER,
+                      label="Pick run",
+                      help="Optional: the CryoUNet pick run whose picks you corrected, when the input "
+                           "coordinates do not lead back to it (e.g. corrected in a manual picking "
+                           "run, or imported without naming the picks they correct). Empty: the pick "
+                           "run is found from the input coordinates' provenance. Training starts "
+                           "from the one model it picked with (the general model, a models-folder "
+                           "model or a trained one; not an ensemble).")
         form.addParam("architecture", params.EnumParam, choices=ARCHITECTURES, default=ARCH_UNET,
                       label="Architecture",
                       help="unet: a plain U-Net (fast, a good default). attention_unet: "
@@ -206,7 +220,7 @@ class CryoUnetProtTrain(TrainSettings, CryoUnetProtBase, EMProtocol):
                            "each picked by a network that did not train on it. K = 1 + the number of "
                            "training micrographs is leave-one-micrograph-out. Steadier thresholds "
                            "when few micrographs are labelled, at K times the training time "
-                           "(BENCHMARKS.md).")
+                           "(docs/results.md).")
         form.addParam("cpuProcesses", params.IntParam, default=1, validators=[params.Range(1, 64)],
                       expertLevel=LEVEL_ADVANCED, label="Training processes on the CPU",
                       help="With 'GPU IDs' = No: train each network in this many data-parallel "
@@ -316,10 +330,7 @@ class CryoUnetProtTrain(TrainSettings, CryoUnetProtBase, EMProtocol):
         if micSet is None or coordSet is None:
             return errors
         errors += self._gpuErrors() + self._engineConfigErrors() + nonMicrographErrors(micSet)
-        if self.startFrom.get() == START_MODEL:
-            model = self.initModel.get()
-            errors += (["Choose the starting model (Start from = a model)."] if model is None
-                       else engine.checkModelFolder(model.getPath()))
+        errors += self._startErrors()
         items = micrographItems(micSet)
         errors += self._diameterErrors() + self._processErrors()
         if coordSet.getSize() == 0:

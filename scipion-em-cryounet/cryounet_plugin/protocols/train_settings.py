@@ -5,9 +5,10 @@ import os
 
 from .. import engine
 from ..constants import (ARCHITECTURES, AUGMENTATIONS, DEVICE_CPU, GENERAL_START_BELOW, LOSSES,
-                         SEPARATIONS, START_AUTO, START_GENERAL, START_MODEL, START_SCRATCH,
-                         TARGET_SHAPES)
+                         SEPARATIONS, START_AUTO, START_GENERAL, START_MODEL, START_PICKER,
+                         START_SCRATCH, TARGET_SHAPES)
 from .sets import coordinateScale, diameterFromBoxSize
+from .train_start import pickerStart
 
 
 class TrainSettings:
@@ -102,16 +103,26 @@ class TrainSettings:
         return diameterFromBoxSize(box * coordinateScale(coordSet, micSet)) if box else None
 
     def _startChoice(self, labelled):
-        """What training starts from (START_SCRATCH, START_GENERAL or START_MODEL), "automatic"
-        decided by the number of labelled micrographs."""
+        """What training starts from (START_SCRATCH, START_GENERAL, START_MODEL or START_PICKER),
+        "automatic" decided by the number of labelled micrographs."""
         start = self.startFrom.get()
         if start == START_AUTO:
             return START_GENERAL if labelled < GENERAL_START_BELOW else START_SCRATCH
         return start
 
+    def _pickerStart(self):
+        """``(--init value, words)`` of the model that picked the input coordinates.
+
+        Raises:
+            ValueError: it cannot be found, or is an ensemble (the message says what to choose).
+        """
+        return pickerStart(self.inputCoordinates, self.getProject(), self.pickRun.get())
+
     def _initArgs(self, labelled):
         """``--init`` of the engine run: the general model, a model folder, or nothing."""
         start = self._startChoice(labelled)
+        if start == START_PICKER:
+            return ["--init", self._pickerStart()[0]]
         if start == START_MODEL and self.initModel.get() is not None:
             return ["--init", os.path.abspath(self.initModel.get().getPath())]
         return ["--init", engine.GENERAL_MODEL] if start == START_GENERAL else []
@@ -119,6 +130,8 @@ class TrainSettings:
     def _startText(self, labelled):
         """The start of training in words, for the summary."""
         start, model = self._startChoice(labelled), self.initModel.get()
+        if start == START_PICKER:
+            return self._pickerStart()[1]
         if start == START_MODEL and model is not None:
             text = "model %s (%s)" % (model.getObjLabel() or model.getObjId(), model.getPath())
         else:
@@ -126,6 +139,22 @@ class TrainSettings:
         if self.startFrom.get() == START_AUTO:
             text += ", chosen automatically for %d labelled micrograph(s)" % labelled
         return text
+
+    def _startErrors(self):
+        """Form errors of "Start from": no starting model, an unusable one, or no model that
+        picked the input coordinates."""
+        start = self.startFrom.get()
+        if start == START_MODEL:
+            model = self.initModel.get()
+            return (["Choose the starting model (Start from = a model)."] if model is None
+                    else engine.checkModelFolder(model.getPath()))
+        if start != START_PICKER:
+            return []
+        try:
+            init = self._pickerStart()[0]
+        except ValueError as exc:
+            return [str(exc)]
+        return [] if init == engine.GENERAL_MODEL else engine.checkModelFolder(init)
 
     def _diameterErrors(self):
         return self._particleDiameterErrors(

@@ -391,3 +391,12 @@ def test_model_file_given_for_its_folder(tmp_path):
     assert problems == ["%s is a file; give the model folder that holds it (%s)" % (weights, folder)]
     with pytest.raises(ValueError, match="is a file; give the model folder that holds it"):
         E.readModelInfo(weights)
+
+
+def test_automatic_start_is_the_engines_rule():
+    from cryounet.io.model_folder import AUTO_INIT_BELOW, automatic_start
+    from cryounet_plugin.constants import GENERAL_START_BELOW
+
+    assert GENERAL_START_BELOW == E.AUTO_START_BELOW == AUTO_INIT_BELOW
+    assert automatic_start(GENERAL_START_BELOW - 1) == E.GENERAL_MODEL
+    assert automatic_start(GENERAL_START_BELOW) is None

@@ -417,6 +417,7 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
         self.assertEqual(pick.getPickDiameter(), 48.0)
         self.assertEqual(pick.validate(), [])
         self.runProt(pick)
+        type(self).diameterPick = pick
         commands = [open(os.path.join(root, name)).read()
                     for root, _, files in os.walk(pick._getExtraPath("batches")) for name in files
                     if name.endswith(".cmd")]
@@ -471,6 +472,7 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
         self.assertEqual(general.validate(), [])
         self.assertFalse(any("pixel size" in w for w in general.warnings()))
         self.runProt(general)
+        type(self).generalPick = general
         self.assertIsNotNone(general.outputCoordinates)
         commands = [open(os.path.join(root, name)).read()
                     for root, _, files in os.walk(general._getExtraPath("batches")) for name in files
@@ -493,6 +495,7 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
         self.assertEqual(form.values, {"libraryModel": "sim_model"})
         self.assertEqual(pick.validate(), [])
         self.runProt(pick)
+        type(self).libraryPick = pick
         self.assertGreater(pick.outputCoordinates.getSize(), 0)
 
     # ------------------------------------------------------------------ helpers
@@ -547,6 +550,68 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
         self.assertTrue(written["pick"]["folds"])
         pick.useFolds.set(False)
         self.assertAlmostEqual(pick.getPickingThreshold(automatic=True), cfg["threshold_tta"], places=6)
+
+    def test_14_train_from_the_model_that_picked_them(self):
+        """Start from = the model that picked them: the model of the CryoUNet pick run found in the
+        input coordinates' provenance (through a post-process, an import naming the picks it
+        corrects), or of the pick run chosen; an ensemble or no pick run is a form error."""
+        from cryounet_plugin.constants import START_PICKER
+        from cryounet_plugin.protocols import CryoUnetProtImportCoordinates
+
+        def trainOn(coordsProt, pickRun=None):
+            prot = self.newProtocol(CryoUnetProtTrain, epochs=1, useGpu=False, startFrom=START_PICKER,
+                                    extraConfig=tinyConfigJson())
+            prot.inputMicrographs.set(self.importMics)
+            prot.inputMicrographs.setExtended("outputMicrographs")
+            prot.inputCoordinates.set(coordsProt)
+            prot.inputCoordinates.setExtended("outputCoordinates")
+            prot.pickRun.set(pickRun)
+            return prot
+
+        trained = os.path.abspath(self.train.outputModel.getPath())
+        self.assertEqual(trainOn(self.diameterPick)._initArgs(3), ["--init", trained])
+        direct = trainOn(self.diameterPick)  # a pointer to the set itself (scripts) finds its run too
+        direct.inputCoordinates.set(self.diameterPick.outputCoordinates)
+        direct.inputCoordinates.setExtended(None)
+        self.assertEqual(direct._initArgs(3), ["--init", trained])
+        self.assertEqual(trainOn(self.generalPick)._initArgs(3), ["--init", engine.GENERAL_MODEL])
+        library = trainOn(self.libraryPick)
+        self.assertEqual(library.validate(), [])
+        self.assertEqual(library._initArgs(3), ["--init", os.path.abspath(self.libraryPick._getModels()[0].getPath())])
+        self.assertIn("which picked run '%s' (id %d)" % (self.libraryPick.getRunName(), self.libraryPick.getObjId()),
+                      library._startText(3))
+        # through a post-process of the picks
+        post = self.newProtocol(CryoUnetProtPostprocess, particleDiameter=0)
+        post.inputCoordinates.set(self.diameterPick)
+        post.inputCoordinates.setExtended("outputCoordinates")
+        self.runProt(post)
+        self.assertEqual(trainOn(post)._initArgs(3), ["--init", trained])
+        # an ensemble (self.pick, and the post-process on it) cannot be a start
+        errors = trainOn(self.post).validate()
+        self.assertTrue(any("picked with an ensemble of 2 models" in e and "Start from = a model" in e
+                            for e in errors), errors)
+        # imported coordinates: no pick run, unless the import names the picks it corrects or
+        # the pick run is chosen
+        errors = trainOn(self.importCoords).validate()
+        self.assertTrue(any("do not come from a CryoUNet pick run" in e and "'Pick run'" in e
+                            for e in errors), errors)
+        self.assertEqual(trainOn(self.importCoords, self.generalPick)._initArgs(3),
+                         ["--init", engine.GENERAL_MODEL])
+        corrected = self.newProtocol(CryoUnetProtImportCoordinates, filesPath=self.trainDir,
+                                     filesPattern="mic_00[01].star")
+        corrected.inputMicrographs.set(self.importMics)
+        corrected.inputMicrographs.setExtended("outputMicrographs")
+        corrected.correctedPicks.set(self.generalPick)
+        corrected.correctedPicks.setExtended("outputCoordinates")
+        self.runProt(corrected)
+        self.assertEqual(corrected.outputCoordinates.getBoxSize(),
+                         self.generalPick.outputCoordinates.getBoxSize())  # box 0: the pick's
+        self.assertIn("Corrections of the coordinates of run '%s' (id %d)."
+                      % (self.generalPick.getRunName(), self.generalPick.getObjId()),
+                      "\n".join(corrected.summary()))
+        fromCorrections = trainOn(corrected)
+        self.assertEqual(fromCorrections.validate(), [])
+        self.assertEqual(fromCorrections._initArgs(2), ["--init", engine.GENERAL_MODEL])
 
     def _pointer(self, prot, name):
         from pyworkflow.object import Pointer

@@ -44,8 +44,8 @@ def plotTrainingCurves(figure, history, title="Training"):
     axScore.plot(epochs, _series(history, "valid_f1"), "o-", label="validation F1", lw=2)
     axScore.plot(epochs, _series(history, "valid_precision"), "s--", label="precision")
     axScore.plot(epochs, _series(history, "valid_recall"), "^:", label="recall")
-    # Since 0.2.1 the epoch is chosen by the best F1 over all thresholds (``valid_best_f1``);
-    # ``valid_f1`` is at the calibrated threshold. Older histories only have ``valid_f1``.
+    # The epoch kept is the one of the best F1 over all thresholds (``valid_best_f1``);
+    # ``valid_f1`` is at the calibrated threshold. A history without the former shows the latter.
     f1 = _series(history, "valid_f1")
     if any(item.get("valid_best_f1") is not None for item in history):
         f1 = _series(history, "valid_best_f1")
