@@ -10,6 +10,9 @@ pick folder stays marked unfinished), says ``interrupted by SIGTERM`` and exits 
 number (143, 129; 130 for SIGINT). SIGXFSZ is ignored so that a write over ``ulimit -f`` fails with
 EFBIG and is reported instead of killing the process, and PyTorch is not loaded under an
 address-space limit too small for it (its import would abort the process without a word).
+Errors of the command line itself (argparse's: a missing option, a bad value, arguments it does not
+know) come with the sub-command's own usage, and with a hint to quote globs when the arguments they
+name look like a glob the shell expanded.
 """
 from __future__ import annotations
 
@@ -22,11 +25,12 @@ import os
 import signal
 import sys
 import traceback
-from typing import Iterator, Sequence
+from typing import Iterator, NoReturn, Sequence
 
 from cryounet import __version__
 from cryounet.errors import CryoUNetError
 from cryounet.failures import describe_failure, describe_os_failure
+from cryounet.io.folders import glob_hint
 from cryounet.limits import check_room_for_torch
 from cryounet.process import MALLOC_SETTINGS
 
@@ -36,20 +40,50 @@ COMMANDS = ("train", "refine", "pick", "merge", "evaluate", "show", "diameter", 
 logger = logging.getLogger("cryounet")
 
 
-def build_parser() -> argparse.ArgumentParser:
+class CommandParser(argparse.ArgumentParser):
+    """A sub-command's parser: its errors come with its own usage and, when the arguments they name
+    look like a glob the shell expanded, the hint to quote it."""
+
+    argv: Sequence[str] = ()
+
+    def error(self, message: str) -> NoReturn:
+        super().error(message + glob_hint(self.argv, message))
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The ``cryounet`` parser; ``argv`` (the command line to parse) lets errors point at globs."""
     parser = argparse.ArgumentParser(
         prog="cryounet", description="Deep-learning particle picking for cryo-EM micrographs."
     )
     parser.add_argument("--version", action="version", version=f"cryounet {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=CommandParser)
     for command in COMMANDS:
         module = importlib.import_module(f"cryounet.commands.{command}")
         cmd_parser = sub.add_parser(command, help=module.help, description=module.help)
+        cmd_parser.argv = list(argv)
         module.add_arguments(cmd_parser)
         cmd_parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
         cmd_parser.add_argument("--verbose", action="store_true", help="debug logging")
-        cmd_parser.set_defaults(_main=module.main)
+        cmd_parser.set_defaults(_main=module.main, _parser=cmd_parser)
     return parser
+
+
+#: Unrecognized arguments named in full in an error; more are counted.
+NAMED_ARGUMENTS = 5
+
+
+def parse_command_line(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv``; an error (printed by argparse, exit 2) comes with the sub-command's own usage
+    and names what is wrong: the missing options, the unrecognized arguments (with a hint to quote
+    globs when they look like one the shell expanded) or the bad value."""
+    argv = list(argv)
+    args, unknown = build_parser(argv).parse_known_args(argv)
+    if unknown:
+        named = " ".join(unknown[:NAMED_ARGUMENTS])
+        more = f" ... ({len(unknown)} in all)" if len(unknown) > NAMED_ARGUMENTS else ""
+        args._parser.error(f"unrecognized arguments: {named}{more}")
+    args._argv = argv
+    return args
 
 
 def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
@@ -159,14 +193,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. Every expected failure (CryoUNetError, an OS error, running out of
     memory) ends as one ``cryounet CMD: error: ...`` line and exit code 2; an unexpected exception
     is a bug: one line asking to report it (exit code 1), with its traceback under ``--verbose``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    setup_logging("--quiet" in argv, "--verbose" in argv)  # parsing may log (a file taken for its folder)
     try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
+        args = parse_command_line(argv)
     except ModuleNotFoundError as exc:
         if not is_engine_module(exc):
             raise
         return report_missing_engine(exc, "cryounet")
-    args._argv = list(sys.argv[1:] if argv is None else argv)
     setup_logging(args.quiet, args.verbose)
     logger.debug("allocator settings: %s", ", ".join(
         f"{k}={os.environ.get(k, 'glibc default')}" for k in MALLOC_SETTINGS))

@@ -20,11 +20,27 @@ def test_missing_options_are_named() -> None:
 
 def test_datasets_replaces_the_plain_options(tmp_path: Path) -> None:
     listing = tmp_path / "d.json"
-    listing.write_text(json.dumps([{"micrographs": "a/", "coordinates": "a/", "diameter": 40}]))
+    (tmp_path / "a").mkdir()
+    listing.write_text(json.dumps([{"micrographs": "a/", "coordinates": str(tmp_path / "a"), "diameter": 40}]))
     with pytest.raises(CryoUNetError, match="replaces"):
         datasets_from_options(["mics/"], None, None, datasets_file=listing)
     data = datasets_from_options(None, None, None, datasets_file=listing)
-    assert data == [{"micrographs": ["a/"], "coordinates": "a/", "diameter": 40.0}]
+    assert data == [{"micrographs": ["a/"], "coordinates": tmp_path / "a", "diameter": 40.0}]
+
+
+def test_coordinate_folders_are_checked_before_anything_is_loaded(sim_data: SimData, tmp_path: Path) -> None:
+    with pytest.raises(CryoUNetError, match="nothing: coordinate folder does not exist"):
+        datasets_from_options(["m/"], tmp_path / "nothing", 40.0)
+    listing = tmp_path / "d.json"
+    listing.write_text(json.dumps([{"micrographs": "m/", "coordinates": str(sim_data.star(0)), "diameter": 40}]))
+    with pytest.raises(CryoUNetError, match=r"mic_000.star is a file; give the coordinate folder that holds it"):
+        datasets_from_options(None, None, None, datasets_file=listing)
+    picks = tmp_path / "picks"
+    shutil.copytree(sim_data.folder, picks)
+    (picks / "coordinates.star").write_text("")
+    data = datasets_from_options(["m/"], picks, 40.0, valid_micrographs=["v/"],
+                                 valid_coordinates=picks / "coordinates.star")
+    assert data[0]["valid_coordinates"] == picks
 
 
 @pytest.mark.parametrize("entry, words", [

@@ -14,7 +14,9 @@ from cryounet.analysis.diameter import (DiameterEstimate, MethodEstimate, box_es
                                         diameter_problem, nearest_neighbour_distances, spacing_estimate)
 from cryounet.analysis.image_size import blob_estimate, profile_estimate
 from cryounet.errors import CryoUNetError, InputFileError
-from cryounet.io.coordinates import BOX_FACTOR, BOX_SUFFIXES, STAR_SUFFIXES, find_coordinate_file, read_coordinates
+from cryounet.io.coordinates import (BOX_FACTOR, BOX_SUFFIXES, STAR_SUFFIXES, find_coordinate_file,
+                                     is_folder_index, read_coordinates)
+from cryounet.io.folders import input_folder
 from cryounet.io.mrc import micrograph_shape, read_micrograph, read_pixel_size
 
 logger = logging.getLogger(__name__)
@@ -86,8 +88,8 @@ def read_evidence(micrographs: Sequence[Path], coordinates: Path | None) -> Evid
     """The picks (when a coordinate folder is given) and shapes of the micrographs; those without a
     coordinate file are left out when there is a folder."""
     paths, xy, shapes, boxes = [], [], [], []
-    if coordinates is not None and not Path(coordinates).is_dir():
-        raise CryoUNetError(f"{coordinates}: coordinates folder does not exist")
+    if coordinates is not None:
+        coordinates = input_folder(coordinates, "coordinates folder", is_folder_index)
     for path in micrographs:
         if coordinates is None:
             paths.append(path)

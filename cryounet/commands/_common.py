@@ -10,6 +10,8 @@ from typing import Callable
 
 from cryounet.config import MAX_SEED
 from cryounet.errors import CryoUNetError
+from cryounet.io.coordinates import is_folder_index
+from cryounet.io.folders import folder_of
 from cryounet.io.micrographs import MICROGRAPH_SUFFIXES, check_diameter
 from cryounet.io.model_folder import GENERAL_NAME, resolve_model
 
@@ -82,6 +84,22 @@ def model_folder(text: str) -> Path:
         return resolve_model(text)
     except CryoUNetError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _folder(what: str) -> Callable[[str], Path]:
+    """argparse type of a folder of coordinate files: its ``coordinates.star`` index stands for it;
+    another file is refused, naming the folder to give (:func:`folder_of`)."""
+    def convert(text: str) -> Path:
+        try:
+            return folder_of(text, what, is_folder_index)
+        except CryoUNetError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return convert
+
+
+picks_folder = _folder("picks folder")
+coordinates_folder = _folder("coordinates folder")
+truth_folder = _folder("ground-truth folder")
 
 
 def shard(text: str) -> tuple[int, int]:

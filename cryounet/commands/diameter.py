@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cryounet.commands._common import MICROGRAPHS_HELP, add_overwrite, positive_int
+from cryounet.commands._common import MICROGRAPHS_HELP, add_overwrite, coordinates_folder, positive_int
 
 name = "diameter"
 help = ("estimate the particle diameter in pixels from the micrographs (blob scale) and, with "
@@ -13,7 +13,7 @@ help = ("estimate the particle diameter in pixels from the micrographs (blob sca
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--micrographs", required=True, nargs="+", help=MICROGRAPHS_HELP)
-    parser.add_argument("--coordinates", type=Path,
+    parser.add_argument("--coordinates", type=coordinates_folder,
                         help="folder of coordinate files named like the micrographs (optional)")
     parser.add_argument("--max-micrographs", type=positive_int, default=6, metavar="N",
                         help="micrographs the image methods read (default 6; the spacing uses every "

@@ -6,7 +6,8 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from cryounet.commands._common import MICROGRAPHS_HELP, add_overwrite, diameter, finite_number, positive_int
+from cryounet.commands._common import (MICROGRAPHS_HELP, add_overwrite, diameter, finite_number, picks_folder,
+                                      positive_int, truth_folder)
 
 name = "evaluate"
 help = ("score picks against ground truth: one-to-one matching within 0.5 diameter (the radius is "
@@ -15,8 +16,8 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--picks", required=True, type=Path, help="folder of pick files")
-    parser.add_argument("--truth", required=True, type=Path, help="folder of ground-truth files")
+    parser.add_argument("--picks", required=True, type=picks_folder, help="folder of pick files")
+    parser.add_argument("--truth", required=True, type=truth_folder, help="folder of ground-truth files")
     parser.add_argument("--diameter", required=True, type=diameter,
                         help="particle diameter in pixels of these micrographs: a pick matches a truth "
                              "centre closer than half of it")

@@ -5,7 +5,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from cryounet.commands._common import add_overwrite
+from cryounet.commands._common import add_overwrite, picks_folder
 from cryounet.errors import CryoUNetError
 
 name = "merge"
@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--picks", nargs="+", required=True, type=Path,
+    parser.add_argument("--picks", nargs="+", required=True, type=picks_folder,
                         help="pick folders to merge (each finished; no micrograph in two of them)")
     parser.add_argument("--output", required=True, type=Path,
                         help="folder for every <micrograph>.star, one coordinates.star and skipped.json")

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from cryounet.commands._common import (MICROGRAPHS_HELP, add_overwrite, diameter, finite_number, non_negative,
-                                      non_negative_int)
+                                      non_negative_int, picks_folder)
 
 name = "postprocess"
 help = ("filter pick files: score threshold, non-maximum suppression distance, distance to the "
@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--picks", required=True, type=Path, help="folder of pick files (any format)")
+    parser.add_argument("--picks", required=True, type=picks_folder, help="folder of pick files (any format)")
     parser.add_argument("--output", required=True, type=Path, help="folder for the filtered STAR files")
     parser.add_argument("--diameter", required=True, type=diameter, help="particle diameter in pixels")
     parser.add_argument("--threshold", type=finite_number, help="keep picks with at least this score")

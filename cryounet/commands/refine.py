@@ -5,8 +5,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from cryounet.commands._common import (GENERAL_HELP, MICROGRAPHS_HELP, add_device, add_overwrite, diameter,
-                                      model_folder, positive_int, seed, show_progress)
+from cryounet.commands._common import (GENERAL_HELP, MICROGRAPHS_HELP, add_device, add_overwrite,
+                                      coordinates_folder, diameter, model_folder, positive_int, seed, show_progress)
 
 name = "refine"
 help = ("refine a trained model by self-training on unlabelled micrographs (pseudo-labels with "
@@ -22,11 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "general model)")
     parser.add_argument("--micrographs", nargs="+", required=True,
                         help=f"labelled {MICROGRAPHS_HELP} (those without coordinates count as unlabelled)")
-    parser.add_argument("--coordinates", required=True, type=Path, help="folder of coordinate files")
+    parser.add_argument("--coordinates", required=True, type=coordinates_folder, help="folder of coordinate files")
     parser.add_argument("--unlabelled", nargs="+", help=f"unlabelled {MICROGRAPHS_HELP}")
     parser.add_argument("--output", required=True, type=Path, help="folder for the refined model")
     parser.add_argument("--valid-micrographs", nargs="+", help=f"validation {MICROGRAPHS_HELP}")
-    parser.add_argument("--valid-coordinates", type=Path, help="folder of validation coordinates")
+    parser.add_argument("--valid-coordinates", type=coordinates_folder, help="folder of validation coordinates")
     parser.add_argument("--rounds", type=positive_int, help="self-training rounds (overrides the config)")
     parser.add_argument("--seed", type=seed, help="random seed (overrides the config)")
     parser.add_argument("--config", type=Path,

@@ -5,7 +5,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from cryounet.commands._common import MICROGRAPHS_HELP, add_overwrite, diameter, positive_int
+from cryounet.commands._common import MICROGRAPHS_HELP, add_overwrite, diameter, picks_folder, positive_int
 
 name = "show"
 help = ("draw picks on micrographs as PNG pictures (low-pass filtered to the particle scale, "
@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--picks", required=True, type=Path, help="folder of pick files (any format)")
+    parser.add_argument("--picks", required=True, type=picks_folder, help="folder of pick files (any format)")
     parser.add_argument("--micrographs", nargs="+", required=True, help=MICROGRAPHS_HELP)
     parser.add_argument("--diameter", type=diameter,
                         help="particle diameter in pixels (circle size and the low-pass scale; default: "

@@ -5,8 +5,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from cryounet.commands._common import (GENERAL_HELP, MICROGRAPHS_HELP, add_device, add_overwrite, diameter,
-                                      model_folder, positive_int, seed, show_progress)
+from cryounet.commands._common import (GENERAL_HELP, MICROGRAPHS_HELP, add_device, add_overwrite,
+                                      coordinates_folder, diameter, model_folder, positive_int, seed, show_progress)
 from cryounet.io.model_folder import AUTO_INIT, AUTO_INIT_BELOW
 
 name = "train"
@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--micrographs", nargs="+", help=f"training {MICROGRAPHS_HELP}")
-    parser.add_argument("--coordinates", type=Path,
+    parser.add_argument("--coordinates", type=coordinates_folder,
                         help="folder of coordinate files named like the micrographs")
     parser.add_argument("--diameter", type=diameter,
                         help="particle diameter in pixels of the micrographs, not Angstrom ('cryounet "
@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "\"valid_coordinates\": DIR}, ...] (validation keys optional)")
     parser.add_argument("--output", required=True, type=Path, help="model folder to write")
     parser.add_argument("--valid-micrographs", nargs="+", help=f"validation {MICROGRAPHS_HELP}")
-    parser.add_argument("--valid-coordinates", type=Path, help="folder of validation coordinates")
+    parser.add_argument("--valid-coordinates", type=coordinates_folder, help="folder of validation coordinates")
     parser.add_argument("--epochs", type=positive_int, help="maximum epochs (overrides the config)")
     parser.add_argument("--seed", type=seed, help="random seed (overrides the config)")
     parser.add_argument("--config", type=Path, help="JSON config file (see cryounet.config)")

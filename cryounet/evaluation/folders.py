@@ -13,8 +13,9 @@ from cryounet.errors import CryoUNetError
 from cryounet.evaluation.honesty import (BEST_F1_NOTE, ap_note, check_finite_scores, check_radius,
                                          cut_level, median_spacing)
 from cryounet.evaluation.metrics import MATCH_RADIUS, average_precision, best_f1, evaluate
-from cryounet.io.coordinates import (COORDINATE_SUFFIXES, find_coordinate_file, list_coordinate_files,
-                                     read_coordinates)
+from cryounet.io.coordinates import (COORDINATE_SUFFIXES, find_coordinate_file, is_folder_index,
+                                     list_coordinate_files, read_coordinates)
+from cryounet.io.folders import input_folder
 from cryounet.io.picks_folder import check_picks_folder, read_pick_record
 
 logger = logging.getLogger(__name__)
@@ -99,9 +100,8 @@ def load_evaluation_input(picks_dir: Path, truth_dir: Path) -> EvaluationInput:
         CryoUNetError: a folder is missing, holds no coordinate file or nothing matches, or a score
             is not a finite number.
     """
-    check_picks_folder(picks_dir)
-    if not Path(truth_dir).is_dir():
-        raise CryoUNetError(f"{truth_dir}: ground-truth folder does not exist")
+    picks_dir = check_picks_folder(picks_dir)
+    truth_dir = input_folder(truth_dir, "ground-truth folder", is_folder_index)
     truth_files = list_coordinate_files(truth_dir)
     if not truth_files:
         raise CryoUNetError(f"{truth_dir}: no coordinate files ({', '.join(COORDINATE_SUFFIXES)})")

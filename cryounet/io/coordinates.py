@@ -20,6 +20,7 @@ import numpy as np
 from cryounet.errors import CryoUNetError, InputFileError
 from cryounet.io.atomic import write_text_atomic
 from cryounet.io.coordinate_text import read_text_table
+from cryounet.io.folders import input_folder
 from cryounet.io.star import format_loop, read_star
 from cryounet.io.star_coordinates import UNCERTAINTY_LABEL
 from cryounet.io.star_coordinates import read_star_coordinates as _read_star_table
@@ -219,9 +220,7 @@ def list_coordinate_files(folder: str | os.PathLike[str], pattern: str = "*",
     Raises:
         CryoUNetError: the folder does not exist, or two files belong to one micrograph.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise CryoUNetError(f"{folder}: coordinates folder does not exist")
+    folder = input_folder(folder, "coordinates folder", is_folder_index)
     stems = set(stems) if stems is not None else set()
     found: dict[str, Path] = {}
     for path in sorted(folder.glob(pattern)):
@@ -233,6 +232,15 @@ def list_coordinate_files(folder: str | os.PathLike[str], pattern: str = "*",
                                 f"{found[key].name}, {path.name}; keep one")
         found[key] = path
     return found
+
+
+def is_folder_index(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a ``coordinates.star`` index beside coordinate files (as in a pick
+    folder): it stands for its folder. A lone coordinate file does not."""
+    path = Path(path)
+    return path.name == INDEX_NAME and any(
+        p.suffix.lower() in COORDINATE_SUFFIXES and p.name != INDEX_NAME and p.is_file()
+        for p in path.parent.iterdir())
 
 
 def find_coordinate_file(stem: str, folder: str | os.PathLike[str],

@@ -23,8 +23,11 @@ def datasets_from_options(micrographs: Sequence[str] | None, coordinates: Path |
                           datasets_file: Path | None = None) -> list[dict[str, Any]]:
     """The datasets to train on: the ``--datasets`` list, or the one the plain options give.
 
+    Every coordinate folder is checked before anything is loaded or written (:func:`check_folders`).
+
     Raises:
-        CryoUNetError: options missing or given together with ``--datasets``, or an invalid list.
+        CryoUNetError: options missing or given together with ``--datasets``, an invalid list, or a
+            coordinate folder that does not exist or is given as a file.
     """
     plain = {"--micrographs": micrographs, "--coordinates": coordinates, "--diameter": diameter}
     if datasets_file is None:
@@ -40,7 +43,20 @@ def datasets_from_options(micrographs: Sequence[str] | None, coordinates: Path |
     for entry in data:
         if (entry.get("valid_micrographs") is None) != (entry.get("valid_coordinates") is None):
             raise CryoUNetError("--valid-micrographs and --valid-coordinates go together")
+        check_folders(entry)
     return data
+
+
+def check_folders(entry: dict[str, Any]) -> None:
+    """Replace a dataset's coordinate folders by the existing folders they name: a pick folder's
+    ``coordinates.star`` index stands for its folder, another file is refused naming its folder
+    (:func:`~cryounet.io.folders.input_folder`)."""
+    from cryounet.io.coordinates import is_folder_index
+    from cryounet.io.folders import input_folder
+
+    for key in ("coordinates", "valid_coordinates"):
+        if entry.get(key) is not None:
+            entry[key] = input_folder(entry[key], "coordinate folder", is_folder_index)
 
 
 def read_dataset_list(path: Path) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from cryounet import __version__
 from cryounet.config import LEGACY_TTA_SYMMETRIES, CryoUNetConfig
 from cryounet.errors import CryoUNetError, InputFileError
 from cryounet.io.atomic import write_json
+from cryounet.io.folders import folder_of
 from cryounet.io.json_files import parse_json, read_json
 from cryounet.io.outputs import is_incomplete
 
@@ -190,7 +191,7 @@ def read_model_info(folder: str | os.PathLike[str], allow_incomplete: bool = Fal
     A folder whose training or refinement did not complete (killed, out of disk, still running) is
     refused unless ``allow_incomplete`` (``train --resume`` reads its own).
     """
-    folder = Path(folder)
+    folder = folder_of(folder, "model folder")
     if not folder.is_dir():
         raise InputFileError(folder, "model folder does not exist")
     if not allow_incomplete and is_incomplete(folder):
@@ -250,6 +251,11 @@ def _read_digests(value: object, config_path: Path) -> dict[str, str]:
 def check_model_folder(folder: str | os.PathLike[str]) -> list[str]:
     """Problems that make ``folder`` unusable as a model (an empty list when it is fine)."""
     folder = Path(folder)
+    if str(folder) and folder.is_file():
+        try:
+            folder_of(folder, "model folder")
+        except CryoUNetError as exc:
+            return [str(exc)]
     if not str(folder) or not folder.is_dir():
         return [f"model folder {folder} does not exist"]
     missing = [f"model folder {folder} has no {name}" for name in REQUIRED_FILES if not (folder / name).is_file()]
@@ -427,8 +433,21 @@ def is_general(model: str | os.PathLike[str]) -> bool:
 
 def resolve_model(model: str | os.PathLike[str]) -> Path:
     """The model folder ``model`` names: the shipped general model for the string ``general``
-    (as typed on a command line or in a form), else the path."""
-    return general_model_path() if isinstance(model, str) and model == GENERAL_NAME else Path(model)
+    (as typed on a command line or in a form), else the path; a file of a model folder
+    (``model/model.safetensors``) names that folder (logged), any other file is refused.
+
+    Raises:
+        CryoUNetError: ``model`` is a file outside a model folder.
+    """
+    if isinstance(model, str) and model == GENERAL_NAME:
+        return general_model_path()
+    return folder_of(model, "model folder", is_model_file)
+
+
+def is_model_file(path: Path) -> bool:
+    """Whether ``path`` is a file in a model folder (one that holds every file of
+    :data:`REQUIRED_FILES`): the file stands for that folder."""
+    return all((Path(path).parent / name).is_file() for name in REQUIRED_FILES)
 
 
 def check_general_diameter(models: Sequence[str | os.PathLike[str]], diameter: float | None,

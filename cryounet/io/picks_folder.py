@@ -14,7 +14,8 @@ from typing import Any, Sequence
 from cryounet import __version__
 from cryounet.errors import CryoUNetError, InputFileError
 from cryounet.io.atomic import write_json
-from cryounet.io.coordinates import INDEX_NAME, Picks, write_star_index, write_star_picks
+from cryounet.io.coordinates import INDEX_NAME, Picks, is_folder_index, write_star_index, write_star_picks
+from cryounet.io.folders import input_folder
 from cryounet.io.model_folder import WEIGHTS_NAME, file_digest
 from cryounet.io.outputs import is_incomplete
 
@@ -44,10 +45,9 @@ def pick_names(micrographs: Sequence[str | os.PathLike[str]]) -> list[str]:
 
 
 def check_picks_folder(folder: str | os.PathLike[str]) -> Path:
-    """A pick folder to read: it exists, and the run that wrote it (if CryoUNet's) finished."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise CryoUNetError(f"{folder}: picks folder does not exist")
+    """A pick folder to read: it exists (its ``coordinates.star`` stands for it), and the run that
+    wrote it (if CryoUNet's) finished."""
+    folder = input_folder(folder, "picks folder", is_folder_index)
     if is_incomplete(folder):
         raise CryoUNetError(f"{folder}: the run that writes this picks folder did not finish (interrupted, or "
                             "still running); run it again (with --overwrite)")

@@ -10,7 +10,8 @@ import numpy as np
 
 from cryounet.config import CryoUNetConfig, PreprocessConfig, held_out_count
 from cryounet.errors import CryoUNetError, InputFileError
-from cryounet.io.coordinates import find_coordinate_file, read_coordinates
+from cryounet.io.coordinates import find_coordinate_file, is_folder_index, read_coordinates
+from cryounet.io.folders import input_folder
 from cryounet.io.mrc import read_micrograph
 from cryounet.preprocess import Scale, preprocess
 from cryounet.training.targets import make_targets
@@ -66,9 +67,7 @@ def load_labelled(
     Raises:
         CryoUNetError: the coordinate folder is missing or no micrograph has coordinates.
     """
-    coordinates = Path(coordinates)
-    if not coordinates.is_dir():
-        raise CryoUNetError(f"{coordinates}: coordinate folder does not exist")
+    coordinates = input_folder(coordinates, "coordinate folder", is_folder_index)
     labelled: list[LabelledMicrograph] = []
     unlabelled: list[Path] = []
     skipped: list[str] = []

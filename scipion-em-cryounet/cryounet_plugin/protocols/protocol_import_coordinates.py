@@ -119,10 +119,10 @@ class CryoUnetProtImportCoordinates(CryoUnetProtBase, EMProtocol):
     def _validate(self):
         errors = []
         folder = (self.filesPath.get() or "").strip()
-        if not os.path.isdir(folder):
+        if not folder or not os.path.exists(folder):
             errors.append("Coordinates folder %s does not exist." % folder)
         else:
-            try:
+            try:  # the engine names the folder to give for a file (a pick folder's index stands for it)
                 if not engine.findCoordinateFiles(folder, self.filesPattern.get()):
                     errors.append("No coordinate files match %s in %s."
                                   % (self.filesPattern.get(), folder))

@@ -383,6 +383,16 @@ def test_gpu_presence_is_the_engines_torch_free_rule():
     assert E.cudaImpossible() is cuda_impossible()
 
 
+def test_model_file_given_for_its_folder(tmp_path):
+    folder = writeModel(str(tmp_path / "m"))
+    weights = os.path.join(folder, "model.safetensors")
+    assert E.resolveModelFolder(weights) == folder  # a model folder's file names the folder
+    problems = E.checkModelFolder(weights)
+    assert problems == ["%s is a file; give the model folder that holds it (%s)" % (weights, folder)]
+    with pytest.raises(ValueError, match="is a file; give the model folder that holds it"):
+        E.readModelInfo(weights)
+
+
 def test_automatic_start_is_the_engines_rule():
     from cryounet.io.model_folder import AUTO_INIT_BELOW, automatic_start
     from cryounet_plugin.constants import GENERAL_START_BELOW

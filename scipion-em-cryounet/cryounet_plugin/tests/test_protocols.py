@@ -617,6 +617,17 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
         from pyworkflow.object import Pointer
         return Pointer(prot, extended=name)
 
+    def test_14_import_coordinates_given_a_file_names_its_folder(self):
+        from cryounet_plugin.protocols import CryoUnetProtImportCoordinates
+        star = os.path.join(self.trainDir, sorted(f for f in os.listdir(self.trainDir)
+                                                  if f.startswith("mic_") and f.endswith(".star"))[0])
+        prot = self.newProtocol(CryoUnetProtImportCoordinates, filesPath=star, filesPattern="*.star",
+                                boxSize=SIM_BOX)
+        prot.inputMicrographs.set(self.importMics)
+        prot.inputMicrographs.setExtended("outputMicrographs")
+        self.assertIn("%s is a file; give the coordinates folder that holds it (%s)" % (star, self.trainDir),
+                      prot.validate())
+
     def _waitForOutput(self, prot, name, timeout=120):
         start = time.time()
         while time.time() - start < timeout:
