@@ -6,6 +6,11 @@ stores the weights in float16 (half the size; they are loaded into a float32 net
 config, history and validation curve.
 
     python bench/general_model.py [--data ../shared/data] [--output cryounet/weights/general]
+    python bench/general_model.py --calibrate-tta [--output cryounet/weights/general]
+
+``--calibrate-tta`` adds to an existing model folder the threshold calibrated with test-time
+augmentation on the same validation micrographs (each set's ``valid``), as training does for every
+model it writes; the weights, graph and their hashes are left as they are.
 """
 from __future__ import annotations
 
@@ -25,7 +30,11 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--output", type=Path, default=REPO / "cryounet" / "weights" / "general")
     parser.add_argument("--config", type=Path, help="engine config JSON")
+    parser.add_argument("--calibrate-tta", action="store_true",
+                        help="only calibrate the TTA threshold of the model in --output")
     args = parser.parse_args()
+    if args.calibrate_tta:
+        return calibrate_tta(args.output, args.data)
     sets = sorted(p for p in args.data.iterdir() if (p / "meta.json").is_file())
     if not sets:
         sys.exit(f"no data sets in {args.data}")
@@ -53,6 +62,34 @@ def main() -> int:
         for name in ("config.json", "history.json", "validation_curve.json"):
             shutil.copyfile(model / name, args.output / name)
     print(f"general model: trained on {', '.join(s.name for s in sets)}; written to {args.output}")
+    return 0
+
+
+def calibrate_tta(folder: Path, data: Path) -> int:
+    """Calibrate ``folder``'s TTA threshold on every set's ``valid`` micrographs (the engine's
+    rule, :func:`cryounet.training.validation.validate` with ``tta``) and record it in config.json."""
+    import torch
+
+    from cryounet.io.atomic import write_json
+    from cryounet.io.micrographs import expand_micrographs
+    from cryounet.io.model_folder import CONFIG_NAME, read_model_info
+    from cryounet.models.weights import load_model
+    from cryounet.training.data import load_labelled
+    from cryounet.training.validation import validate
+
+    info = read_model_info(folder)
+    items = []
+    for root in sorted(p for p in data.iterdir() if (p / "meta.json").is_file() and (p / "valid").is_dir()):
+        diameter = json.loads((root / "meta.json").read_text())["diameter_px"]
+        items += load_labelled(expand_micrographs([str(root / "valid")]), root / "valid", diameter,
+                               info.config.preprocess)[0]
+    model = load_model(folder, "cpu")
+    with_tta = validate(model.network, items, info.config, torch.device("cpu"), tta=True)
+    record = json.loads((folder / CONFIG_NAME).read_text())
+    record["threshold_tta"], record["validation_tta"] = with_tta.threshold, with_tta.metrics()
+    write_json(folder / CONFIG_NAME, record)
+    print(f"general model: TTA threshold {with_tta.threshold:.3f} (validation F1 {with_tta.f1:.3f} on "
+          f"{len(items)} micrographs; without TTA {info.threshold:.3f}); written to {folder / CONFIG_NAME}")
     return 0
 
 
