@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -148,8 +149,9 @@ def main() -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
         "id": "general-lopo", "title": "General model, leave one protein out (zero-shot)",
-        "command": "python bench/lopo.py --data ../shared/data PUBLIC_SETS --threads 2 --seed S",
-        "machine": f"{platform.machine()} VM, {args.threads} threads", "date": time.strftime("%Y-%m-%d"),
+        "command": f"python bench/lopo.py --data ../shared/data PUBLIC_SETS --threads {args.threads} --seed S",
+        "machine": f"{os.cpu_count()}-core {platform.machine()} VM, {args.threads} thread(s)",
+        "date": time.strftime("%Y-%m-%d"),
         "code": code.strip(), "runs": runs}, indent=1) + "\n")
     return 0
 
