@@ -1,4 +1,4 @@
-"""Installing the Scipion way, as the README's facility-admin path does it, in a throwaway Scipion
+"""Installing the Scipion way, as the Scipion guide's facility-admin path does it, in a throwaway Scipion
 environment: scipion-app 3.8.3 from the package index (it brings pyworkflow and pwem, and no
 PyTorch), the engine's torch-free base from this checkout, then ``scipion installp -p
 scipion-em-cryounet --devel``, which pip-installs the plugin and runs ``defineBinaries``: the engine

@@ -385,7 +385,7 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
 
     # ------------------------------------------------------------------ the box/diameter rule
     def test_09_train_on_own_picks_keeps_the_diameter(self):
-        """The loop the README recommends: train on CryoUNet's own picks with diameter 0. The
+        """The loop the Scipion guide recommends: train on CryoUNet's own picks with diameter 0. The
         pick protocol writes box = 1.5 x diameter; train takes box / 1.5 back, so the new model
         has the diameter of the one that picked (not 1.5 x it, as before the rule was shared)."""
         prot = self.newProtocol(CryoUnetProtTrain, epochs=1, particleDiameter=0, useGpu=False,

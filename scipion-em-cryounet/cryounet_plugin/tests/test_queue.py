@@ -158,17 +158,17 @@ class TestCryoUnetQueue(CryoUnetTestBase):
             self.assertEqual(handle.read().strip(), "0")
 
 
-def test_the_readme_cluster_hosts_conf_renders_a_slurm_job(tmp_path):
-    """The hosts.conf of the README's cluster guide loads in Scipion and renders, for a training on
+def test_the_cluster_guide_hosts_conf_renders_a_slurm_job(tmp_path):
+    """The hosts.conf of the cluster guide (docs/cluster.md) loads in Scipion and renders, for a training on
     2 GPUs in the gpu queue, a job script with the #SBATCH lines the guide promises."""
     import re
     from pwem import Domain
     from pyworkflow.protocol.hosts import HostConfig
     Domain.getProtocols()  # the Domain gives the protocol classes their plugin (the job's PLUGIN_MODULE)
-    readme = os.path.join(os.path.dirname(__file__), "..", "..", "..", "README.md")
-    with open(readme) as handle:
+    guide = os.path.join(os.path.dirname(__file__), "..", "..", "..", "docs", "cluster.md")
+    with open(guide) as handle:
         text = handle.read()
-    block = re.search(r"### On a cluster \(SLURM\).*?```ini\n(.*?)```", text, re.S).group(1)
+    block = re.search(r"## Scipion on a SLURM cluster.*?```ini\n(.*?)```", text, re.S).group(1)
     conf = tmp_path / "hosts.conf"
     conf.write_text(block)
     host = HostConfig.load(str(conf))["localhost"]

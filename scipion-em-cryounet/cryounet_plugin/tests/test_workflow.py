@@ -1,5 +1,5 @@
 """The scripted workflows shipped in cryounet_plugin/workflows (training, and the correction loop),
-run headless on small data exactly as the README tells users to (a subprocess running the runner
+run headless on small data exactly as the Scipion guide tells users to (a subprocess running the runner
 module), and loaded by Scipion's own ``pyworkflow.project.scripts.create``."""
 import json
 import os
