@@ -19,13 +19,11 @@ are the check, not a test (a form that fails to open is reported and the script 
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from xvfb import require_programs, run_shots  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = "cryounet_form_screenshots"
@@ -116,36 +114,10 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "screenshots")
     parser.add_argument("--display", default=":78")
     args = parser.parse_args()
-    for program in ("Xvfb", "import"):
-        if shutil.which(program) is None:
-            sys.exit(f"form_screenshots: {program} is missing (apt-get install xvfb imagemagick)")
+    require_programs("form_screenshots")
     args.output.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="cryounet-form-screens-"))
-    (work / "hosts.conf").write_text("[localhost]\nPARALLEL_COMMAND = mpirun -np %_(JOB_NODES)d "
-                                     "%_(COMMAND)s\nNAME = localhost\nMANDATORY = 0\n")
-    env = dict(os.environ, DISPLAY=args.display, SCIPION_USER_DATA=str(work / "ScipionUserData"),
-               SCIPION_HOSTS=str(work / "hosts.conf"), SCIPION_DOMAIN="pwem",
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    screen = subprocess.Popen(["Xvfb", args.display, "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    failed = []
-    try:
-        time.sleep(1.5)
-        child = work / "child.py"
-        child.write_text(_CHILD)
-        jobs = [("build", str(work))] + [(shot, str(args.output / f"{shot}.png")) for shot in SHOTS]
-        for mode, out in jobs:
-            proc = subprocess.run([sys.executable, str(child), mode, PROJECT, out], env=env, cwd=work,
-                                  capture_output=True, text=True, timeout=600)
-            ok = proc.returncode == 0 and (mode == "build" or Path(out).is_file())
-            print(f"form_screenshots: {mode}: {'ok' if ok else 'FAILED'}"
-                  f"{'' if mode == 'build' else ' -> ' + out}")
-            if not ok:
-                failed.append(mode)
-                sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-3000:])
-    finally:
-        screen.terminate()
-        shutil.rmtree(work, ignore_errors=True)
+    jobs = [("build", PROJECT, None)] + [(shot, PROJECT, str(args.output / f"{shot}.png")) for shot in SHOTS]
+    failed = run_shots("form_screenshots", args.display, _CHILD, jobs)
     return 1 if failed else 0
 
 

@@ -12,13 +12,11 @@ open is reported and the script exits 1).
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from xvfb import require_programs, run_shots  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = "cryounet_screenshots"
@@ -103,37 +101,11 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "screenshots")
     parser.add_argument("--display", default=":77")
     args = parser.parse_args()
-    for program in ("Xvfb", "import"):
-        if shutil.which(program) is None:
-            sys.exit(f"screenshots: {program} is missing (apt-get install xvfb imagemagick)")
+    require_programs("screenshots")
     args.output.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="cryounet-screens-"))
-    (work / "hosts.conf").write_text(HOSTS)
-    env = dict(os.environ, DISPLAY=args.display, SCIPION_USER_DATA=str(work / "ScipionUserData"),
-               SCIPION_HOSTS=str(work / "hosts.conf"), SCIPION_DOMAIN="pwem",
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    screen = subprocess.Popen(["Xvfb", args.display, "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    failed = []
-    try:
-        time.sleep(1.5)
-        child = work / "child.py"
-        child.write_text(_CHILD)
-        jobs = [("build", PROJECT, str(work))] + [("project", PROJECT, str(args.output / "project.png"))]
-        jobs += [(form, PROJECT, str(args.output / f"form_{form}.png")) for form in FORMS]
-        for mode, target, out in jobs:
-            start = time.monotonic()
-            proc = subprocess.run([sys.executable, str(child), mode, target, out], env=env, cwd=work,
-                                  capture_output=True, text=True, timeout=600)
-            ok = proc.returncode == 0 and (mode == "build" or Path(out).is_file())
-            print(f"screenshots: {mode}: {'ok' if ok else 'FAILED'} ({time.monotonic() - start:.0f} s)"
-                  f"{'' if mode == 'build' else ' -> ' + out}")
-            if not ok:
-                failed.append(mode)
-                sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-3000:])
-    finally:
-        screen.terminate()
-        shutil.rmtree(work, ignore_errors=True)
+    jobs = [("build", PROJECT, None), ("project", PROJECT, str(args.output / "project.png"))]
+    jobs += [(form, PROJECT, str(args.output / f"form_{form}.png")) for form in FORMS]
+    failed = run_shots("screenshots", args.display, _CHILD, jobs, HOSTS)
     return 1 if failed else 0
 
 
