@@ -271,3 +271,18 @@ def test_atomic_writes_follow_the_umask(tmp_path: Path, umask: int) -> None:
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o666 & ~umask
+
+
+def test_a_manifest_entry_through_a_linked_folder_is_not_removed(tmp_path: Path) -> None:
+    from cryounet.io.manifest import remove_entries
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "mic.mrc").write_text("the user's micrograph")
+    folder = tmp_path / "picks"
+    folder.mkdir()
+    (folder / "data").symlink_to(elsewhere)
+    (folder / "a.star").write_text("ours")
+    assert remove_entries(folder, ["a.star", "data/mic.mrc"]) == 1
+    assert (elsewhere / "mic.mrc").read_text() == "the user's micrograph"
+    assert not (folder / "a.star").exists()

@@ -80,8 +80,12 @@ def remove_entries(folder: Path, names: Iterable[str],
     the folders left empty. Returns the number of files removed."""
     names = [n for n in names if safe_entry(n)]
     removed, parents = 0, set()
+    inside = folder.resolve()
     for name in names:
         target = folder / name
+        if not target.parent.resolve().is_relative_to(inside):
+            logger.warning("%s: not removed: it lies outside %s (a linked folder)", target, folder)
+            continue
         if name.endswith("/"):
             if nested is not None and target.is_dir() and not target.is_symlink():
                 removed += nested(target)
