@@ -84,5 +84,12 @@ def test_readme_is_a_front_page() -> None:
         assert (REPO / link).exists(), link
 
 
+def test_readme_names_every_command() -> None:
+    from cryounet.cli import COMMANDS
+
+    intro = (REPO / "README.md").read_text(encoding="utf-8").split("## Set-up", 1)[0]
+    assert [c for c in COMMANDS if f"`{c}`" not in intro] == []
+
+
 def test_results_page_is_short() -> None:
     assert len((REPO / "docs" / "results.md").read_text(encoding="utf-8").splitlines()) <= 300
