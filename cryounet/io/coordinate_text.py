@@ -62,7 +62,8 @@ def _split(line: str, delimiter: str | None) -> list[str]:
     return [f.strip() for f in line.strip("\r\n").split(delimiter)]
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
+    """Whether ``text`` reads as a float (NaN and infinities included; callers refuse those)."""
     try:
         float(text)
     except ValueError:
@@ -82,7 +83,7 @@ def read_text_table(path: Path) -> TextTable:
     first = lines[0][1]
     delimiter = next((d for d in (",", ";", "\t") if d in first), None)
     fields = _split(first, delimiter)
-    if any(_is_number(f) for f in fields):
+    if any(is_number(f) for f in fields):
         return _headerless(path, lines, delimiter)
     if delimiter is None and first[:1].isspace() and len(lines) > 1 \
             and len(_split(lines[1][1], None)) == len(fields) + 1:
@@ -94,7 +95,7 @@ def _headerless(path: Path, lines: list[tuple[int, str]], delimiter: str | None)
     rows = []
     for lineno, line in lines:
         fields = [f for f in _split(line, delimiter) if f]
-        if not all(_is_number(f) for f in fields):
+        if not all(is_number(f) for f in fields):
             raise InputFileError(path, f"line {lineno} is not numeric: {line.strip()[:60]!r}")
         rows.append([float(f) for f in fields])
     widths = {len(r) for r in rows}
@@ -153,7 +154,7 @@ def _by_header(path: Path, fields: list[str], lines: list[tuple[int, str]],
         for role, column in roles.items():
             if role == "name":
                 names.add(row[column])
-            elif _is_number(row[column]):
+            elif is_number(row[column]):
                 values[role].append(float(row[column]))
             else:
                 raise InputFileError(path, f"line {lineno} is not numeric in column "

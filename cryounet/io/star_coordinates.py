@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cryounet.errors import InputFileError
-from cryounet.io.coordinate_text import TextTable
+from cryounet.io.coordinate_text import TextTable, is_number
 from cryounet.io.star import StarBlock, StarLoop, read_star
 
 RELION_XY = ("rlnCoordinateX", "rlnCoordinateY")
@@ -39,16 +39,8 @@ def _numbers(path: Path, loop: StarLoop, label: str) -> np.ndarray:
     try:
         return np.array([float(v) for v in values], dtype=np.float64)
     except ValueError:
-        bad = next(v for v in values if not _is_float(v))
+        bad = next(v for v in values if not is_number(v))
         raise InputFileError(path, f"non-numeric value {bad[:40]!r} in _{label}") from None
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def read_star_coordinates(path: Path) -> TextTable:
@@ -95,7 +87,7 @@ def _cryolo_centres(path: Path, loop: StarLoop) -> np.ndarray:
         return np.zeros((0, 2))
     corner = np.column_stack([_numbers(path, loop, a) for a in CRYOLO_XY])
     size = np.column_stack([_numbers(path, loop, a) for a in ("Width", "Height")])
-    if "CoordinateZ" in loop.labels and any(_is_float(z) and np.isfinite(float(z))
+    if "CoordinateZ" in loop.labels and any(is_number(z) and np.isfinite(float(z))
                                             for z in loop.column("CoordinateZ")):
         raise InputFileError(path, "CBOX of a tomogram (_CoordinateZ is set); CryoUNet picks 2D micrographs")
     return corner + size / 2.0
