@@ -23,60 +23,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from xvfb import require_programs, run_shots  # noqa: E402
+from xvfb import CHILD_PREAMBLE, require_programs, run_shots  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = "cryounet_form_screenshots"
 SHOTS = ("form_pick", "form_postprocess", "form_postprocess_wizard")
 
 #: Runs inside each GUI process: build the project (once) or open a form, fill it and capture it.
-_CHILD = r'''
-import os, subprocess, sys
-mode, target, out = sys.argv[1], sys.argv[2], sys.argv[3]
-from pyworkflow.project import Manager
-from pyworkflow.object import Pointer
-manager = Manager()
-
-def capture_later(root, delay_ms=5000):
-    def grab():
-        proc = subprocess.run(["import", "-window", "root", "-trim", "+repage", out])
-        os._exit(proc.returncode)  # dialogs and timers keep the process alive: end it
-    root.after(delay_ms, grab)
-
-def run_by_class(project, name):
-    return [r for r in project.getRuns() if r.getClassName() == name][-1]
-
-if mode == "build":
-    from cryounet_plugin.tests.common import SIM_BOX, SIM_PIXEL, simulate, tinyConfigJson
-    from pwem.protocols import ProtImportMicrographs
-    from cryounet_plugin.protocols import (CryoUnetProtImportCoordinates, CryoUnetProtPick,
-                                           CryoUnetProtTrain)
-    project = manager.createProject(target)
-    os.chdir(project.getPath())
-    sim = simulate(os.path.join(out, "sim"), micrographs=3, seed=5)
-    mics = project.newProtocol(ProtImportMicrographs, filesPath=sim, filesPattern="*.mrc",
-                               samplingRate=SIM_PIXEL, objLabel="import micrographs")
-    project.launchProtocol(mics, wait=True)
-    coords = project.newProtocol(CryoUnetProtImportCoordinates, filesPath=sim, boxSize=SIM_BOX)
-    coords.inputMicrographs.set(mics)
-    coords.inputMicrographs.setExtended("outputMicrographs")
-    project.launchProtocol(coords, wait=True)
-    train = project.newProtocol(CryoUnetProtTrain, epochs=1, useGpu=False, extraConfig=tinyConfigJson(),
-                                objLabel="train")
-    train.inputMicrographs.set(mics)
-    train.inputMicrographs.setExtended("outputMicrographs")
-    train.inputCoordinates.set(coords)
-    train.inputCoordinates.setExtended("outputCoordinates")
-    project.launchProtocol(train, wait=True)
-    pick = project.newProtocol(CryoUnetProtPick, useGpu=False, tta=False, streamingBatchSize=0,
-                               objLabel="pick")
-    pick.inputMicrographs.set(mics)
-    pick.inputMicrographs.setExtended("outputMicrographs")
-    pick.inputModels.append(Pointer(train, extended="outputModel"))
-    project.launchProtocol(pick, wait=True)
-    states = [p.getStatus() for p in (mics, coords, train, pick)]
-    print("runs:", states)
-    sys.exit(0 if all(s == "finished" for s in states) else 1)
+_CHILD = CHILD_PREAMBLE + r'''
 
 import pyworkflow.gui.project  # noqa: F401 (imports gui.form in the order Scipion does)
 from pyworkflow.gui.form import FormWindow
@@ -93,7 +47,7 @@ else:
     prot.inputCoordinates.setExtended("outputCoordinates")
 window = FormWindow("Protocol Run: " + prot.getClassName(), prot, lambda *args: None, None)
 window.adjustSize()
-capture_later(window.root)
+capture_later(window.root, trim=True)
 if mode != "form_pick":
     filters = window._sections[1]
     filters.master.select(filters)

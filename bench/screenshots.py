@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from xvfb import require_programs, run_shots  # noqa: E402
+from xvfb import CHILD_PREAMBLE, require_programs, run_shots  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = "cryounet_screenshots"
@@ -36,49 +36,8 @@ QUEUES = {"gpu": [["JOB_MEMORY", "8192", "Memory (MB)", "Memory for the job"]]}
 """
 
 #: Runs inside each GUI process: build the project (once) or open a window and capture it.
-_CHILD = r'''
-import os, subprocess, sys, time
-mode, target, out = sys.argv[1], sys.argv[2], sys.argv[3]
-from pyworkflow.project import Manager
-manager = Manager()
-
-def capture_later(root, delay_ms=5000):
-    def grab():
-        proc = subprocess.run(["import", "-window", "root", out])
-        os._exit(proc.returncode)  # the project window keeps threads and timers: end the process
-    root.after(delay_ms, grab)
-
-if mode == "build":
-    from cryounet_plugin.tests.common import SIM_BOX, SIM_PIXEL, simulate, tinyConfigJson
-    from pwem.protocols import ProtImportMicrographs
-    from cryounet_plugin.protocols import (CryoUnetProtImportCoordinates, CryoUnetProtPick,
-                                           CryoUnetProtTrain)
-    project = manager.createProject(target)
-    os.chdir(project.getPath())
-    sim = simulate(os.path.join(out, "sim"), micrographs=3, seed=5)
-    mics = project.newProtocol(ProtImportMicrographs, filesPath=sim, filesPattern="*.mrc",
-                               samplingRate=SIM_PIXEL, objLabel="import micrographs")
-    project.launchProtocol(mics, wait=True)
-    coords = project.newProtocol(CryoUnetProtImportCoordinates, filesPath=sim, boxSize=SIM_BOX)
-    coords.inputMicrographs.set(mics)
-    coords.inputMicrographs.setExtended("outputMicrographs")
-    project.launchProtocol(coords, wait=True)
-    train = project.newProtocol(CryoUnetProtTrain, epochs=1, useGpu=False, extraConfig=tinyConfigJson())
-    train.inputMicrographs.set(mics)
-    train.inputMicrographs.setExtended("outputMicrographs")
-    train.inputCoordinates.set(coords)
-    train.inputCoordinates.setExtended("outputCoordinates")
-    project.launchProtocol(train, wait=True)
-    pick = project.newProtocol(CryoUnetProtPick, useGpu=False, tta=False, streamingBatchSize=0)
-    pick.inputMicrographs.set(mics)
-    pick.inputMicrographs.setExtended("outputMicrographs")
-    from pyworkflow.object import Pointer
-    pick.inputModels.append(Pointer(train, extended="outputModel"))
-    project.launchProtocol(pick, wait=True)
-    states = [p.getStatus() for p in (mics, coords, train, pick)]
-    print("runs:", states)
-    sys.exit(0 if all(s == "finished" for s in states) else 1)
-elif mode == "project":
+_CHILD = CHILD_PREAMBLE + r'''
+if mode == "project":
     from pyworkflow.gui.project import ProjectWindow
     window = ProjectWindow(manager.getProjectPath(target))
     capture_later(window.root, 9000)
