@@ -29,3 +29,21 @@ def test_pytorch_picks_without_a_graph_with_the_same_settings(tiny_model: Path, 
     assert isinstance(torch_picker, Picker) and torch_picker.diameter == 25.0
     assert onnx.pick == torch_picker.pick  # one composition of the settings, whichever backend
     assert onnx.pick.batch_size == 3 and onnx.pick.tta is False
+
+
+def test_onnxruntime_asked_for_in_the_config_is_refused_on_a_gpu(tiny_model: Path, tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    import json
+
+    import pytest
+
+    from cryounet.errors import CryoUNetError
+    from cryounet.inference import backend
+
+    config = tmp_path / "pick.json"
+    config.write_text(json.dumps({"pick": {"backend": "onnxruntime"}}))
+    monkeypatch.setattr(backend, "cuda_impossible", lambda: False)
+    monkeypatch.setattr(backend, "_torch_device", lambda request: "cuda:0")  # a GPU, as torch would find it
+    monkeypatch.setattr(backend, "_gpu_settings", lambda device: {})
+    with pytest.raises(CryoUNetError, match="ONNX Runtime picks on the CPU only, and the device is cuda:0"):
+        make_picker(PickRequest([tiny_model], "auto", 1, config=config))

@@ -71,6 +71,9 @@ def make_picker(request: PickRequest) -> ChosenPicker:
     device = "cpu" if on_cpu else _torch_device(request)
     on_cpu = on_cpu or getattr(device, "type", device) == "cpu"
     pick_cfg = pick_settings(request, cpu_pick_settings() if on_cpu else _gpu_settings(device))
+    if pick_cfg.backend == "onnxruntime" and not on_cpu:  # asked for in --config, not on the command line
+        raise CryoUNetError(f"pick.backend onnxruntime cannot pick here: ONNX Runtime picks on the CPU only, "
+                            f"and the device is {device} (pass --device cpu)")
     members = _members(request.models, pick_cfg.folds)
     picker = _onnx_picker(request, pick_cfg, members) if on_cpu and pick_cfg.backend != "torch" else None
     if picker is None:
