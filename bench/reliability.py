@@ -85,6 +85,15 @@ def record(group: str, case: str, outcome: str, allowed: tuple[str, ...]) -> Non
         problems.append(f"{group}: {case}: {outcome}")
 
 
+def evaluate_truth(folder: Path, name: str, content: str, picks: Path) -> subprocess.CompletedProcess:
+    """``cryounet evaluate`` of ``picks`` against a fresh truth folder holding one file: the
+    micrograph ``mic_000``'s coordinates, with the suffix of ``name``, holding ``content``."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    (folder / f"mic_000{Path(name).suffix}").write_text(content)
+    return cli("evaluate", "--picks", picks, "--truth", folder, "--diameter", "20")
+
+
 def digest(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 
@@ -185,18 +194,9 @@ def bad_coordinates(work: Path, data: Path, model: Path) -> None:
         "tabs.txt": (csv.replace(",", "\t"), "read"),
         "duplicated.csv": (csv + csv, "warned"),
     }
-    reference = None
-    truth = work / "truth_ref"
-    shutil.rmtree(truth, ignore_errors=True)
-    truth.mkdir()
-    (truth / "mic_000.csv").write_text(csv)
-    reference = cli("evaluate", "--picks", picks, "--truth", truth, "--diameter", "20").stdout
+    reference = evaluate_truth(work / "truth_ref", "mic_000.csv", csv, picks).stdout
     for name, (content, expect) in cases.items():
-        folder = work / f"truth_{name}"
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir()
-        (folder / f"mic_000{Path(name).suffix}").write_text(content)
-        proc = cli("evaluate", "--picks", picks, "--truth", folder, "--diameter", "20")
+        proc = evaluate_truth(work / f"truth_{name}", name, content, picks)
         outcome = classify(proc, expect, names="mic_000", warning="duplicated coordinate(s) ignored")
         if expect in ("read", "warned") and outcome in ("read", "warned") and proc.stdout != reference:
             outcome = "silent"  # accepted, but the scores differ from the same picks written plainly

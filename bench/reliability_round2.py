@@ -6,6 +6,7 @@ programs, micrograph variants and shard merges. Each group runs the real CLI, as
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reliability import ENV, REPO, classify, cli, record
+from reliability import ENV, REPO, TINY, classify, cli, evaluate_truth, record
 
 SETUP_FAILED = "the case could not be set up"
 
@@ -96,20 +97,24 @@ def concurrency(work: Path, data: Path, model: Path) -> None:
     group = "concurrent runs into one folder"
     folder = work / "r2_busy_model"
     shutil.rmtree(folder, ignore_errors=True)
+    slow = work / "r2_slow.json"  # a training that runs until it is stopped: the second surely meets it
+    slow.write_text(json.dumps({**TINY, "train": {**TINY["train"], "epochs": 1000, "patience": 0}}))
     first = subprocess.Popen([sys.executable, "-m", "cryounet", "train", "--micrographs", data, "--coordinates", data,
-                              "--diameter", "20", "--output", folder, "--config", work / "tiny.json", "--epochs", "6",
-                              "--device", "cpu", "--quiet"], cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
+                              "--diameter", "20", "--output", folder, "--config", slow, "--device", "cpu",
+                              "--quiet"], cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
     deadline = time.monotonic() + 60
-    while not (folder / ".cryounet-output.json").exists() and time.monotonic() < deadline and first.poll() is None:
+    while not (folder / "checkpoint.pt").exists() and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.05)
     second = cli("train", "--micrographs", data, "--coordinates", data, "--diameter", "20", "--output", folder,
                  "--config", work / "tiny.json", "--device", "cpu", "--overwrite")
+    still_training = first.poll() is None
+    first.send_signal(signal.SIGTERM)
     first_err = first.communicate(timeout=600)[1]
     outcome = classify(second, "error", names="r2_busy_model")
-    if first.returncode != 0:
+    if not still_training or first.returncode != 143 or not (folder / "checkpoint.pt").exists():
         outcome = "data loss" if outcome != "error" else "traceback"
-        print(f"reliability: the first training failed: {first_err[-300:]}")
+        print(f"reliability: the first training did not run on to its SIGTERM: {first_err[-300:]}")
     record(group, "a second train --overwrite while the first trains", outcome, ("error",))
     many = work / "r2_many"
     shutil.rmtree(many, ignore_errors=True)
@@ -272,10 +277,7 @@ def coordinate_layouts(work: Path, data: Path, model: Path) -> None:
             "--overwrite", "--quiet")
     xy = _xy(data / "mic_000.star")
     truth = work / "r2_truth_ref"
-    shutil.rmtree(truth, ignore_errors=True)
-    truth.mkdir()
-    (truth / "mic_000.csv").write_text("".join(f"{x},{y}\n" for x, y in xy))
-    reference = cli("evaluate", "--picks", picks, "--truth", truth, "--diameter", "20").stdout
+    reference = evaluate_truth(truth, "mic_000.csv", "".join(f"{x},{y}\n" for x, y in xy), picks).stdout
     star_rows = "".join(f"{x}\t{y}\n" for x, y in xy)
     cases = {
         "topaz.txt": ("image_name\tx_coord\ty_coord\tscore\n" + "".join(f"000\t{x}\t{y}\t1.5\n" for x, y in xy),
@@ -292,11 +294,7 @@ def coordinate_layouts(work: Path, data: Path, model: Path) -> None:
                         + "".join(f"{float(x) + 3}\t{float(y) - 2}\t3\t-2\n" for x, y in xy), ("read", "error")),
     }
     for name, (content, allowed) in cases.items():
-        folder = work / f"r2_truth_{Path(name).stem}"
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir()
-        (folder / f"mic_000{Path(name).suffix}").write_text(content)
-        proc = cli("evaluate", "--picks", picks, "--truth", folder, "--diameter", "20")
+        proc = evaluate_truth(work / f"r2_truth_{Path(name).stem}", name, content, picks)
         outcome = classify(proc, "read")
         if outcome == "read" and proc.stdout != reference:
             outcome = "silent"
