@@ -1,7 +1,7 @@
 """Accuracy benchmark on the real CryoPPP excerpts in ../shared/data.
 
 For each set: train on ``train`` (validating, early-stopping and calibrating the threshold on
-``valid``), pick ``test`` at the calibrated (auto) threshold, and score with the README's convention.
+``valid``, or on a held-out part of ``train`` where a set has no ``valid``), pick ``test`` at the calibrated (auto) threshold, and score with the README's convention.
 Each stage runs as the real ``cryounet`` CLI in its own process, so the wall time and peak RSS are
 those a user sees. Prints one line per set and writes a JSON next to the chosen output folder.
 
@@ -54,9 +54,10 @@ def main() -> int:
         log.write_text("")
         model = out / "model"
         train_cmd = py + ["train", "--micrographs", str(root / "train"), "--coordinates", str(root / "train"),
-                          "--valid-micrographs", str(root / "valid"), "--valid-coordinates", str(root / "valid"),
                           "--diameter", str(diameter), "--output", str(model), "--overwrite", "--device", args.device,
                           "--seed", str(args.seed)]
+        if (root / "valid").is_dir():  # else training holds out a part of ``train``, as a user's does
+            train_cmd += ["--valid-micrographs", str(root / "valid"), "--valid-coordinates", str(root / "valid")]
         if args.threads:
             train_cmd += ["--threads", str(args.threads)]
         if args.config:

@@ -57,44 +57,66 @@ def train(model: Path, micrographs: Path, folder: Path, log: Path, threads: int,
     return seconds / 60
 
 
+def timed_train(model: Path, micrographs: Path, folder: Path, log: Path, threads: int, init: Path | None) -> float:
+    """:func:`train`, with the minutes of a cached model read from ``<model>.minutes.json``, which is
+    written beside the model folder when it is trained."""
+    record = model.with_name(model.name + ".minutes.json")
+    minutes = train(model, micrographs, folder, log, threads, init)
+    if minutes == 0.0 and record.is_file():
+        return json.loads(record.read_text())["minutes"]
+    record.write_text(json.dumps({"minutes": minutes}))
+    return minutes
+
+
+def correct(name: str, folder: Path, n: int, out: Path, log: Path, threads: int, lopo: Path, full: dict,
+            full_min: float) -> dict:
+    """Fine-tune the model that never saw ``name`` on its first ``n`` training micrographs; score it."""
+    subset = corrected_subset(folder, n, out / f"corrected-{n}")
+    tuned_min = timed_train(out / f"tuned-{n}", subset, folder, log, threads, lopo / f"without-{name}" / "model")
+    tuned = score_set(out / f"tuned-{n}", folder, out / f"score-tuned-{n}", log, threads)
+    print(f"correction loop {name}: {n} corrected micrograph(s), fine-tuned from the general model "
+          f"without it: F1 {tuned['f1_own']:.3f} (best {tuned['best_f1']:.3f}, AP {tuned['ap']:.3f}) in "
+          f"{tuned_min:.1f} min; full training: F1 {full['f1_own']:.3f} (best {full['best_f1']:.3f}, "
+          f"AP {full['ap']:.3f})", flush=True)
+    return {"set": name, "corrected": n, "tuned_minutes": round(tuned_min, 2), "full_minutes": round(full_min, 2),
+            "tuned": {k: tuned[k] for k in ("f1_own", "best_f1", "ap")},
+            "full": {k: full[k] for k in ("f1_own", "best_f1", "ap")}}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, nargs="+", default=[REPO.parent / "shared" / "data"])
     parser.add_argument("--lopo", type=Path, required=True, help="bench/lopo.py's runs folder of one seed")
     parser.add_argument("--sets", nargs="*")
-    parser.add_argument("--n", type=int, default=1, help="corrected micrographs")
+    parser.add_argument("--n", type=int, nargs="+", default=[1],
+                        help="corrected micrographs (several: one fine-tuning each; capped at the set's train split)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "correction-runs")
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "correction-loop.json")
     args = parser.parse_args()
+    previous = json.loads(args.json.read_text())["rows"] if args.json.is_file() else []
     rows = []
     for name, folder in find_sets(args.data, args.sets).items():
         out = args.output / name
         out.mkdir(parents=True, exist_ok=True)
         log = out / "log.txt"
-        general = args.lopo / f"without-{name}" / "model"
-        subset = corrected_subset(folder, args.n, out / f"corrected-{args.n}")
-        tuned_min = train(out / f"tuned-{args.n}", subset, folder, log, args.threads, general)
-        full_min = train(out / "full", folder / "train", folder, log, args.threads, None)
-        tuned = score_set(out / f"tuned-{args.n}", folder, out / f"score-tuned-{args.n}", log, args.threads)
+        full_min = timed_train(out / "full", folder / "train", folder, log, args.threads, None)
         full = score_set(out / "full", folder, out / "score-full", log, args.threads)
-        rows.append({"set": name, "corrected": args.n, "tuned_minutes": round(tuned_min, 2),
-                     "full_minutes": round(full_min, 2),
-                     "tuned": {k: tuned[k] for k in ("f1_own", "best_f1", "ap")},
-                     "full": {k: full[k] for k in ("f1_own", "best_f1", "ap")}})
-        print(f"correction loop {name}: {args.n} corrected micrograph(s), fine-tuned from the general model "
-              f"without it: F1 {tuned['f1_own']:.3f} (best {tuned['best_f1']:.3f}, AP {tuned['ap']:.3f}) in "
-              f"{tuned_min:.1f} min; full training: F1 {full['f1_own']:.3f} (best {full['best_f1']:.3f}, "
-              f"AP {full['ap']:.3f}) in {full_min:.1f} min", flush=True)
+        available = len(list((folder / "train").glob("*.mrc")))
+        for n in sorted({min(n, available) for n in args.n}):
+            rows.append(correct(name, folder, n, out, log, args.threads, args.lopo, full, full_min))
+    done = {(r["set"], r["corrected"]) for r in rows}
+    rows = [r for r in previous if (r["set"], r["corrected"]) not in done] + rows
+    rows.sort(key=lambda r: (r["set"], r["corrected"]))
     code = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
     table = [[r["set"], r["corrected"], f"{r['tuned']['f1_own']:.3f}", f"{r['full']['f1_own']:.3f}",
               f"{r['tuned']['f1_own'] - r['full']['f1_own']:+.3f}", f"{r['tuned']['ap']:.3f}",
               f"{r['full']['ap']:.3f}", f"{r['tuned_minutes']:g}", f"{r['full_minutes']:g}"] for r in rows]
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
-        "id": "correction-loop", "title": "The correction loop: one corrected micrograph against full training",
+        "id": "correction-loop", "title": "The correction loop: N corrected micrographs against full training",
         "command": f"python bench/correction_loop.py --data ../shared/data PUBLIC_SETS --lopo LOPO_RUNS "
-                   f"--n {args.n} --threads {args.threads}",
+                   f"--n {' '.join(map(str, args.n))} --threads {args.threads}",
         "machine": f"{os.cpu_count()}-core {platform.machine()} VM, {args.threads} thread(s)",
         "date": time.strftime("%Y-%m-%d"), "code": code.strip(),
         "table": {"columns": ["set", "corrected micrographs", "F1 fine-tuned", "F1 full training", "difference",
