@@ -1,7 +1,8 @@
 """Accuracy benchmark on the real CryoPPP excerpts in ../shared/data.
 
 For each set: train on ``train`` (validating, early-stopping and calibrating the threshold on
-``valid``, or on a held-out part of ``train`` where a set has no ``valid``), pick ``test`` at the calibrated (auto) threshold, and score with the README's convention.
+``valid``, or on a held-out part of ``train`` where a set has no ``valid``),
+pick ``test`` at the calibrated (auto) threshold, and score with the README's convention.
 Each stage runs as the real ``cryounet`` CLI in its own process, so the wall time and peak RSS are
 those a user sees. Prints one line per set and writes a JSON next to the chosen output folder.
 

@@ -32,6 +32,7 @@ from common import CANDIDATE_THRESHOLD, PY, REPO, run  # noqa: E402
 from cryounet.evaluation.metrics import MATCH_RADIUS, average_precision, best_f1, evaluate  # noqa: E402
 from cryounet.io.coordinates import list_coordinate_files, read_coordinates  # noqa: E402
 from cryounet.io.model_folder import picking_threshold, read_model_info  # noqa: E402
+from cryounet.postprocess.threshold_rules import otsu_threshold  # noqa: E402
 
 RESERVED = ("10059",)
 
@@ -80,8 +81,8 @@ def _read_folder(picks: Path, truth_dir: Path) -> tuple[list, list, list]:
     return preds, scores, truths
 
 
-def otsu(values: np.ndarray, bins: int = 200) -> float:
-    """Otsu's split of ``values`` in [0, 1]: the threshold that maximises the between-class variance."""
+def otsu_linear(values: np.ndarray, bins: int = 200) -> float:
+    """Otsu's split of ``values`` on the probability scale (the first rule tried; kept for the record)."""
     hist, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
     centres = (edges[:-1] + edges[1:]) / 2
     weight = np.cumsum(hist)
@@ -92,9 +93,10 @@ def otsu(values: np.ndarray, bins: int = 200) -> float:
 
 
 def label_free_thresholds(scores: list[np.ndarray]) -> dict[str, float]:
-    """Thresholds that use nothing but the held-out micrographs' candidate scores."""
+    """Thresholds that use nothing but the held-out micrographs' candidate scores: the engine's rule
+    (``cryounet postprocess --threshold otsu``: Otsu on the logit scale) and Otsu on the probabilities."""
     pooled = np.concatenate([s for s in scores if len(s)]) if any(len(s) for s in scores) else np.zeros(1)
-    return {"otsu": otsu(pooled), "half_max": 0.5 * float(np.quantile(pooled, 0.99))}
+    return {"otsu": otsu_threshold(scores), "otsu_linear": otsu_linear(pooled)}
 
 
 def score_set(model: Path, folder: Path, out: Path, log: Path, threads: int) -> dict:
@@ -140,7 +142,7 @@ def main() -> int:
                **score_set(out / "model", sets[name], out, log, args.threads)}
         rows.append(row)
         print(f"lopo {name}: best F1 {row['best_f1']:.3f} AP {row['ap']:.3f} F1 own {row['f1_own']:.3f} "
-              f"otsu {row['f1_otsu']:.3f} half_max {row['f1_half_max']:.3f} "
+              f"otsu {row['f1_otsu']:.3f} otsu_linear {row['f1_otsu_linear']:.3f} "
               f"(trained {minutes:.1f} min on {', '.join(sorted(others))})", flush=True)
     code = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
     previous = json.loads(args.json.read_text())["runs"] if args.json.is_file() else []

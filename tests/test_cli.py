@@ -1137,3 +1137,49 @@ def test_train_refuses_a_diameter_in_the_wrong_unit(run_cli, sim56: Path, tiny_c
     assert rc == 0, err
     rc, _, err = run_cli(*argv, "--diameter", 160, "--diameter-check", "warn", "--overwrite")
     assert rc == 0 and "does not fit" in err
+
+
+def _candidate_folder(tmp_path: Path, picked_at: float | None = None) -> tuple[Path, float]:
+    """A pick folder of candidates whose logit scores form two populations (background, particles)."""
+    rng = np.random.default_rng(1)
+    picks = tmp_path / "candidates"
+    picks.mkdir()
+    for i in range(3):
+        z = np.concatenate([rng.normal(-4.5, 0.6, 300), rng.normal(-0.5, 0.6, 60)])
+        scores = 1 / (1 + np.exp(-z))
+        write_star_picks(picks / f"mic_{i:03d}.star", Picks(rng.uniform(0, 1000, (len(z), 2)), scores))
+    if picked_at is not None:
+        _write_json(picks / "pick.json", {"format": "cryounet-picks", "command": "pick", "models": [],
+                                          "threshold": picked_at, "diameter_px": 20, "micrographs": 3})
+    return picks, 1 / (1 + np.exp(2.5))  # the midpoint between the two modes
+
+
+def test_postprocess_threshold_from_the_scores(run_cli, tmp_path: Path) -> None:
+    picks, midpoint = _candidate_folder(tmp_path)
+    out = tmp_path / "out"
+    rc, _, err = run_cli("postprocess", "--picks", picks, "--output", out, "--diameter", 20, "--threshold", "otsu")
+    assert rc == 0, err
+    record = json.loads((out / "pick.json").read_text())
+    assert record["postprocess"]["threshold_rule"] == "otsu"
+    threshold = record["threshold"]
+    assert 1 / (1 + np.exp(3.5)) < threshold < 1 / (1 + np.exp(1.5))  # between the populations
+    kept = sum(len(read_coordinates(out / f"mic_{i:03d}.star")) for i in range(3))
+    assert 150 < kept < 210  # about the 180 particles, few of the 900 background peaks
+    assert all(read_coordinates(out / f"mic_{i:03d}.star").scores.min() >= threshold for i in range(3))
+
+
+def test_postprocess_threshold_rule_warns_about_cut_candidates(run_cli, tmp_path: Path, caplog) -> None:
+    picks, _ = _candidate_folder(tmp_path, picked_at=0.3)
+    rc, _, err = run_cli("postprocess", "--picks", picks, "--output", tmp_path / "o", "--diameter", 20,
+                         "--threshold", "otsu")
+    assert rc == 0 and "pick with --threshold 0.0025" in err
+
+
+@pytest.mark.parametrize("value, words", [("0tsu", "argument --threshold: must be a number or one of otsu"),
+                                          ("otsu", "at least 50 candidates")])
+def test_postprocess_threshold_rule_errors(run_cli, tmp_path: Path, value: str, words: str) -> None:
+    picks = _pick_folder(tmp_path)
+    rc, _, err = run_cli("postprocess", "--picks", picks, "--output", tmp_path / "o", "--diameter", 20,
+                         "--threshold", value)
+    assert rc == 2 and words in error_line(err, "postprocess")
+    assert not (tmp_path / "o").exists()

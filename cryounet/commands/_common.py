@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from cryounet.commands._types import checked
 from cryounet.config import MAX_SEED
 from cryounet.errors import CryoUNetError
 from cryounet.io.coordinates import is_folder_index
@@ -70,20 +71,10 @@ non_negative_int = _number(int, lambda v: v >= 0, "a whole number >= 0")
 seed = _number(int, lambda v: 0 <= v <= MAX_SEED, f"a random seed, a whole number from 0 to {MAX_SEED}")
 
 
-def diameter(text: str) -> float:
-    """argparse type of a particle diameter in pixels (see :func:`check_diameter`)."""
-    try:
-        return check_diameter(text, "the diameter")
-    except CryoUNetError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def model_folder(text: str) -> Path:
-    """argparse type of a model folder: a path, or ``general`` for the shipped general model."""
-    try:
-        return resolve_model(text)
-    except CryoUNetError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+#: A particle diameter in pixels (:func:`check_diameter`).
+diameter = checked(lambda text: check_diameter(text, "the diameter"), "diameter")
+#: A model folder: a path, or ``general`` for the shipped general model.
+model_folder = checked(resolve_model, "model folder")
 
 
 def _folder(what: str) -> Callable[[str], Path]:

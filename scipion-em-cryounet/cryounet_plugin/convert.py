@@ -15,7 +15,6 @@ import os
 import re
 from collections import Counter
 
-import numpy as np
 
 from .constants import KNOWN_SCORE_ATTRS, SAMPLING_TOLERANCE, SPREAD_ATTR, UNIT_ANGSTROM, UNIT_PIXELS
 from .engine import COORDS_INDEX
@@ -185,33 +184,6 @@ def nmsFraction(distancePx, diameterPx):
 
 
 # =========================================================================== scores
-def otsuThreshold(scores, bins=64):
-    """Threshold splitting a score distribution into two classes (Otsu's method).
-
-    Picking scores are bimodal (background candidates near the low end, particles near 1); the
-    threshold maximising the between-class variance separates them.
-
-    Returns:
-        The threshold, or None with fewer than two distinct scores.
-    """
-    scores = np.asarray(scores, dtype=float)
-    scores = scores[np.isfinite(scores)]
-    if scores.size < 2 or scores.min() == scores.max():
-        return None
-    hist, edges = np.histogram(scores, bins=bins)
-    centres = (edges[:-1] + edges[1:]) / 2.0
-    weights = hist.astype(float) / hist.sum()
-    w0 = np.cumsum(weights)
-    w1 = 1.0 - w0
-    mu = np.cumsum(weights * centres)
-    muTotal = mu[-1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = (muTotal * w0 - mu) ** 2 / (w0 * w1)
-    between[~np.isfinite(between)] = -1
-    k = int(np.argmax(between))
-    return float(edges[k + 1])
-
-
 def chooseScoreAttribute(available, requested=""):
     """Pick the coordinate attribute holding the picking score.
 

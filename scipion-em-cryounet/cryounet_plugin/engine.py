@@ -32,6 +32,7 @@ from cryounet.io import model_folder as _models
 from cryounet.io import mrc as _mrc
 from cryounet.io import outputs as _outputs
 from cryounet.io import picks_folder as _picks
+from cryounet.postprocess import threshold_rules as _thresholdRules
 
 # ------------------------------------------------------------------ choice lists (engine config)
 ARCHITECTURES = list(_config.ARCHITECTURES)
@@ -256,6 +257,13 @@ def pickingThreshold(modelFolders, tta, explicit=None, extraConfig=None):
     pick = first.config.updated(extraConfig or {}, "extra engine options").pick
     infos = [_models.read_model_info(folder) for folder in _models.picking_members(modelFolders, pick.folds)]
     return _models.picking_threshold(infos, tta, explicit, pick.threshold)
+
+
+def scoreValley(scores):
+    """The valley of a score histogram, for a threshold suggestion (the engine's label-free rule,
+    ``cryounet postprocess --threshold otsu``: Otsu on the logit scale for probabilities, on the
+    scores themselves for other pickers' scores); None when the scores cannot be split."""
+    return _thresholdRules.score_valley(scores)
 
 
 def thresholdArgument(value):

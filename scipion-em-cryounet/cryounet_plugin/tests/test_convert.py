@@ -1,5 +1,4 @@
 """Scipion-side conversion helpers (no Scipion project): naming, matching, units, scores."""
-import numpy as np
 import pytest
 
 from cryounet_plugin import convert as C
@@ -52,14 +51,6 @@ def test_format_refine_history():
 
 
 # --------------------------------------------------------------------------- scores
-def test_otsu_threshold_separates_modes():
-    rng = np.random.default_rng(0)
-    low, high = rng.normal(0.15, 0.04, 500), rng.normal(0.85, 0.05, 200)
-    threshold = C.otsuThreshold(np.concatenate([low, high]))
-    assert (low < threshold).mean() > 0.99 and (high > threshold).mean() > 0.99
-    assert C.otsuThreshold([0.5, 0.5]) is None and C.otsuThreshold([1.0]) is None
-
-
 def test_choose_score_attribute():
     assert C.chooseScoreAttribute([SCORE_ATTR, SPREAD_ATTR]) == SCORE_ATTR
     assert C.chooseScoreAttribute(["_topazScore"]) == "_topazScore"

@@ -4,13 +4,14 @@ score histogram."""
 import numpy as np
 from pyworkflow.wizard import Wizard
 
-from ..convert import otsuThreshold
+from .. import engine
 from ..protocols import CryoUnetProtPick, CryoUnetProtPostprocess
 
 
 def thresholdFromScores(scores):
-    """Threshold separating the two modes of a score distribution (Otsu), or None."""
-    value = otsuThreshold(scores)
+    """Threshold separating the two modes of a score distribution (the engine's label-free rule),
+    or None."""
+    value = engine.scoreValley(scores)
     return None if value is None else round(value, 3)
 
 
