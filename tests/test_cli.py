@@ -1081,6 +1081,33 @@ def test_pick_with_the_general_model(run_cli, tmp_path: Path) -> None:
     assert np.mean(distance < 0.5 * 40) >= 0.8  # picks on particles, at the given scale
 
 
+def test_pick_threshold_from_the_scores(run_cli, tmp_path: Path) -> None:
+    """``--threshold otsu`` picks every candidate, then keeps those at or above the threshold read
+    from their scores; the record says so. A shard, which sees part of the scores, is refused."""
+    from scipy.spatial import cKDTree
+
+    rc, _, err = run_cli("simulate", "--output", tmp_path / "sim", "--micrographs", "2", "--size", "512",
+                         "--diameter", "40", "--particles", "25", "--snr", "0.3", "--seed", "3")
+    assert rc == 0, err
+    rc, _, err = run_cli("pick", "--model", "general", "--micrographs", tmp_path / "sim", "--output",
+                         tmp_path / "picks", "--diameter", "40", "--threshold", "otsu", "--device", "cpu",
+                         "--threads", "1")
+    assert rc == 0, err
+    record = json.loads((tmp_path / "picks" / "pick.json").read_text())
+    assert record["postprocess"] == {"threshold_rule": "otsu", "candidate_floor": 0.0025}
+    assert 0.0025 < record["threshold"] < 1
+    for stem in ("mic_000", "mic_001"):
+        picks = read_coordinates(tmp_path / "picks" / f"{stem}.star")
+        assert len(picks) >= 10 and picks.scores.min() >= record["threshold"]
+        distance, _ = cKDTree(read_coordinates(tmp_path / "sim" / f"{stem}.star").xy).query(picks.xy)
+        assert np.mean(distance < 0.5 * 40) >= 0.8
+    rc, _, err = run_cli("pick", "--model", "general", "--micrographs", tmp_path / "sim", "--output",
+                         tmp_path / "shard", "--diameter", "40", "--threshold", "OTSU", "--shard", "1/2",
+                         "--device", "cpu")
+    assert rc == 2 and "a shard sees only its part" in error_line(err, "pick")
+    assert not (tmp_path / "shard").exists()
+
+
 def test_model_general_is_accepted_by_every_model_option(run_cli, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """export finds the shipped general model up to date; refine without --diameter is refused;

@@ -24,7 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder for <micrograph>.star files and the coordinates.star index")
     parser.add_argument("--threshold", default=AUTO_THRESHOLD,
                         help=f"probability threshold, or {AUTO_THRESHOLD} (default): the config's "
-                             "pick.threshold when set, else the one calibrated at training")
+                             "pick.threshold when set, else the one calibrated at training; or otsu: "
+                             "every candidate is picked, then the folder is cut at the threshold read "
+                             "from their scores (for a model that never saw the protein, e.g. general)")
     parser.add_argument("--batch-size", type=positive_int, help="tiles per forward pass")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                         help="test-time augmentation: average the network's output over the "
@@ -70,11 +72,12 @@ def main(args: argparse.Namespace) -> int:
     from cryounet.inference.backend import OPTIONS, PickRequest, make_picker
     from cryounet.inference.batch import pick_micrographs
     from cryounet.io.micrographs import expand_micrographs
-    from cryounet.io.model_folder import check_general_diameter, parse_threshold
+    from cryounet.inference.label_free import cut_at_rule, picking_threshold_option
+    from cryounet.io.model_folder import check_general_diameter
     from cryounet.io.outputs import claim_output_folder, input_paths
     from cryounet.io.picks_folder import PICK_PATTERNS, check_stems, pick_names, select_shard
 
-    threshold = parse_threshold(args.threshold)
+    threshold, rule = picking_threshold_option(args.threshold, args.shard)
     check_general_diameter(args.model, args.diameter)
     micrographs = expand_micrographs(args.micrographs)
     total = len(micrographs)
@@ -90,6 +93,8 @@ def main(args: argparse.Namespace) -> int:
     summary = pick_micrographs(chosen.picker, micrographs, args.output, threshold, show_progress(args),
                                allow_all_skipped=args.allow_all_skipped, shard=args.shard, listed=total,
                                resume=args.resume)
+    if rule is not None:
+        summary.threshold, summary.picked = cut_at_rule(args.output, rule)
     folder.complete()
     logger.info("picked %d particles on %d micrograph(s) at threshold %.3f%s; STAR files in %s",
                 summary.total, len(summary.picked), summary.threshold,
