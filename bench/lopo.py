@@ -9,6 +9,10 @@ and F1 at label-free thresholds computed from the held-out micrographs' own scor
 
     python bench/lopo.py --data ../shared/data PUBLIC_SETS [--sets A B ...] [--threads 2] [--seed 0]
                          [--output bench/results/lopo-runs] [--json bench/results/general-lopo.json]
+                         [--variant NAME --extra SIMULATED_SETS] [--config FILE.json]
+
+``--extra`` adds training-only sets (``bench/simulated_sets.py``'s simulated ones) to every training;
+``--variant`` names such a recipe, whose runs are kept beside the plain ones.
 
 PUBLIC_SETS is the output folder of ``../shared/data/build_public_sets.py``. EMPIAR-10059 is never
 used. Trained models are cached in ``--output`` (a rerun scores them again without training).
@@ -51,8 +55,10 @@ def diameter_of(folder: Path) -> float:
     return float(json.loads((folder / "meta.json").read_text())["diameter_px"])
 
 
-def train_general(sets: dict[str, Path], model: Path, log: Path, threads: int, seed: int) -> float:
-    """Train one model on ``sets`` together; return the training minutes (0 when cached)."""
+def train_general(sets: dict[str, Path], model: Path, log: Path, threads: int, seed: int,
+                  config: Path | None = None, extra: dict[str, Path] | None = None) -> float:
+    """Train one model on ``sets`` together, plus the training-only ``extra`` sets (no validation
+    from them); return the training minutes (0 when cached)."""
     marker = model / ".cryounet-output.json"
     if marker.is_file() and json.loads(marker.read_text()).get("complete"):
         return 0.0
@@ -63,10 +69,13 @@ def train_general(sets: dict[str, Path], model: Path, log: Path, threads: int, s
         if (folder / "valid").is_dir():
             entry.update(valid_micrographs=[str(folder / "valid")], valid_coordinates=str(folder / "valid"))
         datasets.append(entry)
+    datasets += [{"micrographs": [str(folder / "train")], "coordinates": str(folder / "train"),
+                  "diameter": diameter_of(folder), "validate": False} for folder in (extra or {}).values()]
     spec = model.parent / "datasets.json"
     spec.write_text(json.dumps(datasets, indent=1))
-    seconds, _ = run(PY + ["train", "--datasets", spec, "--output", model, "--overwrite", "--device", "cpu",
-                           "--seed", str(seed), "--threads", str(threads)], log)
+    cmd = PY + ["train", "--datasets", spec, "--output", model, "--overwrite", "--device", "cpu",
+                "--seed", str(seed), "--threads", str(threads)]
+    seconds, _ = run(cmd + (["--config", config] if config else []), log)
     return seconds / 60
 
 
@@ -126,32 +135,43 @@ def main() -> int:
     parser.add_argument("--sets", nargs="*", help="set names (default: every set found)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--config", type=Path, help="engine config JSON for the trainings")
+    parser.add_argument("--extra", type=Path, nargs="*", default=[],
+                        help="folders of further training-only sets (e.g. simulated; bench/simulated_sets.py): "
+                             "every set in them is added to each training, never held out or scored")
+    parser.add_argument("--variant", default="", help="name of this training recipe (runs are kept per variant)")
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "lopo-runs")
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "general-lopo.json")
     args = parser.parse_args()
     sets = find_sets(args.data, None)
+    extra = find_sets(args.extra, None) if args.extra else {}
     held_out = [name for name in sets if not args.sets or name in args.sets]
+    previous = json.loads(args.json.read_text())["runs"] if args.json.is_file() else []
     rows = []
     for name in held_out:
         others = {k: v for k, v in sets.items() if k != name}
-        out = args.output / f"seed{args.seed}" / f"without-{name}"
+        out = args.output / f"seed{args.seed}{'-' + args.variant if args.variant else ''}" / f"without-{name}"
         out.mkdir(parents=True, exist_ok=True)
         log = out / "log.txt"
-        minutes = train_general(others, out / "model", log, args.threads, args.seed)
-        row = {"held_out": name, "trained_on": sorted(others), "train_minutes": round(minutes, 2),
+        minutes = train_general(others, out / "model", log, args.threads, args.seed, args.config, extra)
+        if minutes == 0.0:  # cached: the minutes measured when it was trained
+            minutes = next((r["train_minutes"] for r in previous if r["held_out"] == name
+                            and r.get("seed") == args.seed and r.get("variant", "") == args.variant), 0.0)
+        row = {"held_out": name, "trained_on": sorted(others) + sorted(extra), "train_minutes": round(minutes, 2),
                **score_set(out / "model", sets[name], out, log, args.threads)}
         rows.append(row)
         print(f"lopo {name}: best F1 {row['best_f1']:.3f} AP {row['ap']:.3f} F1 own {row['f1_own']:.3f} "
               f"otsu {row['f1_otsu']:.3f} otsu_linear {row['f1_otsu_linear']:.3f} "
               f"(trained {minutes:.1f} min on {', '.join(sorted(others))})", flush=True)
     code = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
-    previous = json.loads(args.json.read_text())["runs"] if args.json.is_file() else []
-    runs = [r for r in previous if not (r["held_out"] in held_out and r.get("seed") == args.seed)]
-    runs += [{**r, "seed": args.seed} for r in rows]
+    runs = [r for r in previous if not (r["held_out"] in held_out and r.get("seed") == args.seed
+                                        and r.get("variant", "") == args.variant)]
+    runs += [{**r, "seed": args.seed, "variant": args.variant} for r in rows]
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
         "id": "general-lopo", "title": "General model, leave one protein out (zero-shot)",
-        "command": f"python bench/lopo.py --data ../shared/data PUBLIC_SETS --threads {args.threads} --seed S",
+        "command": "python bench/lopo.py --data ../shared/data PUBLIC_SETS --threads T --seed S "
+                   "[--variant V --extra SIMULATED_SETS --config C]",
         "machine": f"{os.cpu_count()}-core {platform.machine()} VM, {args.threads} thread(s)",
         "date": time.strftime("%Y-%m-%d"),
         "code": code.strip(), "runs": runs}, indent=1) + "\n")
