@@ -6,7 +6,8 @@ random orientation (the Gaussian centres are rotated and 2D Gaussians summed, so
 positions are exact and no voxel volume is rotated). The particles are pasted darker than the
 background, the micrograph is filtered by a CTF, a structured low-frequency background
 (ice-thickness gradient and smooth blobs) is added, then white Gaussian noise scaled to the
-requested SNR.
+requested SNR. Optionally, a carbon-film edge and contamination blobs (never labelled, no particles
+on them) are added as negatives (:mod:`cryounet.simulate_negatives`).
 
 Conventions: ``x`` is the column and ``y`` the row of a particle centre, in pixels, origin at the
 first pixel (as everywhere in CryoUNet).
@@ -19,10 +20,12 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from cryounet.errors import CryoUNetError
+from cryounet.simulate_negatives import check_negative_settings, draw_negatives
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +47,8 @@ class SimulationConfig:
         size: side of the square micrographs, in pixels.
         diameter_px: particle diameter in pixels.
         particles_per_micrograph: target particle count; fewer are placed (and a debug message
-            logged) when they do not fit without overlapping.
+            logged) when they do not fit without overlapping; 0 gives particle-free micrographs
+            (empty coordinate files).
         snr: signal variance / noise variance, the signal measured on the CTF-filtered particles
             inside their footprints (disks of the particle diameter).
         pixel_size: pixel size in Angstrom.
@@ -56,6 +60,13 @@ class SimulationConfig:
         background_strength: standard deviation of the structured low-frequency background, as a
             fraction of the signal standard deviation (0 disables it).
         edge_margin: particle centres keep this fraction of the diameter away from the edges.
+        carbon_probability: chance (0 to 1) that a micrograph shows the edge of a hole in the carbon
+            film: the part outside a circle several micrographs wide is carbon, darker by
+            ``carbon_darkness`` noise standard deviations, finely textured; no particles there.
+        carbon_darkness: the carbon's extra darkness, in noise standard deviations.
+        contamination_range: ``(min, max)`` contamination blobs (ice crystals, ethane) per
+            micrograph, 1 to 6 particle diameters across, not labelled, no particles on them.
+        contamination_darkness: the contamination's darkness, in noise standard deviations.
         seed: seed of every random choice; the same seed gives identical data.
     """
 
@@ -71,6 +82,10 @@ class SimulationConfig:
     amplitude_contrast: float = 0.1
     background_strength: float = 0.5
     edge_margin: float = 0.5
+    carbon_probability: float = 0.0
+    carbon_darkness: float = 0.8
+    contamination_range: tuple[int, int] = (0, 0)
+    contamination_darkness: float = 4.0
     seed: int = 0
 
     def validate(self) -> None:
@@ -120,6 +135,7 @@ class SimulationConfig:
             raise bad("edge_margin", "must be a number >= 0")
         if 2 * self.edge_margin * self.diameter_px >= self.size - 1:
             raise bad("edge_margin", "leaves no room for particles inside the micrograph")
+        check_negative_settings(self, bad)
         if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise bad("seed", "must be an integer >= 0")
 
@@ -257,9 +273,14 @@ def ctf_rfft(
 
 # ------------------------------------------------------------------------------------- placement
 def place_particles(
-    n: int, size: int, diameter_px: float, edge_margin: float, rng: np.random.Generator
+    n: int, size: int, diameter_px: float, edge_margin: float, rng: np.random.Generator,
+    allowed: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Random sequential addition of up to ``n`` non-overlapping centres.
+
+    Args:
+        allowed: optional filter of the ``(K, 2)`` candidate centres (a boolean per candidate),
+            e.g. to keep particles off carbon and contamination.
 
     Returns:
         ``(M, 2)`` float ``(x, y)`` centres, ``M <= n``, at least ``MIN_DISTANCE`` diameters apart
@@ -274,6 +295,8 @@ def place_particles(
     count = 0
     tries = _TRIES_PER_PARTICLE * n
     candidates = rng.uniform(low, high, size=(tries, 2))
+    if allowed is not None:
+        candidates = candidates[allowed(candidates)]
     for cand in candidates:
         if count and (((accepted[:count] - cand) ** 2).sum(axis=1) < min_d2).any():
             continue
@@ -302,6 +325,10 @@ class SimulatedMicrograph:
         noise_sigma: standard deviation of the white noise.
         signal_power: signal variance used for the SNR.
         defocus_um: the micrograph's defocus.
+        negatives: the carbon and contamination alone (float32, zeros without them).
+        covered: where the carbon or a contaminant lies (bool; no particle overlaps it).
+        carbon: whether the micrograph shows a carbon edge.
+        contaminants: how many contamination blobs it has.
     """
 
     image: np.ndarray
@@ -311,6 +338,10 @@ class SimulatedMicrograph:
     noise_sigma: float
     signal_power: float
     defocus_um: float
+    negatives: np.ndarray | None = None
+    covered: np.ndarray | None = None
+    carbon: bool = False
+    contaminants: int = 0
 
 
 def _paste(canvas: np.ndarray, patches: np.ndarray, corners: np.ndarray) -> None:
@@ -396,8 +427,12 @@ def simulate_micrograph_parts(
     defocus = float(rng.uniform(*cfg.defocus_range_um))
     ctf = ctf_rfft(shape, cfg.pixel_size, defocus, cfg.voltage_kv, cfg.cs_mm,
                    cfg.amplitude_contrast)
+    negatives = draw_negatives(size, cfg.diameter_px, cfg.carbon_probability,
+                               cfg.contamination_range, rng)
+    clearance = cfg.diameter_px / 2.0
     xy = place_particles(int(cfg.particles_per_micrograph), size, cfg.diameter_px,
-                         cfg.edge_margin, rng)
+                         cfg.edge_margin, rng,
+                         (lambda c: negatives.allows(c, clearance)) if negatives else None)
     signal = _signal_image(shape, xy, density, ctf, rng)
     if len(xy):
         power = _signal_power(signal, xy, cfg.diameter_px)
@@ -410,7 +445,9 @@ def simulate_micrograph_parts(
     background = _background(size, cfg.diameter_px, rng) * (cfg.background_strength * signal_std)
     noise_sigma = math.sqrt(power / cfg.snr)
     noise = rng.normal(0.0, noise_sigma, size=shape)
-    image = (signal + background + noise).astype(np.float32)
+    dark = negatives.render(shape, ctf, noise_sigma, cfg.carbon_darkness, cfg.contamination_darkness,
+                            rng) if negatives else np.zeros(shape)
+    image = (signal + background + noise + dark).astype(np.float32)
     return SimulatedMicrograph(
         image=image,
         xy=xy,
@@ -419,6 +456,10 @@ def simulate_micrograph_parts(
         noise_sigma=noise_sigma,
         signal_power=power,
         defocus_um=defocus,
+        negatives=dark.astype(np.float32),
+        covered=negatives.covered(shape),
+        carbon=negatives.carbon is not None,
+        contaminants=len(negatives.contaminants),
     )
 
 
@@ -493,6 +534,8 @@ def simulate_dataset(cfg: SimulationConfig, output_dir: str | os.PathLike[str]) 
     paths: list[Path] = []
     counts: list[int] = []
     defoci: list[float] = []
+    carbon: list[bool] = []
+    contaminants: list[int] = []
     for i, rng in enumerate(micrograph_rngs(cfg)):
         parts = simulate_micrograph_parts(cfg, rng, density)
         mrc_path = out / f"mic_{i:03d}.mrc"
@@ -501,10 +544,13 @@ def simulate_dataset(cfg: SimulationConfig, output_dir: str | os.PathLike[str]) 
         paths.append(mrc_path)
         counts.append(len(parts.xy))
         defoci.append(round(parts.defocus_um, 4))
+        carbon.append(parts.carbon)
+        contaminants.append(parts.contaminants)
         logger.debug("%s: %d particles, defocus %.2f um", mrc_path.name, len(parts.xy),
                      parts.defocus_um)
     config = asdict(cfg)
     config["defocus_range_um"] = list(config["defocus_range_um"])
+    config["contamination_range"] = [int(v) for v in config["contamination_range"]]
     meta = {
         "diameter_px": float(cfg.diameter_px),
         "pixel_size": float(cfg.pixel_size),
@@ -512,6 +558,8 @@ def simulate_dataset(cfg: SimulationConfig, output_dir: str | os.PathLike[str]) 
         "seed": int(cfg.seed),
         "particles": counts,
         "defocus_um": defoci,
+        "carbon": carbon,
+        "contaminants": contaminants,
         "config": config,
     }
     write_text_atomic(out / "meta.json", json.dumps(meta, indent=2) + "\n")

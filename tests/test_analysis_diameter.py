@@ -127,6 +127,16 @@ def test_training_diameter_problem_names_the_estimate_and_the_override(sim_sets)
     assert training_diameter_problem(600.0, mics, mics[0].parent) is None  # preprocessing's own error
 
 
+def test_particle_free_micrographs_leave_the_diameter_unchecked(tmp_path: Path) -> None:
+    from cryounet.simulate import SimulationConfig, simulate_dataset
+
+    # Contamination blobs are far larger than the particles; without picks they are no evidence.
+    cfg = SimulationConfig(n_micrographs=2, size=192, diameter_px=12.0, particles_per_micrograph=0,
+                           contamination_range=(2, 3), seed=5)
+    mics = simulate_dataset(cfg, tmp_path / "negatives")
+    assert training_diameter_problem(12.0, mics, tmp_path / "negatives") is None
+
+
 def test_a_diameter_in_angstrom_is_named_as_such(tmp_path: Path) -> None:
     """40 px particles at 5 A/px: 200 (Angstrom) is refused, and the message converts it."""
     mics = _simulated(tmp_path, 40.0, 512, 40, 7, pixel_size=5.0)

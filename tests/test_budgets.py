@@ -17,6 +17,7 @@ FLOORS = {
     "cryounet": 0, "errors": 0, "device_probe": 0,
     "config": 1, "limits": 1,
     "io": 2, "failures": 2,
+    "simulate_negatives": 2.5,  # numpy only, below the simulator that draws its negatives with it
     "preprocess": 3, "device": 3, "process": 3, "simulate": 3, "render": 3, "analysis": 3,
     "models": 4, "postprocess": 4, "previews": 4,
     "inference": 5, "evaluation": 5,

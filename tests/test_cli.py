@@ -797,6 +797,27 @@ def test_train_datasets_with_and_without_validation(run_cli, two_datasets, tmp_p
     assert call["diameter"] == 36.0
 
 
+def test_train_datasets_training_only(run_cli, two_datasets, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryounet.simulate import SimulationConfig, simulate_dataset
+
+    negatives = tmp_path / "negatives"  # particle-free: carbon and contamination only
+    simulate_dataset(SimulationConfig(n_micrographs=2, size=192, diameter_px=24.0, particles_per_micrograph=0,
+                                      carbon_probability=1.0, contamination_range=(1, 2), seed=5), negatives)
+    calls = _spy_train(monkeypatch, run=False)
+    datasets = _write_json(tmp_path / "d.json", [_dataset(two_datasets["d36"], 36.0),
+                                                 _dataset(two_datasets["d24"], 24, validate=False),
+                                                 _dataset(negatives, 24, validate=False)])
+    with pytest.raises(_StopTraining):
+        run_cli("train", "--datasets", datasets, "--output", tmp_path / "m", "--device", "cpu",
+                "--config", _write_json(tmp_path / "c.json", FAST_TRAIN), "--quiet")
+    (call,) = calls
+    # d36 holds one micrograph out; d24 and the negatives all train, none validates.
+    assert sorted(it.image.shape for it in call["valid"]) == [(114, 114)]
+    assert sorted(it.image.shape for it in call["train"]) == [(114, 114)] + [(128, 128)] * 4
+    assert sum(len(it.xy) == 0 for it in call["train"]) == 2
+
+
 @pytest.mark.parametrize("content, extra, words", [
     ("[{", [], "cannot read the dataset list"),
     ("[]", [], "expected a non-empty JSON list of datasets"),

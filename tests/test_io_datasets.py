@@ -72,3 +72,40 @@ def test_labelled_micrographs_counts_those_with_coordinates(sim_data: SimData, t
         star.unlink()
     assert labelled_micrographs(data) == 1
     assert set(dataset_paths(data)) == {str(folder), folder}
+
+
+def _listing(tmp_path: Path, entries: list[dict]) -> Path:
+    listing = tmp_path / "d.json"
+    (tmp_path / "a").mkdir(exist_ok=True)
+    listing.write_text(json.dumps(entries))
+    return listing
+
+
+def test_a_training_only_dataset_is_kept_with_its_key(tmp_path: Path) -> None:
+    from cryounet.io.datasets import validates
+
+    real = {"micrographs": "a/", "coordinates": str(tmp_path / "a"), "diameter": 40}
+    sim = {"micrographs": "a/", "coordinates": str(tmp_path / "a"), "diameter": 60, "validate": False}
+    data = datasets_from_options(None, None, None, datasets_file=_listing(tmp_path, [real, sim]))
+    assert [validates(entry) for entry in data] == [True, False]
+    assert data[1]["validate"] is False
+    assert validates({**real, "validate": True})
+
+
+@pytest.mark.parametrize("extra, words", [
+    ({"validate": False, "valid_micrographs": "v/"}, 'dataset 1 has "validate": false and validation'),
+    ({"validate": False, "valid_coordinates": "v/"}, 'dataset 1 has "validate": false and validation'),
+    ({"validate": "no"}, "dataset 1: validate must be true or false, got 'no'"),
+])
+def test_a_contradictory_validate_key_is_named(tmp_path: Path, extra: dict, words: str) -> None:
+    real = {"micrographs": "a/", "coordinates": str(tmp_path / "a"), "diameter": 40}
+    listing = _listing(tmp_path, [real, {**real, **extra}])
+    with pytest.raises(CryoUNetError) as info:
+        datasets_from_options(None, None, None, datasets_file=listing)
+    assert words in str(info.value) and str(listing) in str(info.value)
+
+
+def test_at_least_one_dataset_validates(tmp_path: Path) -> None:
+    sim = {"micrographs": "a/", "coordinates": str(tmp_path / "a"), "diameter": 60, "validate": False}
+    with pytest.raises(CryoUNetError, match="at least one must validate"):
+        datasets_from_options(None, None, None, datasets_file=_listing(tmp_path, [sim, sim]))

@@ -229,3 +229,119 @@ def test_command_requires_output() -> None:
     module.add_arguments(parser)
     with pytest.raises(SystemExit):
         parser.parse_args(["--micrographs", "2"])
+
+
+# ------------------------------------------------------------------------------------- negatives
+NEGATIVE_SMALL = dict(size=256, diameter_px=16.0, particles_per_micrograph=40)
+
+
+def test_defaults_reproduce_the_micrographs_without_negatives() -> None:
+    # Values written by the simulator before it had negatives: the defaults draw nothing more.
+    cfg = SimulationConfig(size=128, diameter_px=16.0, particles_per_micrograph=12, seed=7, n_micrographs=2)
+    expected = [
+        ([[13.893421, 73.639974], [104.439591, 88.956703]], 2104.6737933683908, 16.536252975463867,
+         12.091554, 25.081059),
+        ([[14.609141, 32.718472], [22.823051, 18.487922]], -3954.8226158051402, 17.093360900878906,
+         23.557913, -15.874577),
+    ]
+    for rng, (xy2, total, std, p1, p2) in zip(micrograph_rngs(cfg), expected):
+        parts = simulate_micrograph_parts(cfg, rng)
+        assert len(parts.xy) == 12
+        np.testing.assert_allclose(parts.xy[:2], xy2, atol=1e-6)
+        assert float(parts.image.astype(np.float64).sum()) == pytest.approx(total, rel=1e-5)
+        assert float(parts.image.std()) == pytest.approx(std, rel=1e-6)
+        assert parts.image[5, 7] == pytest.approx(p1, rel=1e-5)
+        assert parts.image[100, 64] == pytest.approx(p2, rel=1e-5)
+        assert not parts.carbon and parts.contaminants == 0 and not parts.covered.any()
+        assert not parts.negatives.any()
+
+
+def _footprints_touch(parts, radius: float) -> bool:
+    from cryounet.simulate import _footprint
+
+    return bool((_footprint(parts.covered.shape, parts.xy, radius) & parts.covered).any())
+
+
+def test_carbon_edge_is_dark_curved_and_free_of_particles() -> None:
+    cfg = SimulationConfig(carbon_probability=1.0, n_micrographs=4, seed=2, **NEGATIVE_SMALL)
+    for rng in micrograph_rngs(cfg):
+        parts = simulate_micrograph_parts(cfg, rng)
+        assert parts.carbon and parts.contaminants == 0
+        covered = parts.covered
+        assert 0.05 < covered.mean() < 0.95  # part of the micrograph, bounded by an edge
+        assert len(parts.xy) > 0 and not _footprints_touch(parts, cfg.diameter_px / 2)
+        img = parts.image.astype(np.float64)
+        # Darker by about carbon_darkness noise sigmas (noise sigma >> signal at this SNR).
+        step = img[~covered].mean() - img[covered].mean()
+        assert 0.5 * cfg.carbon_darkness * parts.noise_sigma < step < 2 * cfg.carbon_darkness * parts.noise_sigma
+        # A sharp edge: the covered region is one connected piece whose border is a smooth curve.
+        labels, count = ndimage.label(covered)
+        assert count == 1
+
+
+def test_carbon_probability_sets_the_share_of_micrographs() -> None:
+    cfg = SimulationConfig(carbon_probability=0.5, n_micrographs=40, seed=1, size=64, diameter_px=8.0,
+                           particles_per_micrograph=2)
+    shown = [simulate_micrograph_parts(cfg, rng).carbon for rng in micrograph_rngs(cfg)]
+    assert 8 < sum(shown) < 32
+
+
+def test_contamination_is_dark_unlabelled_and_free_of_particles() -> None:
+    cfg = SimulationConfig(contamination_range=(2, 4), n_micrographs=3, seed=5, **NEGATIVE_SMALL)
+    for rng in micrograph_rngs(cfg):
+        parts = simulate_micrograph_parts(cfg, rng)
+        assert not parts.carbon and 2 <= parts.contaminants <= 4
+        assert parts.covered.any() and not _footprints_touch(parts, cfg.diameter_px / 2)
+        img = ndimage.gaussian_filter(parts.image.astype(np.float64), 2)
+        core = ndimage.binary_erosion(parts.covered, iterations=3)
+        particle_drop = img[~parts.covered].mean() - img[np.round(parts.xy[:, 1]).astype(int),
+                                                             np.round(parts.xy[:, 0]).astype(int)].mean()
+        blob_drop = img[~parts.covered].mean() - img[core].mean()
+        assert blob_drop > 5 * max(particle_drop, 0.0) and blob_drop > 2 * parts.noise_sigma
+
+
+def test_particle_free_dataset_trains_as_background(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from cryounet.config import PreprocessConfig
+    from cryounet.io.coordinates import read_coordinates
+    from cryounet.training.data import load_labelled
+
+    cfg = SimulationConfig(particles_per_micrograph=0, carbon_probability=1.0, contamination_range=(1, 2),
+                           n_micrographs=2, size=256, diameter_px=16.0)
+    paths = simulate_dataset(cfg, tmp_path / "neg")
+    assert all(len(read_coordinates(p.with_suffix(".star")).xy) == 0 for p in paths)
+    meta = json.loads((tmp_path / "neg" / "meta.json").read_text())
+    assert meta["particles"] == [0, 0] and meta["carbon"] == [True, True]
+    assert all(1 <= n <= 2 for n in meta["contaminants"])
+    assert meta["config"]["contamination_range"] == [1, 2]
+    with caplog.at_level(logging.WARNING):
+        items, unlabelled = load_labelled(paths, tmp_path / "neg", cfg.diameter_px, PreprocessConfig())
+    assert len(items) == 2 and not unlabelled and all(len(i.xy) == 0 for i in items)
+    assert "trained as background only" in caplog.text
+
+
+@pytest.mark.parametrize("field, value", [
+    ("carbon_probability", 1.5), ("carbon_probability", -0.1), ("carbon_darkness", -1.0),
+    ("contamination_range", (3, 1)), ("contamination_range", (-1, 2)), ("contamination_range", (1.5, 2)),
+    ("contamination_range", 3), ("contamination_darkness", float("nan")),
+])
+def test_invalid_negative_settings_raise(field: str, value: object) -> None:
+    with pytest.raises(CryoUNetError, match=field):
+        SimulationConfig(**{field: value}).validate()
+
+
+def test_cli_simulate_negatives(tmp_path: Path) -> None:
+    out = tmp_path / "neg"
+    argv = ["simulate", "--output", str(out), "--micrographs", "2", "--size", "128", "--diameter", "12",
+            "--particles", "0", "--carbon-probability", "1", "--contamination", "1", "3",
+            "--carbon-darkness", "0.5", "--contamination-darkness", "3"]
+    proc = subprocess.run([sys.executable, "-m", "cryounet", *argv], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["particles"] == [0, 0] and meta["carbon"] == [True, True]
+    assert meta["config"]["carbon_darkness"] == 0.5 and meta["config"]["contamination_darkness"] == 3.0
+    assert meta["config"]["contamination_range"] == [1, 3]
+    bad = subprocess.run([sys.executable, "-m", "cryounet", "simulate", "--output", str(tmp_path / "bad"),
+                          "--carbon-probability", "2"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--carbon-probability" in bad.stderr
+    assert not (tmp_path / "bad").exists()

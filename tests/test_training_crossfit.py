@@ -38,6 +38,15 @@ def test_folds_hold_out_each_training_micrograph_once_and_train_on_all_others():
     assert [[i.name for i in f.held_out] for f in lomo] == [["t0"], ["t1"], ["t2"], ["t3"], ["t4"]]
 
 
+def test_training_only_micrographs_train_every_fold_and_are_never_held_out():
+    train, valid, extra = [_item(f"t{i}") for i in range(4)], [_item("v")], [_item("s0"), _item("s1")]
+    folds = make_folds(train, valid, 3, train_only=extra)
+    for fold in folds:
+        assert {"s0", "s1"} <= {i.name for i in fold.train}
+        assert {"s0", "s1"}.isdisjoint(i.name for i in fold.held_out)
+    assert sorted(i.name for f in folds for i in f.held_out) == ["t0", "t1", "t2", "t3"]
+
+
 def test_too_many_folds_for_the_training_micrographs_is_refused():
     with pytest.raises(CryoUNetError, match="at least 4 training micrographs.*at most 3 folds"):
         make_folds([_item("a"), _item("b")], [_item("v")], 5)

@@ -10,7 +10,7 @@ import pytest
 from cryounet.config import CryoUNetConfig
 from cryounet.io.datasets import datasets_from_options
 from cryounet.io.model_folder import GENERAL_MODEL, read_model_info
-from cryounet.training.run import TrainRequest, start_weights
+from cryounet.training.run import TrainRequest, load_datasets, start_weights
 
 from engine_helpers import SimData
 
@@ -37,3 +37,19 @@ def test_automatic_start_is_the_general_model_below_two_labelled_micrographs(
 def test_a_named_start_is_used_whatever_the_count(sim_data: SimData, tmp_path: Path) -> None:
     assert start_weights(_request(sim_data.folder, "general"), CryoUNetConfig()) == GENERAL_MODEL
     assert start_weights(_request(sim_data.folder, None), CryoUNetConfig()) is None
+
+
+def test_a_training_only_dataset_is_never_held_out(sim_data: SimData, tmp_path: Path) -> None:
+    from cryounet.simulate import SimulationConfig, simulate_dataset
+
+    negatives = tmp_path / "negatives"
+    simulate_dataset(SimulationConfig(n_micrographs=3, size=sim_data.size, diameter_px=sim_data.diameter,
+                                      particles_per_micrograph=0, contamination_range=(1, 2), seed=9), negatives)
+    datasets = [{"micrographs": [str(sim_data.folder)], "coordinates": sim_data.folder, "diameter": 20.0},
+                {"micrographs": [str(negatives)], "coordinates": negatives, "diameter": 20.0, "validate": False}]
+    train, valid, train_only = load_datasets(datasets, CryoUNetConfig())
+    assert sorted(i.name for i in train_only) == ["mic_000", "mic_001", "mic_002"]
+    assert all(len(i.xy) == 0 for i in train_only)
+    real = {p.stem for p in sim_data.micrographs}
+    assert {i.name for i in train} | {i.name for i in valid} == real and valid
+    assert len(train) + len(valid) == len(real)  # the training-only micrographs are in neither

@@ -161,7 +161,9 @@ CHECK_MODES = ("error", "warn", "off")
 def training_diameter_problem(diameter: float, micrographs: Sequence[Path], coordinates: Path,
                               what: str = "--diameter") -> str | None:
     """One message when the training ``diameter`` (px) contradicts the estimate from the
-    micrographs and their picks (stating the estimate and how to override the check), else None."""
+    micrographs and their picks (stating the estimate and how to override the check), else None
+    (also when the coordinate files hold no picks: the dark things in particle-free micrographs say
+    nothing about the particle size)."""
     try:
         evidence = read_evidence(micrographs, coordinates)
     except CryoUNetError as exc:  # the training loaders report bad inputs in their own words
@@ -169,6 +171,10 @@ def training_diameter_problem(diameter: float, micrographs: Sequence[Path], coor
         return None
     if any(diameter >= min(shape) for shape in evidence.shapes):
         return None  # preprocessing refuses it, with its own words
+    if not any(len(xy) for xy in evidence.xy):
+        logger.info("%s holds no picks (particle-free micrographs): nothing to check diameter %g px against",
+                    coordinates, diameter)
+        return None
     estimate = estimate_from(evidence, max_images=3)
     problem = diameter_problem(diameter, estimate, nearest_neighbour_distances(evidence.xy))
     if problem is None:

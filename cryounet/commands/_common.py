@@ -68,6 +68,7 @@ finite_number = _number(float, lambda v: True, "a finite number")
 non_negative = _number(float, lambda v: v >= 0, "a number >= 0")
 positive_int = _number(int, lambda v: v >= 1, "a whole number >= 1")
 non_negative_int = _number(int, lambda v: v >= 0, "a whole number >= 0")
+probability = _number(float, lambda v: 0 <= v <= 1, "a probability from 0 to 1")
 seed = _number(int, lambda v: 0 <= v <= MAX_SEED, f"a random seed, a whole number from 0 to {MAX_SEED}")
 
 

@@ -28,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="JSON list of datasets to train on together, instead of --micrographs/"
                              "--coordinates/--diameter: [{\"micrographs\": [...], \"coordinates\": "
                              "DIR, \"diameter\": PX, \"valid_micrographs\": [...], "
-                             "\"valid_coordinates\": DIR}, ...] (validation keys optional)")
+                             "\"valid_coordinates\": DIR}, ...] (validation keys optional; "
+                             "\"validate\": false instead makes a dataset training-only, none of it "
+                             "held out for validation or calibration)")
     parser.add_argument("--output", required=True, type=Path, help="model folder to write")
     parser.add_argument("--valid-micrographs", nargs="+", help=f"validation {MICROGRAPHS_HELP}")
     parser.add_argument("--valid-coordinates", type=coordinates_folder, help="folder of validation coordinates")

@@ -2,7 +2,10 @@
 ``--datasets`` JSON list, checked before anything is loaded.
 
 A dataset is a dict with ``micrographs`` (paths, globs, folders or ``@lists``), ``coordinates`` (a
-folder), ``diameter`` (px) and, optionally, ``valid_micrographs`` / ``valid_coordinates``.
+folder), ``diameter`` (px) and, optionally, ``valid_micrographs`` / ``valid_coordinates`` (its
+validation micrographs; without them a fraction of its own is held out) or ``"validate": false``
+(training only: none of its micrographs is held out, and it takes no part in validation or
+calibration, e.g. for simulated data). At least one dataset of a list validates.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from cryounet.io.json_files import read_json
 from cryounet.io.micrographs import check_diameter
 
 REQUIRED = ("micrographs", "coordinates", "diameter")
-KEYS = REQUIRED + ("valid_micrographs", "valid_coordinates")
+KEYS = REQUIRED + ("valid_micrographs", "valid_coordinates", "validate")
 
 
 def datasets_from_options(micrographs: Sequence[str] | None, coordinates: Path | None, diameter: float | None,
@@ -67,7 +70,16 @@ def read_dataset_list(path: Path) -> list[dict[str, Any]]:
         raise CryoUNetError(f"{path}: cannot read the dataset list ({exc.problem})") from None
     if not isinstance(data, list) or not data:
         raise CryoUNetError(f"{path}: expected a non-empty JSON list of datasets")
-    return [_checked_entry(entry, f"{path}: dataset {i}") for i, entry in enumerate(data)]
+    entries = [_checked_entry(entry, f"{path}: dataset {i}") for i, entry in enumerate(data)]
+    if not any(validates(entry) for entry in entries):
+        raise CryoUNetError(f"{path}: every dataset has \"validate\": false; at least one must validate "
+                            "(hold out some of its micrographs, or give its valid_micrographs)")
+    return entries
+
+
+def validates(entry: dict[str, Any]) -> bool:
+    """Whether a dataset takes part in validation (all do unless ``"validate": false``)."""
+    return entry.get("validate", True) is not False
 
 
 def _checked_entry(entry: Any, where: str) -> dict[str, Any]:
@@ -78,6 +90,12 @@ def _checked_entry(entry: Any, where: str) -> dict[str, Any]:
     if isinstance(entry["diameter"], bool):
         raise CryoUNetError(f"{where}: diameter must be a number of pixels, got {entry['diameter']!r}")
     entry["diameter"] = check_diameter(entry["diameter"], f"{where}: diameter")
+    if not isinstance(entry.get("validate", True), bool):
+        raise CryoUNetError(f"{where}: validate must be true or false, got {entry['validate']!r}")
+    if entry.get("validate") is False and (entry.get("valid_micrographs") is not None
+                                           or entry.get("valid_coordinates") is not None):
+        raise CryoUNetError(f"{where} has \"validate\": false and validation micrographs or coordinates: "
+                            "a training-only dataset has no validation set; drop one or the other")
     for key in ("micrographs", "valid_micrographs"):
         value = entry.get(key)
         if isinstance(value, str):
@@ -94,7 +112,7 @@ def dataset_paths(datasets: Sequence[dict[str, Any]]) -> list[str | os.PathLike[
     """Every path the datasets name (micrograph sources and coordinate folders)."""
     paths: list[str | os.PathLike[str]] = []
     for entry in datasets:
-        for key in KEYS[:2] + KEYS[3:]:
+        for key in ("micrographs", "coordinates", "valid_micrographs", "valid_coordinates"):
             value = entry.get(key)
             if value is not None:
                 paths += value if isinstance(value, list) else [value]

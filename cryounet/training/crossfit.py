@@ -51,9 +51,10 @@ class Fold:
 
 
 def make_folds(train_items: Sequence[LabelledMicrograph], valid_items: Sequence[LabelledMicrograph],
-               k: int) -> list[Fold]:
+               k: int, train_only: Sequence[LabelledMicrograph] = ()) -> list[Fold]:
     """Folds 1 .. k-1 (fold 0, the validation micrographs, is the main model's): the training
-    micrographs round-robin; each fold model trains on all other labelled micrographs."""
+    micrographs round-robin; each fold model trains on all other labelled micrographs, the
+    ``train_only`` ones (never held out) included."""
     if k < 2:
         raise CryoUNetError(f"train.calibration_folds must be at least 2 to cross-fit, got {k}")
     check_calibration_folds(k, len(train_items))
@@ -61,7 +62,7 @@ def make_folds(train_items: Sequence[LabelledMicrograph], valid_items: Sequence[
     for j in range(1, k):
         held = [item for i, item in enumerate(train_items) if i % (k - 1) == j - 1]
         rest = [item for i, item in enumerate(train_items) if i % (k - 1) != j - 1]
-        folds.append(Fold(j, rest + list(valid_items), held))
+        folds.append(Fold(j, rest + list(valid_items) + list(train_only), held))
     return folds
 
 

@@ -187,10 +187,10 @@ def train_here(request: TrainRequest, cfg: CryoUNetConfig, init: Path | None, de
         folder = request.claim(init)
     if not world.is_main:
         logging.getLogger("cryounet").setLevel(logging.WARNING)  # rank 0 tells the story
-    train_items, valid = load_datasets(request.datasets, cfg)
+    train_items, valid, train_only = load_datasets(request.datasets, cfg)
     t0 = time.monotonic()
     weights = None if init is None else init / WEIGHTS_NAME
-    best_epoch, validation = train_models(request, cfg, train_items, valid, weights, device, world)
+    best_epoch, validation = train_models(request, cfg, train_items, valid, weights, device, world, train_only)
     if not world.is_main:
         return
     if folder is not None:
@@ -198,18 +198,25 @@ def train_here(request: TrainRequest, cfg: CryoUNetConfig, init: Path | None, de
     report(request.output, best_epoch, validation, valid, (time.monotonic() - t0) / 60)
 
 
-def load_datasets(datasets: Sequence[dict[str, Any]], cfg: CryoUNetConfig) -> tuple[list, list]:
+def load_datasets(datasets: Sequence[dict[str, Any]], cfg: CryoUNetConfig) -> tuple[list, list, list]:
     """The training and validation items of every dataset (a dataset without validation
-    micrographs holds some of its own out)."""
+    micrographs holds some of its own out), and the training-only items (``"validate": false``:
+    the main model and every calibration fold model train on them; none is held out)."""
+    from cryounet.io.datasets import validates
     from cryounet.io.micrographs import expand_micrographs
     from cryounet.training.data import load_labelled, split_validation
 
-    train_items, valid = [], []
+    train_items, valid, train_only = [], [], []
     rng = np.random.default_rng(cfg.train.seed)
     for entry in datasets:
         diameter = float(entry["diameter"])
         items, _ = load_labelled(expand_micrographs(entry["micrographs"]), Path(entry["coordinates"]),
                                  diameter, cfg.preprocess)
+        if not validates(entry):
+            train_only += items
+            logger.info("training only (no validation): %d micrograph(s) from %s", len(items),
+                        entry["coordinates"])
+            continue
         if entry.get("valid_micrographs"):
             held, _ = load_labelled(expand_micrographs(entry["valid_micrographs"]),
                                     Path(entry["valid_coordinates"]), diameter, cfg.preprocess)
@@ -218,23 +225,25 @@ def load_datasets(datasets: Sequence[dict[str, Any]], cfg: CryoUNetConfig) -> tu
             logger.info("no validation set given: holding out %s", ", ".join(v.name for v in held))
         train_items += items
         valid += held
-    if sum(len(i.xy) for i in train_items) == 0:
+    if sum(len(i.xy) for i in train_items + train_only) == 0:
         raise CryoUNetError("the training micrographs have no picks")
     if sum(len(i.xy) for i in valid) == 0:
         raise CryoUNetError("the validation micrographs have no picks; F1 cannot be computed")
-    return train_items, valid
+    return train_items, valid, train_only
 
 
 def train_models(request: TrainRequest, cfg: CryoUNetConfig, train_items: list, valid: list,
-                 init: Path | None, device, world) -> tuple[int, Any]:
+                 init: Path | None, device, world, train_only: Sequence = ()) -> tuple[int, Any]:
     """The main model and any calibration fold models; returns the main model's kept epoch and the
-    validation scores (cross-fitted over the folds when there are any; None on other ranks)."""
+    validation scores (cross-fitted over the folds when there are any; None on other ranks).
+    ``train_only`` items train every model and are never held out."""
     from cryounet.training.crossfit import apply_cross_fitted, make_folds, train_folds
     from cryounet.training.loop import train
 
     diameter, output, progress = float(request.datasets[0]["diameter"]), request.output, \
         request.progress and world.is_main
-    folds = make_folds(train_items, valid, cfg.train.calibration_folds) if cfg.train.calibration_folds else []
+    folds = make_folds(train_items, valid, cfg.train.calibration_folds, train_only) \
+        if cfg.train.calibration_folds else []
     folds_after = bool(folds) and cfg.train.fold_epochs == "main"
     common = dict(init_weights=init, progress=progress, world=world)
     resume = request.resume
@@ -246,7 +255,8 @@ def train_models(request: TrainRequest, cfg: CryoUNetConfig, train_items: list, 
     main_epochs = read_main_epochs(output) if folds_after and request.resume else None
     result = None
     if main_epochs is None:
-        result = train(train_items, valid, cfg, diameter, output, device, resume=resume, **common)
+        result = train(train_items + list(train_only), valid, cfg, diameter, output, device, resume=resume,
+                       **common)
         best_epoch = result.best_epoch
     else:
         logger.info("main model: kept from the interrupted run (best epoch %d)", main_epochs)
