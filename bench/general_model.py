@@ -1,12 +1,13 @@
 """Train the general starting model shipped in ``cryounet/weights/general`` (``--init general``).
 
-Trains one model on every set in ../shared/data together (``cryounet train --datasets``: each set's
-``train`` micrographs, validated on its ``valid`` micrographs, each at its own diameter), then
-stores the weights in float16 (half the size; they are loaded into a float32 network) with the
-config, history and validation curve.
+Trains one model on every set in the ``--data`` folders together (``cryounet train --datasets``:
+each set's ``train`` micrographs, validated on its ``valid`` micrographs, each at its own
+diameter; a set without ``valid`` gives its last ``train`` micrograph, by name, to validation),
+then stores the weights in float16 (half the size; they are loaded into a float32 network) with
+the config, history and validation curve. EMPIAR-10059 is never used.
 
-    python bench/general_model.py [--data ../shared/data] [--output cryounet/weights/general]
-    python bench/general_model.py --calibrate-tta [--output cryounet/weights/general]
+    python bench/general_model.py [--data ../shared/data PUBLIC_SETS] [--output cryounet/weights/general]
+    python bench/general_model.py --calibrate-tta [--data ...] [--output cryounet/weights/general]
 
 ``--calibrate-tta`` adds to an existing model folder the threshold calibrated with test-time
 augmentation on the same validation micrographs (each set's ``valid``), as training does for every
@@ -25,29 +26,49 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def find_sets(roots: list[Path]) -> list[Path]:
+    """The labelled sets in ``roots`` (folders with a ``meta.json``), EMPIAR-10059 left out."""
+    return sorted((p for root in roots for p in root.iterdir() if (p / "meta.json").is_file()
+                   and "10059" not in p.name), key=lambda p: p.name)
+
+
+def validation_split(folder: Path) -> tuple[list[str], list[str], str]:
+    """``(training micrographs, validation micrographs, validation coordinates folder)`` of a set:
+    its ``valid`` folder, else its last ``train`` micrograph by name."""
+    if (folder / "valid").is_dir():
+        return [str(folder / "train")], [str(folder / "valid")], str(folder / "valid")
+    mics = sorted(str(p) for p in (folder / "train").glob("*.mrc"))
+    return mics[:-1], mics[-1:], str(folder / "train")
+
+
+def dataset_entry(folder: Path) -> dict:
+    train, valid, valid_coordinates = validation_split(folder)
+    return {"micrographs": train, "coordinates": str(folder / "train"),
+            "diameter": json.loads((folder / "meta.json").read_text())["diameter_px"],
+            "valid_micrographs": valid, "valid_coordinates": valid_coordinates}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, nargs="+", default=[REPO.parent / "shared" / "data"])
     parser.add_argument("--output", type=Path, default=REPO / "cryounet" / "weights" / "general")
     parser.add_argument("--config", type=Path, help="engine config JSON")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: all)")
     parser.add_argument("--calibrate-tta", action="store_true",
                         help="only calibrate the TTA threshold of the model in --output")
     args = parser.parse_args()
     if args.calibrate_tta:
-        return calibrate_tta(args.output, args.data)
-    sets = sorted(p for p in args.data.iterdir() if (p / "meta.json").is_file())
+        return calibrate_tta(args.output, find_sets(args.data))
+    sets = find_sets(args.data)
     if not sets:
-        sys.exit(f"no data sets in {args.data}")
-    datasets = [{"micrographs": [str(s / "train")], "coordinates": str(s / "train"),
-                 "diameter": json.loads((s / "meta.json").read_text())["diameter_px"],
-                 "valid_micrographs": [str(s / "valid")], "valid_coordinates": str(s / "valid")}
-                for s in sets]
+        sys.exit(f"no data sets in {' '.join(map(str, args.data))}")
+    datasets = [dataset_entry(s) for s in sets]
     with tempfile.TemporaryDirectory() as tmp:
         spec = Path(tmp) / "datasets.json"
         spec.write_text(json.dumps(datasets, indent=2))
         model = Path(tmp) / "model"
         cmd = [sys.executable, "-m", "cryounet", "train", "--datasets", str(spec), "--output",
-               str(model), "--device", "cpu"]
+               str(model), "--device", "cpu", "--threads", str(args.threads)]
         if args.config:
             cmd += ["--config", str(args.config)]
         subprocess.run(cmd, check=True, cwd=REPO)
@@ -61,13 +82,19 @@ def main() -> int:
                   metadata={"trained_on": ", ".join(s.name for s in sets)})
         for name in ("config.json", "history.json", "validation_curve.json"):
             shutil.copyfile(model / name, args.output / name)
-    print(f"general model: trained on {', '.join(s.name for s in sets)}; written to {args.output}")
+    from cryounet.io.model_folder import ONNX_NAME, WEIGHTS_NAME, record_digests
+
+    (args.output / ONNX_NAME).unlink(missing_ok=True)  # this script's earlier graph: export writes it anew
+    record_digests(args.output, [WEIGHTS_NAME, ONNX_NAME])  # the float16 weights' SHA-256
+    print(f"general model: trained on {', '.join(s.name for s in sets)}; written to {args.output}; then: "
+          f"cryounet export --model {args.output} and python bench/general_model.py --calibrate-tta")
     return 0
 
 
-def calibrate_tta(folder: Path, data: Path) -> int:
-    """Calibrate ``folder``'s TTA threshold on every set's ``valid`` micrographs (the engine's
-    rule, :func:`cryounet.training.validation.validate` with ``tta``) and record it in config.json."""
+def calibrate_tta(folder: Path, sets: list[Path]) -> int:
+    """Calibrate ``folder``'s TTA threshold on every set's validation micrographs (as training
+    validated on them: :func:`validation_split`; the engine's rule,
+    :func:`cryounet.training.validation.validate` with ``tta``) and record it in config.json."""
     import torch
 
     from cryounet.io.atomic import write_json
@@ -79,10 +106,10 @@ def calibrate_tta(folder: Path, data: Path) -> int:
 
     info = read_model_info(folder)
     items = []
-    for root in sorted(p for p in data.iterdir() if (p / "meta.json").is_file() and (p / "valid").is_dir()):
+    for root in sets:
         diameter = json.loads((root / "meta.json").read_text())["diameter_px"]
-        items += load_labelled(expand_micrographs([str(root / "valid")]), root / "valid", diameter,
-                               info.config.preprocess)[0]
+        _, valid, coordinates = validation_split(root)
+        items += load_labelled(expand_micrographs(valid), Path(coordinates), diameter, info.config.preprocess)[0]
     model = load_model(folder, "cpu")
     with_tta = validate(model.network, items, info.config, torch.device("cpu"), tta=True)
     record = json.loads((folder / CONFIG_NAME).read_text())
