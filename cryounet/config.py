@@ -165,9 +165,14 @@ class AugmentConfig:
 
     Attributes:
         preset: ``none``, ``light`` (flips, 90-degree rotations) or ``strong``.
+        scale_jitter: on top of the preset, rescale most patches (and their targets) by a factor
+            drawn log-uniformly from ``[1 / (1 + j), 1 + j]`` (0: off). Teaches particles a little
+            smaller or larger than the given diameter: for a general model, whose training sets
+            measure their diameters by different conventions, and users' diameters are estimates.
     """
 
     preset: str = "light"
+    scale_jitter: float = 0.0
 
 
 @dataclass
@@ -487,6 +492,7 @@ class CryoUNetConfig:
             "train.calibration_tolerance": self.train.calibration_tolerance,
             "pick.component_level": self.pick.component_level,
             "pick.saddle_ratio": self.pick.saddle_ratio,
+            "augment.scale_jitter": self.augment.scale_jitter,
         }
         for key, value in fractions.items():
             if not 0 <= value <= 1:

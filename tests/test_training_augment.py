@@ -126,3 +126,35 @@ print("opened", opened)
     env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "opened []", out.stdout + out.stderr
+
+
+def _disk(shape: int = 64, radius: float = 8.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A dark disk in the image, the same disk in the target, weight 1 everywhere."""
+    yy, xx = np.mgrid[:shape, :shape]
+    inside = ((yy - shape / 2) ** 2 + (xx - shape / 2) ** 2) <= radius ** 2
+    image = np.where(inside, -1.0, 0.0).astype(np.float32)
+    return image, inside.astype(np.float32), np.ones((shape, shape), np.float32)
+
+
+@pytest.mark.parametrize("preset", ["none", "light"])
+def test_scale_jitter_rescales_image_and_targets_together(preset: str) -> None:
+    image, target, weight = _disk()
+    augment = build_augmenter(AugmentConfig(preset, scale_jitter=0.5), seed=4)
+    areas = []
+    for _ in range(60):
+        new_image, new_target, new_weight = augment(image.copy(), target.copy(), weight.copy())
+        assert np.isin(new_target, [0.0, 1.0]).all() and np.isin(new_weight, [1.0]).all()
+        dark = new_image < -0.5
+        assert (dark != (new_target == 1.0)).mean() < 0.01  # the target stays on the disk
+        areas.append(new_target.sum())
+    ratio = np.sqrt(np.array(areas) / target.sum())  # the radius' scale factor
+    assert ratio.min() < 0.85 and ratio.max() > 1.2  # zoomed out and in
+    assert ratio.min() > 1 / 1.5 - 0.05 and ratio.max() < 1.5 + 0.05  # within the jitter
+
+
+@pytest.mark.parametrize("jitter", [-0.1, 1.5])
+def test_scale_jitter_range_is_checked(jitter: float) -> None:
+    from cryounet.config import CryoUNetConfig
+
+    with pytest.raises(CryoUNetError, match="augment.scale_jitter must be between 0 and 1"):
+        CryoUNetConfig.from_dict({"augment": {"scale_jitter": jitter}})

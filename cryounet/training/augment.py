@@ -5,6 +5,10 @@
 - ``strong``: light + small rotations/scaling, elastic deformation, Gaussian noise,
   brightness/contrast, blur and coarse dropout (dropped regions are ignored in the loss).
 
+``augment.scale_jitter`` j > 0 adds, to any preset, a rescaling of 80 % of the patches by a factor
+from [1 / (1 + j), 1 + j], zooming in and out equally often (targets and weights rescaled with the
+image).
+
 Geometric transforms move the target and weight maps with the image; photometric ones touch the
 image only.
 """
@@ -29,7 +33,7 @@ def build_augmenter(cfg: AugmentConfig, seed: int) -> Augmenter:
     """A function ``(image, target, weight) -> (image, target, weight)`` for the preset."""
     if cfg.preset not in PRESETS:
         raise CryoUNetError(f"unknown augmentation preset '{cfg.preset}' (one of {', '.join(PRESETS)})")
-    if cfg.preset == "none":
+    if cfg.preset == "none" and cfg.scale_jitter == 0:
         return lambda image, target, weight: (image, target, weight)
 
     # albumentations asks PyPI for a newer release when imported, unless this is set: no engine
@@ -38,7 +42,9 @@ def build_augmenter(cfg: AugmentConfig, seed: int) -> Augmenter:
     import albumentations as A
     import cv2
 
-    transforms: list = [A.D4(p=1.0)]
+    transforms: list = [] if cfg.preset == "none" else [A.D4(p=1.0)]
+    if cfg.scale_jitter > 0:
+        transforms.append(_scale_jitter(A, cv2, cfg.scale_jitter))
     if cfg.preset == "strong":
         transforms += [
             A.Affine(rotate=(-15, 15), scale=(0.9, 1.1), border_mode=cv2.BORDER_REFLECT_101,
@@ -64,3 +70,10 @@ def build_augmenter(cfg: AugmentConfig, seed: int) -> Augmenter:
         )
 
     return apply
+
+
+def _scale_jitter(A, cv2, jitter: float):
+    """Rescale by a factor in [1 / (1 + jitter), 1 + jitter] (in or out equally often) about the centre
+    (edges reflected; masks moved with nearest interpolation, so their values stay as they are)."""
+    return A.Affine(scale=(1 / (1 + jitter), 1 + jitter), balanced_scale=True, border_mode=cv2.BORDER_REFLECT_101,
+                    interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST, p=0.8)
