@@ -124,7 +124,8 @@ def score_limits(scores: Sequence[float]) -> tuple[float, float]:
 def draw_picks(figure: Any, image: np.ndarray, xy: np.ndarray, diameter: float,
                scores: np.ndarray | None = None, title: str = "") -> Any:
     """A micrograph (:func:`display_image`) with a circle of ``diameter`` around each pick, coloured
-    by score with a colour bar (one colour without scores), on ``figure``. Returns the axes.
+    by score with a colour bar (one colour without scores, or when they are all equal, as an
+    annotation's are), on ``figure``. Returns the axes.
 
     Args:
         xy: ``(N, 2)`` pick positions in pixels of ``image`` (x = column, y = row).
@@ -134,8 +135,9 @@ def draw_picks(figure: Any, image: np.ndarray, xy: np.ndarray, diameter: float,
     xy = np.asarray(xy, dtype=float).reshape(-1, 2)
     ax = figure.add_subplot(1, 1, 1)
     show_micrograph(ax, shown)
-    has_scores = (scores is not None and len(scores) == len(xy) and len(xy) > 0
-                  and bool(np.isfinite(np.asarray(scores, dtype=float)).any()))  # NaN scores: drawn grey
+    finite = np.asarray(scores, dtype=float) if scores is not None else np.zeros(0)
+    finite = finite[np.isfinite(finite)]  # NaN scores: drawn cyan; all scores equal: one colour, no bar
+    has_scores = scores is not None and len(scores) == len(xy) and len(np.unique(finite)) > 1
     circles = draw_circles(ax, xy / factor, 0.5 * float(diameter) / factor,
                            scores=np.asarray(scores, dtype=float) if has_scores else None)
     if has_scores:

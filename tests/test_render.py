@@ -100,3 +100,14 @@ def test_picks_with_scores_that_are_not_numbers_are_still_drawn() -> None:
     assert len(ax.collections[0].get_paths()) == 3 and len(figure.axes) == 2
     assert has_colour(rgb_near(figure, ax, xy[1, 0] + 12, xy[1, 1]), (0.0, 1.0, 1.0))  # cyan: no score
     assert score_limits([np.nan, np.nan]) == (0.0, 1.0)
+
+
+def test_draw_picks_with_equal_scores_in_one_colour_without_a_bar() -> None:
+    """Annotations read with one score for all (e.g. 1) get no colour bar spanning nothing."""
+    import matplotlib.pyplot as plt
+
+    figure = plt.figure()
+    draw_picks(figure, np.zeros((64, 64)), np.array([[20.0, 20.0], [40.0, 40.0]]), diameter=12,
+               scores=np.array([1.0, 1.0]))
+    assert len(figure.axes) == 1  # the micrograph, no colour bar
+    plt.close(figure)
