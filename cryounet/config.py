@@ -45,6 +45,8 @@ SCHEDULES = ("cosine", "constant")
 SELECTIONS = ("best", "last")
 #: ``train.fold_epochs``
 FOLD_EPOCHS = ("own", "main")
+#: ``train.dataset_balance``
+DATASET_BALANCES = ("none", "equal")
 
 
 @dataclass
@@ -220,6 +222,10 @@ class TrainConfig:
         hard_negative_fraction: fraction of patches centred on the current model's false positives
             on the training micrographs (hard-negative mining; 0 disables).
         hard_negative_start: first epoch (1-based) that mines hard negatives.
+        dataset_balance: with several datasets (``--datasets``): ``none`` draws patches over all
+            micrographs pooled (picks and area decide, so the largest dataset dominates);
+            ``equal`` gives each dataset an equal share of the patches, the training-only ones
+            (``"validate": false``) together one share.
         time_limit_minutes: stop training after this wall time (0 = no limit).
         num_threads: CPU threads for torch (0 = torch's default).
     """
@@ -243,6 +249,7 @@ class TrainConfig:
     ema_decay: float = 0.0
     hard_negative_fraction: float = 0.0
     hard_negative_start: int = 3
+    dataset_balance: str = "none"
     time_limit_minutes: float = 0.0
     num_threads: int = 0
 
@@ -438,6 +445,7 @@ class CryoUNetConfig:
             "train.schedule": (self.train.schedule, SCHEDULES),
             "train.selection": (self.train.selection, SELECTIONS),
             "train.fold_epochs": (self.train.fold_epochs, FOLD_EPOCHS),
+            "train.dataset_balance": (self.train.dataset_balance, DATASET_BALANCES),
         }
         for key, (value, allowed) in choices.items():
             if value not in allowed:

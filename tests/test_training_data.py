@@ -302,3 +302,41 @@ def test_patch_sampler_hard_negative_on_the_right_micrograph() -> None:
     for _ in range(20):
         img, target, weight = sampler.sample()
         assert (img == MARKER).any() and target.max() == 0.0 and (weight > 0).all()
+
+
+# ------------------------------------------------------------------------- dataset balance
+def _group_items() -> list[LabelledMicrograph]:
+    """Group 0: one large micrograph with 40 picks; group 1: two small ones with 2 picks each;
+    training-only: one with 10 picks."""
+    def item(name: str, size: int, picks: int, group: int) -> LabelledMicrograph:
+        xy = np.column_stack([np.linspace(10, size - 10, picks)] * 2) if picks else np.zeros((0, 2))
+        image = np.full((size, size), float(group + 2), np.float32)  # the group, readable from a patch
+        return LabelledMicrograph(name, image, xy, Scale((size, size), (size, size)), 8.0, group=group)
+    return [item("big", 256, 40, 0), item("s1", 64, 2, 1), item("s2", 64, 2, 1), item("sim", 64, 10, -1)]
+
+
+@pytest.mark.parametrize("positive_fraction", [1.0, 0.0])
+def test_dataset_balance_equal_gives_each_dataset_a_share(positive_fraction: float) -> None:
+    items = _group_items()
+    cfg = CryoUNetConfig().updated({"train": {"positive_fraction": positive_fraction, "dataset_balance": "equal"}})
+    sampler = PatchSampler(items, cfg, 16, np.random.default_rng(0))
+    drawn = [int(round(sampler.sample()[0].max())) - 2 for _ in range(1500)]
+    shares = {g: drawn.count(g) / len(drawn) for g in (0, 1, -1)}
+    assert all(abs(share - 1 / 3) < 0.05 for share in shares.values()), shares  # one share per dataset
+    pooled = PatchSampler(items, CryoUNetConfig().updated({"train": {"positive_fraction": positive_fraction}}), 16,
+                          np.random.default_rng(0))
+    drawn = [int(round(pooled.sample()[0].max())) - 2 for _ in range(600)]
+    assert drawn.count(0) / len(drawn) > 0.6  # without balance the big micrograph dominates
+
+
+def test_balanced_probabilities_skip_groups_without_weight() -> None:
+    from cryounet.training.data import balanced
+
+    items = _group_items()
+    p = balanced(np.array([40.0, 2.0, 2.0, 0.0]), items)  # the training-only group has no weight
+    np.testing.assert_allclose(p, [0.5, 0.25, 0.25, 0.0])
+
+
+def test_dataset_balance_choices() -> None:
+    with pytest.raises(CryoUNetError, match="train.dataset_balance = 'sqrt' is not one of none, equal"):
+        CryoUNetConfig.from_dict({"train": {"dataset_balance": "sqrt"}})

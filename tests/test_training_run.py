@@ -53,3 +53,6 @@ def test_a_training_only_dataset_is_never_held_out(sim_data: SimData, tmp_path: 
     real = {p.stem for p in sim_data.micrographs}
     assert {i.name for i in train} | {i.name for i in valid} == real and valid
     assert len(train) + len(valid) == len(real)  # the training-only micrographs are in neither
+    # The dataset each micrograph is drawn from (train.dataset_balance): the first dataset is group
+    # 0, the training-only ones share group -1.
+    assert {i.group for i in train} == {0} and {i.group for i in train_only} == {-1}

@@ -31,6 +31,8 @@ class LabelledMicrograph:
         diameter: particle diameter in working pixels.
         background: optional per-pixel weight of pixels away from picks (pseudo-labels); None uses
             ``target.unlabelled_weight``.
+        group: the dataset it belongs to (``train.dataset_balance``); training-only datasets
+            share :data:`TRAIN_ONLY_GROUP`.
     """
 
     name: str
@@ -39,6 +41,7 @@ class LabelledMicrograph:
     scale: Scale
     diameter: float
     background: np.ndarray | None = None
+    group: int = 0
 
     def rows(self, start: int, stop: int) -> "LabelledMicrograph":
         """The horizontal strip ``start:stop`` (working rows) with the picks inside it."""
@@ -46,7 +49,7 @@ class LabelledMicrograph:
         xy = self.xy[keep] - np.array([0.0, start])
         background = None if self.background is None else self.background[start:stop]
         return LabelledMicrograph(f"{self.name}[rows {start}:{stop}]", self.image[start:stop], xy,
-                                  self.scale, self.diameter, background)
+                                  self.scale, self.diameter, background, self.group)
 
 
 def load_micrograph(path: Path, diameter: float, cfg: PreprocessConfig) -> LabelledMicrograph:
@@ -143,6 +146,22 @@ def split_validation(
     return [item.rows(0, ny - strip)], [item.rows(ny - strip, ny)]
 
 
+#: ``LabelledMicrograph.group`` of the training-only datasets (one share together).
+TRAIN_ONLY_GROUP = -1
+
+
+def balanced(weights: np.ndarray, items: Sequence[LabelledMicrograph]) -> np.ndarray:
+    """Drawing probabilities that give each group (dataset) with any weight an equal share,
+    shared within the group in proportion to ``weights``."""
+    groups = np.array([it.group for it in items])
+    probability = np.zeros(len(items))
+    present = [g for g in np.unique(groups) if weights[groups == g].sum() > 0]
+    for g in present:
+        inside = groups == g
+        probability[inside] = weights[inside] / weights[inside].sum() / len(present)
+    return probability
+
+
 class PatchSampler:
     """Random training patches with their target and weight maps.
 
@@ -164,10 +183,11 @@ class PatchSampler:
         self.positive_fraction = cfg.train.positive_fraction
         self.maps = [make_targets(it.image.shape, it.xy, it.diameter, cfg.target, it.background)
                      for it in items]
+        balance = cfg.train.dataset_balance == "equal"
         areas = np.array([it.image.size for it in items], dtype=np.float64)
-        self.area_p = areas / areas.sum()
+        self.area_p = balanced(areas, items) if balance else areas / areas.sum()
         counts = np.array([len(it.xy) for it in items], dtype=np.float64)
-        self.pick_p = counts / counts.sum() if counts.sum() > 0 else None
+        self.pick_p = None if counts.sum() == 0 else balanced(counts, items) if balance else counts / counts.sum()
 
     def _padded(self, array: np.ndarray, y0: int, x0: int, fill: float) -> np.ndarray:
         """``patch x patch`` crop at (y0, x0), padded with ``fill`` where it leaves the array."""

@@ -204,14 +204,16 @@ def load_datasets(datasets: Sequence[dict[str, Any]], cfg: CryoUNetConfig) -> tu
     the main model and every calibration fold model train on them; none is held out)."""
     from cryounet.io.datasets import validates
     from cryounet.io.micrographs import expand_micrographs
-    from cryounet.training.data import load_labelled, split_validation
+    from cryounet.training.data import TRAIN_ONLY_GROUP, load_labelled, split_validation
 
     train_items, valid, train_only = [], [], []
     rng = np.random.default_rng(cfg.train.seed)
-    for entry in datasets:
+    for group, entry in enumerate(datasets):
         diameter = float(entry["diameter"])
         items, _ = load_labelled(expand_micrographs(entry["micrographs"]), Path(entry["coordinates"]),
                                  diameter, cfg.preprocess)
+        for item in items:  # the dataset each patch is drawn from (train.dataset_balance)
+            item.group = group if validates(entry) else TRAIN_ONLY_GROUP
         if not validates(entry):
             train_only += items
             logger.info("training only (no validation): %d micrograph(s) from %s", len(items),
