@@ -29,7 +29,7 @@ def test_cut_at_rule_rewrites_the_folder_and_its_record(tmp_path: Path) -> None:
         z = np.concatenate([rng.normal(-4.5, 0.5, 200), rng.normal(0.0, 0.5, 40)])
         results.append((f"m{i}", f"/data/m{i}.mrc", Picks(rng.uniform(0, 900, (len(z), 2)), 1 / (1 + np.exp(-z)))))
     write_picks(tmp_path, results, PickRecord("pick", [], CANDIDATE_FLOOR, 40.0, 2))
-    threshold, kept = cut_at_rule(tmp_path, "otsu")
+    threshold, kept = cut_at_rule(tmp_path, "otsu", fallback=0.5)
     assert 1 / (1 + np.exp(3.5)) < threshold < 1 / (1 + np.exp(1.0))  # between the modes, clear of both
     assert set(kept) == {"m0", "m1"} and all(30 <= n <= 50 for n in kept.values())
     for stem, n in kept.items():
@@ -39,7 +39,12 @@ def test_cut_at_rule_rewrites_the_folder_and_its_record(tmp_path: Path) -> None:
     assert record.threshold == threshold and record.postprocess["threshold_rule"] == "otsu"
 
 
-def test_cut_at_rule_without_candidates(tmp_path: Path) -> None:
-    write_picks(tmp_path, [("m0", "m0.mrc", Picks(np.zeros((0, 2)), np.zeros(0)))], None)
-    with pytest.raises(CryoUNetError, match="no candidates above"):
-        cut_at_rule(tmp_path, "otsu")
+def test_cut_at_rule_with_too_few_candidates_cuts_at_the_fallback(tmp_path: Path, caplog) -> None:
+    write_picks(tmp_path, [("m0", "m0.mrc", Picks([[10.0, 10.0], [50.0, 50.0], [90.0, 90.0]], [0.9, 0.4, 0.01])),
+                           ("m1", "m1.mrc", Picks(np.zeros((0, 2)), np.zeros(0)))],
+                PickRecord("pick", [], CANDIDATE_FLOOR, 40.0, 2))
+    threshold, kept = cut_at_rule(tmp_path, "otsu", fallback=0.3)
+    assert threshold == 0.3 and kept == {"m0": 2, "m1": 0}
+    assert "only 3 candidate(s) above 0.0025: too few" in caplog.text and "own threshold, 0.300" in caplog.text
+    record = read_pick_record(tmp_path)
+    assert record.threshold == 0.3 and record.postprocess["threshold_rule"] == "otsu: too few candidates, the models' own"

@@ -94,7 +94,7 @@ def main(args: argparse.Namespace) -> int:
                                allow_all_skipped=args.allow_all_skipped, shard=args.shard, listed=total,
                                resume=args.resume)
     if rule is not None:
-        summary.threshold, summary.picked = cut_at_rule(args.output, rule)
+        summary.threshold, summary.picked = cut_at_rule(args.output, rule, chosen.picker.threshold(None))
     folder.complete()
     logger.info("picked %d particles on %d micrograph(s) at threshold %.3f%s; STAR files in %s",
                 summary.total, len(summary.picked), summary.threshold,

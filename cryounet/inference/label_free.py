@@ -38,22 +38,28 @@ def check_rule_options(rule: str, shard: tuple[int, int] | None) -> None:
                             f"them, then run cryounet postprocess --threshold {rule} on the merged folder")
 
 
-def cut_at_rule(output: Path, rule: str) -> tuple[float, dict[str, int]]:
+def cut_at_rule(output: Path, rule: str, fallback: float) -> tuple[float, dict[str, int]]:
     """Rewrite the pick folder ``output`` (this run's own STAR files, picked down to
     :data:`CANDIDATE_FLOOR`) keeping the picks at or above the rule's threshold; its record names
-    the rule and the threshold. Returns the threshold and the picks kept per micrograph stem."""
+    the rule and the threshold. With too few candidates for the rule (a small batch), the cut is
+    at ``fallback`` (the models' own threshold), with a warning. Returns the threshold and the
+    picks kept per micrograph stem."""
     from cryounet.io.coordinates import INDEX_NAME, read_coordinates, read_star_index
     from cryounet.io.picks_folder import read_pick_record, write_picks
     from cryounet.postprocess.filters import FilterConfig, filter_picks
-    from cryounet.postprocess.threshold_rules import otsu_threshold
+    from cryounet.postprocess.threshold_rules import MIN_CANDIDATES, otsu_threshold
 
     index = read_star_index(output / INDEX_NAME)
     picks = {stem: (mic, read_coordinates(output / f"{stem}.star")) for stem, mic in index.items()}
     scores = [p.scores for _, p in picks.values() if p.scores is not None and len(p)]
-    if sum(len(s) for s in scores) == 0:
-        raise CryoUNetError(f"{output}: no candidates above {CANDIDATE_FLOOR} on any micrograph; there are no "
-                            "scores to read a threshold from")
-    threshold = otsu_threshold(scores)
+    candidates = sum(len(s) for s in scores)
+    if candidates < MIN_CANDIDATES:
+        logger.warning("only %d candidate(s) above %g: too few to read a threshold from their scores (it needs "
+                       "%d; pick more micrographs at once); cut at the models' own threshold, %.3f, instead",
+                       candidates, CANDIDATE_FLOOR, MIN_CANDIDATES, fallback)
+        threshold, rule = fallback, f"{rule}: too few candidates, the models' own"
+    else:
+        threshold = otsu_threshold(scores)
     cfg = FilterConfig(threshold=threshold)
     results = [(stem, mic, filter_picks(p, None, cfg)) for stem, (mic, p) in picks.items()]
     record = read_pick_record(output)

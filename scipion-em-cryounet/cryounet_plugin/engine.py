@@ -259,6 +259,16 @@ def pickingThreshold(modelFolders, tta, explicit=None, extraConfig=None):
     return _models.picking_threshold(infos, tta, explicit, pick.threshold)
 
 
+#: ``--threshold`` of the engine's label-free rule (the threshold read from the picks' scores).
+THRESHOLD_FROM_SCORES = _thresholdRules.LABEL_FREE_RULES[0]
+
+
+def pickedThreshold(picksFolder):
+    """The threshold a finished pick folder's picks were cut at (its ``pick.json``), or None."""
+    record = _picks.read_pick_record(picksFolder)
+    return None if record is None else record.threshold
+
+
 def scoreValley(scores):
     """The valley of a score histogram, for a threshold suggestion (the engine's label-free rule,
     ``cryounet postprocess --threshold otsu``: Otsu on the logit scale for probabilities, on the

@@ -1,8 +1,10 @@
 """What the pick form sends to the engine: its models (trained or imported, the general model,
 the models folder), the particle diameter and box, the threshold and the pick configuration (a
 mixin of :class:`CryoUnetProtPick`)."""
+import glob
+
 from .. import engine
-from ..constants import MODELS_GENERAL, MODELS_INPUT, MODELS_LIBRARY, THRESHOLD_AUTO
+from ..constants import BATCHES_FOLDER, MODELS_GENERAL, MODELS_INPUT, MODELS_LIBRARY, THRESHOLD_AUTO
 from ..convert import nmsFraction
 from .pick_models import modelFromFolder, modelFromLibrary, newestModelRun
 from .sets import boxSizeForDiameter
@@ -55,14 +57,30 @@ class PickSettings:
     def getPickingThreshold(self, automatic=False):
         """The threshold the engine picks at with this form, by the engine's own rule; with
         ``automatic``, the one it would use with the automatic threshold (what the wizard
-        suggests).
+        suggests). With the threshold from the scores: the lowest of the picked batches' (every
+        pick reaches it).
 
         Raises:
-            ValueError: a model folder or the extra engine options cannot be read.
+            ValueError: a model folder or the extra engine options cannot be read, or the
+                threshold is read from scores not picked yet.
         """
+        if self.thresholdFromScores.get() and not automatic:
+            picked = [engine.pickedThreshold(folder) for folder in
+                      sorted(glob.glob(self._getExtraPath(BATCHES_FOLDER, "batch_*", "picks")))]
+            picked = [t for t in picked if t is not None]
+            if not picked:
+                raise ValueError("The threshold is read from the scores of each batch; no batch is "
+                                 "picked yet.")
+            return min(picked)
         return engine.pickingThreshold([m.getPath() for m in self._getModels()], bool(self.tta.get()),
                                        None if automatic else self._explicitThreshold(),
                                        self._engineConfig())
+
+    def _thresholdText(self):
+        if self.thresholdFromScores.get():
+            return "read from the scores of each batch (label-free)"
+        return ("automatic (calibrated)" if self.threshold.get() == THRESHOLD_AUTO
+                else "%.3f" % self.threshold.get())
 
     def _engineConfig(self):
         pick = {"tta": bool(self.tta.get()), "batch_size": self.inferenceBatch.get(),

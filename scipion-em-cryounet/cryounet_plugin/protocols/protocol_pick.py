@@ -69,7 +69,17 @@ class CryoUnetProtPick(PickSettings, CryoUnetProtBase, ProtParticlePickingAuto):
                   "models work at.")
 
         form.addSection(label="Picking")
+        form.addParam("thresholdFromScores", params.BooleanParam, default=False,
+                      label="Threshold from the scores?",
+                      help="No (default): the threshold below. Yes: every candidate is picked, then "
+                           "each batch is cut at the threshold read from its candidates' scores "
+                           "(Otsu's split on the logit scale; the engine's pick --threshold otsu). "
+                           "For a model that never saw your protein, such as the general model, "
+                           "whose calibrated threshold belongs to its training proteins "
+                           "(docs/results.md, 'General model, one protein left out'). Give it "
+                           "batches of several micrographs (Streaming tab).")
         form.addParam("threshold", params.FloatParam, default=THRESHOLD_AUTO,
+                      condition="not thresholdFromScores",
                       label="Threshold",
                       help="Probability (0-1) a pick must reach. %g = automatic: the threshold "
                            "calibrated on the validation micrographs at training (the best F1; "
@@ -168,7 +178,8 @@ class CryoUnetProtPick(PickSettings, CryoUnetProtBase, ProtParticlePickingAuto):
         picksDir = os.path.join(batchDir, "picks")
         args = ["--micrographs", "@" + os.path.abspath(listPath),
                 "--output", os.path.abspath(picksDir), "--overwrite",
-                "--threshold", engine.thresholdArgument(self._explicitThreshold()),
+                "--threshold", engine.THRESHOLD_FROM_SCORES if self.thresholdFromScores.get()
+                else engine.thresholdArgument(self._explicitThreshold()),
                 "--config", os.path.abspath(self._engineConfigPath("pick")),
                 "--device", self._getDeviceArg(),
                 "--threads", str(self._engineThreads(self.numberOfThreads.get())),
@@ -277,9 +288,7 @@ class CryoUnetProtPick(PickSettings, CryoUnetProtBase, ProtParticlePickingAuto):
             summary.append("Input micrographs: %d" % micSet.getSize())
         models = self._modelsIfValid()
         summary.append("Models: %d (%s), threshold %s." % (
-            len(models), "ensemble" if len(models) > 1 else "single model",
-            "automatic (calibrated)" if self.threshold.get() == THRESHOLD_AUTO
-            else "%.3f" % self.threshold.get()))
+            len(models), "ensemble" if len(models) > 1 else "single model", self._thresholdText()))
         records = self._allRecords()
         if records:
             picked = [r for r in records if r.get("coordinates")]
@@ -302,11 +311,10 @@ class CryoUnetProtPick(PickSettings, CryoUnetProtBase, ProtParticlePickingAuto):
             return ["Output coordinates not ready yet."]
         models = self._modelsIfValid()
         return ["%d particles were picked from %d micrographs with CryoUNet [Ronneberger2015] "
-                "using %s, at %s threshold%s."
+                "using %s, threshold %s%s."
                 % (output.getSize(), len([r for r in self._allRecords() if r.get("coordinates")]),
                    "an ensemble of %d models" % len(models) if len(models) > 1 else "one model",
-                   "the calibrated" if self.threshold.get() == THRESHOLD_AUTO
-                   else "a %.3f" % self.threshold.get(),
+                   self._thresholdText(),
                    " with test-time augmentation" if self.tta.get() else "")]
 
     def _citations(self):

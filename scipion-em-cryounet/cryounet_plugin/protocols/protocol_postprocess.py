@@ -261,7 +261,9 @@ class CryoUnetProtPostprocess(CryoUnetProtBase, EMProtocol):
                     return producer.threshold.get(), "re-thresholded by run '%s'" % producer.getRunName()
                 return producer.getOwnThreshold()
             if hasattr(producer, "getPickingThreshold"):
-                how = ("calibrated at training for the best F1" if producer._explicitThreshold() is None
+                how = ("the lowest of its batches' thresholds read from the scores"
+                       if producer.thresholdFromScores.get()
+                       else "calibrated at training for the best F1" if producer._explicitThreshold() is None
                        else "set on its form")
                 return producer.getPickingThreshold(), "pick run '%s', %s" % (producer.getRunName(), how)
         except (ValueError, AttributeError):

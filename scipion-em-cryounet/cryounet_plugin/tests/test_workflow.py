@@ -10,7 +10,7 @@ import sys
 import pytest
 from pyworkflow.project import Manager
 
-from cryounet_plugin.constants import COORDS_FOLDER, MODELS_GENERAL, START_PICKER
+from cryounet_plugin.constants import COORDS_FOLDER, MODELS_GENERAL, SCORE_ATTR, START_PICKER
 from cryounet_plugin.engine import COORDS_INDEX, GENERAL_MODEL
 from cryounet_plugin.tests.common import SIM_BOX, SIM_DIAMETER, simulate, tinyConfigJson
 from cryounet_plugin.workflows.run_workflow import (DEFAULT_WORKFLOW, LOOP_WORKFLOW, applySettings,
@@ -54,7 +54,7 @@ def test_loop_workflow_file_is_consistent():
     assert [p["object.className"] for p in protocols] == LOOP_CLASSES
     assertPointersBackwards(protocols)
     first, imported, train, again = protocols[1:]
-    assert first["modelSource"] == str(MODELS_GENERAL)
+    assert first["modelSource"] == str(MODELS_GENERAL) and first["thresholdFromScores"] == "True"
     assert imported["correctedPicks"] == "2.outputCoordinates"  # the corrections of the first pick
     assert train["inputCoordinates"] == "3.outputCoordinates"
     assert train["startFrom"] == str(START_PICKER)
@@ -140,6 +140,14 @@ def test_run_loop_workflow_headless(tmp_path):
     assert all(r.isFinished() for r in runs)
     first, imported, train, again = runs[1:]
     assert first.outputCoordinates.getSize() > 0
+    # the general model's picks were cut at the threshold read from their scores, not its own
+    firstCommands = [open(os.path.join(root, f)).read() for root, _, files in
+                     os.walk(os.path.join(project.getPath(), first._getExtraPath("batches")))
+                     for f in files if f.endswith(".cmd")]
+    assert firstCommands and all("--threshold otsu" in c for c in firstCommands), firstCommands
+    threshold = first.getPickingThreshold()
+    assert min(c.getAttributeValue(SCORE_ATTR) for c in first.outputCoordinates.iterItems()) >= threshold - 1e-6
+    assert "threshold read from the scores of each batch" in "\n".join(first.summary())
     # the corrections cover 2 micrographs and carry the first pick's box (hence its diameter)
     assert len(imported.outputCoordinates.getUniqueValues("_micId")) == 2
     assert imported.outputCoordinates.getBoxSize() == first.outputCoordinates.getBoxSize()
