@@ -47,4 +47,5 @@ def test_cut_at_rule_with_too_few_candidates_cuts_at_the_fallback(tmp_path: Path
     assert threshold == 0.3 and kept == {"m0": 2, "m1": 0}
     assert "only 3 candidate(s) above 0.0025: too few" in caplog.text and "own threshold, 0.300" in caplog.text
     record = read_pick_record(tmp_path)
-    assert record.threshold == 0.3 and record.postprocess["threshold_rule"] == "otsu: too few candidates, the models' own"
+    assert record.threshold == 0.3
+    assert record.postprocess["threshold_rule"] == "otsu: too few candidates, the models' own"
