@@ -8,7 +8,9 @@ training, a pick). Then, each in its own GUI process as Scipion opens forms:
 * ``form_postprocess.png``: a post-process form on those picks, on its Filters tab (the default keeps
   the picks' own threshold);
 * ``form_postprocess_wizard.png``: the same with 'Re-threshold scores?' = Yes and the threshold
-  wizard clicked: the value it suggests and why.
+  wizard clicked: the value it suggests and why;
+* ``form_pick_threshold.png``: a pick form with the general model on its Picking tab, 'Threshold from
+  the scores?' = Yes (the threshold field hidden).
 
 The screen is captured with ImageMagick (``import``) and trimmed to the windows. Look at them: they
 are the check, not a test (a form that fails to open is reported and the script exits 1).
@@ -27,7 +29,7 @@ from xvfb import CHILD_PREAMBLE, require_programs, run_shots  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = "cryounet_form_screenshots"
-SHOTS = ("form_pick", "form_postprocess", "form_postprocess_wizard")
+SHOTS = ("form_pick", "form_postprocess", "form_postprocess_wizard", "form_pick_threshold")
 
 #: Runs inside each GUI process: build the project (once) or open a form, fill it and capture it.
 _CHILD = CHILD_PREAMBLE + r'''
@@ -37,8 +39,9 @@ from pyworkflow.gui.form import FormWindow
 from cryounet_plugin.protocols import CryoUnetProtPick, CryoUnetProtPostprocess
 from cryounet_plugin.wizards import CryoUnetNewestModelWizard, CryoUnetThresholdWizard
 project = manager.loadProject(target)
-if mode == "form_pick":
-    prot = project.newProtocol(CryoUnetProtPick)
+if mode.startswith("form_pick"):
+    extra = {"thresholdFromScores": True, "modelSource": 1} if mode == "form_pick_threshold" else {}
+    prot = project.newProtocol(CryoUnetProtPick, **extra)
     prot.inputMicrographs.set(run_by_class(project, "ProtImportMicrographs"))
     prot.inputMicrographs.setExtended("outputMicrographs")
 else:
@@ -48,7 +51,7 @@ else:
 window = FormWindow("Protocol Run: " + prot.getClassName(), prot, lambda *args: None, None)
 window.adjustSize()
 capture_later(window.root, trim=True)
-if mode != "form_pick":
+if mode != "form_pick":  # the second tab: the post-process Filters, the pick form's Picking
     filters = window._sections[1]
     filters.master.select(filters)
 wizard = {"form_pick": CryoUnetNewestModelWizard,
