@@ -6,7 +6,8 @@ diameter; a set without ``valid`` gives its last ``train`` micrograph, by name, 
 then stores the weights in float16 (half the size; they are loaded into a float32 network) with
 the config, history and validation curve. EMPIAR-10059 is never used.
 
-    python bench/general_model.py [--data ../shared/data PUBLIC_SETS] [--output cryounet/weights/general]
+    python bench/general_model.py [--data ../shared/data PUBLIC_SETS] [--extra SIMULATED_SETS]
+                                  [--config FILE.json] [--output cryounet/weights/general]
     python bench/general_model.py --calibrate-tta [--data ...] [--output cryounet/weights/general]
 
 ``--calibrate-tta`` adds to an existing model folder the threshold calibrated with test-time
@@ -54,6 +55,9 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=REPO / "cryounet" / "weights" / "general")
     parser.add_argument("--config", type=Path, help="engine config JSON")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: all)")
+    parser.add_argument("--extra", type=Path, nargs="*", default=[],
+                        help="folders of training-only sets (bench/simulated_sets.py): trained on, never "
+                             "validated on")
     parser.add_argument("--calibrate-tta", action="store_true",
                         help="only calibrate the TTA threshold of the model in --output")
     args = parser.parse_args()
@@ -63,6 +67,9 @@ def main() -> int:
     if not sets:
         sys.exit(f"no data sets in {' '.join(map(str, args.data))}")
     datasets = [dataset_entry(s) for s in sets]
+    extra = find_sets(args.extra) if args.extra else []
+    datasets += [{"micrographs": [str(s / "train")], "coordinates": str(s / "train"), "validate": False,
+                  "diameter": json.loads((s / "meta.json").read_text())["diameter_px"]} for s in extra]
     with tempfile.TemporaryDirectory() as tmp:
         spec = Path(tmp) / "datasets.json"
         spec.write_text(json.dumps(datasets, indent=2))
@@ -79,14 +86,14 @@ def main() -> int:
         half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
         args.output.mkdir(parents=True, exist_ok=True)
         save_file(half, str(args.output / "model.safetensors"),
-                  metadata={"trained_on": ", ".join(s.name for s in sets)})
+                  metadata={"trained_on": ", ".join(s.name for s in sets + extra)})
         for name in ("config.json", "history.json", "validation_curve.json"):
             shutil.copyfile(model / name, args.output / name)
     from cryounet.io.model_folder import ONNX_NAME, WEIGHTS_NAME, record_digests
 
     (args.output / ONNX_NAME).unlink(missing_ok=True)  # this script's earlier graph: export writes it anew
     record_digests(args.output, [WEIGHTS_NAME, ONNX_NAME])  # the float16 weights' SHA-256
-    print(f"general model: trained on {', '.join(s.name for s in sets)}; written to {args.output}; then: "
+    print(f"general model: trained on {', '.join(s.name for s in sets + extra)}; written to {args.output}; then: "
           f"cryounet export --model {args.output} and python bench/general_model.py --calibrate-tta")
     return 0
 
