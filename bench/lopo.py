@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -77,6 +78,12 @@ def train_general(sets: dict[str, Path], model: Path, log: Path, threads: int, s
                 "--seed", str(seed), "--threads", str(threads)]
     seconds, _ = run(cmd + (["--config", config] if config else []), log)
     return seconds / 60
+
+
+def logged_minutes(log: Path) -> float:
+    """The training minutes ``cryounet train`` logged last in a run folder's log (0 when none)."""
+    found = re.findall(r"INFO done in ([0-9.]+) min", log.read_text()) if log.is_file() else []
+    return float(found[-1]) if found else 0.0
 
 
 def _read_folder(picks: Path, truth_dir: Path) -> tuple[list, list, list]:
@@ -156,7 +163,8 @@ def main() -> int:
         minutes = train_general(others, out / "model", log, args.threads, args.seed, args.config, extra)
         if minutes == 0.0:  # cached: the minutes measured when it was trained
             minutes = next((r["train_minutes"] for r in previous if r["held_out"] == name
-                            and r.get("seed") == args.seed and r.get("variant", "") == args.variant), 0.0)
+                            and r.get("seed") == args.seed and r.get("variant", "") == args.variant),
+                           logged_minutes(log))
         row = {"held_out": name, "trained_on": sorted(others) + sorted(extra), "train_minutes": round(minutes, 2),
                **score_set(out / "model", sets[name], out, log, args.threads)}
         rows.append(row)
