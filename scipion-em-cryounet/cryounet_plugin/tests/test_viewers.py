@@ -128,19 +128,19 @@ def test_picks_browser_goes_through_micrographs_in_one_figure(tmp_path):
         loaded.append(index)
         if index == 2:
             raise ValueError("Cannot read c.mrc: truncated")
-        return images[index], [[10 + 10 * index, 20]], 12, [0.5 + 0.1 * index]
+        return images[index], [[10 + 10 * index, 20], [40, 44]], 12, [0.5 + 0.1 * index, 0.95]
 
     fig = Figure(figsize=(6, 6))
     FigureCanvasAgg(fig)
     browser = PicksBrowser(fig, ["a.mrc", "b.mrc", "c.mrc"], load, start=1)
     titles = lambda: [ax.get_title() for ax in fig.axes if ax.get_title()]  # noqa: E731
-    assert browser.index == 1 and titles() == ["b.mrc (1 picks, diameter 12 px)   [2 of 3]"]
+    assert browser.index == 1 and titles() == ["b.mrc (2 picks, diameter 12 px)   [2 of 3]"]
     assert browser.ax.get_title() == titles()[0] and browser.ax.get_images()
     _click(fig, browser.buttons[1])  # Next: an unreadable micrograph says so in the window
     assert browser.index == 2 and titles() == ["c.mrc   [3 of 3]"]
     assert any("truncated" in t.get_text() for ax in fig.axes for t in ax.texts)
     browser.onKey(_Event("right"))  # wraps round to the first
-    assert browser.index == 0 and titles()[0].startswith("a.mrc (1 picks")
+    assert browser.index == 0 and titles()[0].startswith("a.mrc (2 picks")
     _click(fig, browser.buttons[0])  # Previous
     browser.onKey(_Event("home"))
     browser.onKey(_Event("left"))
