@@ -37,7 +37,7 @@ from common import CANDIDATE_THRESHOLD, PY, REPO, run  # noqa: E402
 from cryounet.evaluation.metrics import MATCH_RADIUS, average_precision, best_f1, evaluate  # noqa: E402
 from cryounet.io.coordinates import list_coordinate_files, read_coordinates  # noqa: E402
 from cryounet.io.model_folder import picking_threshold, read_model_info  # noqa: E402
-from cryounet.postprocess.threshold_rules import otsu_threshold  # noqa: E402
+from cryounet.postprocess.threshold_rules import otsu_split, otsu_threshold  # noqa: E402
 
 RESERVED = ("10059",)
 
@@ -97,15 +97,9 @@ def _read_folder(picks: Path, truth_dir: Path) -> tuple[list, list, list]:
     return preds, scores, truths
 
 
-def otsu_linear(values: np.ndarray, bins: int = 200) -> float:
+def otsu_linear(values: np.ndarray) -> float:
     """Otsu's split of ``values`` on the probability scale (the first rule tried; kept for the record)."""
-    hist, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
-    centres = (edges[:-1] + edges[1:]) / 2
-    weight = np.cumsum(hist)
-    total = weight[-1]
-    mean = np.cumsum(hist * centres)
-    between = (mean[-1] * weight / total - mean) ** 2 / np.maximum(weight * (total - weight), 1)
-    return float(edges[1:][int(np.argmax(between[:-1]))])
+    return otsu_split(values, bins=200, value_range=(0.0, 1.0))
 
 
 def label_free_thresholds(scores: list[np.ndarray]) -> dict[str, float]:

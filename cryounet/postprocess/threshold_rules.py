@@ -33,9 +33,10 @@ def logit(scores: np.ndarray) -> np.ndarray:
     return np.log(clipped / (1.0 - clipped))
 
 
-def otsu_split(values: np.ndarray, bins: int = _BINS) -> float:
-    """Otsu's threshold of ``values``: the bin edge that maximises the between-class variance."""
-    low, high = float(values.min()), float(values.max())
+def otsu_split(values: np.ndarray, bins: int = _BINS, value_range: tuple[float, float] | None = None) -> float:
+    """Otsu's threshold of ``values``: the bin edge that maximises the between-class variance of
+    their histogram over ``value_range`` (default: their minimum to maximum)."""
+    low, high = value_range or (float(values.min()), float(values.max()))
     if not high > low:
         raise CryoUNetError("the candidates all have the same score; a threshold cannot be read from them")
     hist, edges = np.histogram(values, bins=bins, range=(low, high))
