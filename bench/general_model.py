@@ -24,13 +24,16 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lopo import diameter_of  # noqa: E402
+from lopo import find_sets as find_named_sets  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def find_sets(roots: list[Path]) -> list[Path]:
-    """The labelled sets in ``roots`` (folders with a ``meta.json``), EMPIAR-10059 left out."""
-    return sorted((p for root in roots for p in root.iterdir() if (p / "meta.json").is_file()
-                   and "10059" not in p.name), key=lambda p: p.name)
+    """The labelled sets in ``roots`` (:func:`lopo.find_sets`: EMPIAR-10059 left out), by name."""
+    return sorted(find_named_sets(roots, None).values(), key=lambda p: p.name)
 
 
 def validation_split(folder: Path) -> tuple[list[str], list[str], str]:
@@ -45,7 +48,7 @@ def validation_split(folder: Path) -> tuple[list[str], list[str], str]:
 def dataset_entry(folder: Path) -> dict:
     train, valid, valid_coordinates = validation_split(folder)
     return {"micrographs": train, "coordinates": str(folder / "train"),
-            "diameter": json.loads((folder / "meta.json").read_text())["diameter_px"],
+            "diameter": diameter_of(folder),
             "valid_micrographs": valid, "valid_coordinates": valid_coordinates}
 
 
@@ -69,7 +72,7 @@ def main() -> int:
     datasets = [dataset_entry(s) for s in sets]
     extra = find_sets(args.extra) if args.extra else []
     datasets += [{"micrographs": [str(s / "train")], "coordinates": str(s / "train"), "validate": False,
-                  "diameter": json.loads((s / "meta.json").read_text())["diameter_px"]} for s in extra]
+                  "diameter": diameter_of(s)} for s in extra]
     with tempfile.TemporaryDirectory() as tmp:
         spec = Path(tmp) / "datasets.json"
         spec.write_text(json.dumps(datasets, indent=2))
@@ -114,7 +117,7 @@ def calibrate_tta(folder: Path, sets: list[Path]) -> int:
     info = read_model_info(folder)
     items = []
     for root in sets:
-        diameter = json.loads((root / "meta.json").read_text())["diameter_px"]
+        diameter = diameter_of(root)
         _, valid, coordinates = validation_split(root)
         items += load_labelled(expand_micrographs(valid), Path(coordinates), diameter, info.config.preprocess)[0]
     model = load_model(folder, "cpu")
