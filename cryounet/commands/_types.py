@@ -8,13 +8,12 @@ from cryounet.errors import CryoUNetError
 
 
 def checked(check: Callable[[str], Any], name: str) -> Callable[[str], Any]:
-    """argparse type from an engine check (argparse names the option; a leading ``--threshold``
-    in the engine's message is dropped so that it is not said twice)."""
+    """argparse type from an engine check (argparse names the option)."""
     def convert(text: str):
         try:
             return check(text)
         except CryoUNetError as exc:
-            raise argparse.ArgumentTypeError(str(exc).removeprefix("--threshold ")) from None
+            raise argparse.ArgumentTypeError(str(exc)) from None
     convert.__name__ = name
     return convert
 
@@ -22,7 +21,7 @@ def checked(check: Callable[[str], Any], name: str) -> Callable[[str], Any]:
 def _threshold_or_rule(text: str) -> float | str:
     from cryounet.postprocess.threshold_rules import parse_threshold
 
-    return parse_threshold(text)
+    return parse_threshold(text, option=None)  # argparse names the option
 
 
 #: A score threshold: a number or the name of a label-free rule.

@@ -68,17 +68,18 @@ def otsu_threshold(scores: Sequence[np.ndarray]) -> float:
     return threshold
 
 
-def parse_threshold(text: str) -> float | str:
-    """A ``--threshold`` value: a number, or the name of a label-free rule."""
+def parse_threshold(text: str, option: str | None = "--threshold") -> float | str:
+    """A ``--threshold`` value: a number, or the name of a label-free rule. Errors begin with
+    ``option`` (None: with nothing, where argparse names the option itself)."""
     if text.strip().lower() in LABEL_FREE_RULES:
         return text.strip().lower()
+    subject = f"{option} must" if option else "must"
     try:
         value = float(text)
     except ValueError:
-        raise CryoUNetError(f"--threshold must be a number or one of {', '.join(LABEL_FREE_RULES)}, "
-                            f"got {text!r}") from None
+        raise CryoUNetError(f"{subject} be a number or one of {', '.join(LABEL_FREE_RULES)}, got {text!r}") from None
     if not np.isfinite(value):
-        raise CryoUNetError(f"--threshold must be finite, got {text!r}")
+        raise CryoUNetError(f"{subject} be finite, got {text!r}")
     return value
 
 
