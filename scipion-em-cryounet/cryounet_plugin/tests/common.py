@@ -27,6 +27,8 @@ SIM_DIAMETER = 24
 SIM_PIXEL = 2.0
 #: Box size of the simulated coordinates: the engine's box for that diameter (36 px).
 SIM_BOX = engine.boxSizeFromDiameter(SIM_DIAMETER)
+#: What pyworkflow writes when a running protocol's process (or queue job) is gone.
+DEAD_PROCESS = "not found running on the"
 
 #: Engine settings that make training take seconds on a CPU (tests only).
 TINY_ENGINE = {
@@ -118,11 +120,28 @@ class CryoUnetTestBase(BaseTest):
         return prot
 
     @classmethod
+    def update(cls, prot):
+        """Bring ``prot`` up to date from its own run database, as the Scipion GUI does.
+
+        ``Project._updateProtocol`` reads run.db, then its modification time, then checks that the
+        process is alive. A run's last write that falls between the first two is never read (the
+        time says up to date), and once the process has ended the run is marked failed: "Process
+        N not found running on the machine" (pyworkflow 3.11.7; it failed a streaming pick in CI),
+        or for a queue job "JOB ID N not found running on the queue engine".
+        On that message the run database, final now that the process has gone, is read again: a
+        run that really died still says running there and fails the same way.
+        """
+        cls.proj._updateProtocol(prot)
+        if prot.isFailed() and DEAD_PROCESS in (prot.getErrorMessage() or ""):
+            prot.lastUpdateTimeStamp.set(None)  # forces the reload
+            cls.proj._updateProtocol(prot)
+
+    @classmethod
     def waitFor(cls, prot, timeout=300, poll=1.0):
         """Wait for a protocol launched with wait=False to end (any final state)."""
         start = time.time()
         while time.time() - start < timeout:
-            cls.proj._updateProtocol(prot)
+            cls.update(prot)
             if not prot.isActive():
                 return prot
             time.sleep(poll)

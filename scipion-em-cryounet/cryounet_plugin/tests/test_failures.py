@@ -67,7 +67,7 @@ class TestCryoUnetFailures(CryoUnetTestBase):
         return prot
 
     def assertNoOutputs(self, prot):
-        self.proj._updateProtocol(prot)
+        self.update(prot)
         self.assertEqual(prot.getOutputsSize(), 0, list(prot.iterOutputAttributes()))
         self.assertFalse(prot.hasAttribute("outputModel"))
 

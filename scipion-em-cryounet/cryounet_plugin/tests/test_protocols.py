@@ -21,7 +21,7 @@ from cryounet_plugin.protocols import (CryoUnetProtImportModel, CryoUnetProtPick
                                        CryoUnetProtTrain)
 from cryounet_plugin.tests.common import (SIM_BOX, SIM_DIAMETER, TINY_REFINE, CryoUnetTestBase,
                                           assertCoordinatesMatchStar, copyMicrographs,
-                                          simulate, tinyConfigJson)
+                                          logTail, simulate, tinyConfigJson)
 
 pytestmark = pytest.mark.scipion
 
@@ -137,7 +137,8 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
         open(importStream._getStopStreamingFilename(), "w").close()  # "Stop import" action
         self.waitFor(importStream, timeout=120)
         self.waitFor(pick, timeout=300)
-        self.assertTrue(pick.isFinished(), "%s: %s" % (pick.getStatus(), pick.getErrorMessage()))
+        self.assertTrue(pick.isFinished(), "%s: %s\n%s" % (pick.getStatus(), pick.getErrorMessage(),
+                                                          logTail(pick)))
         type(self).pick = pick
         type(self).streamImport = importStream
 
@@ -631,7 +632,7 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
     def _waitForOutput(self, prot, name, timeout=120):
         start = time.time()
         while time.time() - start < timeout:
-            self.proj._updateProtocol(prot)
+            self.update(prot)
             if prot.hasAttribute(name) or not prot.isActive():
                 break
             time.sleep(0.5)
@@ -640,7 +641,7 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
     def _waitForSize(self, prot, name, size, timeout=120):
         start = time.time()
         while time.time() - start < timeout:
-            self.proj._updateProtocol(prot)
+            self.update(prot)
             output = getattr(prot, name, None)
             if output is not None and output.getSize() >= size:
                 return
@@ -653,7 +654,7 @@ class TestCryoUnetWorkflow(CryoUnetTestBase):
         while time.time() - start < timeout:
             if os.path.exists(full):
                 return
-            self.proj._updateProtocol(prot)
+            self.update(prot)
             if not prot.isActive():
                 break
             time.sleep(0.5)
