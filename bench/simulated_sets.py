@@ -5,10 +5,13 @@ config and per-micrograph particle counts, defoci, carbon edges and contaminatio
 ``ROOT/NAME/train/mic_NNN.mrc`` + ``.star``. Across sets the protein blob model (the simulation
 seed), diameter, particle density, SNR, defocus range, pixel size, ice-gradient strength, carbon
 edges and contamination vary; the last ``--negative-sets`` sets have no particles at all (carbon
-and contamination only, empty coordinate files). Train on them with ``"validate": false`` entries
+and contamination only, empty coordinate files). With ``--shell-fraction F`` each particle set's protein
+is a hollow shell (rings in projection, as apoferritin) with probability F, drawn from a stream of its
+own: every other setting is the same as without it, so the two can be compared. Train on them with ``"validate": false`` entries
 in a ``cryounet train --datasets`` list.
 
     python bench/simulated_sets.py OUT [--sets 6] [--micrographs 6] [--negative-sets 1] [--seed 0]
+        [--shell-fraction 0]
 """
 from __future__ import annotations
 
@@ -32,6 +35,8 @@ DIAMETER_PX = (40.0, 120.0)
 SNR = (0.02, 0.1)
 #: Fraction of the micrograph area the requested particles would cover.
 COVERAGE = (0.05, 0.35)
+#: Mixed into the seed of the shape draws, so they leave every other draw as it was.
+_SHAPE_STREAM = 0x5E11
 
 
 def set_config(index: int, negative: bool, micrographs: int, size: int, rng: np.random.Generator) -> SimulationConfig:
@@ -79,16 +84,24 @@ def main() -> int:
                         help="how many of the sets are particle-free (default 1)")
     parser.add_argument("--size", type=int, default=1024, help="micrograph side in px (default 1024)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every choice (default 0)")
+    parser.add_argument("--shell-fraction", type=float, default=0.0,
+                        help="chance that a set's protein is a hollow shell (default 0: all blobs)")
     parser.add_argument("--overwrite", action="store_true", help="replace sets of the same names")
     args = parser.parse_args()
     if not 1 <= args.sets or not 0 <= args.negative_sets < args.sets or args.micrographs < 1:
         parser.error("need --sets >= 1, 0 <= --negative-sets < --sets and --micrographs >= 1")
+    if not 0 <= args.shell_fraction <= 1:
+        parser.error("--shell-fraction must be between 0 and 1")
     rng = np.random.default_rng(args.seed)
     plans = []
     for i in range(args.sets):
         negative = i >= args.sets - args.negative_sets
         cfg = set_config(i, negative, args.micrographs, args.size, rng)
+        shell_draw = np.random.default_rng([args.seed, i, _SHAPE_STREAM]).uniform()
+        if not negative and shell_draw < args.shell_fraction:
+            cfg.shape = "shell"
         name = f"sim-{i:02d}-{'negatives' if negative else f'd{cfg.diameter_px:.0f}'}"
+        name += "-shell" if cfg.shape == "shell" else ""
         plans.append((name, cfg))
     existing = [name for name, _ in plans if (args.root / name).exists()]
     if existing and not args.overwrite:
@@ -99,7 +112,7 @@ def main() -> int:
         if folder.exists():
             shutil.rmtree(folder)
         meta = write_set(cfg, folder)
-        print(f"{name}: {cfg.n_micrographs} x {cfg.size} px, diameter {cfg.diameter_px:g} px, "
+        print(f"{name}: {cfg.n_micrographs} x {cfg.size} px, {cfg.shape}, diameter {cfg.diameter_px:g} px, "
               f"{sum(meta['particles'])} particles, SNR {cfg.snr:g}, defocus {cfg.defocus_range_um[0]:g}-"
               f"{cfg.defocus_range_um[1]:g} um, {cfg.pixel_size:g} A/px, ice gradient "
               f"{cfg.background_strength:g}, carbon on {sum(meta['carbon'])}, "

@@ -1,7 +1,8 @@
 """Synthetic cryo-EM micrographs with known particle positions (for ``cryounet demo`` and tests).
 
 The "protein" is a small random blob model: a sum of 3D Gaussians inside a sphere of the particle
-diameter, fixed by the seed. Each particle is an analytic projection of that model at a uniformly
+diameter (or, with ``shape="shell"``, on a spherical shell, hollow as apoferritin is), fixed by the
+seed. Each particle is an analytic projection of that model at a uniformly
 random orientation (the Gaussian centres are rotated and 2D Gaussians summed, so sub-pixel
 positions are exact and no voxel volume is rotated). The particles are pasted darker than the
 background, the micrograph is filtered by a CTF, a structured low-frequency background
@@ -36,6 +37,10 @@ _DENSITY_STREAM = 0x5EED
 _TRIES_PER_PARTICLE = 60
 #: Minimum distance between particle centres, in diameters.
 MIN_DISTANCE = 1.0
+#: The protein models: a solid blob, or a hollow shell (its projection a ring, as apoferritin's).
+SHAPES = ("blob", "shell")
+#: Inner radius of a shell's Gaussian centres, as a fraction of their outer radius.
+SHELL_INNER = 0.75
 
 
 @dataclass
@@ -67,6 +72,8 @@ class SimulationConfig:
         contamination_range: ``(min, max)`` contamination blobs (ice crystals, ethane) per
             micrograph, 1 to 6 particle diameters across, not labelled, no particles on them.
         contamination_darkness: the contamination's darkness, in noise standard deviations.
+        shape: the protein model, one of :data:`SHAPES`: ``"blob"`` (solid) or ``"shell"``
+            (hollow: projections are rings with a fainter centre).
         seed: seed of every random choice; the same seed gives identical data.
     """
 
@@ -86,6 +93,7 @@ class SimulationConfig:
     carbon_darkness: float = 0.8
     contamination_range: tuple[int, int] = (0, 0)
     contamination_darkness: float = 4.0
+    shape: str = "blob"
     seed: int = 0
 
     def validate(self) -> None:
@@ -136,6 +144,8 @@ class SimulationConfig:
         if 2 * self.edge_margin * self.diameter_px >= self.size - 1:
             raise bad("edge_margin", "leaves no room for particles inside the micrograph")
         check_negative_settings(self, bad)
+        if self.shape not in SHAPES:
+            raise bad("shape", f"must be one of {', '.join(SHAPES)}")
         if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise bad("seed", "must be an integer >= 0")
 
@@ -196,25 +206,33 @@ class BlobDensity:
         return np.einsum("pkr,pkc->prc", ey, ex)
 
 
-def make_density(diameter_px: float, seed: int) -> BlobDensity:
-    """A deterministic random blob "protein" of the given diameter.
+def make_density(diameter_px: float, seed: int, shape: str = "blob") -> BlobDensity:
+    """A deterministic random "protein" of the given diameter.
 
-    Between 20 and 40 Gaussians are placed so that their density (to two sigma) stays inside a
-    sphere of radius ``diameter_px / 2``.
+    A blob has 20 to 40 Gaussians placed so that their density (to two sigma) stays inside a
+    sphere of radius ``diameter_px / 2``. A shell has 60 to 100 narrower ones whose centres lie
+    between :data:`SHELL_INNER` and 1 of that reach from the centre, so it is hollow.
 
     Args:
         diameter_px: particle diameter in pixels.
         seed: the same seed gives the same density.
+        shape: one of :data:`SHAPES`.
     """
+    if shape not in SHAPES:
+        raise CryoUNetError(f"unknown protein shape {shape!r}: use one of {', '.join(SHAPES)}")
     rng = np.random.default_rng([int(seed), _DENSITY_STREAM])
     radius = diameter_px / 2.0
-    count = int(rng.integers(20, 41))
-    sigmas = rng.uniform(0.06, 0.11, count) * diameter_px
-    # Uniform in the ball of radius (radius - 2 sigma): direction uniform, distance ~ r * u^(1/3).
+    shell = shape == "shell"
+    count = int(rng.integers(60, 101) if shell else rng.integers(20, 41))
+    sigmas = rng.uniform(*((0.05, 0.08) if shell else (0.06, 0.11)), count) * diameter_px
     direction = rng.normal(size=(count, 3))
     direction /= np.linalg.norm(direction, axis=1, keepdims=True)
     reach = np.maximum(radius - 2.0 * sigmas, 0.0)
-    centres = direction * (reach * rng.uniform(0, 1, count) ** (1 / 3))[:, None]
+    if shell:
+        distance = reach * rng.uniform(SHELL_INNER, 1.0, count)
+    else:  # uniform in the ball of radius reach: distance ~ reach * u^(1/3)
+        distance = reach * rng.uniform(0, 1, count) ** (1 / 3)
+    centres = direction * distance[:, None]
     centres -= centres.mean(axis=0)  # centre of mass near the origin, so pick centres are true
     weights = rng.uniform(0.5, 1.0, count)
     box_size = int(math.ceil(diameter_px * 1.25))
@@ -417,11 +435,11 @@ def simulate_micrograph_parts(
     Args:
         cfg: the simulation settings (validated here).
         rng: source of every random choice for this micrograph.
-        density: the protein; by default ``make_density(cfg.diameter_px, cfg.seed)``.
+        density: the protein; by default ``make_density(cfg.diameter_px, cfg.seed, cfg.shape)``.
     """
     cfg.validate()
     if density is None:
-        density = make_density(cfg.diameter_px, cfg.seed)
+        density = make_density(cfg.diameter_px, cfg.seed, cfg.shape)
     size = int(cfg.size)
     shape = (size, size)
     defocus = float(rng.uniform(*cfg.defocus_range_um))
@@ -478,7 +496,7 @@ def simulate_micrograph(
     Args:
         cfg: the simulation settings.
         rng: source of every random choice for this micrograph.
-        density: the protein; by default ``make_density(cfg.diameter_px, cfg.seed)``.
+        density: the protein; by default ``make_density(cfg.diameter_px, cfg.seed, cfg.shape)``.
 
     Returns:
         ``(image, xy)``: the ``(size, size)`` float32 micrograph and the ``(N, 2)`` float particle
@@ -530,7 +548,7 @@ def simulate_dataset(cfg: SimulationConfig, output_dir: str | os.PathLike[str]) 
     cfg.validate()
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    density = make_density(cfg.diameter_px, cfg.seed)
+    density = make_density(cfg.diameter_px, cfg.seed, cfg.shape)
     paths: list[Path] = []
     counts: list[int] = []
     defoci: list[float] = []

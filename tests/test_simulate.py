@@ -345,3 +345,45 @@ def test_cli_simulate_negatives(tmp_path: Path) -> None:
                           "--carbon-probability", "2"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--carbon-probability" in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+# ------------------------------------------------------------------------------------- shells
+def _mean_projection(shape: str) -> np.ndarray:
+    from cryounet.simulate import random_rotations
+    density = make_density(48.0, 4, shape)
+    rotations = random_rotations(100, np.random.default_rng(0))
+    return density.project(rotations, np.zeros((100, 2))).mean(axis=0)
+
+
+def test_a_shell_projects_to_a_ring_and_a_blob_does_not() -> None:
+    for shape, hollow in (("shell", True), ("blob", False)):
+        mean = _mean_projection(shape)
+        centre = mean.shape[0] // 2
+        profile = mean[centre]
+        rim = profile[: centre + 1].max()
+        # a ring: the centre is clearly fainter than the rim; a solid blob is densest near it
+        assert bool(profile[centre] < 0.85 * rim) is hollow, (shape, profile[centre], rim)
+    # and its density stays inside the particle diameter (to two sigma)
+    density = make_density(48.0, 4, "shell")
+    reach = np.linalg.norm(density.centres, axis=1) + 2 * density.sigmas
+    assert reach.max() <= 24.0 * 1.05
+
+
+def test_shape_is_recorded_and_checked(tmp_path: Path) -> None:
+    cfg = SimulationConfig(n_micrographs=1, shape="shell", **SMALL)
+    simulate_dataset(cfg, tmp_path / "shell")
+    assert json.loads((tmp_path / "shell" / "meta.json").read_text())["config"]["shape"] == "shell"
+    with pytest.raises(CryoUNetError, match="shape.*blob, shell"):
+        SimulationConfig(shape="ring").validate()
+    with pytest.raises(CryoUNetError, match="unknown protein shape 'ring'"):
+        make_density(24.0, 0, "ring")
+
+
+def test_the_blob_is_the_one_drawn_before_shapes_existed() -> None:
+    # the default shape draws exactly what make_density drew before it had a shape
+    rng = np.random.default_rng([3, 0x5EED])
+    count = int(rng.integers(20, 41))
+    sigmas = rng.uniform(0.06, 0.11, count) * 30.0
+    density = make_density(30.0, 3)
+    assert len(density.centres) == count
+    np.testing.assert_array_equal(density.sigmas, sigmas)

@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "particles on them (default 0 0)")
     parser.add_argument("--contamination-darkness", metavar="F", type=non_negative, default=None,
                         help="the contamination's darkness, in noise standard deviations (default 4)")
+    parser.add_argument("--shape", choices=("blob", "shell"), default=None,
+                        help="the protein: a solid blob, or a hollow shell whose projections are rings "
+                             "(as apoferritin's) (default blob)")
     parser.add_argument("--seed", metavar="N", type=seed, default=None,
                         help="random seed; the same seed gives identical data (default 0)")
     add_overwrite(parser)
@@ -70,6 +73,7 @@ def main(args: argparse.Namespace) -> int:
         "carbon_darkness": args.carbon_darkness,
         "contamination_range": tuple(args.contamination) if args.contamination else None,
         "contamination_darkness": args.contamination_darkness,
+        "shape": args.shape,
         "seed": args.seed,
     }
     cfg = SimulationConfig(**{key: value for key, value in overrides.items() if value is not None})
@@ -80,8 +84,8 @@ def main(args: argparse.Namespace) -> int:
     meta = json.loads((Path(args.output) / "meta.json").read_text(encoding="utf-8"))
     total = sum(meta.get("particles", []))
     logger.info(
-        "wrote %d micrographs of %d px with %d particles (diameter %.1f px, SNR %g, seed %d; %d with a "
-        "carbon edge, %d contamination blobs) to %s", len(paths), cfg.size, total, cfg.diameter_px, cfg.snr,
-        cfg.seed, sum(meta.get("carbon", [])), sum(meta.get("contaminants", [])), args.output,
+        "wrote %d micrographs of %d px with %d particles (%s, diameter %.1f px, SNR %g, seed %d; %d with "
+        "a carbon edge, %d contamination blobs) to %s", len(paths), cfg.size, total, cfg.shape,
+        cfg.diameter_px, cfg.snr, cfg.seed, sum(meta.get("carbon", [])), sum(meta.get("contaminants", [])), args.output,
     )
     return 0
