@@ -5,10 +5,10 @@ config and per-micrograph particle counts, defoci, carbon edges and contaminatio
 ``ROOT/NAME/train/mic_NNN.mrc`` + ``.star``. Across sets the protein blob model (the simulation
 seed), diameter, particle density, SNR, defocus range, pixel size, ice-gradient strength, carbon
 edges and contamination vary; the last ``--negative-sets`` sets have no particles at all (carbon
-and contamination only, empty coordinate files). With ``--shell-fraction F`` each particle set's protein
-is a hollow shell (rings in projection, as apoferritin) with probability F, drawn from a stream of its
-own: every other setting is the same as without it, so the two can be compared. Train on them with ``"validate": false`` entries
-in a ``cryounet train --datasets`` list.
+and contamination only, empty coordinate files). With ``--shell-fraction F`` each particle set's
+protein is a hollow shell (rings in projection, as apoferritin's) with probability F, drawn from a
+stream of its own: every other setting is the same as without it, so the two can be compared.
+Train on them with ``"validate": false`` entries in a ``cryounet train --datasets`` list.
 
     python bench/simulated_sets.py OUT [--sets 6] [--micrographs 6] [--negative-sets 1] [--seed 0]
         [--shell-fraction 0]
@@ -112,7 +112,8 @@ def main() -> int:
         if folder.exists():
             shutil.rmtree(folder)
         meta = write_set(cfg, folder)
-        print(f"{name}: {cfg.n_micrographs} x {cfg.size} px, {cfg.shape}, diameter {cfg.diameter_px:g} px, "
+        print(f"{name}: {cfg.n_micrographs} x {cfg.size} px, {cfg.shape}, "
+              f"diameter {cfg.diameter_px:g} px, "
               f"{sum(meta['particles'])} particles, SNR {cfg.snr:g}, defocus {cfg.defocus_range_um[0]:g}-"
               f"{cfg.defocus_range_um[1]:g} um, {cfg.pixel_size:g} A/px, ice gradient "
               f"{cfg.background_strength:g}, carbon on {sum(meta['carbon'])}, "

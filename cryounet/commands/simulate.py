@@ -86,6 +86,7 @@ def main(args: argparse.Namespace) -> int:
     logger.info(
         "wrote %d micrographs of %d px with %d particles (%s, diameter %.1f px, SNR %g, seed %d; %d with "
         "a carbon edge, %d contamination blobs) to %s", len(paths), cfg.size, total, cfg.shape,
-        cfg.diameter_px, cfg.snr, cfg.seed, sum(meta.get("carbon", [])), sum(meta.get("contaminants", [])), args.output,
+        cfg.diameter_px, cfg.snr, cfg.seed, sum(meta.get("carbon", [])),
+        sum(meta.get("contaminants", [])), args.output,
     )
     return 0
