@@ -184,10 +184,14 @@ class PatchSampler:
         self.maps = [make_targets(it.image.shape, it.xy, it.diameter, cfg.target, it.background)
                      for it in items]
         balance = cfg.train.dataset_balance == "equal"
-        areas = np.array([it.image.size for it in items], dtype=np.float64)
-        self.area_p = balanced(areas, items) if balance else areas / areas.sum()
+
+        def share(weights: np.ndarray) -> np.ndarray:
+            """Drawing probabilities in proportion to ``weights`` (per dataset when balanced)."""
+            return balanced(weights, items) if balance else weights / weights.sum()
+
+        self.area_p = share(np.array([it.image.size for it in items], dtype=np.float64))
         counts = np.array([len(it.xy) for it in items], dtype=np.float64)
-        self.pick_p = None if counts.sum() == 0 else balanced(counts, items) if balance else counts / counts.sum()
+        self.pick_p = share(counts) if counts.sum() > 0 else None
 
     def _padded(self, array: np.ndarray, y0: int, x0: int, fill: float) -> np.ndarray:
         """``patch x patch`` crop at (y0, x0), padded with ``fill`` where it leaves the array."""

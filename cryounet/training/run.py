@@ -212,9 +212,10 @@ def load_datasets(datasets: Sequence[dict[str, Any]], cfg: CryoUNetConfig) -> tu
         diameter = float(entry["diameter"])
         items, _ = load_labelled(expand_micrographs(entry["micrographs"]), Path(entry["coordinates"]),
                                  diameter, cfg.preprocess)
+        validated = validates(entry)
         for item in items:  # the dataset each patch is drawn from (train.dataset_balance)
-            item.group = group if validates(entry) else TRAIN_ONLY_GROUP
-        if not validates(entry):
+            item.group = group if validated else TRAIN_ONLY_GROUP
+        if not validated:
             train_only += items
             logger.info("training only (no validation): %d micrograph(s) from %s", len(items),
                         entry["coordinates"])
