@@ -4,7 +4,7 @@ mixin of :class:`CryoUnetProtPick`)."""
 import glob
 
 from .. import engine
-from ..constants import BATCHES_FOLDER, MODELS_GENERAL, MODELS_INPUT, MODELS_LIBRARY, THRESHOLD_AUTO
+from ..constants import MODELS_GENERAL, MODELS_INPUT, MODELS_LIBRARY, THRESHOLD_AUTO
 from ..convert import nmsFraction
 from .pick_models import modelFromFolder, modelFromLibrary, newestModelRun
 from .sets import boxSizeForDiameter
@@ -65,8 +65,8 @@ class PickSettings:
                 threshold is read from scores not picked yet.
         """
         if self.thresholdFromScores.get() and not automatic:
-            picked = [engine.pickedThreshold(folder) for folder in
-                      sorted(glob.glob(self._getExtraPath(BATCHES_FOLDER, "batch_*", "picks")))]
+            picked = [engine.pickedThreshold(folder)
+                      for folder in sorted(glob.glob(self._batchPicksFolder("*")))]
             picked = [t for t in picked if t is not None]
             if not picked:
                 raise ValueError("The threshold is read from the scores of each batch; no batch is "

@@ -159,7 +159,7 @@ class CryoUnetProtPick(PickSettings, CryoUnetProtBase, ProtParticlePickingAuto):
         if not micList:
             return
         tag = "%06d-%06d" % (micList[0].getObjId(), micList[-1].getObjId())
-        batchDir = self._getExtraPath(BATCHES_FOLDER, "batch_%s" % tag)
+        batchDir = self._batchFolder(tag)
         items = [(mic.getObjId(), mic.getFileName(), mic.getMicName()) for mic in micList]
         stems = self._stemsFor(items)
         readable = []
@@ -175,7 +175,7 @@ class CryoUnetProtPick(PickSettings, CryoUnetProtBase, ProtParticlePickingAuto):
         # the command line (the configuration is extra/cryounet_pick.json).
         listPath, links = self._linkMicrographs(readable, stems, "pick", os.path.join(batchDir, MICS_FOLDER),
                                                 os.path.join(batchDir, MICS_LIST % "pick"))
-        picksDir = os.path.join(batchDir, "picks")
+        picksDir = self._batchPicksFolder(tag)
         args = ["--micrographs", "@" + os.path.abspath(listPath),
                 "--output", os.path.abspath(picksDir), "--overwrite",
                 "--threshold", engine.THRESHOLD_FROM_SCORES if self.thresholdFromScores.get()
@@ -211,6 +211,14 @@ class CryoUnetProtPick(PickSettings, CryoUnetProtBase, ProtParticlePickingAuto):
             shutil.move(produced, target)
             count = len(engine.readCoordinates(target))
             self._writeRecord(item, stems[micId], coordinates=target, count=count)
+
+    def _batchFolder(self, tag):
+        """What the engine ran on for batch ``tag`` (micrograph links, list, command line)."""
+        return self._getExtraPath(BATCHES_FOLDER, "batch_%s" % tag)
+
+    def _batchPicksFolder(self, tag):
+        """The engine's pick folder of batch ``tag`` (``"*"``: a pattern for every batch's)."""
+        return os.path.join(self._batchFolder(tag), "picks")
 
     def readCoordsFromMics(self, outputDir, micDoneList, outputCoords):
         outputCoords.setBoxSize(self._getBoxSize())
