@@ -11,6 +11,10 @@ own threshold, best F1 (tuned on the truth) and AP; the training minutes are wal
 
     python bench/correction_loop.py --data ../shared/data PUBLIC_SETS --lopo bench/results/lopo-runs/seed0
                                     [--n 1] [--threads 2] [--json bench/results/correction-loop.json]
+
+Each row names the recipe it was fine-tuned from (``--lopo``'s folder: ``seed0`` is *plain*,
+``seed0-sim24`` is *sim24*); a run replaces the earlier rows of its recipe, sets and N only. Give
+each recipe its own ``--output`` (its fine-tuned models are cached there).
 """
 from __future__ import annotations
 
@@ -83,6 +87,17 @@ def correct(name: str, folder: Path, n: int, out: Path, log: Path, threads: int,
             "full": {k: full[k] for k in ("f1_own", "f1_otsu", "best_f1", "ap")}}
 
 
+def recipe_of(lopo: Path) -> str:
+    """The training recipe of a bench/lopo.py runs folder: ``seed0`` is plain, ``seed0-sim24`` sim24."""
+    _, _, variant = lopo.name.partition("-")
+    return variant or "plain"
+
+
+def row_key(row: dict) -> tuple[str, str, int]:
+    """A row's set, starting recipe (rows written before recipes were recorded: plain) and N."""
+    return row["set"], row.get("start", "plain"), row["corrected"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, nargs="+", default=[REPO.parent / "shared" / "data"])
@@ -94,7 +109,8 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "correction-runs")
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "correction-loop.json")
     args = parser.parse_args()
-    previous = json.loads(args.json.read_text())["rows"] if args.json.is_file() else []
+    earlier = json.loads(args.json.read_text()) if args.json.is_file() else {}
+    start = recipe_of(args.lopo)
     rows = []
     for name, folder in find_sets(args.data, args.sets).items():
         out = args.output / name
@@ -104,31 +120,39 @@ def main() -> int:
         full = score_set(out / "full", folder, out / "score-full", log, args.threads)
         available = len(list((folder / "train").glob("*.mrc")))
         for n in sorted({min(n, available) for n in args.n}):
-            rows.append(correct(name, folder, n, out, log, args.threads, args.lopo, full, full_min))
-    done = {(r["set"], r["corrected"]) for r in rows}
-    rows = [r for r in previous if (r["set"], r["corrected"]) not in done] + rows
-    rows.sort(key=lambda r: (r["set"], r["corrected"]))
-    code = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
-    table = [[r["set"], r["corrected"], f"{r['tuned']['f1_own']:.3f}", f"{r['tuned'].get('f1_otsu', float('nan')):.3f}",
+            rows.append({**correct(name, folder, n, out, log, args.threads, args.lopo, full, full_min),
+                         "start": start})
+    done = {row_key(r) for r in rows}
+    rows = [r for r in earlier.get("rows", []) if row_key(r) not in done] + rows
+    rows.sort(key=row_key)
+    code = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                          text=True).stdout.strip()
+    ns = " ".join(map(str, args.n))
+    if earlier.get("code"):  # the earlier rows' code stays on record
+        code = f"{earlier['code']}, {code} ({start}, N = {ns})"
+    table = [[r["set"], r.get("start", "plain"), r["corrected"], f"{r['tuned']['f1_own']:.3f}",
+              f"{r['tuned'].get('f1_otsu', float('nan')):.3f}",
               f"{r['full']['f1_own']:.3f}", f"{r['tuned']['f1_own'] - r['full']['f1_own']:+.3f}",
               f"{r['tuned']['ap']:.3f}", f"{r['full']['ap']:.3f}", f"{r['tuned_minutes']:g}", f"{r['full_minutes']:g}"]
              for r in rows]
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
         "id": "correction-loop", "title": "The correction loop: N corrected micrographs against full training",
-        "command": f"python bench/correction_loop.py --data ../shared/data PUBLIC_SETS --lopo LOPO_RUNS "
-                   f"--n {' '.join(map(str, args.n))} --threads {args.threads}",
+        "command": f"python bench/correction_loop.py --data ../shared/data PUBLIC_SETS "
+                   f"--lopo LOPO_RUNS/seedS[-RECIPE] --n {ns} --threads {args.threads}",
         "machine": f"{os.cpu_count()}-core {platform.machine()} VM, {args.threads} thread(s)",
-        "date": time.strftime("%Y-%m-%d"), "code": code.strip(),
-        "table": {"columns": ["set", "corrected micrographs", "F1 fine-tuned", "F1 fine-tuned at otsu",
+        "date": time.strftime("%Y-%m-%d"), "code": code,
+        "table": {"columns": ["set", "fine-tuned from", "corrected micrographs", "F1 fine-tuned", "F1 fine-tuned at otsu",
                               "F1 full training", "difference", "AP fine-tuned", "AP full", "fine-tuning (min)",
                               "full training (min)"],
                   "rows": table},
-        "notes": ["Fine-tuned from the leave-one-protein-out model that never saw the set; F1 at each model's "
-                  "own calibrated threshold on the set's test micrographs (difference: fine-tuned minus full); "
-                  "*at otsu*: at the label-free threshold read from the picked scores (pick --threshold otsu); "
-                  "N is capped at the set's training split (4 on the CryoPPP sets); seed 0; minutes are wall "
-                  "time with other benchmarks sharing the 2 cores (upper bounds)."],
+        # the first note describes the table; later ones, records of earlier runs, are kept
+        "notes": ["Fine-tuned from the leave-one-protein-out model that never saw the set (*fine-tuned from*: "
+                  "its recipe in bench/lopo.py); F1 at each model's own calibrated threshold on the set's test "
+                  "micrographs (difference: fine-tuned minus full); *at otsu*: at the label-free threshold read "
+                  "from the picked scores (pick --threshold otsu); N is capped at the set's training split (4 on "
+                  "the CryoPPP sets); seed 0; minutes are wall time with other benchmarks sharing the 2 cores "
+                  "(upper bounds)."] + earlier.get("notes", [])[1:],
         "rows": rows}, indent=1) + "\n")
     return 0
 
