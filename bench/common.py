@@ -42,6 +42,19 @@ def run(cmd: Sequence[str], log: Path) -> tuple[float, float]:
     return time.monotonic() - t0, usage.ru_maxrss / 1024
 
 
+def provenance(earlier: dict, machine: str, what: str) -> dict[str, str]:
+    """``machine`` and ``code`` for a results file that this run adds rows to or replaces rows of
+    (``earlier``: the file as it was, or ``{}``): the earlier runs' stay on record and this run's
+    commit, with ``what`` it measured, is added; a different machine is named beside the earlier."""
+    code = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                          text=True).stdout.strip()
+    if not earlier.get("code"):
+        return {"machine": machine, "code": code}
+    known = machine in earlier.get("machine", "")
+    return {"machine": earlier["machine"] if known else f"{earlier['machine']}; {what}: {machine}",
+            "code": f"{earlier['code']}, {code} ({what})"}
+
+
 def uses_tta(models: Sequence[Path], extra: Sequence[str] = ()) -> bool:
     """Whether ``cryounet pick`` with these models and options applies test-time augmentation:
     as ``--tta``/``--no-tta`` say, else as the first model's stored ``pick.tta``."""

@@ -13,8 +13,9 @@ own threshold, best F1 (tuned on the truth) and AP; the training minutes are wal
                                     [--n 1] [--threads 2] [--json bench/results/correction-loop.json]
 
 Each row names the recipe it was fine-tuned from (``--lopo``'s folder: ``seed0`` is *plain*,
-``seed0-sim24`` is *sim24*); a run replaces the earlier rows of its recipe, sets and N only. Give
-each recipe its own ``--output`` (its fine-tuned models are cached there).
+``seed0-sim24`` is *sim24*); a run replaces the earlier rows of its recipe, sets and N only, and
+the earlier command, notes, code and machine stay on record. Give each recipe its own
+``--output`` (its fine-tuned models are cached there).
 """
 from __future__ import annotations
 
@@ -23,13 +24,12 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PY, REPO, run  # noqa: E402
+from common import PY, REPO, provenance, run  # noqa: E402
 from lopo import diameter_of, find_sets, score_set  # noqa: E402
 
 
@@ -125,11 +125,7 @@ def main() -> int:
     done = {row_key(r) for r in rows}
     rows = [r for r in earlier.get("rows", []) if row_key(r) not in done] + rows
     rows.sort(key=row_key)
-    code = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                          text=True).stdout.strip()
     ns = " ".join(map(str, args.n))
-    if earlier.get("code"):  # the earlier rows' code stays on record
-        code = f"{earlier['code']}, {code} ({start}, N = {ns})"
     table = [[r["set"], r.get("start", "plain"), r["corrected"], f"{r['tuned']['f1_own']:.3f}",
               f"{r['tuned'].get('f1_otsu', float('nan')):.3f}",
               f"{r['full']['f1_own']:.3f}", f"{r['tuned']['f1_own'] - r['full']['f1_own']:+.3f}",
@@ -138,13 +134,14 @@ def main() -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
         "id": "correction-loop", "title": "The correction loop: N corrected micrographs against full training",
-        "command": f"python bench/correction_loop.py --data ../shared/data PUBLIC_SETS "
-                   f"--lopo LOPO_RUNS/seedS[-RECIPE] --n {ns} --threads {args.threads}",
-        "machine": f"{os.cpu_count()}-core {platform.machine()} VM, {args.threads} thread(s)",
-        "date": time.strftime("%Y-%m-%d"), "code": code,
-        "table": {"columns": ["set", "fine-tuned from", "corrected micrographs", "F1 fine-tuned", "F1 fine-tuned at otsu",
-                              "F1 full training", "difference", "AP fine-tuned", "AP full", "fine-tuning (min)",
-                              "full training (min)"],
+        "command": earlier.get("command", "python bench/correction_loop.py --data ../shared/data PUBLIC_SETS "
+                               f"--lopo LOPO_RUNS/seedS[-RECIPE] --n {ns} --threads {args.threads}"),
+        **provenance(earlier, f"{os.cpu_count()}-core {platform.machine()} VM, {args.threads} thread(s)",
+                     f"{start}, N = {ns}"),
+        "date": time.strftime("%Y-%m-%d"),
+        "table": {"columns": ["set", "fine-tuned from", "corrected micrographs", "F1 fine-tuned",
+                              "F1 fine-tuned at otsu", "F1 full training", "difference", "AP fine-tuned",
+                              "AP full", "fine-tuning (min)", "full training (min)"],
                   "rows": table},
         # the first note describes the table; later ones, records of earlier runs, are kept
         "notes": ["Fine-tuned from the leave-one-protein-out model that never saw the set (*fine-tuned from*: "

@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CANDIDATE_THRESHOLD, PY, REPO, run  # noqa: E402
+from common import CANDIDATE_THRESHOLD, PY, REPO, provenance, run  # noqa: E402
 
 from cryounet.evaluation.metrics import MATCH_RADIUS, average_precision, best_f1, evaluate  # noqa: E402
 from cryounet.io.coordinates import list_coordinate_files, read_coordinates  # noqa: E402
@@ -147,7 +146,8 @@ def main() -> int:
     sets = find_sets(args.data, None)
     extra = find_sets(args.extra, None) if args.extra else {}
     held_out = [name for name in sets if not args.sets or name in args.sets]
-    previous = json.loads(args.json.read_text())["runs"] if args.json.is_file() else []
+    earlier = json.loads(args.json.read_text()) if args.json.is_file() else {}
+    previous = earlier.get("runs", [])
     rows = []
     for name in held_out:
         others = {k: v for k, v in sets.items() if k != name}
@@ -165,18 +165,19 @@ def main() -> int:
         print(f"lopo {name}: best F1 {row['best_f1']:.3f} AP {row['ap']:.3f} F1 own {row['f1_own']:.3f} "
               f"otsu {row['f1_otsu']:.3f} otsu_linear {row['f1_otsu_linear']:.3f} "
               f"(trained {minutes:.1f} min on {', '.join(sorted(others))})", flush=True)
-    code = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
     runs = [r for r in previous if not (r["held_out"] in held_out and r.get("seed") == args.seed
                                         and r.get("variant", "") == args.variant)]
     runs += [{**r, "seed": args.seed, "variant": args.variant} for r in rows]
     args.json.parent.mkdir(parents=True, exist_ok=True)
+    # the earlier record's command (its list of variants), notes and shipped recipe stay
+    kept = {key: earlier[key] for key in ("shipped_recipe", "notes") if key in earlier}
     args.json.write_text(json.dumps({
         "id": "general-lopo", "title": "General model, leave one protein out (zero-shot)",
-        "command": "python bench/lopo.py --data ../shared/data PUBLIC_SETS --threads T --seed S "
-                   "[--variant V --extra SIMULATED_SETS --config C]",
-        "machine": f"{os.cpu_count()}-core {platform.machine()} VM, {args.threads} thread(s)",
-        "date": time.strftime("%Y-%m-%d"),
-        "code": code.strip(), "runs": runs}, indent=1) + "\n")
+        "command": earlier.get("command", "python bench/lopo.py --data ../shared/data PUBLIC_SETS --threads T "
+                                          "--seed S [--variant V --extra SIMULATED_SETS --config C]"),
+        **provenance(earlier, f"{os.cpu_count()}-core {platform.machine()} VM, {args.threads} thread(s)",
+                     f"{args.variant or 'plain'}, seed {args.seed}"),
+        "date": time.strftime("%Y-%m-%d"), **kept, "runs": runs}, indent=1) + "\n")
     return 0
 
 
