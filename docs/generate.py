@@ -312,14 +312,19 @@ def _general_section(results: dict[str, dict[str, Any]]) -> list[str]:
     return lines + _general_targets(lopo, peers, results.get("correction-loop"))
 
 
-def _recipe_means(runs: list[dict[str, Any]]) -> list[str]:
-    """Mean best F1 and AP of each recipe measured on every held-out set."""
-    held_out = {r["held_out"] for r in runs}
+def _by_recipe(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Leave-one-out runs grouped by training recipe (their ``variant``; none is *plain*)."""
     recipes: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         recipes.setdefault(run.get("variant") or "plain", []).append(run)
+    return recipes
+
+
+def _recipe_means(runs: list[dict[str, Any]]) -> list[str]:
+    """Mean best F1 and AP of each recipe measured on every held-out set."""
+    held_out = {r["held_out"] for r in runs}
     lines = []
-    for name, rows in recipes.items():
+    for name, rows in _by_recipe(runs).items():
         if {r["held_out"] for r in rows} == held_out:
             mean = {key: _mean([r[key] for r in rows]) for key in ("best_f1", "ap", "f1_own", "f1_otsu")}
             seeds = f" ({len(rows) // len(held_out)} seeds)" if len(rows) > len(held_out) else ""
@@ -341,22 +346,18 @@ def _general_targets(lopo: dict[str, Any], peers: dict[str, Any], loop: dict[str
              "| held-out set | zero-shot best F1 | Topaz pretrained | 0.85 x trained best F1 | F1 at Otsu | "
              "0.8 x trained F1 at its threshold | met |", "|---|---|---|---|---|---|---|"]
     by_set: dict[str, list[dict[str, Any]]] = {}
-    for run in lopo["runs"]:
-        if (run.get("variant") or "plain") == shipped:
-            by_set.setdefault(run["held_out"], []).append(run)
-    # the mean over the seeds measured
-    best = {name: {"variant": shipped, "seeds": len(rows), **{key: _mean([r[key] for r in rows])
-                                                            for key in ("best_f1", "f1_otsu")}}
-            for name, rows in by_set.items()}
-    for name, run in sorted(best.items()):
+    for run in _by_recipe(lopo["runs"]).get(shipped, []):
+        by_set.setdefault(run["held_out"], []).append(run)
+    for name, rows in sorted(by_set.items()):
         peer = peers["sets"].get(name, {}).get("topaz_pretrained")
         if name not in full or peer is None:
             continue
+        best_f1, f1_otsu = (_mean([r[key] for r in rows]) for key in ("best_f1", "f1_otsu"))  # over the seeds
         bar_best, bar_otsu = 0.85 * full[name]["best_f1"], 0.8 * full[name]["f1_own"]
-        met = run["best_f1"] >= max(peer["best_f1"], bar_best) and run["f1_otsu"] >= bar_otsu
-        seeds = f", mean of {run['seeds']} seeds" if run["seeds"] > 1 else ""
-        lines.append(f"| {name} ({shipped}{seeds}) | {run['best_f1']:.3f} | {peer['best_f1']:.3f} | "
-                     f"{bar_best:.3f} | {run['f1_otsu']:.3f} | {bar_otsu:.3f} | {'yes' if met else 'no'} |")
+        met = best_f1 >= max(peer["best_f1"], bar_best) and f1_otsu >= bar_otsu
+        seeds = f", mean of {len(rows)} seeds" if len(rows) > 1 else ""
+        lines.append(f"| {name} ({shipped}{seeds}) | {best_f1:.3f} | {peer['best_f1']:.3f} | "
+                     f"{bar_best:.3f} | {f1_otsu:.3f} | {bar_otsu:.3f} | {'yes' if met else 'no'} |")
     return lines + [""]
 
 
